@@ -1,0 +1,1 @@
+"""Logic: understand the transcript (intent + slots) and stream the reply text."""
