@@ -81,6 +81,11 @@ class TTSOptions:
 
     def __post_init__(self) -> None:
         """Reject bad values at construction, where the message can name the field."""
+        # Config files and CLI flags hand paths over as strings; store Paths regardless.
+        for name in ("model_path", "config_path"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
         if self.engine not in ENGINE_NAMES:
             raise ConfigError(
                 f"tts engine {self.engine!r} is unknown; use one of {', '.join(ENGINE_NAMES)}"
