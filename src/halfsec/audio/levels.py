@@ -1,0 +1,30 @@
+"""Loudness helpers used to find the first audible and last voiced samples."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dbfs_to_int16(dbfs: float) -> float:
+    """Amplitude of a full-scale-relative level in int16 units."""
+    return float(32768.0 * 10 ** (dbfs / 20.0))
+
+
+def first_audible_sample(pcm: np.ndarray, dbfs: float = -45.0, start: int = 0) -> int | None:
+    """Index of the first sample at or after ``start`` whose magnitude exceeds ``dbfs``.
+
+    This is the "first audible sample" that stops the voice-to-voice clock: a peak
+    criterion is used (not RMS) because the ear hears the onset, not the window mean."""
+    thr = dbfs_to_int16(dbfs)
+    seg = np.abs(pcm[start:].astype(np.int32))
+    idx = np.flatnonzero(seg > thr)
+    return None if idx.size == 0 else start + int(idx[0])
+
+
+def frame_rms_dbfs(pcm: np.ndarray) -> float:
+    """RMS level of a frame in dBFS (-120 for digital silence)."""
+    if pcm.size == 0:
+        return -120.0
+    x = pcm.astype(np.float64) / 32768.0
+    rms = float(np.sqrt(np.mean(x * x)))
+    return -120.0 if rms <= 1e-6 else 20.0 * float(np.log10(rms))

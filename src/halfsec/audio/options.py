@@ -1,0 +1,16 @@
+"""Audio options: what the pipeline accepts and produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOptions:
+    output_rate: int = 16_000
+    """Rate of reply audio handed to the consumer; TTS output is resampled to it with soxr."""
+    max_input_s: float = 120.0
+    """Longest input file ``halfsec run`` accepts.  A file is played at real-time pace, so a
+    10-minute file would tie a run up for 10 minutes: reject it with a clear message instead."""
+    audible_dbfs: float = -45.0
+    """Level above which a reply sample counts as audible (the stop of the v2v clock)."""

@@ -1,0 +1,23 @@
+"""The engines a process shares between its sessions.
+
+Models are loaded once; each engine runs its inference on its own single thread, so on a
+2-core machine STT, TTS and VAD never fight for more than the cores there are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..logic.engine import LogicEngine
+from ..stt.engine import STTEngine
+from ..tts.engine import TTSEngine
+
+
+@dataclass(slots=True)
+class Engines:
+    stt: STTEngine
+    logic: LogicEngine
+    tts: TTSEngine
+
+    def warmup(self) -> None:
+        self.stt.warmup()
+        self.tts.warmup()

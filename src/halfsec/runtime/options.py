@@ -1,0 +1,23 @@
+"""Session options: what the orchestration does beyond each stage's own options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    speculate: bool = True
+    """Start STT, logic and the first clause's TTS as soon as the user pauses, and release
+    the result only at the end-of-turn decision.  The decision then finds the reply ready:
+    voice-to-voice approaches the endpointing wait itself.  Off = classic sequential
+    pipeline (useful as the A/B baseline)."""
+    partials: bool = True
+    """Emit partial transcripts while the user speaks."""
+    partial_interval_ms: float = 500.0
+    """Audio between two partial decodes (each costs one STT call on the STT thread)."""
+    end_of_turn: str = "transcript"
+    """``transcript`` (longer window for unfinished phrases) or ``silence`` (fixed window)."""
+    max_turn_s: float = 30.0
+    """A turn longer than this is ended by force (a stuck-open VAD must not hold the
+    session forever)."""

@@ -1,0 +1,294 @@
+"""``VoiceSession``: one conversation, from microphone frames to reply frames.
+
+A transport (or the CLI's simulated microphone) calls ``push`` with 16 kHz int16 audio as
+it arrives and reads ``events()``.  Per 20 ms frame:
+
+1. the turn detector runs Silero VAD (~70 us, inline) and says start / pause / resume;
+2. speech frames are fed to the turn's STT stream; pause frames are held back, so that a
+   speculative final transcript requested at the pause covers exactly the speech;
+3. at a pause, a ``TurnTask`` starts STT final -> logic -> TTS behind a closed gate;
+4. each paused frame asks the end-of-turn policy whether the silence so far ends the turn
+   (it may look at the speculative transcript); if so the gate opens and the reply flows;
+5. speech during a reply is a barge-in: the reply task is cancelled and an ``Interruption``
+   tells the transport to stop playback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from .. import FRAME_MS, INTERNAL_RATE
+from ..audio.framing import Framer
+from ..clock import now_ns
+from ..frames import (
+    EndOfTurn,
+    ErrorFrame,
+    Frame,
+    Interruption,
+    PartialTranscript,
+    ReplyAudio,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TimingMark,
+)
+from ..stt.engine import STTStream
+from ..turn.detector import TurnDetector, VadState
+from ..turn.end_of_turn import EndOfTurnPolicy, SilenceWindowPolicy, TranscriptAwarePolicy
+from ..turn.options import TurnOptions
+from .engines import Engines
+from .options import SessionOptions
+from .turn_task import TurnTask
+
+_CLOSED = object()
+
+
+class _Turn:
+    """Listening state of the turn being spoken (the reply side lives in ``TurnTask``)."""
+
+    def __init__(self, turn_id: int, stream: STTStream, start_ms: float) -> None:
+        self.id = turn_id
+        self.stream = stream
+        self.start_ms = start_ms
+        self.audio: list[np.ndarray] = []
+        self.held: list[np.ndarray] = []
+        self.task: TurnTask | None = None
+        self.fed_since_partial_ms = 0.0
+        self.partial_task: asyncio.Task[None] | None = None
+
+    def feed(self, frame: np.ndarray) -> None:
+        self.stream.feed(frame)
+        self.audio.append(frame)
+
+
+class VoiceSession:
+    def __init__(
+        self,
+        engines: Engines,
+        turn: TurnOptions | None = None,
+        options: SessionOptions | None = None,
+        output_rate: int = INTERNAL_RATE,
+    ) -> None:
+        self.engines = engines
+        self.turn_opt = turn or TurnOptions()
+        self.opt = options or SessionOptions()
+        self.output_rate = output_rate
+        self.detector = TurnDetector(self.turn_opt)
+        self.policy: EndOfTurnPolicy = (
+            TranscriptAwarePolicy(self.turn_opt)
+            if self.opt.end_of_turn == "transcript"
+            else SilenceWindowPolicy(self.turn_opt)
+        )
+        self._framer = Framer()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        preroll = max(1, int(self.turn_opt.preroll_ms // FRAME_MS))
+        self._preroll: deque[np.ndarray] = deque(maxlen=preroll)
+        self._next_turn_id = 1
+        self._turn: _Turn | None = None  # being spoken
+        self._reply: TurnTask | None = None  # committed, possibly still speaking
+        self._reply_eot_ms = 0.0
+        self._reply_audio: list[np.ndarray] = []  # the committed turn's user audio
+        self._play_end_ns = 0
+        self._closed = False
+
+    # -- output -------------------------------------------------------------------------
+    def _emit(self, frame: Frame) -> None:
+        if isinstance(frame, ReplyAudio):
+            # The session's model of client playback: audio plays as soon as it arrives,
+            # back to back.  Used to decide whether speech is a barge-in.
+            dur_ns = int(frame.pcm.size * 1e9 / frame.sample_rate)
+            self._play_end_ns = max(self._play_end_ns, frame.t_ns) + dur_ns
+        self._queue.put_nowait(frame)
+
+    async def events(self) -> AsyncIterator[Frame]:
+        """Frames in the order they happened; ends after ``close``."""
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                return
+            assert isinstance(item, Frame)
+            yield item
+
+    @property
+    def position_ms(self) -> float:
+        return self.detector.pos_ms
+
+    @property
+    def agent_speaking(self) -> bool:
+        r = self._reply
+        return r is not None and (r.running or now_ns() < self._play_end_ns)
+
+    @property
+    def idle(self) -> bool:
+        """No turn being spoken, no reply being produced or played."""
+        return self._turn is None and not self.agent_speaking
+
+    # -- input --------------------------------------------------------------------------
+    async def push(self, pcm: np.ndarray) -> None:
+        """Feed 16 kHz mono int16 audio of any length (20 ms frames are cut here)."""
+        if self._closed:
+            raise RuntimeError("session is closed")
+        for frame in self._framer.push(pcm):
+            await self._process(frame)
+
+    async def _process(self, frame: np.ndarray) -> None:
+        events = self.detector.process(frame)
+        turn = self._turn
+        for ev in events:
+            if ev.kind == "start":
+                turn = await self._on_start(ev.audio_ms, ev.speech_ms)
+            elif ev.kind == "pause" and turn is not None:
+                self._on_pause(turn, ev.audio_ms, ev.speech_ms)
+            elif ev.kind == "resume" and turn is not None:
+                await self._on_resume(turn, ev.audio_ms)
+
+        if turn is None:
+            self._preroll.append(frame)
+            return
+        if self.detector.state is VadState.PAUSE:
+            turn.held.append(frame)
+            await self._maybe_end_turn(turn)
+        else:
+            turn.feed(frame)
+            self._maybe_partial(turn)
+            if self.position_ms - turn.start_ms > self.opt.max_turn_s * 1000:
+                self._on_pause(turn, self.position_ms, self.position_ms)
+                await self._end_turn(turn, "max_turn_length")
+
+    # -- events -------------------------------------------------------------------------
+    async def _on_start(self, audio_ms: float, onset_ms: float) -> _Turn:
+        t_detect = now_ns()
+        carried: list[np.ndarray] = []
+        if self.agent_speaking and self._reply is not None:
+            reply = self._reply
+            cancel_ms = await reply.cancel()
+            self._emit(
+                Interruption(
+                    turn_id=reply.turn_id, t_ns=t_detect, audio_ms=audio_ms, cancel_ms=cancel_ms
+                )
+            )
+            self._play_end_ns = 0
+            if onset_ms - self._reply_eot_ms <= self.turn_opt.continuation_ms:
+                # The user had only paused: this speech continues the interrupted turn.
+                carried = self._reply_audio
+            self._reply = None
+        turn_id = self._next_turn_id
+        self._next_turn_id += 1
+        turn = _Turn(turn_id, self.engines.stt.open_stream(), onset_ms)
+        for f in carried:
+            turn.feed(f)
+        for f in self._preroll:
+            turn.feed(f)
+        self._preroll.clear()
+        self._turn = turn
+        self._emit(SpeechStarted(turn_id=turn_id, t_ns=t_detect, audio_ms=onset_ms))
+        if carried:
+            self._emit(
+                TimingMark(
+                    turn_id=turn_id,
+                    name="turn.continues",
+                    attrs={"carried_ms": len(carried) * FRAME_MS},
+                )
+            )
+        return turn
+
+    def _on_pause(self, turn: _Turn, audio_ms: float, speech_end_ms: float) -> None:
+        self._emit(SpeechPaused(turn_id=turn.id, audio_ms=audio_ms, speech_end_ms=speech_end_ms))
+        if self.opt.speculate:
+            self._start_task(turn)
+
+    async def _on_resume(self, turn: _Turn, audio_ms: float) -> None:
+        self._emit(SpeechResumed(turn_id=turn.id, audio_ms=audio_ms))
+        if turn.task is not None:
+            await turn.task.cancel()
+            turn.task = None
+        for f in turn.held:
+            turn.feed(f)
+        turn.held.clear()
+
+    def _start_task(self, turn: _Turn) -> None:
+        task = TurnTask(turn.id, turn.stream, self.engines, self.output_rate, self._emit)
+        task.start()
+        turn.task = task
+
+    async def _maybe_end_turn(self, turn: _Turn) -> None:
+        silence = self.detector.silence_ms
+        tr = turn.task.transcript if turn.task is not None else None
+        need = self.policy.required_silence_ms(tr.text if tr is not None else None)
+        if silence < need:
+            return
+        if (
+            self.opt.speculate
+            and tr is None
+            and silence < need + self.turn_opt.max_wait_for_transcript_ms
+        ):
+            return  # the transcript is due any moment and may ask for a longer window
+        await self._end_turn(
+            turn, "silence" if need <= self.turn_opt.silence_ms else "silence_incomplete"
+        )
+
+    async def _end_turn(self, turn: _Turn, reason: str) -> None:
+        self.detector.end_turn()
+        self._turn = None
+        self._preroll.extend(turn.held[-self._preroll.maxlen :] if self._preroll.maxlen else [])
+        if turn.task is None:
+            self._start_task(turn)
+        task = turn.task
+        assert task is not None
+        self._emit(
+            EndOfTurn(
+                turn_id=turn.id,
+                audio_ms=self.position_ms,
+                speech_end_ms=self.detector.speech_end_ms,
+                reason=reason,
+            )
+        )
+        task.commit()
+        self._reply = task
+        self._reply_eot_ms = self.position_ms
+        self._reply_audio = turn.audio
+        if turn.partial_task is not None:
+            turn.partial_task.cancel()
+
+    # -- partial transcripts ------------------------------------------------------------
+    def _maybe_partial(self, turn: _Turn) -> None:
+        if not self.opt.partials:
+            return
+        turn.fed_since_partial_ms += FRAME_MS
+        if turn.fed_since_partial_ms < self.opt.partial_interval_ms:
+            return
+        if turn.partial_task is not None and not turn.partial_task.done():
+            return
+        turn.fed_since_partial_ms = 0.0
+        turn.partial_task = asyncio.create_task(self._partial(turn))
+
+    async def _partial(self, turn: _Turn) -> None:
+        try:
+            tr = await turn.stream.hypothesis(final=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._emit(ErrorFrame(turn_id=turn.id, code="stt_partial_failed", message=str(e)))
+            return
+        if tr.text and self._turn is turn:
+            self._emit(PartialTranscript(turn_id=turn.id, text=tr.text))
+
+    # -- shutdown -----------------------------------------------------------------------
+    async def close(self) -> None:
+        """Cancel everything in flight and end ``events()``."""
+        if self._closed:
+            return
+        self._closed = True
+        for t in (self._turn.task if self._turn else None, self._reply):
+            if t is not None:
+                await t.cancel()
+        if self._turn is not None and self._turn.partial_task is not None:
+            self._turn.partial_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._turn.partial_task
+        self._queue.put_nowait(_CLOSED)

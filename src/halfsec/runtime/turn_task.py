@@ -1,0 +1,161 @@
+"""One user turn's work: final transcript -> understanding -> reply clauses -> reply audio.
+
+The work starts *speculatively* when the user pauses, and its frames are held behind a
+gate until the session commits the turn (end-of-turn decision).  If the user resumes
+speaking, the task is cancelled and nothing it produced is ever seen.  After the commit
+the gate is open and frames flow out as they are produced.  Cancelling the task (barge-in)
+stops everything the turn still had queued or in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..audio.resample import StreamResampler
+from ..clock import now_ns
+from ..frames import (
+    AudioFrame,
+    ErrorFrame,
+    FinalTranscript,
+    Frame,
+    IntentFrame,
+    ReplyAudio,
+    ReplyDone,
+    ReplyText,
+    TimingMark,
+)
+from ..stt.engine import STTStream, Transcript
+from .engines import Engines
+
+
+class TurnTask:
+    def __init__(
+        self,
+        turn_id: int,
+        stream: STTStream,
+        engines: Engines,
+        output_rate: int,
+        emit: Callable[[Frame], None],
+    ) -> None:
+        self.turn_id = turn_id
+        self.stream = stream
+        self.engines = engines
+        self.output_rate = output_rate
+        self._emit_out = emit
+        self._pending: list[Frame] = []
+        self.committed = False
+        self.transcript: Transcript | None = None
+        self.marks: dict[str, int] = {}
+        self.reply_text: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+
+    # -- gate ---------------------------------------------------------------------------
+    def _emit(self, frame: Frame) -> None:
+        if self.committed:
+            self._emit_out(frame)
+        else:
+            self._pending.append(frame)
+
+    def mark(self, name: str, **attrs: Any) -> None:
+        t = now_ns()
+        self.marks[name] = t
+        self._emit(TimingMark(turn_id=self.turn_id, t_ns=t, name=name, attrs=attrs))
+
+    def commit(self) -> None:
+        """Open the gate: release held frames in order, then stream the rest live."""
+        if self.committed:
+            return
+        self.committed = True
+        self.mark("turn.commit")
+        pending, self._pending = self._pending, []
+        for f in pending:
+            self._emit_out(f)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"turn-{self.turn_id}")
+
+    async def cancel(self) -> float:
+        """Cancel queued and in-flight work; returns how long cancelling took (ms)."""
+        t0 = now_ns()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        self._pending.clear()
+        return (now_ns() - t0) / 1e6
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    # -- the work -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            await self._work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # one failing engine call must not end the session
+            self._emit(
+                ErrorFrame(
+                    turn_id=self.turn_id, code="turn_failed", message=f"{type(e).__name__}: {e}"
+                )
+            )
+        finally:
+            self.done.set()
+
+    async def _work(self) -> None:
+        self.mark("stt.start")
+        tr = await self.stream.hypothesis(final=True)
+        self.transcript = tr
+        self.mark("stt.end", compute_ms=tr.compute_ms, audio_ms=tr.audio_ms)
+        self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
+        text = tr.text.strip()
+        if not text:
+            self._emit(ReplyDone(turn_id=self.turn_id, text=""))
+            return
+        self.mark("logic.start")
+        u = self.engines.logic.understand(text)
+        self._emit(
+            IntentFrame(
+                turn_id=self.turn_id, intent=u.intent, slots=dict(u.slots), confidence=u.confidence
+            )
+        )
+        resampler = StreamResampler(self.engines.tts.sample_rate, self.output_rate)
+        index = 0
+        async for clause in self.engines.logic.reply(text, u):
+            if index == 0:
+                self.mark("logic.first_clause", source=clause.source)
+            self._emit(
+                ReplyText(turn_id=self.turn_id, text=clause.text, index=index, source=clause.source)
+            )
+            self.reply_text.append(clause.text)
+            self.mark("tts.start", clause=index)
+            first = True
+            async for chunk in self.engines.tts.synthesize(clause.text):
+                out = resampler.process(chunk)
+                if out.size == 0:
+                    continue
+                if first and index == 0:
+                    self.mark("tts.first_audio")
+                first = False
+                self._emit(self._audio(out, index))
+            index += 1
+        tail = resampler.process(np.zeros(0, dtype=np.int16), last=True)
+        if tail.size:
+            self._emit(self._audio(tail, max(0, index - 1)))
+        self.mark("tts.end")
+        self._emit(ReplyDone(turn_id=self.turn_id, text=" ".join(self.reply_text)))
+
+    def _audio(self, pcm: np.ndarray, clause: int) -> AudioFrame:
+        return ReplyAudio(
+            turn_id=self.turn_id,
+            pcm=pcm.astype(np.int16),
+            sample_rate=self.output_rate,
+            clause_index=clause,
+        )

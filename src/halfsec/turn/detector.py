@@ -1,0 +1,115 @@
+"""The speech/pause state machine that turns VAD probabilities into turn events.
+
+States: ``silence`` -> ``speech`` (probability held >= threshold for ``min_speech_ms``)
+-> ``pause`` (probability < neg_threshold) -> ``speech`` again (resumed) or end of turn
+(decided by the session with an ``EndOfTurnPolicy``, because the decision may depend on
+the speculative transcript).
+
+The key number is ``speech_end_ms``: the estimated real end of speech.  Silero's
+probability falls ~70-100 ms after the voice stops; counting the silence window from the
+drop would add that lag to every turn.  The detector keeps 10 ms frame energies and, at
+the drop, looks back for the last frame clearly above the running noise floor."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from .. import FRAME_MS, INTERNAL_RATE
+from .options import TurnOptions
+from .vad import WINDOW_MS, SileroVAD
+
+
+class VadState(Enum):
+    SILENCE = "silence"
+    SPEECH = "speech"
+    PAUSE = "pause"
+
+
+@dataclass(frozen=True, slots=True)
+class VadEvent:
+    kind: str
+    """``start``, ``pause`` or ``resume``."""
+    audio_ms: float
+    """Stream position (ms since the session's first sample) when the event was decided."""
+    speech_ms: float
+    """For ``start``: estimated speech onset.  For ``pause``: estimated real end of speech."""
+
+
+class TurnDetector:
+    def __init__(self, options: TurnOptions) -> None:
+        self.opt = options
+        self.vad = SileroVAD()
+        self.state = VadState.SILENCE
+        self.pos_ms = 0.0
+        self.speech_end_ms = 0.0
+        self.last_prob = 0.0
+        self._run_ms = 0.0  # consecutive speech-window duration while in SILENCE
+        self._db: deque[tuple[float, float]] = deque(maxlen=60)  # (end_ms, dB) per 10 ms
+        self._floor_db = -70.0
+        self._peak_db = -20.0
+
+    # -- energy bookkeeping -------------------------------------------------------------
+    def _track_energy(self, frame: np.ndarray) -> None:
+        half = frame.size // 2
+        for k, part in enumerate((frame[:half], frame[half:])):
+            x = part.astype(np.float64) / 32768.0
+            db = 20.0 * float(np.log10(max(float(np.sqrt(np.mean(x * x))), 1e-6)))
+            end_ms = self.pos_ms + (k + 1) * FRAME_MS / 2
+            self._db.append((end_ms, db))
+            # Slow floor tracker: falls fast, rises slowly (speech must not lift it).
+            if db < self._floor_db:
+                self._floor_db = 0.7 * self._floor_db + 0.3 * db
+            else:
+                self._floor_db += 0.002 * (db - self._floor_db)
+            if self.state is VadState.SPEECH and db > self._peak_db:
+                self._peak_db = db
+
+    def _estimate_end(self) -> float:
+        thr = max(self._floor_db + 12.0, self._peak_db - 35.0)
+        for end_ms, db in reversed(self._db):
+            if db > thr:
+                return min(end_ms, self.pos_ms)
+        return self.pos_ms - self.opt.vad_lag_ms
+
+    # -- main entry ---------------------------------------------------------------------
+    def process(self, frame: np.ndarray) -> list[VadEvent]:
+        """Consume one 20 ms frame; return the events it caused."""
+        self._track_energy(frame)
+        probs = self.vad.push(frame)
+        self.pos_ms += frame.size * 1000.0 / INTERNAL_RATE
+        events: list[VadEvent] = []
+        for p in probs:
+            self.last_prob = p
+            if self.state is VadState.SILENCE:
+                if p >= self.opt.threshold:
+                    self._run_ms += WINDOW_MS
+                    if self._run_ms >= self.opt.min_speech_ms:
+                        self.state = VadState.SPEECH
+                        self._peak_db = -60.0
+                        events.append(VadEvent("start", self.pos_ms, self.pos_ms - self._run_ms))
+                else:
+                    self._run_ms = 0.0
+            elif self.state is VadState.SPEECH:
+                if p < self.opt.neg_threshold:
+                    self.state = VadState.PAUSE
+                    self.speech_end_ms = self._estimate_end()
+                    events.append(VadEvent("pause", self.pos_ms, self.speech_end_ms))
+            elif self.state is VadState.PAUSE:
+                if p >= self.opt.threshold:
+                    self.state = VadState.SPEECH
+                    events.append(VadEvent("resume", self.pos_ms, self.pos_ms))
+        return events
+
+    @property
+    def silence_ms(self) -> float:
+        """Real silence so far in a pause (position minus estimated end of speech)."""
+        return self.pos_ms - self.speech_end_ms if self.state is VadState.PAUSE else 0.0
+
+    def end_turn(self) -> None:
+        """The session decided the turn is over: listen for the next one."""
+        self.state = VadState.SILENCE
+        self._run_ms = 0.0

@@ -1,0 +1,59 @@
+"""End-of-turn policies: how much silence ends a turn.
+
+The pause detector says *that* the user is silent; a policy says *whether that silence
+ends the turn*.  It sees the speculative transcript (decoded as soon as the pause began),
+so a phrase that is obviously unfinished ("a large latte with", "uh") earns a longer
+window, while a complete one ends after the short default.  A model-based policy (a
+later issue) implements the same method."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+
+from .options import TurnOptions
+
+
+class EndOfTurnPolicy(ABC):
+    @abstractmethod
+    def required_silence_ms(self, transcript: str | None) -> float:
+        """Silence (after the estimated end of speech) needed to end the turn.
+
+        ``transcript`` is None while the speculative transcript is not ready."""
+
+
+class SilenceWindowPolicy(EndOfTurnPolicy):
+    """A fixed window: the classic VAD endpoint."""
+
+    def __init__(self, options: TurnOptions) -> None:
+        self.opt = options
+
+    def required_silence_ms(self, transcript: str | None) -> float:
+        return self.opt.silence_ms
+
+
+_TRAILING_INCOMPLETE = re.compile(
+    r"\b(and|or|with|a|an|the|of|some|to|for|uh|um|er|erm|hmm|like|but|so|please and|"
+    r"can i|could i|may i|i'd|i would|i want|get me|give me|make me|i'll have|let me)$"
+)
+
+
+class TranscriptAwarePolicy(EndOfTurnPolicy):
+    """Short window for complete phrases, long window for phrases that end mid-thought."""
+
+    def __init__(self, options: TurnOptions) -> None:
+        self.opt = options
+
+    @staticmethod
+    def looks_incomplete(transcript: str) -> bool:
+        t = re.sub(r"[^a-z' ]+", " ", transcript.lower()).strip()
+        if not t:
+            return False
+        if transcript.rstrip().endswith((",", "-", "...")):
+            return True
+        return bool(_TRAILING_INCOMPLETE.search(t))
+
+    def required_silence_ms(self, transcript: str | None) -> float:
+        if transcript is not None and self.looks_incomplete(transcript):
+            return self.opt.incomplete_silence_ms
+        return self.opt.silence_ms

@@ -1,0 +1,36 @@
+"""Turn-detection options: VAD thresholds and the end-of-speech silence window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    threshold: float = 0.5
+    """Silero speech probability at or above which a window is speech."""
+    neg_threshold: float = 0.35
+    """Probability below which speech is considered paused (hysteresis avoids flapping)."""
+    min_speech_ms: float = 64.0
+    """Speech must last this long before a turn starts (two 32 ms VAD windows)."""
+    silence_ms: float = 200.0
+    """End-of-speech silence window, counted from the *estimated real end of speech*, not
+    from the VAD's late drop (see ``vad_lag_ms``)."""
+    vad_lag_ms: float = 72.0
+    """How late Silero's probability falls after real speech ends (median, measured on 73 shared
+    recordings with ``python benchmarks/vad_bench.py``).  Used only when frame energy cannot
+    place the end: the detector first looks for the last frame clearly above the noise floor
+    so the silence window is real silence."""
+    incomplete_silence_ms: float = 700.0
+    """Silence window when the speculative transcript ends mid-phrase ("...with", "and",
+    "uh"): users pause inside orders, and cutting them there costs more than waiting."""
+    max_wait_for_transcript_ms: float = 400.0
+    """If the speculative transcript is not ready when the window ends, wait at most this
+    long beyond it before deciding without it."""
+    preroll_ms: float = 300.0
+    """Audio kept from before the VAD fired, so STT hears the onset it detected late."""
+    continuation_ms: float = 1500.0
+    """Speech that starts this soon after an end of turn whose reply is interrupted joins
+    that turn (the user had only paused): STT hears the whole utterance."""
+    barge_in_min_speech_ms: float = 64.0
+    """Speech needed to interrupt a reply that is playing."""
