@@ -44,7 +44,9 @@ def load_audio(
     return to_pcm16(data, sr, rate, name=str(p))
 
 
-def to_pcm16(data: np.ndarray, sr: int, rate: int = INTERNAL_RATE, name: str = "audio") -> np.ndarray:
+def to_pcm16(
+    data: np.ndarray, sr: int, rate: int = INTERNAL_RATE, name: str = "audio"
+) -> np.ndarray:
     """Validate float or int samples (frames x channels or 1-D), mix to mono, resample, int16."""
     if data.size == 0:
         raise AudioInputError(f"{name}: contains no samples")
@@ -76,7 +78,9 @@ def pcm16_from_bytes(data: bytes, max_bytes: int = 64_000) -> np.ndarray:
     if len(data) % 2:
         raise AudioInputError(f"audio frame of {len(data)} bytes is not 16-bit PCM (odd length)")
     if len(data) > max_bytes:
-        raise AudioInputError(f"audio frame of {len(data)} bytes exceeds the {max_bytes} byte limit")
+        raise AudioInputError(
+            f"audio frame of {len(data)} bytes exceeds the {max_bytes} byte limit"
+        )
     return np.frombuffer(data, dtype="<i2").astype(np.int16)
 
 

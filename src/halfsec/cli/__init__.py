@@ -1,1 +1,2 @@
-"""cli."""
+"""The ``halfsec`` command line (typer + rich).  ``main`` wires the commands; each
+command lives in its own module."""

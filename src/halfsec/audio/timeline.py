@@ -1,0 +1,62 @@
+"""The client's playback timeline: where each reply sample was heard.
+
+Reply audio is placed at the moment it *arrived at the client*, on the input's timeline
+(sample 0 = the input's first sample), and played back to back from there, like a
+speaker with no extra buffering.  An interruption stops playback at the moment it was
+received.  The first audible sample of this buffer stops the voice-to-voice clock."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .levels import first_audible_sample
+
+
+class PlaybackTimeline:
+    def __init__(self, rate: int, t0_ns: int) -> None:
+        self.rate = rate
+        self.t0_ns = t0_ns
+        self._buf = np.zeros(rate * 10, dtype=np.int16)
+        self._len = 0
+        self.cursor = 0
+        """Next free sample: playback is busy until here."""
+        self.chunks: list[tuple[int, int, int]] = []
+        """(turn_id, first sample, sample count) of each chunk placed."""
+
+    def sample_at(self, t_ns: int) -> int:
+        return max(0, round((t_ns - self.t0_ns) * self.rate / 1e9))
+
+    def place(self, pcm: np.ndarray, t_ns: int, turn_id: int) -> int:
+        """Play ``pcm`` from its arrival time or when the previous chunk ends; returns start."""
+        start = max(self.sample_at(t_ns), self.cursor)
+        end = start + pcm.size
+        if end > self._buf.size:
+            grown = np.zeros(max(end, self._buf.size * 2), dtype=np.int16)
+            grown[: self._len] = self._buf[: self._len]
+            self._buf = grown
+        self._buf[start:end] = pcm
+        self._len = max(self._len, end)
+        self.cursor = end
+        self.chunks.append((turn_id, start, pcm.size))
+        return start
+
+    def stop(self, t_ns: int) -> None:
+        """Stop playback at ``t_ns`` (barge-in): nothing after it is heard."""
+        cut = self.sample_at(t_ns)
+        if cut < self._len:
+            self._buf[cut : self._len] = 0
+            self._len = max(cut, 0)
+        self.cursor = min(self.cursor, cut)
+
+    @property
+    def playing_until_ns(self) -> int:
+        return self.t0_ns + int(self.cursor * 1e9 / self.rate)
+
+    def audio(self, min_len: int = 0) -> np.ndarray:
+        n = max(self._len, min_len)
+        out = np.zeros(n, dtype=np.int16)
+        out[: self._len] = self._buf[: self._len]
+        return out
+
+    def first_audible(self, after_sample: int = 0, dbfs: float = -45.0) -> int | None:
+        return first_audible_sample(self._buf[: self._len], dbfs, start=after_sample)

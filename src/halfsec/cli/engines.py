@@ -1,0 +1,53 @@
+"""``halfsec engines``: which engines exist and whether each is usable here."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..stt.factory import available_engines as stt_engines
+from ..tts.factory import available_engines as tts_engines
+from ..turn.vad import silero_model_path
+from .common import err
+
+
+def engines_command(as_json: bool) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    try:
+        rows.append(
+            {"kind": "vad", "name": "silero", "usable": True, "detail": str(silero_model_path())}
+        )
+    except Exception as e:
+        rows.append({"kind": "vad", "name": "silero", "usable": False, "detail": str(e)})
+    for name, ok, detail in stt_engines():
+        rows.append({"kind": "stt", "name": name, "usable": ok, "detail": detail})
+    for name, ok, detail in tts_engines():
+        rows.append({"kind": "tts", "name": name, "usable": ok, "detail": detail})
+    rows.append(
+        {
+            "kind": "logic",
+            "name": "domain",
+            "usable": True,
+            "detail": "intent + slot engine (coffee, retail)",
+        }
+    )
+    rows.append(
+        {
+            "kind": "logic",
+            "name": "llm",
+            "usable": True,
+            "detail": "any OpenAI-compatible endpoint (logic.llm_base_url)",
+        }
+    )
+    if not as_json:
+        t = Table(title="halfsec engines")
+        for c in ("kind", "name", "usable", "detail"):
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(
+                str(r["kind"]),
+                str(r["name"]),
+                "[green]yes[/green]" if r["usable"] else "[red]no[/red]",
+                str(r["detail"]),
+            )
+        err.print(t)
+    return rows

@@ -1,0 +1,24 @@
+"""Build the shared engines from a configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import HalfsecConfig
+from ..logic.factory import create_logic
+from ..stt.factory import create_stt
+from ..tts.factory import create_tts
+from .engines import Engines
+
+
+def build_engines(config: HalfsecConfig, warmup: bool = True) -> Engines:
+    """Load logic first: its domain vocabulary biases the recognizer (``stt.prompt``)."""
+    logic = create_logic(config.logic)
+    stt_opt = config.stt
+    domain = getattr(logic, "domain", None)
+    if stt_opt.prompt is None and domain is not None and hasattr(domain, "stt_prompt"):
+        stt_opt = dataclasses.replace(stt_opt, prompt=domain.stt_prompt())
+    engines = Engines(stt=create_stt(stt_opt), logic=logic, tts=create_tts(config.tts))
+    if warmup:
+        engines.warmup()
+    return engines
