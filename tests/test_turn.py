@@ -1,0 +1,66 @@
+"""Silero VAD, the pause detector, the reference end of speech and end-of-turn policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from halfsec.audio.framing import frames_of
+from halfsec.audio.io import load_audio
+from halfsec.turn.detector import TurnDetector
+from halfsec.turn.end_of_turn import SilenceWindowPolicy, TranscriptAwarePolicy
+from halfsec.turn.options import TurnOptions
+from halfsec.turn.reference import voiced_bounds
+from halfsec.turn.vad import SileroVAD
+
+
+def test_vad_separates_speech_from_silence(speech_dir: Path) -> None:
+    pcm = load_audio(speech_dir / "audio" / "vctk_p225_002.flac")
+    probs = SileroVAD().push(pcm)
+    assert max(probs) > 0.9
+    silence_probs = SileroVAD().push(np.zeros(16000, dtype=np.int16))
+    assert max(silence_probs) < 0.2
+
+
+def test_reference_end_is_before_vad_drop(speech_dir: Path) -> None:
+    pcm = load_audio(speech_dir / "audio" / "rhasspy_what_time_is_it.flac")
+    b = voiced_bounds(pcm)
+    assert b is not None
+    start, end = b
+    assert 0 <= start < end <= pcm.size
+    # The energy after the reference end is near the floor.
+    tail = pcm[end + 800 : end + 3200].astype(float)
+    body = pcm[start:end].astype(float)
+    if tail.size:
+        assert np.sqrt(np.mean(tail**2)) < 0.1 * np.sqrt(np.mean(body**2))
+
+
+def test_detector_start_pause_and_estimated_end(speech_dir: Path) -> None:
+    pcm = load_audio(speech_dir / "audio" / "rhasspy_turn_on_living_room_lamp.flac")
+    padded = np.concatenate([pcm, np.zeros(16000, dtype=np.int16)])
+    det = TurnDetector(TurnOptions())
+    events = []
+    for f in frames_of(padded):
+        events += det.process(f)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and "pause" in kinds
+    b = voiced_bounds(pcm)
+    assert b is not None
+    last_pause = [e for e in events if e.kind == "pause"][-1]
+    ref_end_ms = b[1] / 16
+    # The detector's estimate of the real end is within 60 ms of the reference,
+    # while the VAD drop itself comes later.
+    assert abs(last_pause.speech_ms - ref_end_ms) < 60, (last_pause, ref_end_ms)
+    assert last_pause.audio_ms >= last_pause.speech_ms
+
+
+def test_policies() -> None:
+    opt = TurnOptions(silence_ms=200, incomplete_silence_ms=700)
+    assert SilenceWindowPolicy(opt).required_silence_ms("a latte with") == 200
+    p = TranscriptAwarePolicy(opt)
+    assert p.required_silence_ms("I'd like a large latte with") == 700
+    assert p.required_silence_ms("I'd like a large latte, uh") == 700
+    assert p.required_silence_ms("I'd like a large latte.") == 200
+    assert p.required_silence_ms(None) == 200
+    assert not p.looks_incomplete("")
