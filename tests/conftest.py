@@ -26,3 +26,12 @@ def speech_dir() -> Path:
 @pytest.fixture(scope="session")
 def rows(speech_dir: Path) -> list[dict[str, str]]:
     return manifest_rows()
+
+
+@pytest.fixture(scope="session")
+def engines():  # type: ignore[no-untyped-def]
+    """The embedded default engines, loaded once for the whole test run."""
+    from halfsec.config import load_config
+    from halfsec.runtime.build import build_engines
+
+    return build_engines(load_config())

@@ -96,7 +96,9 @@ def _build(cls: type, section: str, values: dict[str, Any]) -> Any:
     return cls(**{k: _coerce(section, k, hints[k], v) for k, v in values.items()})
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> HalfsecConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> HalfsecConfig:
     """Defaults, then the TOML file, then ``section.key=value`` overrides."""
     data: dict[str, dict[str, Any]] = {}
     if path is not None:
@@ -113,14 +115,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data[k] = dict(v)
     for ov in overrides or []:
         if "=" not in ov or "." not in ov.split("=", 1)[0]:
-            raise ConfigError(f"override {ov!r} must look like section.key=value (e.g. turn.silence_ms=250)")
+            raise ConfigError(
+                f"override {ov!r} must look like section.key=value (e.g. turn.silence_ms=250)"
+            )
         lhs, rhs = ov.split("=", 1)
         sec, key = lhs.strip().split(".", 1)
         data.setdefault(sec, {})[key] = rhs.strip()
     sections = {f.name: f for f in dataclasses.fields(HalfsecConfig)}
     unknown = sorted(set(data) - set(sections))
     if unknown:
-        raise ConfigError(f"unknown config section(s) {', '.join(unknown)}; valid: {', '.join(sections)}")
+        raise ConfigError(
+            f"unknown config section(s) {', '.join(unknown)}; valid: {', '.join(sections)}"
+        )
     built: dict[str, Any] = {}
     hints = typing.get_type_hints(HalfsecConfig)
     for name in sections:

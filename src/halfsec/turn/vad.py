@@ -24,7 +24,9 @@ def silero_model_path() -> Path:
     try:
         import faster_whisper
     except ImportError as e:  # pragma: no cover - dependency of the package
-        raise EngineUnavailable("Silero VAD needs faster-whisper: pip install faster-whisper") from e
+        raise EngineUnavailable(
+            "Silero VAD needs faster-whisper: pip install faster-whisper"
+        ) from e
     p = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
     if not p.exists():
         raise EngineUnavailable(f"Silero VAD model missing at {p}; reinstall faster-whisper")
@@ -78,7 +80,10 @@ class SileroVAD:
 
 
 def speech_segments(
-    pcm: np.ndarray, threshold: float = 0.5, neg_threshold: float = 0.35, min_silence_ms: float = 300.0
+    pcm: np.ndarray,
+    threshold: float = 0.5,
+    neg_threshold: float = 0.35,
+    min_silence_ms: float = 300.0,
 ) -> list[tuple[int, int]]:
     """Offline speech segments (sample ranges) of a whole clean recording.
 
