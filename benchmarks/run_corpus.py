@@ -1,0 +1,133 @@
+"""Voice-to-voice, accuracy and per-stage times of ``halfsec run`` over a corpus.
+
+    python benchmarks/run_corpus.py [--manifest ../shared/speech/manifest.tsv]
+        [--limit N] [--only coffee|transcribed|all] [--set turn.silence_ms=250] [--json OUT]
+
+Every file goes through exactly the code path of ``halfsec run`` (real-time pace, 20 ms
+frames, silence after the file), one at a time.  Reported: v2v p50/p95/p99 (client
+timeline: last voiced input sample -> first audible reply sample), median of each stage,
+WER where the manifest has transcripts (normalised), command acceptance (intent and
+every slot right) where it has intents, and how often a reply started before the user
+had finished (premature end of turn)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from halfsec.cli.run import run_one
+from halfsec.config import load_config
+from halfsec.runtime.build import build_engines
+from halfsec.stt.wer import word_errors
+
+console = Console(stderr=True)
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)), 1) if xs else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--manifest", default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"))
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--only", choices=["coffee", "transcribed", "all"], default="all")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+
+    man = Path(args.manifest)
+    with open(man, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if args.only == "coffee":
+        rows = [r for r in rows if r.get("intent")]
+    elif args.only == "transcribed":
+        rows = [r for r in rows if r.get("transcript")]
+    if args.limit:
+        rows = rows[: args.limit]
+
+    cfg = load_config(None, args.overrides)
+    engines = build_engines(cfg)
+    out_dir = Path(tempfile.mkdtemp(prefix="halfsec-bench-"))
+    results: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        for r in track(rows, description="files", console=console):
+            res = await run_one(man.parent / r["file"], engines, cfg, out_dir)
+            res["ref_transcript"] = r.get("transcript", "")
+            res["ref_intent"] = r.get("intent", "")
+            res["ref_slots"] = r.get("slots", "")
+            results.append(res)
+
+    t0 = time.time()
+    asyncio.run(go())
+    wall = time.time() - t0
+
+    v2v = [r["v2v_ms"] for r in results if r.get("v2v_ms") is not None]
+    stages: dict[str, list[float]] = {}
+    for r in results:
+        for k, v in (r.get("stages") or {}).items():
+            stages.setdefault(k, []).append(v)
+    errs = words = 0
+    for r in results:
+        if r["ref_transcript"]:
+            e, n = word_errors(r["ref_transcript"], r.get("transcript", ""))
+            errs += e
+            words += n
+    acc_total = acc_ok = 0
+    for r in results:
+        if r["ref_intent"]:
+            acc_total += 1
+            want = dict(kv.split("=", 1) for kv in r["ref_slots"].split(";") if kv)
+            if r.get("intent") == r["ref_intent"] and r.get("slots") == want:
+                acc_ok += 1
+    summary = {
+        "files": len(results),
+        "answered": len(v2v),
+        "v2v_ms": {"p50": pct(v2v, 50), "p90": pct(v2v, 90), "p95": pct(v2v, 95), "p99": pct(v2v, 99), "max": pct(v2v, 100)},
+        "stages_p50_ms": {k: pct(v, 50) for k, v in stages.items()},
+        "stages_p95_ms": {k: pct(v, 95) for k, v in stages.items()},
+        "wer": round(errs / words, 4) if words else None,
+        "command_acceptance": round(acc_ok / acc_total, 4) if acc_total else None,
+        "command_total": acc_total,
+        "premature_replies": sum(1 for r in results if r.get("premature_replies")),
+        "failed": [{"input": r["input"], "errors": r.get("errors") or r.get("error")} for r in results if r.get("v2v_ms") is None],
+        "wall_s": round(wall, 1),
+        "config_overrides": args.overrides,
+        "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()} python={platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["python"] + sys.argv),
+    }
+    t = Table(title=f"halfsec run over {len(results)} files")
+    t.add_column("metric")
+    t.add_column("value")
+    for k in ("p50", "p95", "p99"):
+        t.add_row(f"v2v {k} ms", str(summary["v2v_ms"][k]))
+    for k, v in summary["stages_p50_ms"].items():
+        t.add_row(f"{k} p50", str(v))
+    t.add_row("WER", str(summary["wer"]))
+    t.add_row("command acceptance", f"{summary['command_acceptance']} of {acc_total}")
+    t.add_row("premature replies", str(summary["premature_replies"]))
+    t.add_row("failed", str(len(summary["failed"])))
+    console.print(t)
+    doc = {"summary": summary, "files": results}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
