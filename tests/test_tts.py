@@ -208,6 +208,30 @@ async def test_piper_cancellation_stops_at_next_chunk(piper: PiperEngine) -> Non
     assert waited < full / 4, (waited, full)
 
 
+async def test_piper_never_blocks_the_event_loop(piper: PiperEngine) -> None:
+    """Inference runs on the worker: a 1 ms ticker keeps ticking during a long render."""
+    text = "This single rather long sentence keeps the voice model busy for quite a while."
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick_task = asyncio.create_task(ticker())
+    start = time.monotonic()
+    await collect(piper, text)
+    render = time.monotonic() - start
+    done.set()
+    await tick_task
+    assert render > 0.05, render  # long enough that blocking would show
+    assert max(gaps) < render / 2, (max(gaps), render)
+
+
 async def test_piper_empty_text_yields_nothing(piper: PiperEngine) -> None:
     for text in ("", "   ", "\n\t "):
         assert await collect(piper, text) == []
