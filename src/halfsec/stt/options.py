@@ -1,0 +1,83 @@
+"""Speech-to-text settings, chosen for a < 500 ms answer on a 2-core CPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+EngineName = Literal["whisper", "pocketsphinx"]
+
+
+@dataclass(frozen=True, slots=True)
+class STTOptions:
+    """How the recognizer is loaded and how it decodes.
+
+    Frozen so one instance can be shared by every session of a process and replaced with
+    ``dataclasses.replace`` (the runtime does this to add the domain ``prompt``).
+    """
+
+    engine: EngineName = "whisper"
+    """Whisper is the accurate default; PocketSphinx is the small true-streaming
+    fallback for machines where even Whisper tiny is too slow."""
+
+    model_path: str | None = None
+    """A CTranslate2 Whisper directory (or, for PocketSphinx, an acoustic model
+    directory).  ``None`` uses the packaged model so that nothing is downloaded at run
+    time."""
+
+    compute_type: str = "int8"
+    """The packaged weights are float16; int8 on CPU is ~2x faster with no measurable
+    WER change for tiny.en."""
+
+    cpu_threads: int = 1
+    """int8 tiny.en with one thread is as fast as with two on this class of machine, and
+    the second core is kept for VAD, TTS and the event loop."""
+
+    beam_size: int = 1
+    """Greedy decoding: beam 5 costs ~3x the decoder time for < 1 point of WER on short
+    commands."""
+
+    language: str = "en"
+    """tiny.en is English only; kept explicit so the setting is visible in configs."""
+
+    prompt: str | None = None
+    """Domain vocabulary ("cappuccino americano latte twelve ounce") given to Whisper as
+    the previous-text prompt, which biases spelling and word choice toward the domain.
+    ``None`` or empty: no bias."""
+
+    partial_interval_ms: float = 400.0
+    """Suggested audio between two partial decodes; each partial costs one decode on the
+    single STT thread, so more often would delay the speculative final."""
+
+    min_window_s: float = 10.0
+    """Shortest encoder window.  Whisper was trained on 30 s windows; measured on the
+    shared speech set, windows under ~10 s make tiny.en loop ("yes yes yes ...") or
+    invent text after the speech, while a 10 s window keeps the batch WER at ~1/6 of the
+    30 s encoder cost."""
+
+    tail_pad_s: float = 3.0
+    """Silence appended after the audio (the window is at least this much longer than
+    the speech), so the model sees the speech end inside the window."""
+
+    max_tokens_per_second: float = 8.0
+    """Cap on generated tokens per second of audio (plus ``min_tokens``).  Fast speech is
+    ~6 tokens/s; anything longer is a repetition loop, and the cap bounds its cost."""
+
+    min_tokens: int = 8
+    """Token headroom for very short audio, where one word may cost several tokens."""
+
+    no_speech_threshold: float = 0.6
+    """Whisper's own no-speech probability above which, with a low average
+    log-probability, the text is treated as hallucinated and dropped."""
+
+    logprob_threshold: float = -1.0
+    """Average token log-probability below which a high no-speech probability wins."""
+
+    silence_dbfs: float = -55.0
+    """Audio whose loudest 20 ms frame is quieter than this is silence: answered ""
+    without decoding, since Whisper invents words ("you", "Thank you.") on silence."""
+
+    fallback: bool = True
+    """When the short-window decode looks broken (a repetition loop, or it hit the token
+    cap), redo the final with the standard 30 s window (~300 ms) rather than return
+    garbage.  Partials never fall back: they are cheap previews."""
