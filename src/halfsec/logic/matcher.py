@@ -152,7 +152,7 @@ class _Example:
 class Matcher:
     """Compiled matcher for one domain.  Build once; :meth:`understand` is ~0.1-1 ms."""
 
-    def __init__(self, domain: Domain, *, min_confidence: float = 0.55) -> None:
+    def __init__(self, domain: Domain, *, min_confidence: float = 0.5) -> None:
         self.domain = domain
         self.min_confidence = min_confidence
         self._aliases: dict[tuple[str, ...], tuple[str, ...]] = {}

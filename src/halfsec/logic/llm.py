@@ -1,0 +1,202 @@
+"""Streaming chat completions from any OpenAI-compatible endpoint.
+
+vLLM, llama.cpp's server, Ollama and the cloud vendors all speak the same
+``POST {base_url}/chat/completions`` with ``"stream": true`` and answer with
+server-sent events (``data: {json}`` lines, ending with ``data: [DONE]``).  One small
+client therefore covers every backend, and the pipeline never waits for a whole
+answer: each text delta is yielded as it arrives.
+
+Every failure -- connection refused, HTTP error, no first token within the timeout,
+a stall mid-stream, malformed events -- becomes one :class:`LLMError` with a message
+that says what happened, so the responder can catch a single type and fall back
+politely instead of leaving the caller in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from halfsec.errors import HalfsecError
+
+
+class LLMError(HalfsecError):
+    """The LLM endpoint failed, timed out or sent something unreadable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class SSEDecoder:
+    """Server-sent-events framing: lines in, complete ``data`` payloads out.
+
+    Multi-line ``data:`` fields are joined with newlines and an event ends at a blank
+    line, per the SSE spec; comments (``:``) and other fields (``event:``, ``id:``) are
+    ignored because chat-completion streams carry everything in ``data``.
+    """
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed_line(self, line: str) -> str | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            return self.end()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+    def end(self) -> str | None:
+        """Finish the current event (blank line or end of stream)."""
+        if not self._data:
+            return None
+        data = "\n".join(self._data)
+        self._data = []
+        return data
+
+
+def parse_delta(data: str) -> str:
+    """Text of one chat-completion chunk; raises :class:`LLMError` when unreadable."""
+    try:
+        chunk: Any = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise LLMError(f"malformed event from the LLM endpoint: {data[:120]!r}") from e
+    if not isinstance(chunk, dict):
+        raise LLMError(f"unexpected event from the LLM endpoint: {data[:120]!r}")
+    if "error" in chunk:
+        err = chunk["error"]
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        raise LLMError(f"LLM endpoint reported an error: {msg}")
+    choices = chunk.get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return ""  # usage-only or keep-alive chunks
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    content = delta.get("content") if isinstance(delta, dict) else None
+    if content is None:
+        content = choice.get("text")  # legacy completion-style chunks
+    return content if isinstance(content, str) else ""
+
+
+class ChatClient:
+    """Streams chat completions; one client keeps its HTTP connection pool warm.
+
+    ``first_token_timeout_s`` bounds the time from sending the request to the first
+    text delta (what the user waits for); ``stall_timeout_s`` bounds each later gap.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        connect_timeout_s: float = 2.0,
+        first_token_timeout_s: float = 5.0,
+        stall_timeout_s: float = 5.0,
+        max_tokens: int = 150,
+        temperature: float = 0.3,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key = api_key
+        self.connect_timeout_s = connect_timeout_s
+        self.first_token_timeout_s = first_token_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_env(cls, base_url: str, model: str, api_key_env: str | None, **kw: Any) -> ChatClient:
+        """Read the key from the named environment variable (absent: no auth header,
+        which is what local servers expect)."""
+        key = os.environ.get(api_key_env) if api_key_env else None
+        return cls(base_url, model, api_key=key or None, **kw)
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.connect_timeout_s,
+                    sock_read=self.stall_timeout_s,
+                )
+            )
+            self._loop = loop
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        """Yield text deltas of the assistant's reply as they arrive."""
+        body = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "max_tokens": max_tokens or self.max_tokens,
+            "temperature": self.temperature,
+        }
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        session = self._get_session()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_token_timeout_s
+        got_first = False
+        try:
+            async with asyncio.timeout_at(deadline) as first_token:
+                async with session.post(self.url, json=body, headers=headers) as resp:
+                    if resp.status != 200:
+                        text = (await resp.text())[:200]
+                        raise LLMError(
+                            f"LLM endpoint {self.url} answered HTTP {resp.status}: {text}"
+                        )
+                    decoder = SSEDecoder()
+                    async for raw in resp.content:
+                        data = decoder.feed_line(raw.decode("utf-8", errors="replace"))
+                        if data is None:
+                            continue
+                        if data.strip() == "[DONE]":
+                            return
+                        delta = parse_delta(data)
+                        if delta:
+                            if not got_first:
+                                got_first = True
+                                first_token.reschedule(None)
+                            yield delta
+                    data = decoder.end()
+                    if data is not None and data.strip() != "[DONE]":
+                        delta = parse_delta(data)
+                        if delta:
+                            yield delta
+        except TimeoutError as e:
+            if not got_first:
+                raise LLMError(
+                    f"no reply from the LLM at {self.url} within "
+                    f"{self.first_token_timeout_s:g} s"
+                ) from e
+            raise LLMError(
+                f"the LLM at {self.url} stalled for more than {self.stall_timeout_s:g} s"
+            ) from e
+        except aiohttp.ClientError as e:
+            raise LLMError(f"cannot reach the LLM at {self.url}: {e}") from e
