@@ -47,5 +47,11 @@ def engines(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
         typer.echo(json.dumps(rows, indent=2))
 
 
+# --- serve / bench commands (transport + bench client) ---
+
+
+# --- lab commands (runs, report, compare, import-trace) ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
