@@ -92,9 +92,7 @@ class LLMDouble:
             await resp.write(b'data: {"error": {"message": "double: overloaded"}}\n\n')
             return resp
         await resp.write(b": keep-alive comment\n\n")
-        await resp.write(
-            b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n'
-        )
+        await resp.write(b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n')
         for i, token in enumerate(self.tokens):
             if self.mode == "stall" and i == 2:
                 await asyncio.sleep(3600)

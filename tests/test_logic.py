@@ -199,8 +199,11 @@ def test_normalize_spells_numbers_and_splits_units() -> None:
 
 
 def test_understand_is_about_a_millisecond(coffee: DomainLogic) -> None:
-    texts = [p for i, r in enumerate(coffee_rows()[:40]) for p in phrasings(
-        dict(kv.split("=", 1) for kv in r["slots"].split(";")), seed=1000 + i)]
+    texts = [
+        p
+        for i, r in enumerate(coffee_rows()[:40])
+        for p in phrasings(dict(kv.split("=", 1) for kv in r["slots"].split(";")), seed=1000 + i)
+    ]
     times = []
     for text in texts:
         t0 = time.perf_counter()
@@ -308,8 +311,26 @@ def feed_tokens(splitter: ClauseSplitter, tokens: list[str]) -> list[tuple[int, 
 
 
 def test_clauses_come_out_as_soon_as_they_end() -> None:
-    tokens = ["Sure", ",", " we", " have", " oat", " milk", ",", " and", " it", " costs",
-              " 3", ".", "5", " dollars", ".", " Anything", " else", "?"]
+    tokens = [
+        "Sure",
+        ",",
+        " we",
+        " have",
+        " oat",
+        " milk",
+        ",",
+        " and",
+        " it",
+        " costs",
+        " 3",
+        ".",
+        "5",
+        " dollars",
+        ".",
+        " Anything",
+        " else",
+        "?",
+    ]
     got = feed_tokens(ClauseSplitter(min_chars=12), tokens)
     assert [c for _, c in got] == [
         "Sure, we have oat milk,",
@@ -347,8 +368,28 @@ def test_very_long_clause_is_cut_at_a_space() -> None:
 # ------------------------------------------------------------------ LLM path
 
 ANSWER = [
-    "I", "'m", " not", " sure", " about", " the", " weather", ",", " but", " I", " can",
-    " make", " you", " a", " great", " coffee", ".", " Would", " you", " like", " one", "?",
+    "I",
+    "'m",
+    " not",
+    " sure",
+    " about",
+    " the",
+    " weather",
+    ",",
+    " but",
+    " I",
+    " can",
+    " make",
+    " you",
+    " a",
+    " great",
+    " coffee",
+    ".",
+    " Would",
+    " you",
+    " like",
+    " one",
+    "?",
 ]
 
 
@@ -498,12 +539,18 @@ reply = ["One {drink}."]
     ("text", "needles"),
     [
         (GOOD.replace("One {drink}.", "One {drnk}."), ["intent 'order'", "'reply'", "drnk"]),
-        (GOOD.replace('examples: ["a {drink} please"]', "examples: []"),
-         ["intent 'order'", "'examples'", "add a few"]),
-        (GOOD.replace("coffee:", "coffee: [cup of tea]"),
-         ["slot 'drink'", "value 'coffee'", "duplicate", "cup of tea"]),
-        (GOOD.replace("      tea: [cup of tea]", "      tea: [cup of tea\n"),
-         ["line", "YAML syntax error"]),
+        (
+            GOOD.replace('examples: ["a {drink} please"]', "examples: []"),
+            ["intent 'order'", "'examples'", "add a few"],
+        ),
+        (
+            GOOD.replace("coffee:", "coffee: [cup of tea]"),
+            ["slot 'drink'", "value 'coffee'", "duplicate", "cup of tea"],
+        ),
+        (
+            GOOD.replace("      tea: [cup of tea]", "      tea: [cup of tea\n"),
+            ["line", "YAML syntax error"],
+        ),
         (GOOD.replace("required: [drink]", "required: [size]"), ["'required'", "size"]),
         (GOOD.replace("name: mini", "name: mini\ncolour: red"), ["colour", "unknown field"]),
         (GOOD.replace('reply: ["One {drink}."]', 'reply: ["One [{drink}."]'), ["unclosed"]),

@@ -49,6 +49,7 @@ from halfsec.errors import ConfigError
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PACKAGED_DOMAINS = ("coffee", "retail")
+DEFAULT_FALLBACK = "Sorry, I didn't catch that. Could you say it again?"
 _STT_PROMPT_MAX_CHARS = 600
 """Whisper keeps at most 224 prompt tokens; ~600 characters stays well inside."""
 
@@ -97,7 +98,7 @@ class Domain:
     slots: dict[str, Slot]
     intents: dict[str, Intent]
     description: str = ""
-    fallback: str = "Sorry, I didn't catch that. Could you say it again?"
+    fallback: str = DEFAULT_FALLBACK
     aliases: dict[str, str] = field(default_factory=dict)
     stt_prompt_prefix: str = ""
     source: str = "<memory>"
@@ -248,7 +249,9 @@ class _Builder:
             intents=intents,
             description=str(data.get("description") or "").strip(),
             fallback=(
-                self._str(fallback, "field 'fallback'") if fallback is not None else Domain.fallback
+                self._str(fallback, "field 'fallback'")
+                if fallback is not None
+                else DEFAULT_FALLBACK
             ),
             aliases=aliases,
             stt_prompt_prefix=str(data.get("stt_prompt_prefix") or "").strip(),

@@ -192,8 +192,7 @@ class ChatClient:
         except TimeoutError as e:
             if not got_first:
                 raise LLMError(
-                    f"no reply from the LLM at {self.url} within "
-                    f"{self.first_token_timeout_s:g} s"
+                    f"no reply from the LLM at {self.url} within {self.first_token_timeout_s:g} s"
                 ) from e
             raise LLMError(
                 f"the LLM at {self.url} stalled for more than {self.stall_timeout_s:g} s"

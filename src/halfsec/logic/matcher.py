@@ -56,7 +56,12 @@ def number_words(n: int) -> str:
     if n < 100:
         tens, ones = divmod(n, 10)
         return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
-    for size, word in ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred")):
+    for size, word in (
+        (10**9, "billion"),
+        (10**6, "million"),
+        (1000, "thousand"),
+        (100, "hundred"),
+    ):
         if n >= size:
             head, rest = divmod(n, size)
             return f"{number_words(head)} {word}" + (f" {number_words(rest)}" if rest else "")
@@ -91,9 +96,11 @@ def normalize(text: str) -> list[str]:
     t = _DIGIT_COMMA.sub("", t)
     t = _ORDINAL_RE.sub(lambda m: f" {_ordinal_words(int(m.group(1)))} ", t)
     t = _DECIMAL.sub(
-        lambda m: f" {number_words(int(m.group(1)))} point "
-        + " ".join(_ONES[int(d)] for d in m.group(2))
-        + " ",
+        lambda m: (
+            f" {number_words(int(m.group(1)))} point "
+            + " ".join(_ONES[int(d)] for d in m.group(2))
+            + " "
+        ),
         t,
     )
     t = _DIGIT_LETTER.sub(" ", t)
@@ -190,9 +197,9 @@ class Matcher:
         self._targets: dict[str, tuple[str, ...]] = {
             w: (w,) for w in words if len(w) >= 3 and w not in _FUNCTION
         }
-        for key in self._phrases:
-            if 2 <= len(key) <= 3:
-                self._targets.setdefault("".join(key), key)
+        for phrase_key in self._phrases:
+            if 2 <= len(phrase_key) <= 3:
+                self._targets.setdefault("".join(phrase_key), phrase_key)
         self._target_list = list(self._targets)
         self._repair_cache: dict[str, tuple[tuple[str, ...], float]] = {}
 

@@ -36,9 +36,7 @@ class LogicOptions:
         if not self.domain.strip():
             raise ConfigError("logic option 'domain' is empty; name a domain or a file")
         if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError(
-                f"logic option 'min_confidence' is {self.min_confidence}; use 0..1"
-            )
+            raise ConfigError(f"logic option 'min_confidence' is {self.min_confidence}; use 0..1")
         for name in ("llm_timeout_s", "llm_connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"logic option {name!r} must be > 0 seconds")
