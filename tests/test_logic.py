@@ -605,7 +605,7 @@ async def test_reply_stream_can_be_abandoned_midway() -> None:
     async with LLMDouble(tokens=ANSWER, delay_s=0.02) as llm:
         engine = DomainLogic(load_domain("coffee"), llm_options(llm.base_url))
         gen = engine.reply("tell me a joke", engine.understand("tell me a joke"))
-        first = await gen.__anext__()  # type: ignore[attr-defined]
+        first = await anext(gen)
         await gen.aclose()  # type: ignore[attr-defined]
         await asyncio.sleep(0.05)
         await engine.aclose()
