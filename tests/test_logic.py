@@ -419,8 +419,9 @@ async def test_llm_first_clause_arrives_before_stream_ends(monkeypatch: pytest.M
     ]
     first_at = arrivals[0][0] - llm.started_at[0]
     stream_s = llm.finished_at[0] - llm.started_at[0]
-    # The first clause is complete after 9 tokens of 22: it must not wait for the rest.
-    assert first_at < 12 * delay, f"first clause after {first_at * 1e3:.0f} ms"
+    # The first clause is complete after 9 tokens of 22 (out at the 10th): it must not
+    # wait for the rest (the bound leaves slack for a loaded 2-core CI machine).
+    assert first_at < 16 * delay, f"first clause after {first_at * 1e3:.0f} ms"
     assert arrivals[0][0] < llm.finished_at[0] - 5 * delay
     assert stream_s >= len(ANSWER) * delay
     request = llm.requests[0]
