@@ -53,6 +53,10 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{section}.{key}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{section}.{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
     if typ is bool:
         if isinstance(value, bool):
             return value
