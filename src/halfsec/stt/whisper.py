@@ -41,13 +41,13 @@ from ._common import (
     inference_executor,
     loudest_frame_dbfs,
 )
+from ._features import HOP, N_FFT, LogMel
 from .engine import STTEngine, STTStream, Transcript
 from .options import STTOptions
 
 __all__ = ["Decoded", "WhisperDecoder", "WhisperEngine", "WhisperStream", "packaged_model_path"]
 
 _TRAINING_WINDOW_S = 30.0
-_HOP = 160  # samples per mel frame (10 ms)
 _MAX_DECODER_POSITIONS = 448
 
 
@@ -128,7 +128,8 @@ class WhisperDecoder:
             task="transcribe",
             language=options.language,
         )
-        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+        filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, N_FFT, n_mels=self.model.n_mels)
+        self.features = LogMel(filters)
         self.prompt_ids = self._build_prompt(options.prompt)
 
     def _build_prompt(self, prompt: str | None) -> list[int]:
@@ -156,14 +157,13 @@ class WhisperDecoder:
     def _run(self, audio: np.ndarray, window_s: float, max_new: int) -> _RawResult:
         """Encode ``audio`` zero-padded to ``window_s`` and decode greedily."""
         n_samples = int(round(window_s * SAMPLE_RATE))
-        n_frames = n_samples // _HOP
+        n_frames = n_samples // HOP
         n_frames -= n_frames % 2  # the encoder's stride-2 convolution halves the frames
-        padded = np.zeros(n_samples, dtype=np.float32)
-        clip = audio[:n_samples]
-        padded[: clip.size] = clip
-        mel = self.features(padded, padding=_HOP)[:, :n_frames]
-        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
-        max_length = min(max_new, _MAX_DECODER_POSITIONS - len(self.prompt_ids) - 1)
+        mel = self.features(audio, n_frames)
+        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+        # CTranslate2's max_length counts the prompt too.
+        max_new = min(max_new, _MAX_DECODER_POSITIONS - len(self.prompt_ids) - 1)
+        max_length = len(self.prompt_ids) + max_new
         result = self.model.generate(
             features,
             [self.prompt_ids],
@@ -178,7 +178,7 @@ class WhisperDecoder:
         text = " ".join(self.tokenizer.decode(ids).split())
         return _RawResult(
             text=text,
-            hit_cap=len(result.sequences_ids[0]) >= max_length,
+            hit_cap=len(result.sequences_ids[0]) >= max_new,
             no_speech_prob=float(result.no_speech_prob),
             avg_logprob=float(result.scores[0]) if result.scores else 0.0,
         )
