@@ -135,7 +135,8 @@ class TurnTask:
                 ReplyText(turn_id=self.turn_id, text=clause.text, index=index, source=clause.source)
             )
             self.reply_text.append(clause.text)
-            self.mark("tts.start", clause=index)
+            if index == 0:
+                self.mark("tts.start")
             first = True
             async for chunk in self.engines.tts.synthesize(clause.text):
                 out = resampler.process(chunk)
