@@ -89,9 +89,11 @@ async def measure_clause(engine: TTSEngine, text: str) -> tuple[float, float, fl
     return first, total, samples / engine.sample_rate
 
 
-async def bench_engine(name: str, rounds: int) -> EngineResult:
+async def bench_engine(name: str, rounds: int, split_clauses: bool) -> EngineResult:
     start = now_ns()
-    engine = create_tts(TTSOptions(engine=name))  # type: ignore[arg-type]
+    engine = create_tts(
+        TTSOptions(engine=name, piper_split_clauses=split_clauses)  # type: ignore[arg-type]
+    )
     load_ms = ms_since(start)
     start = now_ns()
     engine.warmup()
@@ -117,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--rounds", type=int, default=10, help="passes over the clauses")
     parser.add_argument("--engines", default="piper,espeak", help="comma-separated list")
+    parser.add_argument(
+        "--split-clauses",
+        action="store_true",
+        help="Piper: render each comma-separated part separately (TTSOptions.piper_split_clauses)",
+    )
     args = parser.parse_args(argv)
 
     results = [
-        asyncio.run(bench_engine(name.strip(), args.rounds)).summary()
+        asyncio.run(bench_engine(name.strip(), args.rounds, args.split_clauses)).summary()
         for name in args.engines.split(",")
         if name.strip()
     ]
@@ -147,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "benchmark": "tts_first_audio",
             "rounds": args.rounds,
+            "piper_split_clauses": args.split_clauses,
             "clauses": list(CLAUSES),
             "machine": {
                 "cpus": os.cpu_count(),

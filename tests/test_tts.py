@@ -22,7 +22,7 @@ from halfsec.errors import ConfigError, EngineUnavailable
 from halfsec.tts import TTSEngine, TTSOptions, available_engines, create_tts
 from halfsec.tts._trim import LeadingSilenceTrimmer
 from halfsec.tts.espeak import EspeakEngine
-from halfsec.tts.piper import PiperEngine
+from halfsec.tts.piper import PiperEngine, _split_clauses
 
 TWO_SENTENCES = "Sure, I can do that. Your order will be ready in five minutes."
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long answer." for n in range(40))
@@ -230,6 +230,28 @@ async def test_piper_never_blocks_the_event_loop(piper: PiperEngine) -> None:
     await tick_task
     assert render > 0.05, render  # long enough that blocking would show
     assert max(gaps) < render / 2, (max(gaps), render)
+
+
+def test_split_clauses_keeps_marks_with_the_piece_before() -> None:
+    assert _split_clauses(list("ab, cd; ef.")) == [list("ab, "), list("cd; "), list("ef.")]
+    assert _split_clauses(list("abc.")) == [list("abc.")]
+    assert _split_clauses(list("ab, ")) == [list("ab, ")]
+
+
+async def test_piper_split_clauses_gives_earlier_first_chunk(piper: PiperEngine) -> None:
+    split = PiperEngine(TTSOptions(piper_split_clauses=True))
+    try:
+        split.warmup()
+        text = "Got it, a small cappuccino with oat milk."
+        whole = await collect(piper, text)
+        pieces = await collect(split, text)
+        assert len(whole) == 1 and len(pieces) == 2
+        # "Got it," is a fraction of the sentence; the rest follows as the second chunk.
+        assert pieces[0].size < 0.5 * whole[0].size
+        total = sum(p.size for p in pieces)
+        assert 0.8 < total / whole[0].size < 1.25
+    finally:
+        split.close()
 
 
 async def test_piper_empty_text_yields_nothing(piper: PiperEngine) -> None:

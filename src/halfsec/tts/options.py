@@ -49,6 +49,14 @@ class TTSOptions:
     noise_w_scale: float | None = None
     """Piper phoneme-duration noise (rhythm variation); ``None`` keeps the voice's value."""
 
+    piper_split_clauses: bool = False
+    """Render the part of a sentence up to each comma/semicolon/colon as its own Piper
+    inference.  Piper's cost grows with sentence length, so "Got it, a small cappuccino
+    with oat milk." gives first audio after "Got it," (~25 ms) instead of after the
+    whole sentence (~100 ms).  Off by default: each piece is voiced on its own, which
+    can change the intonation at the comma; enable it if the logic stage hands over
+    whole sentences rather than clauses."""
+
     volume: float = 1.0
     """Linear gain applied before int16 conversion (clipped).  Piper's per-sentence peak
     normalisation is switched off because it makes levels jump between clauses; use

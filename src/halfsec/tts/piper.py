@@ -72,6 +72,31 @@ def resolve_voice_paths(options: TTSOptions) -> tuple[Path, Path]:
     return model, config
 
 
+_CLAUSE_MARKS = frozenset({",", ";", ":"})
+
+
+def _split_clauses(phonemes: list[str]) -> list[list[str]]:
+    """Cut a sentence's phonemes after each clause mark (and the space piper adds).
+
+    The mark stays with the piece before it, so the model still voices a comma there."""
+    pieces: list[list[str]] = []
+    current: list[str] = []
+    for index, phoneme in enumerate(phonemes):
+        current.append(phoneme)
+        after_mark = index > 0 and phonemes[index - 1] in _CLAUSE_MARKS
+        if (
+            phoneme in _CLAUSE_MARKS and index + 1 < len(phonemes) and phonemes[index + 1] != " "
+        ) or (after_mark and phoneme == " "):
+            pieces.append(current)
+            current = []
+    if current:
+        if any(p.strip() for p in current):
+            pieces.append(current)
+        elif pieces:
+            pieces[-1].extend(current)
+    return pieces
+
+
 class PiperEngine(TTSEngine):
     """Neural TTS: one chunk per sentence of the clause, leading silence trimmed.
 
@@ -128,7 +153,10 @@ class PiperEngine(TTSEngine):
     # -- blocking work, always on the worker thread -------------------------------------
 
     def _phonemize(self, text: str) -> list[list[str]]:
-        return [p for p in self._voice.phonemize(text) if p]
+        sentences = [p for p in self._voice.phonemize(text) if p]
+        if not self.options.piper_split_clauses:
+            return sentences
+        return [piece for sentence in sentences for piece in _split_clauses(sentence)]
 
     def _render(self, phonemes: Sequence[str]) -> np.ndarray:
         """One sentence's phonemes -> int16 audio (the ~all of the cost is here)."""
