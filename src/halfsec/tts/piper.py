@@ -13,9 +13,10 @@ We call its building blocks (``phonemize`` -> ``phonemes_to_ids`` ->
 audio (without its per-sentence peak normalisation: see ``TTSOptions.volume``) and makes
 "stop at the next chunk" trivial: a cancelled consumer simply never submits the next job.
 
-Measured here (2-core x86, idle, 1 thread): ~0.3 ms phonemisation, then roughly
-10 ms + 30 ms per second of audio produced ("Sure." 20 ms, "One large latte, coming
-up." 70 ms).  Piper puts 8-80 ms of digital silence before the first phoneme ("Sure."
+Measured here (2-core x86, 1 thread, other helpers running; benchmarks/tts_bench.py):
+~0.3 ms phonemisation, then roughly 10 ms + 30 ms per second of audio (RTF 0.04):
+first audio "Sure." 22 ms, "One large latte, coming up." 74 ms, p50 over typical first
+clauses 56 ms (28 ms with ``piper_split_clauses``).  Piper puts 8-80 ms of digital silence before the first phoneme ("Sure."
 8 ms, "one two three" 72 ms); trimming it (keeping 5 ms) takes that straight off
 voice-to-voice latency.
 """
