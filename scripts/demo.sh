@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 halfsec engines
-halfsec run examples/*.wav --out-dir out "$@"
+halfsec run examples/*.flac --out-dir out "$@"
