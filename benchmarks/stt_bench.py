@@ -1,0 +1,217 @@
+"""STT benchmark: our streaming engines against batch faster-whisper on real speech.
+
+Usage::
+
+    python benchmarks/stt_bench.py [--limit N] [--json OUT] [--no-trim] [--no-sphinx]
+
+For every recording in ``../shared/speech/manifest.tsv`` that has a transcript:
+
+* our ``WhisperEngine``: the audio is fed to a stream in 20 ms frames, as the runtime
+  does, then one final is requested; its ``compute_ms`` is the final's decode time;
+* batch faster-whisper: the same packaged tiny.en, int8, one thread, beam 5 and the
+  standard 30 s window (``WhisperModel.transcribe`` defaults) - the accuracy reference;
+* PocketSphinx (unless ``--no-sphinx``): same streaming protocol as ours.
+
+WER is pooled over the corpus (total edits / total reference words, after
+``halfsec.stt.wer.normalize_text``).  Latency percentiles cover utterances of 6 s or
+less, the length of a voice command.  By default each file is trimmed to its speech
+with a simple energy threshold (the runtime's VAD feeds speech, not the silence around
+it); ``--no-trim`` feeds whole files.  Timings depend on what else runs on the machine:
+``cpu_ms`` (process CPU time during the final) is printed next to wall time because it
+is less sensitive to other processes competing for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from halfsec.stt.engine import STTEngine
+from halfsec.stt.options import STTOptions
+from halfsec.stt.pocketsphinx import PocketSphinxEngine
+from halfsec.stt.wer import word_errors
+from halfsec.stt.whisper import WhisperEngine, packaged_model_path
+
+DEFAULT_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+FRAME = 320
+SHORT_S = 6.0
+
+
+def trim_to_speech(pcm: np.ndarray, margin_s: float = 0.2) -> np.ndarray:
+    """Cut leading/trailing silence: 20 ms frames within 35 dB of the loudest count as
+    speech (and never below -50 dBFS); keep ``margin_s`` around them."""
+    n = pcm.size // FRAME
+    if n == 0:
+        return pcm
+    frames = pcm[: n * FRAME].astype(np.float64).reshape(n, FRAME) / 32768.0
+    db = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    loud = np.flatnonzero(db > max(-50.0, float(db.max()) - 35.0))
+    if loud.size == 0:
+        return pcm
+    margin = int(margin_s * 16_000)
+    start = max(0, int(loud[0]) * FRAME - margin)
+    end = min(pcm.size, (int(loud[-1]) + 1) * FRAME + margin)
+    return pcm[start:end]
+
+
+@dataclass
+class Column:
+    name: str
+    errors: int = 0
+    words: int = 0
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    short_wall_ms: list[float] = field(default_factory=list)
+    short_cpu_ms: list[float] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def add(self, stem: str, ref: str, text: str, wall: float, cpu: float, dur: float) -> None:
+        e, n = word_errors(ref, text)
+        self.errors += e
+        self.words += n
+        self.texts[stem] = text
+        self.wall_ms.append(wall)
+        self.cpu_ms.append(cpu)
+        if dur <= SHORT_S:
+            self.short_wall_ms.append(wall)
+            self.short_cpu_ms.append(cpu)
+
+    def summary(self) -> dict[str, Any]:
+        def pct(xs: list[float], q: float) -> float | None:
+            return round(float(np.percentile(xs, q)), 1) if xs else None
+
+        return {
+            "wer": round(100.0 * self.errors / max(1, self.words), 2),
+            "files": len(self.wall_ms),
+            "short_files": len(self.short_wall_ms),
+            "final_ms_p50_short": pct(self.short_wall_ms, 50),
+            "final_ms_p95_short": pct(self.short_wall_ms, 95),
+            "cpu_ms_p50_short": pct(self.short_cpu_ms, 50),
+            "cpu_ms_p95_short": pct(self.short_cpu_ms, 95),
+            "final_ms_p50_all": pct(self.wall_ms, 50),
+            "final_ms_p95_all": pct(self.wall_ms, 95),
+        }
+
+
+async def stream_final(engine: STTEngine, pcm: np.ndarray) -> tuple[str, float, float]:
+    """Feed 20 ms frames, then time one final: (text, compute_ms, cpu_ms)."""
+    stream = engine.open_stream()
+    for i in range(0, pcm.size, FRAME):
+        stream.feed(pcm[i : i + FRAME])
+    if isinstance(engine, PocketSphinxEngine):
+        await stream.hypothesis(final=False)  # let streaming catch up, as in real time
+    cpu0 = time.process_time()
+    result = await stream.hypothesis(final=True)
+    cpu = (time.process_time() - cpu0) * 1000.0
+    stream.close()
+    return result.text, result.compute_ms, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--speech", type=Path, default=DEFAULT_SPEECH)
+    ap.add_argument("--limit", type=int, default=0, help="first N transcribed files only")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--no-trim", action="store_true", help="feed whole files")
+    ap.add_argument("--no-sphinx", action="store_true", help="skip PocketSphinx")
+    args = ap.parse_args(argv)
+
+    with open(args.speech / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["transcript"].strip()]
+    if args.limit:
+        rows = rows[: args.limit]
+
+    from faster_whisper import WhisperModel
+
+    ours = WhisperEngine(STTOptions())
+    ours.warmup()
+    batch = WhisperModel(
+        str(packaged_model_path()), device="cpu", compute_type="int8", cpu_threads=1
+    )
+    batch.transcribe(np.zeros(16_000, np.float32), beam_size=5, language="en")
+    engines: list[tuple[Column, STTEngine | None]] = [
+        (Column("halfsec whisper (short window, greedy)"), ours),
+        (Column("faster-whisper batch (30 s, beam 5)"), None),
+    ]
+    if not args.no_sphinx:
+        sphinx = PocketSphinxEngine(STTOptions(engine="pocketsphinx"))
+        sphinx.warmup()
+        engines.append((Column("pocketsphinx (streaming)"), sphinx))
+
+    per_file: list[dict[str, Any]] = []
+    for row in rows:
+        stem = Path(row["file"]).stem
+        pcm, rate = sf.read(args.speech / row["file"], dtype="int16")
+        if rate != 16_000:
+            raise SystemExit(f"{row['file']}: expected 16 kHz, got {rate}")
+        pcm = np.asarray(pcm) if args.no_trim else trim_to_speech(np.asarray(pcm))
+        dur = pcm.size / 16_000
+        ref = row["transcript"]
+        entry: dict[str, Any] = {"file": row["file"], "seconds": round(dur, 3), "ref": ref}
+        for column, engine in engines:
+            if engine is None:
+                audio = pcm.astype(np.float32) / 32768.0
+                t0, c0 = time.perf_counter(), time.process_time()
+                segments, _ = batch.transcribe(audio, beam_size=5, language="en")
+                text = " ".join(s.text.strip() for s in segments)
+                wall = (time.perf_counter() - t0) * 1000.0
+                cpu = (time.process_time() - c0) * 1000.0
+            else:
+                text, wall, cpu = asyncio.run(stream_final(engine, pcm))
+            column.add(stem, ref, text, wall, cpu, dur)
+            entry[column.name] = {"text": text, "ms": round(wall, 1)}
+        per_file.append(entry)
+        print(".", end="", flush=True, file=sys.stderr)
+    print(file=sys.stderr)
+
+    summary = {c.name: c.summary() for c, _ in engines}
+    header = f"{'engine':40} {'WER%':>6} {'p50 ms':>7} {'p95 ms':>7} {'cpu p50':>8} {'all p50':>8}"
+    print(
+        f"{len(rows)} files ({'whole' if args.no_trim else 'trimmed to speech'}); "
+        f"latency columns: finals of utterances <= {SHORT_S:g} s"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, s in summary.items():
+        print(
+            f"{name:40} {s['wer']:6.1f} {s['final_ms_p50_short'] or 0:7.0f} "
+            f"{s['final_ms_p95_short'] or 0:7.0f} {s['cpu_ms_p50_short'] or 0:8.0f} "
+            f"{s['final_ms_p50_all'] or 0:8.0f}"
+        )
+    names = list(summary)
+    gap = summary[names[0]]["wer"] - summary[names[1]]["wer"]
+    p50 = summary[names[0]]["final_ms_p50_short"] or 0.0
+    verdict = {
+        "wer_gap_points": round(gap, 2),
+        "wer_within_3_points": gap <= 3.0,
+        "final_p50_le_80ms": p50 <= 80.0,
+    }
+    print(json.dumps(verdict))
+    result = {
+        "summary": summary,
+        "targets": verdict,
+        "trimmed": not args.no_trim,
+        "median_seconds": statistics.median(e["seconds"] for e in per_file) if per_file else 0,
+        "files": per_file,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    else:
+        print(json.dumps({"summary": summary, "targets": verdict}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
