@@ -74,12 +74,12 @@ def print_summary(report: Mapping[str, Any], console: Console | None = None) -> 
         dom = (s.get("dominant_stage") or {}).get("name")
         for name, blk in stages.items():
             share = blk.get("share")
-            bar = "█" * round((share or 0) * 20)
+            bar = "█" * round((share or 0) * 10)
             line = blk.get("budget_line")
             if line:
                 ln = lines.get(line) or {}
                 style = "green" if ln.get("ok", True) else "bold red"
-                shared = f" {line}" if ln.get("stages") and len(ln["stages"]) > 1 else ""
+                shared = f" ({line})" if ln.get("stages") and len(ln["stages"]) > 1 else ""
                 bcell = (
                     f"[{style}]{_ms(ln.get('observed_ms'))} / {_ms(ln.get('limit_ms'), 0)}"
                     f"{shared}[/{style}]"
