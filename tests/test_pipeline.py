@@ -94,7 +94,5 @@ async def test_barge_in_stops_playback_and_cancels_within_100ms(
     limit = (later[0][1] - onset) if later else audio.size - onset
     heard_ms = (heard_after[heard_after < limit].max() / 16.0) if heard_after[heard_after < limit].size else 0.0
     assert heard_ms <= 100, f"reply still audible {heard_ms:.0f} ms after the user started speaking"
-    # No audio of the interrupted turn was placed after the interruption.
-    assert all(
-        c[1] < run.timeline.sample_at(intr.t_ns) for c in run.timeline.chunks if c[0] == intr.turn_id
-    )
+    # The interrupted turn's work was cancelled: none of its audio arrived after the interruption.
+    assert all(c[3] <= run.timeline.sample_at(intr.t_ns) for c in run.timeline.chunks if c[0] == intr.turn_id)

@@ -20,15 +20,16 @@ class PlaybackTimeline:
         self._len = 0
         self.cursor = 0
         """Next free sample: playback is busy until here."""
-        self.chunks: list[tuple[int, int, int]] = []
-        """(turn_id, first sample, sample count) of each chunk placed."""
+        self.chunks: list[tuple[int, int, int, int]] = []
+        """(turn_id, first sample, sample count, arrival sample) of each chunk placed."""
 
     def sample_at(self, t_ns: int) -> int:
         return max(0, round((t_ns - self.t0_ns) * self.rate / 1e9))
 
     def place(self, pcm: np.ndarray, t_ns: int, turn_id: int) -> int:
         """Play ``pcm`` from its arrival time or when the previous chunk ends; returns start."""
-        start = max(self.sample_at(t_ns), self.cursor)
+        arrival = self.sample_at(t_ns)
+        start = max(arrival, self.cursor)
         end = start + pcm.size
         if end > self._buf.size:
             grown = np.zeros(max(end, self._buf.size * 2), dtype=np.int16)
@@ -37,7 +38,7 @@ class PlaybackTimeline:
         self._buf[start:end] = pcm
         self._len = max(self._len, end)
         self.cursor = end
-        self.chunks.append((turn_id, start, pcm.size))
+        self.chunks.append((turn_id, start, pcm.size, arrival))
         return start
 
     def stop(self, t_ns: int) -> None:
