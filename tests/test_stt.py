@@ -212,6 +212,14 @@ async def test_whisper_concurrent_finals_share_one_decode(
     assert a.text == b.text and calls == [True]
     c = await stream.hypothesis(final=True)
     assert c.compute_ms == 0 and calls == [True]
+    # A final asked while a partial of the same audio is decoding joins that decode.
+    calls.clear()
+    stream = whisper.open_stream()
+    stream.feed(load("rhasspy_what_time_is_it"))
+    partial = asyncio.create_task(stream.hypothesis(final=False))
+    await asyncio.sleep(0)
+    final = await stream.hypothesis(final=True)
+    assert calls == [False] and final.text == (await partial).text
 
 
 async def test_whisper_partial_is_promoted_to_final(whisper: WhisperEngine) -> None:
