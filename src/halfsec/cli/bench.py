@@ -1,0 +1,166 @@
+"""``halfsec bench``: play a corpus through a server and report where the time went."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import HalfsecError
+from ..lab.bench import BenchOptions, minimal_summary, run_bench
+from ..lab.client import ClientOptions
+from ..lab.corpus import Corpus, ensure_builtin_corpus, filter_domain, load_corpus
+from .common import err
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def builtin_corpus() -> Corpus:
+    """The synthesized corpus, built (with a progress bar) on first use."""
+    with _progress() as p:
+        task = p.add_task("synthesizing built-in corpus (once)", total=None)
+
+        def tick(done: int, total: int) -> None:
+            p.update(task, completed=done, total=total)
+
+        manifest = ensure_builtin_corpus(progress=tick)
+    return load_corpus(manifest)
+
+
+def bench_command(
+    server: str | None,
+    corpus_path: Path | None,
+    limit: int | None,
+    json_out: Path | None,
+    save_audio: Path | None,
+    budget_path: Path | None,
+    fail_over_budget: bool,
+    html_out: Path | None,
+    token: str | None,
+    config: Path | None,
+    overrides: list[str],
+    inject_delay_ms: float,
+    domain: str | None,
+    store: bool,
+    timeout_s: float,
+) -> int:
+    try:
+        corpus = load_corpus(corpus_path) if corpus_path is not None else builtin_corpus()
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {e}")
+        return 2
+    for w in corpus.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
+    items = filter_domain(corpus.items, domain)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        err.print("[red]error:[/red] the corpus has no recordings to play (check --domain/--limit)")
+        return 2
+    budget = None
+    if budget_path is not None or fail_over_budget:
+        try:
+            from ..lab.budget import load_budget
+
+            budget = load_budget(budget_path)
+        except HalfsecError as e:
+            err.print(f"[red]error:[/red] {e}")
+            return 2
+    opts = BenchOptions(
+        server=server,
+        token=token,
+        config=config,
+        overrides=overrides,
+        inject_delay_ms=inject_delay_ms,
+        save_audio=save_audio,
+        client=ClientOptions(token=token, max_tail_s=timeout_s),
+    )
+    progress = _progress()
+
+    async def main() -> Any:
+        with progress:
+            task = progress.add_task("bench", total=len(items))
+
+            def on_record(rec: dict[str, Any]) -> None:
+                v = rec.get("v2v_ms")
+                tag = f"{v:.0f} ms" if v is not None else f"[red]failed[/red]: {rec.get('error')}"
+                progress.console.print(f"{Path(rec['file']).name}: {tag}", highlight=False)
+                progress.advance(task)
+
+            return await run_bench(
+                items, opts, on_record, lambda s: progress.update(task, description=s)
+            )
+
+    try:
+        result = asyncio.run(main())
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {e}")
+        return 2
+    meta = dict(result.meta)
+    meta["corpus"] = str(corpus.source)
+    report: dict[str, Any]
+    try:
+        from ..lab import report_json
+
+        full_meta = report_json.default_meta("halfsec bench", **meta)
+        full_meta["server_url"] = server or (meta["servers"][0]["url"] if meta["servers"] else None)
+        report = report_json.build_report(result.records, full_meta, budget)
+    except ImportError:  # TODO(lead): remove once lab.report_json is always present
+        report = minimal_summary(result.records, meta)
+    try:
+        from ..lab.report_term import print_summary
+
+        print_summary(report)
+    except ImportError:
+        err.print(json.dumps(report.get("summary", {}), indent=2, default=str))
+    c = meta["client"]
+    err.print(
+        f"bench client overhead: {c['cpu_per_audio_s']} CPU s per audio s, send lateness "
+        f"p50 {c['send_late_p50_ms']} ms / p99 {c['send_late_p99_ms']} ms"
+    )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        err.print(f"wrote {json_out}")
+    if html_out is not None:
+        try:
+            from ..lab.report_html import write_html
+
+            write_html(report, html_out)
+            err.print(f"wrote {html_out}")
+        except ImportError:
+            err.print("[yellow]HTML report not available in this build[/yellow]")
+    if store:
+        try:
+            from ..lab.store import save_run
+
+            run_id = save_run(report)
+            err.print(f"saved as run {run_id}")
+        except ImportError:
+            pass
+        except Exception as e:  # the store is a convenience; the run's output is already out
+            err.print(f"[yellow]warning:[/yellow] could not save the run ({e})")
+    rc = 0
+    if fail_over_budget:
+        from ..lab.budget import check_budget
+
+        violations = check_budget(report, budget)
+        for v in violations:
+            err.print(f"[red]over budget:[/red] {v}")
+        if violations:
+            rc = 1
+    if all(not r["ok"] for r in result.records):
+        rc = 1
+    return rc

@@ -1,0 +1,61 @@
+"""``halfsec serve``: the WebSocket server around engines loaded once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from ..config import HalfsecConfig
+from ..errors import HalfsecError
+from ..runtime.build import build_engines
+from ..transport.server import ServerOptions, check_bind, start_server
+from .common import err
+
+
+def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:
+    """Check the bind *before* loading models: an unsafe setup fails in milliseconds."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        check_bind(options)
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {e}")
+        return 2
+    try:
+        with err.status("loading engines..."):
+            engines = build_engines(config)
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {e}")
+        return 2
+
+    async def main() -> None:
+        _server, runner, port = await start_server(engines, config, options)
+        extra = (
+            f", injecting {options.inject_delay_ms:g} ms before reply audio"
+            if options.inject_delay_ms
+            else ""
+        )
+        err.print(
+            f"halfsec serve: ws://{options.host}:{port}/ws (health: http://{options.host}:{port}/healthz)"
+            f"{', token required' if options.token else ''}{extra}"
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except OSError as e:
+        err.print(
+            f"[red]error:[/red] cannot listen on {options.host}:{options.port} ({e}); "
+            "pick another --port or stop the process using it"
+        )
+        return 2
+    return 0

@@ -1,0 +1,338 @@
+"""The WebSocket protocol, version 1: one definition shared by server, bench and browser.
+
+Every frame type of a ``VoiceSession`` has exactly one JSON event shape here, and reply
+audio has one binary layout, so the server that writes them and the clients that read
+them (``halfsec bench``, a browser page) can never drift apart.  ``docs/protocol.md`` is
+the prose version of this module; change both together and bump ``PROTOCOL_VERSION`` for
+anything a deployed client would misread.
+
+Timestamps are monotonic nanoseconds of the process that took them.  The server's and
+the client's clocks are unrelated; clients map server times onto their own with the
+ping/pong exchange (``clock_offset``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..frames import (
+    AudioFrame,
+    EndOfTurn,
+    ErrorFrame,
+    FinalTranscript,
+    Frame,
+    IntentFrame,
+    Interruption,
+    PartialTranscript,
+    ReplyDone,
+    ReplyText,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TimingMark,
+)
+
+PROTOCOL_VERSION = 1
+SUPPORTED_ENCODINGS = ("pcm16",)
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 48_000
+
+AUDIO_MAGIC = b"HSA1"
+_AUDIO_HEADER = struct.Struct("<4sIQ")
+AUDIO_HEADER_BYTES = _AUDIO_HEADER.size  # 16: magic, uint32 turn_id, uint64 t_server_ns
+
+# Server -> client event types.
+SESSION_STARTED = "session.started"
+PONG = "pong"
+ERROR = "error"
+EVENT_TYPES: dict[type[Frame], str] = {
+    SpeechStarted: "vad.speech_started",
+    SpeechPaused: "vad.speech_paused",
+    SpeechResumed: "vad.speech_resumed",
+    EndOfTurn: "turn.end",
+    PartialTranscript: "transcript.partial",
+    FinalTranscript: "transcript.final",
+    IntentFrame: "intent",
+    ReplyText: "reply.text",
+    ReplyDone: "reply.done",
+    Interruption: "interruption",
+    TimingMark: "timing",
+    ErrorFrame: ERROR,
+}
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+class ProtocolError(Exception):
+    """A client message that breaks the protocol; ``code`` goes into the error event."""
+
+    def __init__(self, code: str, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+
+# -- client -> server ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    sample_rate: int
+    encoding: str
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    traceparent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: int
+    t_client_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    pass
+
+
+ClientMessage = SessionStart | TraceContext | Ping | SessionEnd
+
+
+def valid_traceparent(value: object) -> bool:
+    """W3C trace-context version 00 with non-zero trace and span ids."""
+    if not isinstance(value, str):
+        return False
+    m = _TRACEPARENT.match(value)
+    if m is None:
+        return False
+    return set(m.group(1)) != {"0"} and set(m.group(2)) != {"0"}
+
+
+def _int_field(obj: dict[str, Any], key: str, code: str) -> int:
+    v = obj.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ProtocolError(code, f"field {key!r} must be an integer, got {v!r}")
+    return v
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Validate one JSON text message from a client; raises ``ProtocolError``."""
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ProtocolError("bad_json", f"message is not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", "a JSON message must be an object with a 'type'")
+    kind = obj.get("type")
+    if kind == "session.start":
+        proto = obj.get("protocol", PROTOCOL_VERSION)
+        if proto != PROTOCOL_VERSION:
+            raise ProtocolError(
+                "unsupported_protocol",
+                f"protocol {proto!r} is not supported; this server speaks protocol "
+                f"{PROTOCOL_VERSION}",
+            )
+        encoding = obj.get("encoding", "pcm16")
+        if encoding not in SUPPORTED_ENCODINGS:
+            raise ProtocolError(
+                "unsupported_encoding",
+                f"encoding {encoding!r} is not supported (Opus is planned); send "
+                "'pcm16': 16-bit little-endian mono PCM",
+            )
+        rate = obj.get("sample_rate")
+        if (
+            not isinstance(rate, int)
+            or isinstance(rate, bool)
+            or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE
+        ):
+            raise ProtocolError(
+                "bad_sample_rate",
+                f"sample_rate must be an integer from {MIN_SAMPLE_RATE} to "
+                f"{MAX_SAMPLE_RATE} Hz, got {rate!r}",
+            )
+        tp = obj.get("traceparent")
+        if tp is not None and not valid_traceparent(tp):
+            raise ProtocolError("bad_traceparent", f"traceparent {tp!r} is not W3C version 00")
+        return SessionStart(sample_rate=rate, encoding=encoding, traceparent=tp)
+    if kind == "trace.context":
+        tp = obj.get("traceparent")
+        if not valid_traceparent(tp):
+            raise ProtocolError(
+                "bad_traceparent",
+                f"traceparent {tp!r} is not W3C version 00 (00-<32 hex>-<16 hex>-<2 hex>)",
+            )
+        assert isinstance(tp, str)
+        return TraceContext(traceparent=tp)
+    if kind == "ping":
+        return Ping(
+            id=_int_field(obj, "id", "bad_ping"),
+            t_client_ns=_int_field(obj, "t_client_ns", "bad_ping"),
+        )
+    if kind == "session.end":
+        return SessionEnd()
+    raise ProtocolError(
+        "unknown_type",
+        f"unknown message type {kind!r}; expected session.start, trace.context, ping or "
+        "session.end",
+    )
+
+
+def session_start_message(
+    sample_rate: int = 16_000, traceparent: str | None = None, encoding: str = "pcm16"
+) -> str:
+    msg: dict[str, Any] = {
+        "type": "session.start",
+        "protocol": PROTOCOL_VERSION,
+        "sample_rate": sample_rate,
+        "encoding": encoding,
+    }
+    if traceparent is not None:
+        msg["traceparent"] = traceparent
+    return json.dumps(msg)
+
+
+def trace_context_message(traceparent: str) -> str:
+    return json.dumps({"type": "trace.context", "traceparent": traceparent})
+
+
+def ping_message(ping_id: int, t_client_ns: int) -> str:
+    return json.dumps({"type": "ping", "id": ping_id, "t_client_ns": t_client_ns})
+
+
+def session_end_message() -> str:
+    return json.dumps({"type": "session.end"})
+
+
+def encode_pcm16(pcm: np.ndarray) -> bytes:
+    return pcm.astype("<i2", copy=False).tobytes()
+
+
+# -- server -> client ---------------------------------------------------------------------
+def frame_to_event(frame: Frame) -> dict[str, Any] | None:
+    """The JSON event for a frame, or None for audio (sent as a binary message)."""
+    if isinstance(frame, AudioFrame):
+        return None
+    kind = EVENT_TYPES.get(type(frame))
+    if kind is None:
+        return None
+    ev: dict[str, Any] = {"type": kind, "turn_id": frame.turn_id, "t_server_ns": frame.t_ns}
+    if isinstance(frame, SpeechStarted | SpeechResumed):
+        ev["audio_ms"] = frame.audio_ms
+    elif isinstance(frame, SpeechPaused):
+        ev.update(audio_ms=frame.audio_ms, speech_end_ms=frame.speech_end_ms)
+    elif isinstance(frame, EndOfTurn):
+        ev.update(audio_ms=frame.audio_ms, speech_end_ms=frame.speech_end_ms, reason=frame.reason)
+    elif isinstance(frame, PartialTranscript):
+        ev["text"] = frame.text
+    elif isinstance(frame, FinalTranscript):
+        ev.update(text=frame.text, stt_ms=frame.stt_ms)
+    elif isinstance(frame, IntentFrame):
+        ev.update(intent=frame.intent, slots=dict(frame.slots), confidence=frame.confidence)
+    elif isinstance(frame, ReplyText):
+        ev.update(text=frame.text, index=frame.index, source=frame.source)
+    elif isinstance(frame, ReplyDone):
+        ev["text"] = frame.text
+    elif isinstance(frame, Interruption):
+        ev.update(audio_ms=frame.audio_ms, cancel_ms=frame.cancel_ms)
+    elif isinstance(frame, TimingMark):
+        ev.update(name=frame.name, attrs=_jsonable(frame.attrs))
+    elif isinstance(frame, ErrorFrame):
+        ev.update(code=frame.code, message=frame.message, fatal=frame.fatal)
+    return ev
+
+
+def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Timing attributes are free-form: keep JSON scalars, stringify the rest."""
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if v is None or isinstance(v, str | int | float | bool):
+            out[str(k)] = v
+        else:
+            out[str(k)] = str(v)
+    return out
+
+
+def error_event(
+    code: str, message: str, t_server_ns: int, fatal: bool = False, turn_id: int = 0
+) -> dict[str, Any]:
+    return {
+        "type": ERROR,
+        "turn_id": turn_id,
+        "t_server_ns": t_server_ns,
+        "code": code,
+        "message": message,
+        "fatal": fatal,
+    }
+
+
+def session_started_event(
+    session_id: str, output_sample_rate: int, t_server_ns: int, **extra: Any
+) -> dict[str, Any]:
+    ev = {
+        "type": SESSION_STARTED,
+        "turn_id": 0,
+        "t_server_ns": t_server_ns,
+        "session_id": session_id,
+        "protocol": PROTOCOL_VERSION,
+        "output_sample_rate": output_sample_rate,
+        "encoding": "pcm16",
+    }
+    ev.update(extra)
+    return ev
+
+
+def pong_event(ping: Ping, t_server_ns: int) -> dict[str, Any]:
+    return {
+        "type": PONG,
+        "turn_id": 0,
+        "id": ping.id,
+        "t_client_ns": ping.t_client_ns,
+        "t_server_ns": t_server_ns,
+    }
+
+
+def encode_audio(turn_id: int, t_server_ns: int, pcm: np.ndarray) -> bytes:
+    """Reply audio packet: 16-byte header then PCM16 LE at the session's output rate."""
+    return _AUDIO_HEADER.pack(AUDIO_MAGIC, turn_id & 0xFFFFFFFF, t_server_ns) + encode_pcm16(pcm)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPacket:
+    turn_id: int
+    t_server_ns: int
+    pcm: np.ndarray
+
+
+def decode_audio(data: bytes) -> AudioPacket:
+    """Parse a reply audio packet; raises ``ProtocolError`` on a bad header or odd length."""
+    if len(data) < AUDIO_HEADER_BYTES:
+        raise ProtocolError("bad_audio_packet", f"audio packet of {len(data)} bytes has no header")
+    magic, turn_id, t_ns = _AUDIO_HEADER.unpack_from(data)
+    if magic != AUDIO_MAGIC:
+        raise ProtocolError(
+            "bad_audio_packet", f"audio packet magic {magic!r} is not {AUDIO_MAGIC!r}"
+        )
+    body = data[AUDIO_HEADER_BYTES:]
+    if len(body) % 2:
+        raise ProtocolError("bad_audio_packet", "audio packet body is not 16-bit PCM (odd length)")
+    pcm = np.frombuffer(body, dtype="<i2").astype(np.int16)
+    return AudioPacket(turn_id=int(turn_id), t_server_ns=int(t_ns), pcm=pcm)
+
+
+def parse_server_event(text: str) -> dict[str, Any]:
+    """Decode a server JSON event; raises ``ProtocolError`` if it is not an event object."""
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ProtocolError("bad_json", f"server sent invalid JSON ({e})") from e
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise ProtocolError("bad_message", f"server message has no 'type': {text[:200]!r}")
+    return obj

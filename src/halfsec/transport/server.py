@@ -1,0 +1,485 @@
+"""WebSocket server: one ``VoiceSession`` per connection over engines loaded once.
+
+The server is the pipeline's only network-facing surface, so it is written defensively:
+it binds loopback unless a token protects it, checks the token and the browser Origin
+before the WebSocket upgrade, caps message size, message rate, idle time and the number
+of concurrent sessions, and turns every malformed message into an ``error`` event rather
+than an exception.  Each connection runs in its own handler with its own try/except, so a
+bad or vanished client can only ever end its own session.
+
+``inject_delay_ms`` holds every reply-audio packet back before it is handed to the
+socket.  It exists so the latency lab can prove it measures what it claims: a known delay
+injected here must show up, to the millisecond, in the client's voice-to-voice numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .. import INTERNAL_RATE
+from ..audio.io import pcm16_from_bytes
+from ..audio.resample import StreamResampler
+from ..clock import now_ns
+from ..config import HalfsecConfig
+from ..errors import AudioInputError, HalfsecError
+from ..frames import ErrorFrame, Frame, Interruption, ReplyAudio, SpeechStarted
+from ..runtime.engines import Engines
+from ..runtime.session import VoiceSession
+from .protocol import (
+    PROTOCOL_VERSION,
+    Ping,
+    ProtocolError,
+    SessionEnd,
+    SessionStart,
+    TraceContext,
+    encode_audio,
+    error_event,
+    frame_to_event,
+    parse_client_message,
+    pong_event,
+    session_started_event,
+)
+
+log = logging.getLogger("halfsec.serve")
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+class ServeError(HalfsecError):
+    """The server cannot start as configured (unsafe bind, bad option)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    """Shared secret: ``Authorization: Bearer <token>`` or ``?token=<token>``."""
+    allow_origins: tuple[str, ...] = ()
+    """Browser origins allowed to connect.  Empty: loopback origins only
+    (``http://localhost:*``, ``http://127.0.0.1:*``).  ``*`` allows any origin."""
+    max_sessions: int = 8
+    max_message_bytes: int = 64 * 1024
+    """Largest accepted client message.  Larger ones (up to 4x) get an ``error`` event;
+    beyond that the WebSocket layer closes the connection (1009)."""
+    max_messages_per_s: float = 200.0
+    """Token bucket on client messages (burst = one second's worth).  A real-time client
+    sends 50 frames/s; a flood is dropped with one ``rate_limited`` error per second."""
+    idle_timeout_s: float = 30.0
+    """A connection that sends nothing for this long is closed (a live mic never stops)."""
+    start_timeout_s: float = 10.0
+    """Time allowed between the upgrade and a valid ``session.start``."""
+    inject_delay_ms: float = 0.0
+    """Fault injector: delay each reply-audio packet by this much before sending."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ServeError(f"port {self.port} is out of range 0..65535 (0 = any free port)")
+        if self.max_sessions < 1:
+            raise ServeError("--max-sessions must be at least 1")
+        if self.inject_delay_ms < 0:
+            raise ServeError("--inject-delay-ms must be >= 0")
+        if self.max_message_bytes < 1024:
+            raise ServeError("max message size must be at least 1024 bytes")
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(options: ServerOptions) -> None:
+    """Refuse to expose an unauthenticated voice endpoint beyond this machine."""
+    if not is_loopback(options.host) and not options.token:
+        raise ServeError(
+            f"refusing to listen on {options.host}: it is not a loopback address and no "
+            "--token was given, so anyone who can reach this port could use the "
+            "pipeline.  Pass --token SECRET (clients send 'Authorization: Bearer SECRET'), "
+            "or bind --host 127.0.0.1."
+        )
+
+
+def origin_allowed(origin: str | None, allow: tuple[str, ...]) -> bool:
+    """Absent Origin = not a browser (bench, curl): allowed.  Browsers must be listed."""
+    if origin is None:
+        return True
+    if "*" in allow:
+        return True
+    if allow:
+        return origin.rstrip("/") in {a.rstrip("/") for a in allow}
+    host = urlsplit(origin).hostname or ""
+    return is_loopback(host)
+
+
+class _RateLimiter:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.t = time.monotonic()
+        self.last_warning = -1e9
+
+    def allow(self) -> bool:
+        t = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (t - self.t) * self.rate)
+        self.t = t
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def should_warn(self) -> bool:
+        t = time.monotonic()
+        if t - self.last_warning >= 1.0:
+            self.last_warning = t
+            return True
+        return False
+
+
+@dataclass
+class _Conn:
+    """Per-connection state; everything a handler needs to tidy up after itself."""
+
+    ws: web.WebSocketResponse
+    session_id: str
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    session: VoiceSession | None = None
+    resampler: StreamResampler | None = None
+    next_traceparent: str | None = None
+    turn_traces: dict[int, str] = field(default_factory=dict)
+    cancelled_turns: set[int] = field(default_factory=set)
+    closing: bool = False
+
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        async with self.send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(json.dumps(obj))
+
+    async def send_audio(self, turn_id: int, pcm: np.ndarray) -> None:
+        if self.ws.closed:
+            return
+        async with self.send_lock:
+            # The header carries the moment the packet is handed to the socket.
+            data = encode_audio(turn_id, now_ns(), pcm)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_bytes(data)
+
+    async def error(self, code: str, message: str, fatal: bool = False) -> None:
+        await self.send_json(error_event(code, message, now_ns(), fatal=fatal))
+
+
+class VoiceServer:
+    """The aiohttp application around shared engines.  ``app`` is ready to run."""
+
+    def __init__(
+        self,
+        engines: Engines,
+        config: HalfsecConfig,
+        options: ServerOptions | None = None,
+    ) -> None:
+        self.engines = engines
+        self.config = config
+        self.options = options or ServerOptions()
+        self.sessions: dict[str, _Conn] = {}
+        self.app = web.Application()
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/ws", self._ws)
+        self.app.on_shutdown.append(self._on_shutdown)
+
+    # -- HTTP ---------------------------------------------------------------------------
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "protocol": PROTOCOL_VERSION,
+                "sessions": len(self.sessions),
+                "max_sessions": self.options.max_sessions,
+                "output_sample_rate": self.config.audio.output_rate,
+                "domain": self.config.logic.domain,
+                "stt": self.config.stt.engine,
+                "tts": self.config.tts.engine,
+                "inject_delay_ms": self.options.inject_delay_ms,
+            }
+        )
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.options.token
+        if not token:
+            return True
+        given = request.query.get("token")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[len("Bearer ") :].strip()
+        return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        for conn in list(self.sessions.values()):
+            conn.closing = True
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+    # -- WebSocket ----------------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return web.Response(
+                status=401,
+                text="missing or wrong token: send 'Authorization: Bearer <token>' or ?token=",
+            )
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, self.options.allow_origins):
+            return web.Response(
+                status=403,
+                text=f"origin {origin} is not allowed; start the server with --allow-origin {origin}",
+            )
+        if len(self.sessions) >= self.options.max_sessions:
+            return web.Response(
+                status=503,
+                text=f"server busy: {self.options.max_sessions} sessions already open "
+                "(--max-sessions); retry later",
+            )
+        ws = web.WebSocketResponse(max_msg_size=self.options.max_message_bytes * 4)
+        await ws.prepare(request)
+        conn = _Conn(ws=ws, session_id=uuid.uuid4().hex[:12])
+        self.sessions[conn.session_id] = conn
+        sender: asyncio.Task[None] | None = None
+        try:
+            sender = await self._serve(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # one session's bug must never reach the others
+            log.exception("session %s failed", conn.session_id)
+            await conn.error("internal_error", f"{type(e).__name__}: {e}", fatal=True)
+        finally:
+            conn.closing = True
+            self.sessions.pop(conn.session_id, None)
+            if conn.session is not None:
+                # Cancels the turn in flight (client gone mid-turn) and ends events().
+                with contextlib.suppress(Exception):
+                    await conn.session.close()
+            if sender is not None:
+                try:
+                    await asyncio.wait_for(sender, timeout=2.0)
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    sender.cancel()
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            log.info("session %s closed", conn.session_id)
+        return ws
+
+    async def _serve(self, conn: _Conn) -> asyncio.Task[None] | None:
+        """Receive loop.  Returns the sender task (if the session started) for cleanup."""
+        opt = self.options
+        limiter = _RateLimiter(opt.max_messages_per_s)
+        started_at = time.monotonic()
+        sender: asyncio.Task[None] | None = None
+        ws = conn.ws
+        while not ws.closed:
+            timeout = opt.idle_timeout_s
+            if conn.session is None:
+                timeout = max(0.01, opt.start_timeout_s - (time.monotonic() - started_at))
+            try:
+                msg = await ws.receive(timeout=timeout)
+            except TimeoutError:
+                if conn.session is None:
+                    await conn.error(
+                        "start_timeout",
+                        f"no valid session.start within {opt.start_timeout_s:.0f} s of connecting",
+                        fatal=True,
+                    )
+                else:
+                    await conn.error(
+                        "idle_timeout",
+                        f"no message for {opt.idle_timeout_s:.0f} s; send audio (silence "
+                        "counts) or pings to keep the session open",
+                        fatal=True,
+                    )
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"timeout")
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+            if msg.type == WSMsgType.ERROR:
+                log.info("session %s: websocket error %s", conn.session_id, ws.exception())
+                break
+            if not limiter.allow():
+                if limiter.should_warn():
+                    await conn.error(
+                        "rate_limited",
+                        f"more than {opt.max_messages_per_s:.0f} messages/s; messages are "
+                        "being dropped (send 20 ms frames at real-time pace)",
+                    )
+                continue
+            size = len(msg.data) if isinstance(msg.data, str | bytes) else 0
+            if size > opt.max_message_bytes:
+                await conn.error(
+                    "message_too_large",
+                    f"message of {size} bytes exceeds the {opt.max_message_bytes} byte "
+                    "limit; send audio in frames of 20-100 ms",
+                )
+                continue
+            if msg.type == WSMsgType.TEXT:
+                done, new_sender = await self._on_text(conn, msg.data)
+                sender = sender or new_sender
+                if done:
+                    break
+            elif msg.type == WSMsgType.BINARY:
+                await self._on_binary(conn, msg.data)
+        return sender
+
+    async def _on_text(self, conn: _Conn, text: str) -> tuple[bool, asyncio.Task[None] | None]:
+        """Handle one JSON message; returns (session over, sender task if just started)."""
+        try:
+            m = parse_client_message(text)
+        except ProtocolError as e:
+            await conn.error(e.code, e.message, fatal=e.fatal)
+            return e.fatal, None
+        if isinstance(m, Ping):
+            await conn.send_json(pong_event(m, now_ns()))
+        elif isinstance(m, SessionStart):
+            if conn.session is not None:
+                await conn.error("already_started", "session.start was already received")
+                return False, None
+            return False, self._start(conn, m)
+        elif isinstance(m, TraceContext):
+            conn.next_traceparent = m.traceparent
+        elif isinstance(m, SessionEnd):
+            await conn.ws.close(code=WSCloseCode.OK, message=b"session.end")
+            return True, None
+        return False, None
+
+    def _start(self, conn: _Conn, m: SessionStart) -> asyncio.Task[None]:
+        cfg = self.config
+        conn.session = VoiceSession(
+            self.engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate
+        )
+        conn.resampler = StreamResampler(m.sample_rate, INTERNAL_RATE)
+        conn.next_traceparent = m.traceparent
+        log.info("session %s started (%d Hz)", conn.session_id, m.sample_rate)
+        started = session_started_event(
+            conn.session_id,
+            cfg.audio.output_rate,
+            now_ns(),
+            input_sample_rate=m.sample_rate,
+            domain=cfg.logic.domain,
+        )
+        return asyncio.create_task(self._sender(conn, started), name=f"send-{conn.session_id}")
+
+    async def _on_binary(self, conn: _Conn, data: bytes) -> None:
+        if conn.session is None or conn.resampler is None:
+            await conn.error(
+                "not_started",
+                "audio received before session.start; send "
+                '{"type":"session.start","protocol":1,"sample_rate":16000,"encoding":"pcm16"} first',
+            )
+            return
+        try:
+            pcm = pcm16_from_bytes(data, max_bytes=self.options.max_message_bytes)
+        except AudioInputError as e:
+            await conn.error("bad_audio", f"{e}; frames must be 16-bit little-endian mono PCM")
+            return
+        pcm = conn.resampler.process(pcm)
+        if pcm.size:
+            await conn.session.push(pcm)
+
+    # -- server -> client ---------------------------------------------------------------
+    async def _sender(self, conn: _Conn, started: dict[str, Any]) -> None:
+        """Forward the session's frames in order; audio optionally through the delay line."""
+        assert conn.session is not None
+        await conn.send_json(started)
+        delay_ns = int(self.options.inject_delay_ms * 1e6)
+        delayed: asyncio.Queue[tuple[int, int, np.ndarray] | None] = asyncio.Queue()
+        delay_task = asyncio.create_task(self._delay_line(conn, delayed)) if delay_ns > 0 else None
+        send_audio: Callable[[int, np.ndarray], Awaitable[None]] = conn.send_audio
+        try:
+            async for f in conn.session.events():
+                if isinstance(f, ReplyAudio):
+                    if f.turn_id in conn.cancelled_turns:
+                        continue
+                    if delay_task is not None:
+                        delayed.put_nowait((now_ns() + delay_ns, f.turn_id, f.pcm))
+                    else:
+                        await send_audio(f.turn_id, f.pcm)
+                    continue
+                if isinstance(f, Interruption):
+                    conn.cancelled_turns.add(f.turn_id)
+                ev = self._event(conn, f)
+                if ev is not None:
+                    await conn.send_json(ev)
+                if isinstance(f, ErrorFrame) and f.fatal:
+                    await conn.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"fatal error")
+                    break
+        finally:
+            if delay_task is not None:
+                delayed.put_nowait(None)
+                try:
+                    await asyncio.wait_for(
+                        delay_task, timeout=self.options.inject_delay_ms / 1e3 + 1
+                    )
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    delay_task.cancel()
+
+    async def _delay_line(
+        self, conn: _Conn, q: asyncio.Queue[tuple[int, int, np.ndarray] | None]
+    ) -> None:
+        while True:
+            item = await q.get()
+            if item is None or conn.closing:
+                return
+            due, turn_id, pcm = item
+            wait = (due - now_ns()) / 1e9
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if turn_id not in conn.cancelled_turns:
+                await conn.send_audio(turn_id, pcm)
+
+    def _event(self, conn: _Conn, f: Frame) -> dict[str, Any] | None:
+        ev = frame_to_event(f)
+        if ev is None:
+            return None
+        if isinstance(f, SpeechStarted) and f.turn_id not in conn.turn_traces:
+            # The trace context sent before a turn parents that turn's spans.
+            # TODO(trace): hand conn.turn_traces to halfsec.trace when it lands.
+            if conn.next_traceparent is not None:
+                conn.turn_traces[f.turn_id] = conn.next_traceparent
+                conn.next_traceparent = None
+        tp = conn.turn_traces.get(f.turn_id)
+        if tp is not None and ev["type"] in ("vad.speech_started", "turn.end", "reply.done"):
+            ev["traceparent"] = tp
+        return ev
+
+
+async def start_server(
+    engines: Engines, config: HalfsecConfig, options: ServerOptions
+) -> tuple[VoiceServer, web.AppRunner, int]:
+    """Start listening; returns the server, its runner (``await runner.cleanup()``) and
+    the bound port (useful with port 0)."""
+    check_bind(options)
+    server = VoiceServer(engines, config, options)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port, reuse_address=True)
+    await site.start()
+    port = options.port
+    srv = getattr(site, "_server", None)
+    if srv is not None and srv.sockets:
+        port = int(srv.sockets[0].getsockname()[1])
+    return server, runner, port
