@@ -1,0 +1,220 @@
+"""Server side of a turn's trace: frames and timing marks -> spans with explicit times.
+
+The session already stamps every frame with ``time.monotonic_ns()``; spans are created
+*after* the turn from those stamps (start/end given explicitly, converted to epoch ns
+through one ``ClockAnchor``) instead of being opened and closed live.  That keeps tracing
+off the hot path, and it also means speculative work that the session threw away never
+shows up: only the committed turn's frames are passed in.
+
+Spans (all children of ``server.turn``, itself the child of the client's span when a
+``traceparent`` came with the turn):
+
+* ``endpointing`` -- estimated real end of speech -> end-of-turn decision
+* ``stt``         -- ``stt.start`` -> ``stt.end`` (may start before the decision: speculation)
+* ``logic``       -- ``logic.start`` -> ``logic.first_clause``
+* ``tts``         -- first ``tts.start`` -> ``tts.end``, event at ``tts.first_audio``
+* ``send``        -- first reply audio ready -> first audio written to the socket
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ..frames import (
+    EndOfTurn,
+    ErrorFrame,
+    FinalTranscript,
+    Frame,
+    IntentFrame,
+    Interruption,
+    ReplyAudio,
+    ReplyDone,
+    ReplyText,
+    SpeechPaused,
+    SpeechStarted,
+    TimingMark,
+)
+from .context import ClockAnchor, context_from_traceparent, process_anchor
+
+__all__ = ["emit_server_turn_spans"]
+
+_STAGE_OPS = {"stt": "speech_to_text", "tts": "text_to_speech"}
+
+
+def _first_mark(frames: Sequence[Frame], name: str) -> TimingMark | None:
+    for f in frames:
+        if isinstance(f, TimingMark) and f.name == name:
+            return f
+    return None
+
+
+def _last_mark(frames: Sequence[Frame], name: str) -> TimingMark | None:
+    found = None
+    for f in frames:
+        if isinstance(f, TimingMark) and f.name == name:
+            found = f
+    return found
+
+
+def emit_server_turn_spans(
+    frames: Sequence[Frame],
+    *,
+    traceparent: str | None = None,
+    tracer: trace.Tracer | None = None,
+    anchor: ClockAnchor | None = None,
+    sent_first_audio_ns: int | None = None,
+    models: Mapping[str, str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Record one turn's server spans; returns the trace id (32 hex) or ``None``.
+
+    ``frames``: every frame the session emitted for this turn (any order; frames of other
+    turns are ignored if ``turn_id`` differs from the first ``EndOfTurn``'s).
+    ``traceparent``: what the client sent for this turn (invalid/absent -> a new trace).
+    ``sent_first_audio_ns``: monotonic time the transport wrote the first reply audio.
+    ``models``: engine names, e.g. ``{"stt": "whisper-base.en", "llm": "qwen2.5",
+    "tts": "piper-joe"}`` -> ``gen_ai.request.model`` on the matching span.
+    Returns ``None`` (records nothing) when there is nothing to record."""
+    if not frames:
+        return None
+    eot = next((f for f in frames if isinstance(f, EndOfTurn)), None)
+    turn_id = eot.turn_id if eot is not None else frames[0].turn_id
+    fr = sorted((f for f in frames if f.turn_id == turn_id), key=lambda f: f.t_ns)
+    if not fr:
+        return None
+    tracer = tracer or trace.get_tracer("halfsec.server")
+    anchor = anchor or process_anchor()
+    ep = anchor.to_epoch_ns
+    models = models or {}
+
+    started = next((f for f in fr if isinstance(f, SpeechStarted)), None)
+    audio = [f for f in fr if isinstance(f, ReplyAudio)]
+    end_ns = max(f.t_ns for f in fr)
+    if sent_first_audio_ns is not None:
+        end_ns = max(end_ns, sent_first_audio_ns)
+    start_ns = started.t_ns if started is not None else fr[0].t_ns
+
+    attrs: dict[str, Any] = {"halfsec.turn_id": turn_id, **(attributes or {})}
+    if eot is not None:
+        attrs["halfsec.end_of_turn.reason"] = eot.reason
+    final = next((f for f in reversed(fr) if isinstance(f, FinalTranscript)), None)
+    if final is not None:
+        attrs["halfsec.transcript"] = final.text
+    intent = next((f for f in reversed(fr) if isinstance(f, IntentFrame)), None)
+    if intent is not None and intent.intent:
+        attrs["halfsec.intent"] = intent.intent
+    done = next((f for f in reversed(fr) if isinstance(f, ReplyDone)), None)
+    if done is not None:
+        attrs["halfsec.reply_text"] = done.text
+
+    parent_ctx = context_from_traceparent(traceparent)
+    root = tracer.start_span(
+        "server.turn",
+        context=parent_ctx,
+        kind=SpanKind.SERVER,
+        start_time=ep(start_ns),
+        attributes=attrs,
+    )
+    ctx = trace.set_span_in_context(root)
+
+    def child(
+        name: str, t0: int, t1: int, stage: str, extra: Mapping[str, Any] | None = None
+    ) -> trace.Span:
+        a: dict[str, Any] = {
+            "halfsec.turn_id": turn_id,
+            "halfsec.stage": stage,
+            "halfsec.duration_ms": round((t1 - t0) / 1e6, 3),
+            **(extra or {}),
+        }
+        sp = tracer.start_span(name, context=ctx, start_time=ep(t0), attributes=a)
+        return sp
+
+    # endpointing: from where the detector placed the real end of speech to the decision.
+    if eot is not None:
+        lag_ns = int(max(0.0, eot.audio_ms - eot.speech_end_ms) * 1e6)
+        pause = next((f for f in fr if isinstance(f, SpeechPaused)), None)
+        sp = child(
+            "endpointing",
+            eot.t_ns - lag_ns,
+            eot.t_ns,
+            "endpointing",
+            {
+                "halfsec.end_of_turn.reason": eot.reason,
+                "halfsec.silence_ms": round(lag_ns / 1e6, 3),
+            },
+        )
+        if pause is not None:
+            sp.add_event("halfsec.speech_paused", timestamp=ep(pause.t_ns))
+        sp.end(end_time=ep(eot.t_ns))
+
+    s0, s1 = _first_mark(fr, "stt.start"), _last_mark(fr, "stt.end")
+    if s0 is not None and s1 is not None:
+        extra: dict[str, Any] = {"gen_ai.operation.name": _STAGE_OPS["stt"]}
+        for k in ("compute_ms", "audio_ms"):
+            if k in s1.attrs:
+                extra[f"halfsec.stt.{k}"] = float(s1.attrs[k])
+        if "stt" in models:
+            extra["gen_ai.request.model"] = models["stt"]
+        if eot is not None:
+            extra["halfsec.speculative"] = s0.t_ns < eot.t_ns
+        child("stt", s0.t_ns, s1.t_ns, "stt", extra).end(end_time=ep(s1.t_ns))
+
+    l0, l1 = _first_mark(fr, "logic.start"), _first_mark(fr, "logic.first_clause")
+    if l0 is not None:
+        source = str(l1.attrs.get("source", "")) if l1 is not None else ""
+        extra = {"halfsec.logic.source": source} if source else {}
+        if source == "llm" or "llm" in models:
+            extra["gen_ai.operation.name"] = "chat"
+            if "llm" in models:
+                extra["gen_ai.request.model"] = models["llm"]
+        texts = [f for f in fr if isinstance(f, ReplyText)]
+        extra["halfsec.logic.clauses"] = len(texts)
+        t_end = l1.t_ns if l1 is not None else end_ns
+        child("logic", l0.t_ns, t_end, "logic", extra).end(end_time=ep(t_end))
+
+    t0, t_end_m = _first_mark(fr, "tts.start"), _last_mark(fr, "tts.end")
+    first_audio = _first_mark(fr, "tts.first_audio")
+    if t0 is not None:
+        t1 = t_end_m.t_ns if t_end_m is not None else end_ns
+        extra = {"gen_ai.operation.name": _STAGE_OPS["tts"]}
+        if "tts" in models:
+            extra["gen_ai.request.model"] = models["tts"]
+        if first_audio is not None:
+            extra["halfsec.tts.first_audio_ms"] = round((first_audio.t_ns - t0.t_ns) / 1e6, 3)
+        sp = child("tts", t0.t_ns, t1, "tts", extra)
+        if first_audio is not None:
+            sp.add_event("tts.first_audio", timestamp=ep(first_audio.t_ns))
+        sp.end(end_time=ep(t1))
+
+    ready = first_audio.t_ns if first_audio is not None else (audio[0].t_ns if audio else None)
+    if ready is not None:
+        sent = (
+            sent_first_audio_ns
+            if sent_first_audio_ns is not None
+            else (audio[0].t_ns if audio else ready)
+        )
+        sent = max(sent, ready)
+        child("send", ready, sent, "server_send", {"halfsec.audio_chunks": len(audio)}).end(
+            end_time=ep(sent)
+        )
+
+    for f in fr:
+        if isinstance(f, Interruption):
+            root.add_event(
+                "halfsec.interruption",
+                timestamp=ep(f.t_ns),
+                attributes={"halfsec.cancel_ms": f.cancel_ms},
+            )
+        elif isinstance(f, ErrorFrame):
+            root.add_event(
+                "halfsec.error",
+                timestamp=ep(f.t_ns),
+                attributes={"halfsec.error.code": f.code, "halfsec.error.message": f.message},
+            )
+            root.set_status(Status(StatusCode.ERROR, f"{f.code}: {f.message}"))
+    root.end(end_time=ep(end_ns))
+    return f"{root.get_span_context().trace_id:032x}"
