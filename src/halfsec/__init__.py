@@ -6,6 +6,14 @@ The package is laid out by concern; a frame travels
 orchestrated per session by ``runtime``.  ``cli`` is the command line.
 """
 
+import os as _os
+
+# numpy's OpenBLAS spins worker threads on every moderate matrix product; on a 2-core
+# machine that steals the core that TTS or VAD needs.  Inference threads are set per
+# engine; library thread pools stay at one.  (setdefault: a user's explicit choice wins.)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_var, "1")
+
 __version__ = "0.1.0"
 
 INTERNAL_RATE = 16_000
