@@ -21,7 +21,7 @@ def synthetic_turns(
     turns: list[dict[str, Any]] = []
     for i in range(n):
         st = {
-            "endpointing_ms": float(rng.normal(230, 20)),
+            "endpointing_ms": float(rng.normal(205, 12)),
             "stt_ms": float(rng.gamma(4, 12)),
             "logic_ms": float(rng.gamma(3, 25)) + logic_shift_ms,
             "tts_ms": float(rng.gamma(5, 9)),

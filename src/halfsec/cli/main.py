@@ -145,6 +145,70 @@ def bench(
 
 # --- lab commands (runs, report, compare, import-trace) ---
 
+DbOpt = typer.Option(
+    None, "--db", help="Lab database (default $HALFSEC_DB or ~/.local/share/halfsec/lab.db)."
+)
+
+
+@app.command()
+def runs(
+    db: Path | None = DbOpt,
+    limit: int = typer.Option(50, help="Show at most this many (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List stored lab runs."""
+    from .lab import runs_command
+
+    raise typer.Exit(runs_command(db, limit, as_json))
+
+
+@app.command()
+def report(
+    run: str = typer.Argument(..., help="Run id, 'latest', or -N (N-th newest)."),
+    db: Path | None = DbOpt,
+    html: Path | None = typer.Option(None, "--html", help="Write the HTML report here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
+    budget: Path | None = typer.Option(None, help="Re-check against this budget TOML."),
+    fail_over_budget: bool = typer.Option(False, help="Exit 1 if a budget line is exceeded."),
+) -> None:
+    """Re-render a stored run (terminal summary, optional HTML/JSON)."""
+    from .lab import report_command
+
+    raise typer.Exit(report_command(run, db, html, json_out, budget, fail_over_budget))
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="Baseline: run id, 'latest', -N, or report .json."),
+    b: str = typer.Argument(..., help="Candidate: run id, 'latest', -N, or report .json."),
+    db: Path | None = DbOpt,
+    threshold_ms: float = typer.Option(10.0, help="Regression only if slower by >= this."),
+    threshold_pct: float = typer.Option(5.0, help="...and by >= this percent of A."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the comparison here."),
+) -> None:
+    """Compare B against A: p50/p95 difference with a bootstrap CI; exit 1 on regression."""
+    from .lab import compare_command
+
+    raise typer.Exit(compare_command(a, b, db, threshold_ms, threshold_pct, json_out))
+
+
+@app.command("import-trace")
+def import_trace(
+    file: Path = typer.Argument(..., help="OTLP JSON from Pipecat, LiveKit Agents or halfsec."),
+    budget: Path | None = typer.Option(None, help="Latency budget TOML."),
+    html: Path | None = typer.Option(None, "--html", help="Write the HTML report here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the JSON report here."),
+    store: bool = typer.Option(False, help="Save the imported run in the lab store."),
+    db: Path | None = DbOpt,
+    fail_over_budget: bool = typer.Option(False, help="Exit 1 if a budget line is exceeded."),
+) -> None:
+    """Map another framework's trace onto halfsec's stages and show the budget view."""
+    from .lab import import_trace_command
+
+    raise typer.Exit(
+        import_trace_command(file, budget, html, json_out, store, db, fail_over_budget)
+    )
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

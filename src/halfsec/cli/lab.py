@@ -1,0 +1,127 @@
+"""``halfsec runs | report | compare | import-trace``: the lab's views on stored runs.
+
+Each function returns the process exit code instead of exiting, so ``main.py`` stays a
+thin typer layer and tests can call these directly.  Exit codes: 0 fine, 1 a verdict the
+user asked to fail on (regression, over budget), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from ..errors import HalfsecError
+from ..lab.budget import check_budget, load_budget
+from ..lab.compare import compare
+from ..lab.import_trace import import_trace
+from ..lab.report_html import write_html
+from ..lab.report_json import build_report, default_meta, write_json
+from ..lab.report_term import print_comparison, print_runs, print_summary
+from ..lab.store import list_runs, load_run, save_run
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(e: Exception) -> int:
+    err.print(f"[red]error:[/red] {e}")
+    return 2
+
+
+def runs_command(db: Path | None, limit: int, as_json: bool) -> int:
+    try:
+        rows = list_runs(db, limit)
+    except HalfsecError as e:
+        return _fail(e)
+    if as_json:
+        out.print_json(json.dumps(rows))
+    elif not rows:
+        out.print("no runs stored yet: `halfsec bench` saves one")
+    else:
+        print_runs(rows, out)
+    return 0
+
+
+def report_command(
+    run: str,
+    db: Path | None,
+    html: Path | None,
+    json_out: Path | None,
+    budget: Path | None,
+    fail_over_budget: bool,
+) -> int:
+    """Re-render a stored run; with ``--budget`` the budget section is recomputed."""
+    try:
+        report = load_run(run, db)
+        if budget is not None:
+            meta = dict(report.get("meta") or {})
+            report = build_report(report.get("turns") or [], meta, load_budget(budget))
+        print_summary(report, out)
+        if json_out is not None:
+            out.print(f"JSON report: {write_json(report, json_out)}")
+        if html is not None:
+            out.print(f"HTML report: {write_html(report, html)}")
+        violations = check_budget(report, load_budget(budget)) if fail_over_budget else []
+    except HalfsecError as e:
+        return _fail(e)
+    return 1 if violations else 0
+
+
+def compare_command(
+    a: str,
+    b: str,
+    db: Path | None,
+    threshold_ms: float,
+    threshold_pct: float,
+    json_out: Path | None,
+) -> int:
+    """Exit 1 when B regressed against A beyond the thresholds."""
+    try:
+        ra, rb = _load_any(a, db), _load_any(b, db)
+    except HalfsecError as e:
+        return _fail(e)
+    c = compare(ra, rb, threshold_ms=threshold_ms, threshold_pct=threshold_pct)
+    print_comparison(c, out, labels=(f"A ({a})", f"B ({b})"))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(c.as_dict(), indent=2) + "\n")
+    return 1 if c.regression else 0
+
+
+def _load_any(ref: str, db: Path | None) -> dict[str, object]:
+    """A run id from the store, or a path to a JSON report written by ``--json``."""
+    p = Path(ref)
+    if p.suffix == ".json" and p.is_file():
+        data = json.loads(p.read_text())
+        if not isinstance(data, dict) or "turns" not in data:
+            raise HalfsecError(f"{p}: not a halfsec report (no 'turns')")
+        return data
+    return load_run(ref, db)
+
+
+def import_trace_command(
+    file: Path,
+    budget: Path | None,
+    html: Path | None,
+    json_out: Path | None,
+    store: bool,
+    db: Path | None,
+    fail_over_budget: bool,
+) -> int:
+    try:
+        turns, extra = import_trace(file)
+        b = load_budget(budget)
+        meta = default_meta(f"halfsec import-trace {file}", **extra)
+        report = build_report(turns, meta, b)
+        print_summary(report, out)
+        if json_out is not None:
+            out.print(f"JSON report: {write_json(report, json_out)}")
+        if html is not None:
+            out.print(f"HTML report: {write_html(report, html)}")
+        if store:
+            out.print(f"saved as run {save_run(report, db)}")
+    except HalfsecError as e:
+        return _fail(e)
+    return 1 if fail_over_budget and check_budget(report, b) else 0
