@@ -42,7 +42,7 @@ STAGE_ORDER: tuple[str, ...] = (
 )
 
 
-def default_meta(command: str = "", **extra: Any) -> dict[str, Any]:
+def default_meta(command: str = "", /, **extra: Any) -> dict[str, Any]:
     """The ``meta`` fields every report carries; callers add server URL, config, ..."""
     return {
         "command": command,
