@@ -1,0 +1,42 @@
+"""Network lab: make loopback behave like Wi-Fi, 4G, 3G or a satellite link.
+
+A latency number measured on loopback says nothing about what a caller on a phone
+hears.  This package impairs real traffic reproducibly so the same bench can be run
+"over 4G":
+
+* :mod:`~halfsec.lab.netem.profile` -- named profiles and the ``--net`` spec string;
+* :mod:`~halfsec.lab.netem.impair` -- the seeded per-packet model (loss, bursts, jitter,
+  reordering, duplication, bandwidth);
+* :mod:`~halfsec.lab.netem.udp_relay` / :mod:`~halfsec.lab.netem.tcp_relay` -- asyncio
+  relays on 127.0.0.1 that apply a spec per direction to UDP datagrams / a TCP stream;
+* :mod:`~halfsec.lab.netem.namespaces` -- the same relays between real network
+  namespaces, with kernel rate limiting (tbf) and drop (nftables) on veth links.
+
+The kernel's ``netem`` qdisc is not required (and is absent on some CI kernels).
+"""
+
+from halfsec.lab.netem.impair import Decision, Impairment, TcpImpairment, simulate
+from halfsec.lab.netem.measure import PathReport, summarize
+from halfsec.lab.netem.profile import (
+    PROFILES,
+    GilbertElliott,
+    NetSpec,
+    NetSpecError,
+    parse_net,
+    parse_spec,
+)
+
+__all__ = [
+    "PROFILES",
+    "Decision",
+    "GilbertElliott",
+    "Impairment",
+    "NetSpec",
+    "NetSpecError",
+    "PathReport",
+    "TcpImpairment",
+    "parse_net",
+    "parse_spec",
+    "simulate",
+    "summarize",
+]
