@@ -235,7 +235,7 @@ class VoiceSession:
     async def _end_turn(self, turn: _Turn, reason: str) -> None:
         self.detector.end_turn()
         self._turn = None
-        self._preroll.extend(turn.held[-self._preroll.maxlen :] if self._preroll.maxlen else [])
+        self._preroll.extend(turn.held)  # bounded deque: keeps the latest frames
         if turn.task is None:
             self._start_task(turn)
         task = turn.task
