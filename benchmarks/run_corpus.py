@@ -42,7 +42,10 @@ def pct(xs: list[float], q: float) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--manifest", default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"))
+    ap.add_argument(
+        "--manifest",
+        default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"),
+    )
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--only", choices=["coffee", "transcribed", "all"], default="all")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
@@ -97,14 +100,24 @@ def main() -> None:
     summary = {
         "files": len(results),
         "answered": len(v2v),
-        "v2v_ms": {"p50": pct(v2v, 50), "p90": pct(v2v, 90), "p95": pct(v2v, 95), "p99": pct(v2v, 99), "max": pct(v2v, 100)},
+        "v2v_ms": {
+            "p50": pct(v2v, 50),
+            "p90": pct(v2v, 90),
+            "p95": pct(v2v, 95),
+            "p99": pct(v2v, 99),
+            "max": pct(v2v, 100),
+        },
         "stages_p50_ms": {k: pct(v, 50) for k, v in stages.items()},
         "stages_p95_ms": {k: pct(v, 95) for k, v in stages.items()},
         "wer": round(errs / words, 4) if words else None,
         "command_acceptance": round(acc_ok / acc_total, 4) if acc_total else None,
         "command_total": acc_total,
         "premature_replies": sum(1 for r in results if r.get("premature_replies")),
-        "failed": [{"input": r["input"], "errors": r.get("errors") or r.get("error")} for r in results if r.get("v2v_ms") is None],
+        "failed": [
+            {"input": r["input"], "errors": r.get("errors") or r.get("error")}
+            for r in results
+            if r.get("v2v_ms") is None
+        ],
         "wall_s": round(wall, 1),
         "config_overrides": args.overrides,
         "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()} python={platform.python_version()}",
