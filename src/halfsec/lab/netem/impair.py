@@ -38,6 +38,7 @@ from halfsec.lab.netem.profile import NetSpec
 __all__ = ["Decision", "ImpairStats", "Impairment", "LossModel", "TcpImpairment", "simulate"]
 
 _NS_PER_MS = 1_000_000
+_GAP_NS = 1_000  # least spacing between in-order departures
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,14 @@ class ImpairStats:
             "dropped_by": dict(self.dropped),
             "duplicated": self.duplicated,
             "reordered": self.reordered,
-            "delay_ms_p50": _pct(ds, 0.50),
-            "delay_ms_p95": _pct(ds, 0.95),
+            "delay_ms_p50": percentile(ds, 0.50),
+            "delay_ms_p95": percentile(ds, 0.95),
             "delay_ms_mean": sum(ds) / len(ds) if ds else None,
         }
 
 
-def _pct(sorted_values: list[float], q: float) -> float | None:
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list (``None`` when empty)."""
     if not sorted_values:
         return None
     i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -186,13 +188,15 @@ class Impairment:
             st.reordered += 1
         else:
             added = max(0.0, spec.delay_ms + spec.jitter_ms * z_jitter)
-            departure = max(tx_end + int(added * _NS_PER_MS), self._last_departure_ns)
+            # Strictly after the previous departure (1 us): equal times could be swapped
+            # by the scheduler's heap, which would reorder without ``reorder``.
+            departure = max(tx_end + int(added * _NS_PER_MS), self._last_departure_ns + _GAP_NS)
             self._last_departure_ns = departure
 
         departures: tuple[int, ...] = (departure,)
         duplicated = u_dup < spec.dup
         if duplicated:
-            copy = max(departure + max(tx_ns, 1000), self._last_departure_ns)
+            copy = max(departure + max(tx_ns, _GAP_NS), self._last_departure_ns + _GAP_NS)
             if not reordered:
                 self._last_departure_ns = copy
             departures = (departure, copy)
@@ -234,7 +238,7 @@ class TcpImpairment:
         if retransmitted:
             departure += int(self.spec.tcp_rto_ms() * _NS_PER_MS)
             self.stats.dropped["retransmit"] += 1
-        departure = max(departure, self._last_ns)
+        departure = max(departure, self._last_ns + _GAP_NS)
         self._last_ns = departure
         self.stats.delays_ms[-1] = (departure - now_ns) / _NS_PER_MS
         return Decision(base.seq, now_ns, (departure,), dropped=None)
