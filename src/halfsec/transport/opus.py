@@ -171,9 +171,9 @@ class OpusEncoder:
         self.frame_samples = sample_rate * frame_ms // 1000
         self._layout = "mono" if channels == 1 else "stereo"
         ctx = av.CodecContext.create("libopus", "w")
-        ctx.sample_rate = sample_rate  # type: ignore[attr-defined]
-        ctx.layout = self._layout  # type: ignore[attr-defined]
-        ctx.format = "s16"  # type: ignore[attr-defined]
+        ctx.sample_rate = sample_rate
+        ctx.layout = self._layout
+        ctx.format = "s16"
         ctx.bit_rate = bitrate
         ctx.options = {
             "application": application,
@@ -205,7 +205,7 @@ class OpusEncoder:
         frame.sample_rate = self.sample_rate
         frame.pts = self._pts
         self._pts += self.frame_samples
-        packets = self._ctx.encode(frame)  # type: ignore[attr-defined]
+        packets = self._ctx.encode(frame)
         # libopusenc is synchronous: one packet out per frame in (checked in tests).
         return b"".join(bytes(p) for p in packets)
 

@@ -1,0 +1,571 @@
+"""Adaptive jitter buffer for received audio packets (Opus or PCM16 frames).
+
+Why it exists
+-------------
+Packets leave the sender every 20 ms but arrive with varying delay.  Playing each one
+on arrival stutters; buffering a fixed 200 ms wastes most of the half-second budget.
+This buffer holds packets just long enough that almost all arrive before they are due:
+
+* **Target delay** = a high quantile (default p98) of each packet's *transit excess*
+  (arrival - send time, minus the smallest transit seen in the window) over a sliding
+  window, plus a small margin, clamped to ``[min_delay_ms, max_delay_ms]``.  Transit is
+  measured from the RTP-style timestamp, so reordering and sender pauses do not fool it.
+* **Grows fast**: a packet that arrives later than the current target raises the target
+  to its own excess at once, and when the playout catches up with the newest packet
+  (underrun) one concealment frame is inserted *without* skipping the missing frame
+  ("stretch"), so a late packet still plays instead of being thrown away.
+* **Shrinks smoothly**: the target decays at most ``shrink_ms_per_s``; the real delay
+  falls only by dropping a frame of *silence* (crossfaded, so no click), or, when it is
+  more than two frames too long, any frame, crossfaded.
+* **Loss**: a missing frame whose successor is already buffered is rebuilt from the
+  successor's Opus in-band FEC; otherwise it is concealed with Opus PLC (or faded
+  repetition for PCM).  Duplicates are dropped and counted; packets that arrive after
+  their frame was played are dropped as late; playout order is strictly by sequence.
+
+Time is injected: ``push(packet, arrival_ns)`` and ``pop(now_ns)`` take monotonic
+nanoseconds, so tests and benchmarks run simulated time without sleeping;
+``playout_loop`` drives ``pop`` every 20 ms in real time with asyncio.
+
+Delay reported per played frame is the honest one: ``now - arrival`` of the packet that
+frame came from (the time the audio sat in this buffer), which the lab shows as the
+``jitter_buffer_ms`` stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.errors import AudioInputError
+
+__all__ = [
+    "FrameDecoder",
+    "JitterBuffer",
+    "JitterConfig",
+    "JitterPacket",
+    "JitterStats",
+    "LinkProfile",
+    "PROFILES",
+    "OpusFrameDecoder",
+    "Pcm16FrameDecoder",
+    "playout_loop",
+    "run_simulation",
+    "simulate_arrivals",
+]
+
+_SEQ_MOD = 1 << 16
+_TS_MOD = 1 << 32
+
+
+@dataclass(frozen=True, slots=True)
+class JitterPacket:
+    """One received packet: RTP-style 16-bit ``seq``, 32-bit ``timestamp`` in units of
+    the buffer's ``clock_rate`` (48 kHz for Opus over RTP), and the payload."""
+
+    seq: int
+    timestamp: int
+    payload: bytes
+
+
+class FrameDecoder(Protocol):
+    """What the buffer needs from a codec: decode, conceal, and (optionally) FEC."""
+
+    frame_samples: int
+
+    def decode(self, payload: bytes) -> np.ndarray: ...
+
+    def conceal(self) -> np.ndarray: ...
+
+    def decode_fec(self, next_payload: bytes) -> np.ndarray | None: ...
+
+
+class OpusFrameDecoder:
+    """Opus packets -> int16 frames at ``sample_rate`` (16 kHz for the pipeline)."""
+
+    def __init__(self, sample_rate: int = INTERNAL_RATE, frame_ms: int = FRAME_MS) -> None:
+        from halfsec.transport.opus import OpusDecoder
+
+        self._dec = OpusDecoder(sample_rate, 1, frame_ms)
+        self.frame_samples = self._dec.frame_samples
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        return self._dec.decode(payload)
+
+    def conceal(self) -> np.ndarray:
+        return self._dec.conceal()
+
+    def decode_fec(self, next_payload: bytes) -> np.ndarray | None:
+        return self._dec.decode_fec(next_payload)
+
+
+class Pcm16FrameDecoder:
+    """Raw little-endian int16 frames.  No FEC; PLC repeats the last frame, faded by
+    ``fade`` per repetition, so a gap sounds like a short sustain, not a click or a
+    hard drop to zero."""
+
+    def __init__(self, frame_samples: int = INTERNAL_RATE * FRAME_MS // 1000, fade: float = 0.5):
+        self.frame_samples = frame_samples
+        self._fade = fade
+        self._last = np.zeros(frame_samples, np.int16)
+        self._gain = 1.0
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        if len(payload) != self.frame_samples * 2:
+            raise AudioInputError(
+                f"PCM16 frame must be {self.frame_samples * 2} bytes, got {len(payload)}"
+            )
+        pcm = np.frombuffer(payload, dtype="<i2").astype(np.int16)
+        self._last = pcm
+        self._gain = 1.0
+        return pcm
+
+    def conceal(self) -> np.ndarray:
+        start = self._gain
+        self._gain *= self._fade
+        ramp = np.linspace(start, self._gain, self.frame_samples)
+        return (self._last.astype(np.float32) * ramp).astype(np.int16)
+
+    def decode_fec(self, next_payload: bytes) -> np.ndarray | None:
+        return None
+
+
+@dataclass
+class JitterConfig:
+    """Tuning.  Defaults meet <= 40 ms median buffer delay with <= 1 % concealed
+    frames on a 4G-like link (30 ms one way, +/-15 ms jitter, 1 % loss)."""
+
+    frame_ms: int = FRAME_MS
+    clock_rate: int = 48000
+    min_delay_ms: float = 0.0
+    max_delay_ms: float = 300.0
+    quantile: float = 0.98
+    margin_ms: float = 2.0
+    window_ms: float = 3000.0
+    shrink_ms_per_s: float = 20.0
+    silence_dbfs: float = -40.0
+    crossfade_ms: float = 2.5
+    idle_reset_ms: float = 500.0
+    max_packets: int = 500
+
+
+@dataclass
+class JitterStats:
+    """Counters since creation (``stats``) or since the last ``turn_summary``."""
+
+    current_delay_ms: float = 0.0
+    target_delay_ms: float = 0.0
+    received: int = 0
+    played: int = 0
+    decoded: int = 0
+    concealed: int = 0
+    stretched: int = 0
+    fec_recovered: int = 0
+    dropped_for_delay: int = 0
+    late_dropped: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    delays_ms: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        delays = d.pop("delays_ms")
+        d["delay_p50_ms"] = float(np.percentile(delays, 50)) if delays else None
+        d["delay_p95_ms"] = float(np.percentile(delays, 95)) if delays else None
+        d["concealed_pct"] = 100.0 * self.concealed / self.played if self.played else 0.0
+        synthetic = self.concealed + self.stretched
+        d["synthetic_pct"] = 100.0 * synthetic / self.played if self.played else 0.0
+        return d
+
+
+class _Unwrapper:
+    """Extends wrapping RTP counters to a monotonic integer line."""
+
+    def __init__(self, modulus: int) -> None:
+        self._mod = modulus
+        self._last: int | None = None
+
+    def __call__(self, value: int) -> int:
+        v = value % self._mod
+        if self._last is None:
+            self._last = v
+            return v
+        base = self._last - self._last % self._mod
+        cands = (base + v - self._mod, base + v, base + v + self._mod)
+        ext = min(cands, key=lambda c: abs(c - self._last))  # type: ignore[operator]
+        if ext > self._last:
+            self._last = ext
+        return ext
+
+
+def _rms_dbfs(pcm: np.ndarray) -> float:
+    if pcm.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
+    return 20.0 * np.log10(rms / 32768.0 + 1e-9)
+
+
+class JitterBuffer:
+    """Adaptive jitter buffer; see the module docstring for the policy.
+
+    ``pop`` returns one int16 frame (``decoder.frame_samples``) or ``None`` when there
+    is nothing to play (before the first packet has waited its target delay, and after
+    the sender has gone quiet for ``idle_reset_ms``; the next talk spurt then starts
+    buffering afresh).
+    """
+
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        config: JitterConfig | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.decoder = decoder
+        self.cfg = config or JitterConfig()
+        self.clock = clock
+        self._frame_ns = self.cfg.frame_ms * 1_000_000
+        self._seq = _Unwrapper(_SEQ_MOD)
+        self._ts = _Unwrapper(_TS_MOD)
+        self._packets: dict[int, tuple[int, int, bytes]] = {}  # seq -> (ts_ns, arrival, payload)
+        self._window: deque[tuple[int, int]] = deque()  # (arrival_ns, transit_ns)
+        self._sorted: list[int] = []  # transits in the window, sorted
+        self._target_ns = int(self.cfg.min_delay_ms * 1e6)
+        self._target_at = 0
+        self._next: int | None = None  # next seq to play
+        self._next_ts_ns = 0
+        self._last_arrival = 0
+        self._highest: int | None = None
+        self._seen_recent: deque[int] = deque(maxlen=4096)
+        self._seen: set[int] = set()
+        self._last_out: np.ndarray | None = None
+        self.stats = JitterStats()
+        self._turn = JitterStats()
+
+    # ------------------------------------------------------------------ arrivals
+    def push(self, packet: JitterPacket, arrival_ns: int | None = None) -> None:
+        """Accept a packet that arrived at ``arrival_ns`` (monotonic; default: now)."""
+        now = self.clock() if arrival_ns is None else arrival_ns
+        seq = self._seq(packet.seq)
+        ts_ns = self._ts(packet.timestamp) * 1_000_000_000 // self.cfg.clock_rate
+        for s in (self.stats, self._turn):
+            s.received += 1
+        if seq in self._seen:
+            for s in (self.stats, self._turn):
+                s.duplicates += 1
+            return
+        if len(self._seen_recent) == self._seen_recent.maxlen:
+            self._seen.discard(self._seen_recent[0])
+        self._seen_recent.append(seq)
+        self._seen.add(seq)
+        self._last_arrival = now
+        self._observe(now, now - ts_ns)
+        if self._next is not None and seq < self._next:
+            for s in (self.stats, self._turn):
+                s.late_dropped += 1
+            return
+        if len(self._packets) >= self.cfg.max_packets:
+            # A flood (or a sender far ahead of us) must not grow memory without bound.
+            self._packets.pop(min(self._packets))
+        self._packets[seq] = (ts_ns, now, bytes(packet.payload))
+        if self._highest is None or seq > self._highest:
+            self._highest = seq
+
+    def _observe(self, now: int, transit: int) -> None:
+        win = int(self.cfg.window_ms * 1e6)
+        self._window.append((now, transit))
+        bisect.insort(self._sorted, transit)
+        while self._window and now - self._window[0][0] > win:
+            _, old = self._window.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        base = self._sorted[0]
+        # Immediate growth: this packet's excess transit is a delay we must cover.
+        need = transit - base + int(self.cfg.margin_ms * 1e6)
+        if need > self._target_ns:
+            self._set_target(need, now)
+        else:
+            self._decay(now)
+
+    def _desired_ns(self) -> int:
+        s = self._sorted
+        if not s:
+            return int(self.cfg.min_delay_ms * 1e6)
+        q = s[min(len(s) - 1, int(self.cfg.quantile * len(s)))]
+        return q - s[0] + int(self.cfg.margin_ms * 1e6)
+
+    def _set_target(self, value: int, now: int) -> None:
+        lo, hi = int(self.cfg.min_delay_ms * 1e6), int(self.cfg.max_delay_ms * 1e6)
+        self._target_ns = max(lo, min(hi, value))
+        self._target_at = now
+
+    def _decay(self, now: int) -> None:
+        desired = self._desired_ns()
+        if desired >= self._target_ns:
+            self._set_target(desired, now)
+            return
+        step = int(self.cfg.shrink_ms_per_s * (now - self._target_at) / 1e3)
+        if step > 0:
+            self._set_target(max(desired, self._target_ns - step), now)
+
+    # ------------------------------------------------------------------ playout
+    @property
+    def buffered(self) -> int:
+        """Packets waiting to be played."""
+        return len(self._packets)
+
+    @property
+    def target_delay_ms(self) -> float:
+        return self._target_ns / 1e6
+
+    def _current_ns(self, now: int) -> int:
+        """How far behind the earliest possible playout of the next frame we are."""
+        base = self._sorted[0] if self._sorted else 0
+        return now - (self._next_ts_ns + base)
+
+    def pop(self, now_ns: int | None = None) -> np.ndarray | None:
+        """The frame to play now (call every ``frame_ms``), or ``None``."""
+        now = self.clock() if now_ns is None else now_ns
+        self._decay(now)
+        if self._next is None:
+            if not self._packets:
+                return None
+            first = min(self._packets)
+            self._next = first
+            self._next_ts_ns = self._packets[first][0]
+            if self._current_ns(now) < self._target_ns:
+                self._next = None
+                return None
+        elif not self._packets and now - self._last_arrival > self.cfg.idle_reset_ms * 1e6:
+            self._next = None  # the talker went quiet; start the next spurt afresh
+            return None
+        cur = self._current_ns(now)
+        for s in (self.stats, self._turn):
+            s.current_delay_ms = cur / 1e6
+            s.target_delay_ms = self._target_ns / 1e6
+        out = self._play(now, cur)
+        self._last_out = out
+        for s in (self.stats, self._turn):
+            s.played += 1
+        return out
+
+    def _advance(self) -> None:
+        assert self._next is not None
+        self._next += 1
+        self._next_ts_ns += self._frame_ns
+
+    def _count(self, name: str, delay_ms: float | None = None) -> None:
+        for s in (self.stats, self._turn):
+            setattr(s, name, getattr(s, name) + 1)
+            if delay_ms is not None:
+                s.delays_ms.append(delay_ms)
+
+    def _decode(self, seq: int) -> np.ndarray | None:
+        _, _, payload = self._packets.pop(seq)
+        try:
+            return self.decoder.decode(payload)
+        except AudioInputError:
+            self._count("malformed")
+            return None
+
+    def _play(self, now: int, cur: int) -> np.ndarray:
+        n = self._next
+        assert n is not None
+        later = (
+            self._highest is not None and self._highest > n and any(s > n for s in self._packets)
+        )
+        if n in self._packets:
+            # Too far below target (the target just grew): stretch before playing n.
+            if cur + self._frame_ns <= self._target_ns:
+                self._count("stretched")
+                return self.decoder.conceal()
+            ts_ns, arrival, _ = self._packets[n]
+            self._next_ts_ns = ts_ns
+            pcm = self._decode(n)
+            delay_ms = (now - arrival) / 1e6
+            self._advance()
+            if pcm is None:
+                self._count("concealed")
+                return self.decoder.conceal()
+            self._count("decoded", delay_ms)
+            surplus = cur - self._frame_ns - self._target_ns
+            silent = _rms_dbfs(pcm) < self.cfg.silence_dbfs
+            if surplus >= 0 and (silent or surplus >= 2 * self._frame_ns):
+                nxt = self._next
+                if nxt in self._packets:
+                    pcm2 = self._decode(nxt)
+                    self._advance()
+                    if pcm2 is not None:
+                        self._count("dropped_for_delay")
+                        return self._crossfade(pcm, pcm2)
+                    self._count("concealed")
+                    return pcm
+            return pcm
+        # n is missing.
+        if n + 1 in self._packets:
+            rec = self.decoder.decode_fec(self._packets[n + 1][2])
+            self._advance()
+            if rec is not None:
+                self._count("fec_recovered")
+                return rec
+            self._count("concealed")
+            return self.decoder.conceal()
+        if later or cur + self._frame_ns > int(self.cfg.max_delay_ms * 1e6):
+            self._advance()
+            self._count("concealed")
+            return self.decoder.conceal()
+        # Underrun: nothing newer is here yet.  Conceal *without* skipping n, so if n is
+        # merely late it still plays, and if it is lost its successor's FEC can rebuild it.
+        self._count("stretched")
+        return self.decoder.conceal()
+
+    def _crossfade(self, dropped: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """Play ``nxt`` in place of ``dropped``; its first few ms fade in from ``dropped``
+        (which continues the waveform already played), so the splice does not click."""
+        k = min(int(self.cfg.crossfade_ms * nxt.size / self.cfg.frame_ms), nxt.size, dropped.size)
+        out = nxt.astype(np.float32)
+        if k > 0:
+            w = np.linspace(0.0, 1.0, k, dtype=np.float32)
+            out[:k] = (1.0 - w) * dropped[:k].astype(np.float32) + w * out[:k]
+        return np.clip(out, -32768, 32767).astype(np.int16)
+
+    # ------------------------------------------------------------------ reporting
+    def turn_summary(self) -> dict[str, Any]:
+        """Stats since the previous call (one user turn), with buffer delay p50/p95 of
+        the frames played; the lab shows ``delay_p50_ms`` as ``jitter_buffer_ms``."""
+        d = self._turn.summary()
+        d["jitter_buffer_ms"] = d["delay_p50_ms"]
+        self._turn = JitterStats(
+            current_delay_ms=self._turn.current_delay_ms,
+            target_delay_ms=self._turn.target_delay_ms,
+        )
+        return d
+
+
+async def playout_loop(
+    buffer: JitterBuffer,
+    sink: Callable[[np.ndarray], Awaitable[None] | None],
+    stop: asyncio.Event,
+    fill_silence: bool = False,
+) -> None:
+    """Call ``buffer.pop`` every ``frame_ms`` on absolute deadlines (no drift from
+    sleep overshoot) and hand each frame to ``sink``; with ``fill_silence`` a zero frame
+    is sent when there is nothing to play, for sinks that need a continuous stream."""
+    period = buffer.cfg.frame_ms * 1_000_000
+    silence = np.zeros(buffer.decoder.frame_samples, np.int16)
+    start = buffer.clock()
+    k = 0
+    while not stop.is_set():
+        deadline = start + k * period
+        delay = (deadline - buffer.clock()) / 1e9
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+                break
+            except TimeoutError:
+                pass
+        now = buffer.clock()
+        # If we fell more than a frame behind (a stalled loop), skip the missed ticks
+        # rather than bursting frames out to catch up.
+        k = max(k + 1, (now - start) // period)
+        frame = buffer.pop(now)
+        if frame is None:
+            if not fill_silence:
+                continue
+            frame = silence
+        res = sink(frame)
+        if res is not None:
+            await res
+
+
+# ---------------------------------------------------------------------- simulation
+@dataclass(frozen=True)
+class LinkProfile:
+    """A simulated one-way link.  ``jitter_ms`` is the half-width of a uniform spread
+    around ``owd_ms`` (so "+/-15 ms"); losses are independent; ``spike_every_s`` adds a
+    delay spike of ``spike_ms`` decaying linearly over ``spike_len_ms``, the shape of a
+    cellular handover or a Wi-Fi scan."""
+
+    name: str
+    owd_ms: float
+    jitter_ms: float
+    loss_pct: float
+    dup_pct: float = 0.0
+    spike_every_s: float = 0.0
+    spike_ms: float = 0.0
+    spike_len_ms: float = 0.0
+
+
+PROFILES: dict[str, LinkProfile] = {
+    p.name: p
+    for p in (
+        LinkProfile("lan", 0.5, 0.5, 0.0),
+        LinkProfile("wifi", 5.0, 8.0, 0.5),
+        LinkProfile("4g", 30.0, 15.0, 1.0),
+        LinkProfile("4g-spiky", 30.0, 15.0, 1.0, 0.5, 5.0, 200.0, 400.0),
+        LinkProfile("3g", 75.0, 40.0, 3.0),
+    )
+}
+
+
+def simulate_arrivals(
+    profile: LinkProfile,
+    payloads: list[bytes],
+    seed: int = 0,
+    frame_ms: int = FRAME_MS,
+    clock_rate: int = 48000,
+    start_ns: int = 1_000_000_000,
+) -> list[tuple[int, JitterPacket]]:
+    """(arrival_ns, packet) for ``payloads`` sent every ``frame_ms`` over ``profile``,
+    sorted by arrival (so reordering appears as the network produces it)."""
+    rng = np.random.default_rng(seed)
+    step_ts = clock_rate * frame_ms // 1000
+    events: list[tuple[int, JitterPacket]] = []
+    for i, payload in enumerate(payloads):
+        if rng.random() * 100.0 < profile.loss_pct:
+            continue
+        sent = start_ns + i * frame_ms * 1_000_000
+        delay = profile.owd_ms + rng.uniform(-profile.jitter_ms, profile.jitter_ms)
+        if profile.spike_every_s > 0:
+            phase = (i * frame_ms) % (profile.spike_every_s * 1000.0)
+            if phase < profile.spike_len_ms:
+                delay += profile.spike_ms * (1.0 - phase / profile.spike_len_ms)
+        pkt = JitterPacket(i % _SEQ_MOD, (i * step_ts) % _TS_MOD, payload)
+        copies = 2 if rng.random() * 100.0 < profile.dup_pct else 1
+        for c in range(copies):
+            events.append((sent + int(max(0.0, delay) * 1e6) + c * 3_000_000, pkt))
+    events.sort(key=lambda e: e[0])
+    return events
+
+
+def run_simulation(
+    buffer: JitterBuffer,
+    events: list[tuple[int, JitterPacket]],
+    n_frames: int,
+    tick_phase_ms: float = 0.0,
+    tail_ms: float = 1000.0,
+) -> list[np.ndarray]:
+    """Feed ``events`` and pop every ``frame_ms`` in simulated time (no sleeping)."""
+    if not events:
+        return []
+    period = buffer.cfg.frame_ms * 1_000_000
+    t = events[0][0] - events[0][0] % period + int(tick_phase_ms * 1e6)
+    end = events[-1][0] + int(tail_ms * 1e6)
+    out: list[np.ndarray] = []
+    i = 0
+    while t <= end and buffer.stats.played < n_frames + 100:
+        while i < len(events) and events[i][0] <= t:
+            buffer.push(events[i][1], events[i][0])
+            i += 1
+        if i == len(events) and not buffer.buffered:
+            break  # the stream has ended and everything sent has been played
+        frame = buffer.pop(t)
+        if frame is not None:
+            out.append(frame)
+        t += period
+    return out
