@@ -1,0 +1,317 @@
+"""Namespace mode: impair real kernel network paths, not just loopback sockets.
+
+Loopback skips most of the kernel's network stack (no qdisc, no veth, MTU 64 KiB).
+Namespace mode builds a small isolated network instead::
+
+    hs-cli-<id>                 hs-mid-<id>                    hs-srv-<id>
+    c0 169.254.231.1/30 <-veth-> m-cli 169.254.231.2/30
+                                m-srv 169.254.231.5/30 <-veth-> s0 169.254.231.6/30
+
+The middle namespace does NOT route between its two links (forwarding stays off), so
+the only way from client to server is the userspace relay bound in the middle
+namespace: client -> 169.254.231.2:port -> relay -> 169.254.231.6:port.  The relay
+applies delay, jitter, GE bursts, reordering and duplication (the kernel here has no
+``netem``); with ``kernel_impair=True`` (default) the random loss is applied by an
+nftables ``numgen random`` rule on the middle namespace's input and the bandwidth cap
+by a ``tbf`` qdisc on its egress veths, so those two go through real kernel code.
+Kernel random loss is not seeded -- use ``kernel_impair=False`` when a run must be
+bit-for-bit reproducible.
+
+The addresses are link-local (169.254.0.0/16) and exist only inside these
+namespaces; nothing is added to the host's own namespace, and nothing is routed
+anywhere.  Sockets are created inside a namespace by a short-lived thread that calls
+``setns(2)`` (a socket keeps the namespace it was created in), so the relays and the
+test's client and server all run in this process's event loop.
+
+Needs root, ``ip`` (iproute2), ``tc`` and ``nft``; see ``setup_host.sh`` next to this
+file.  :func:`namespaces_supported` says whether this host can do it and why not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from dataclasses import replace
+from types import TracebackType
+
+from halfsec.lab.netem.profile import NetSpec
+from halfsec.lab.netem.tcp_relay import TcpRelay
+from halfsec.lab.netem.udp_relay import SocketFactory, UdpRelay, as_spec
+
+__all__ = ["NamespaceLab", "namespaces_supported", "socket_in_netns"]
+
+_CLONE_NEWNET = 0x40000000
+_CMD_TIMEOUT_S = 10.0
+_counter = itertools.count()
+
+CLI_ADDR = "169.254.231.1"
+MID_CLI_ADDR = "169.254.231.2"
+MID_SRV_ADDR = "169.254.231.5"
+SRV_ADDR = "169.254.231.6"
+
+
+def _run(*args: str, input_text: str | None = None) -> None:
+    """Run one iproute2/nft command; raise with its stderr, never hang."""
+    proc = subprocess.run(
+        list(args),
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=_CMD_TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def socket_in_netns(netns: str) -> SocketFactory:
+    """A factory making sockets inside ``netns`` (by name, as ``ip netns`` knows it).
+
+    Python 3.11 has no ``os.setns``; libc's ``setns`` moves only the calling thread, so
+    a throwaway thread switches, creates the socket and exits, leaving the caller's
+    threads where they were."""
+    path = f"/run/netns/{netns}"
+
+    def make(family: int, type_: int) -> socket.socket:
+        result: list[socket.socket] = []
+        error: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, f"setns({path}): {os.strerror(err)}")
+                finally:
+                    os.close(fd)
+                result.append(socket.socket(family, type_))
+            except BaseException as exc:  # handed to the caller below
+                error.append(exc)
+
+        t = threading.Thread(target=worker, name=f"setns-{netns}", daemon=True)
+        t.start()
+        t.join(_CMD_TIMEOUT_S)
+        if error:
+            raise error[0]
+        if not result:
+            raise TimeoutError(f"creating a socket in {netns} timed out")
+        return result[0]
+
+    return make
+
+
+def namespaces_supported() -> tuple[bool, str]:
+    """``(True, "")`` if this host can run namespace mode, else ``(False, why)``."""
+    if os.geteuid() != 0:
+        return False, "namespace mode needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+    for tool, pkg in (("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables")):
+        if shutil.which(tool) is None:
+            return False, f"{tool!r} not found; install {pkg} (src/halfsec/lab/netem/setup_host.sh)"
+    probe = f"hs-probe-{os.getpid()}-{next(_counter)}"
+    try:
+        _run("ip", "netns", "add", probe)
+        socket_in_netns(probe)(socket.AF_INET, socket.SOCK_DGRAM).close()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return False, f"cannot create a network namespace: {exc}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=_CMD_TIMEOUT_S)
+    return True, ""
+
+
+class NamespaceLab:
+    """Three namespaces, two veth links, relays in the middle; always cleaned up.
+
+    ``with NamespaceLab(up="4g", down="4g") as lab:`` then, inside an event loop,
+    ``async with lab.udp_relay(port) as relay:`` -- the client (sockets from
+    ``lab.client_socket``) sends to ``(lab.relay_host, relay.port)`` and the server
+    listens on ``(lab.server_host, port)`` with sockets from ``lab.server_socket``."""
+
+    relay_host = MID_CLI_ADDR
+    server_host = SRV_ADDR
+    client_host = CLI_ADDR
+
+    def __init__(
+        self,
+        up: NetSpec | str | None = None,
+        down: NetSpec | str | None = None,
+        *,
+        lab_id: str | None = None,
+        kernel_impair: bool = True,
+    ) -> None:
+        self.up = as_spec(up)
+        self.down = as_spec(down)
+        self.lab_id = lab_id or f"{os.getpid():x}{next(_counter)}"
+        self.kernel_impair = kernel_impair
+        self.cli_ns = f"hs-cli-{self.lab_id}"
+        self.mid_ns = f"hs-mid-{self.lab_id}"
+        self.srv_ns = f"hs-srv-{self.lab_id}"
+        self.client_socket = socket_in_netns(self.cli_ns)
+        self.relay_socket = socket_in_netns(self.mid_ns)
+        self.server_socket = socket_in_netns(self.srv_ns)
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return self.cli_ns, self.mid_ns, self.srv_ns
+
+    # -- setup / teardown ------------------------------------------------------------------
+
+    def __enter__(self) -> NamespaceLab:
+        try:
+            self._create()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    def _create(self) -> None:
+        for ns in self.namespaces:
+            _run("ip", "netns", "add", ns)
+        # veths are born inside their namespaces: no names ever appear on the host.
+        _run(
+            "ip",
+            "link",
+            "add",
+            "c0",
+            "netns",
+            self.cli_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "m-cli",
+            "netns",
+            self.mid_ns,
+        )
+        _run(
+            "ip",
+            "link",
+            "add",
+            "s0",
+            "netns",
+            self.srv_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "m-srv",
+            "netns",
+            self.mid_ns,
+        )
+        for ns, dev, addr in (
+            (self.cli_ns, "c0", CLI_ADDR),
+            (self.mid_ns, "m-cli", MID_CLI_ADDR),
+            (self.mid_ns, "m-srv", MID_SRV_ADDR),
+            (self.srv_ns, "s0", SRV_ADDR),
+        ):
+            _run("ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+        for ns in self.namespaces:
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        # The relay must be the only path: no kernel forwarding in the middle.
+        _run("ip", "netns", "exec", self.mid_ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        if self.kernel_impair:
+            self._kernel_impairments()
+
+    def _kernel_impairments(self) -> None:
+        # Up traffic enters the middle on m-cli and leaves on m-srv; down the reverse.
+        for dev, spec in (("m-srv", self.up), ("m-cli", self.down)):
+            if spec.rate_bps > 0:
+                burst = max(3200, int(spec.rate_bps / 8 * 0.004))  # >= 2 MTUs, ~4 ms of rate
+                _run(
+                    "ip", "netns", "exec", self.mid_ns, "tc", "qdisc", "add", "dev", dev, "root",
+                    "tbf", "rate", f"{int(spec.rate_bps)}bit", "burst", str(burst),
+                    "latency", f"{int(spec.queue_ms)}ms",
+                )  # fmt: skip
+        rules = []
+        for dev, spec in (("m-cli", self.up), ("m-srv", self.down)):
+            per10k = round(spec.loss * 10000)
+            if per10k > 0:
+                rules.append(f'iifname "{dev}" numgen random mod 10000 < {per10k} counter drop')
+        if rules:
+            body = "\n".join(f"    {r}" for r in rules)
+            ruleset = (
+                "table inet halfsec_netem {\n"
+                "  chain input {\n"
+                "    type filter hook input priority 0; policy accept;\n"
+                f"{body}\n"
+                "  }\n"
+                "}\n"
+            )
+            _run("ip", "netns", "exec", self.mid_ns, "nft", "-f", "-", input_text=ruleset)
+
+    def cleanup(self) -> None:
+        """Delete the namespaces (their veths, qdiscs and nft tables go with them).
+
+        Idempotent and best effort per namespace, so one failure cannot leave the
+        others behind."""
+        for ns in self.namespaces:
+            if os.path.exists(f"/run/netns/{ns}"):
+                subprocess.run(
+                    ["ip", "netns", "del", ns], capture_output=True, timeout=_CMD_TIMEOUT_S
+                )
+
+    def exists(self) -> bool:
+        return any(os.path.exists(f"/run/netns/{ns}") for ns in self.namespaces)
+
+    # -- relays ----------------------------------------------------------------------------
+
+    def relay_specs(self) -> tuple[NetSpec, NetSpec]:
+        """What the userspace relay still has to apply once the kernel took its share."""
+        if not self.kernel_impair:
+            return self.up, self.down
+        return (
+            replace(self.up, loss=0.0, rate_bps=0.0),
+            replace(self.down, loss=0.0, rate_bps=0.0),
+        )
+
+    def udp_relay(self, port: int) -> UdpRelay:
+        """A UDP relay in the middle namespace: relay_host:port -> server_host:port."""
+        up, down = self.relay_specs()
+        return UdpRelay(
+            listen=(MID_CLI_ADDR, port),
+            target=(SRV_ADDR, port),
+            up=up,
+            down=down,
+            socket_factory=self.relay_socket,
+        )
+
+    def tcp_relay(self, port: int) -> TcpRelay:
+        """A TCP relay in the middle namespace.  TCP retransmits kernel drops itself, so
+        with ``kernel_impair`` the nft loss shows up as real retransmission delay."""
+        up, down = self.relay_specs()
+        return TcpRelay(
+            listen=(MID_CLI_ADDR, port),
+            target=(SRV_ADDR, port),
+            up=up,
+            down=down,
+            socket_factory=self.relay_socket,
+        )
+
+    def nft_counters(self) -> str:
+        """The nft ruleset with packet counters (what the kernel actually dropped)."""
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.mid_ns, "nft", "list", "ruleset"],
+            capture_output=True,
+            text=True,
+            timeout=_CMD_TIMEOUT_S,
+            check=False,
+        )
+        return proc.stdout
