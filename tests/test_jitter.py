@@ -1,0 +1,225 @@
+"""Adaptive jitter buffer under simulated (seeded) networks, in simulated time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from halfsec import FRAME_SAMPLES
+from halfsec.transport.jitter import (
+    PROFILES,
+    JitterBuffer,
+    JitterConfig,
+    JitterPacket,
+    LinkProfile,
+    OpusFrameDecoder,
+    Pcm16FrameDecoder,
+    playout_loop,
+    run_simulation,
+    simulate_arrivals,
+)
+from halfsec.transport.opus import OpusEncoder
+
+MS = 1_000_000
+TS = 960  # 20 ms at the 48 kHz RTP clock
+
+
+def speech(speech_dir: Path, n: int = 6) -> np.ndarray:
+    parts = [
+        sf.read(speech_dir / f"audio/ljspeech_LJ001-000{i}.flac", dtype="int16")[0]
+        for i in range(1, n + 1)
+    ]
+    return np.concatenate(parts)
+
+
+def tagged_frames(n: int, amp: int = 3000) -> list[bytes]:
+    """PCM frames whose last sample carries the frame index, so order can be checked."""
+    out = []
+    for i in range(n):
+        f = np.full(FRAME_SAMPLES, amp, np.int16)
+        f[-1] = i % 30000
+        out.append(f.astype("<i2").tobytes())
+    return out
+
+
+def pkt(i: int, payload: bytes) -> JitterPacket:
+    return JitterPacket(i % 65536, (i * TS) % (1 << 32), payload)
+
+
+def test_reordering_and_duplicates_play_in_order() -> None:
+    n = 1500
+    frames = tagged_frames(n)
+    prof = LinkProfile("reorder", 30.0, 25.0, 0.0, dup_pct=3.0)
+    events = simulate_arrivals(prof, frames, seed=7)
+    arrival_order = [e[1].seq for e in events]
+    inversions = sum(a > b for a, b in zip(arrival_order, arrival_order[1:], strict=False))
+    assert inversions > 50  # the network really reordered
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    out = run_simulation(jb, events, n)
+    tags = [int(f[-1]) for f in out if int(f[0]) == 3000]  # real frames (not PLC)
+    assert tags == sorted(tags) and len(set(tags)) == len(tags)
+    assert len(tags) >= n * 0.99
+    assert jb.stats.duplicates >= 20
+    assert jb.stats.duplicates == len(events) - n
+
+
+def test_4g_opus_speech_meets_delay_and_concealment_targets(speech_dir: Path) -> None:
+    pcm = speech(speech_dir)
+    enc = OpusEncoder(16000, expected_loss_pct=5)
+    packets = [enc.encode(pcm[i * 320 : (i + 1) * 320]) for i in range(pcm.size // 320)]
+    for seed in (1, 2):
+        jb = JitterBuffer(OpusFrameDecoder(16000))
+        events = simulate_arrivals(PROFILES["4g"], packets, seed=seed)
+        lost = len(packets) - len({e[1].seq for e in events})
+        assert lost > 0
+        out = run_simulation(jb, events, len(packets), tick_phase_ms=seed * 6.0)
+        s = jb.stats.summary()
+        assert all(f.size == FRAME_SAMPLES for f in out)
+        assert s["concealed_pct"] <= 1.0, s
+        assert s["fec_recovered"] > 0, s
+        assert s["delay_p50_ms"] <= 40.0, s
+        assert abs(len(out) - len(packets)) <= 30, (len(out), len(packets))
+
+
+def _phased_events(payloads: list[bytes], phases: list[tuple[int, float]], seed: int = 3):
+    """Arrivals where frame i gets +/- jitter of the phase it falls in."""
+    rng = np.random.default_rng(seed)
+    events = []
+    i = 0
+    for count, jitter in phases:
+        for _ in range(count):
+            d = 20.0 + rng.uniform(-jitter, jitter) if jitter else 20.0
+            events.append((1_000 * MS + i * 20 * MS + int(max(0.0, d) * MS), pkt(i, payloads[i])))
+            i += 1
+    events.sort(key=lambda e: e[0])
+    return events
+
+
+def test_target_grows_on_jitter_and_shrinks_after(speech_dir: Path) -> None:
+    pcm = speech(speech_dir, 8)
+    n = pcm.size // FRAME_SAMPLES
+    payloads = [pcm[i * 320 : (i + 1) * 320].astype("<i2").tobytes() for i in range(n)]
+    calm, rough = 500, 500  # 10 s each
+    events = _phased_events(payloads, [(calm, 0.5), (rough, 40.0), (n - calm - rough, 0.5)])
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    targets: list[float] = []
+    currents: list[float] = []
+    period = 20 * MS
+    t, k = events[0][0], 0
+    while k < len(events) or jb.buffered:
+        while k < len(events) and events[k][0] <= t:
+            jb.push(events[k][1], events[k][0])
+            k += 1
+        if jb.pop(t) is not None:
+            targets.append(jb.target_delay_ms)
+            currents.append(jb.stats.current_delay_ms)
+        t += period
+    assert max(targets[100:calm]) < 10.0
+    assert max(targets[calm : calm + rough]) > 50.0
+    # Shrinks back once the jitter is over: target and the real delay both come down.
+    assert targets[-1] < 10.0, targets[-50:]
+    assert np.median(currents[-100:]) < 30.0, currents[-100:]
+    assert jb.stats.dropped_for_delay > 0
+    # The way down is smooth: the target never falls more than shrink rate allows.
+    falls = [a - b for a, b in zip(targets, targets[1:], strict=False) if a > b]
+    assert max(falls) <= jb.cfg.shrink_ms_per_s * 0.02 * 2 + 1e-6
+
+
+def test_fec_from_buffered_successor_and_late_packet_dropped(speech_dir: Path) -> None:
+    pcm = speech(speech_dir, 1)
+    enc = OpusEncoder(16000, expected_loss_pct=10)
+    packets = [enc.encode(pcm[i * 320 : (i + 1) * 320]) for i in range(40)]
+    jb = JitterBuffer(OpusFrameDecoder(16000), JitterConfig(min_delay_ms=40.0))
+    t0 = 1_000 * MS
+    for i in range(10):
+        if i != 5:
+            jb.push(pkt(i, packets[i]), t0 + i * 20 * MS)
+    played = [jb.pop(t0 + 40 * MS + j * 20 * MS) for j in range(7)]
+    assert all(p is not None for p in played)
+    assert jb.stats.fec_recovered == 1 and jb.stats.concealed == 0
+    jb.push(pkt(5, packets[5]), t0 + 200 * MS)  # finally arrives: too late
+    assert jb.stats.late_dropped == 1
+    jb.push(pkt(6, packets[6]), t0 + 201 * MS)  # a duplicate of one already played
+    assert jb.stats.duplicates == 1
+
+
+def test_sequence_wraparound_keeps_order() -> None:
+    frames = tagged_frames(200)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    start = 65500
+    out = []
+    for i in range(200):
+        seq = (start + i) % 65536
+        ts = ((start + i) * TS) % (1 << 32)
+        jb.push(JitterPacket(seq, ts, frames[i]), 1_000 * MS + i * 20 * MS)
+        f = jb.pop(1_000 * MS + i * 20 * MS + 1)
+        if f is not None:
+            out.append(int(f[-1]))
+    assert out == list(range(len(out))) and len(out) > 190
+
+
+def test_missing_frame_with_nothing_after_stretches_then_plays_late_arrival() -> None:
+    frames = tagged_frames(10)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    for i in range(3):
+        jb.push(pkt(i, frames[i]), i * 20 * MS)
+        assert jb.pop(i * 20 * MS + 10 * MS) is not None
+    stretched = jb.pop(70 * MS)  # frame 3 is late: conceal without skipping it
+    assert stretched is not None and jb.stats.stretched == 1
+    jb.push(pkt(3, frames[3]), 75 * MS)
+    f = jb.pop(90 * MS)
+    assert f is not None and int(f[-1]) == 3
+    assert jb.stats.late_dropped == 0 and jb.stats.concealed == 0
+
+
+def test_turn_summary_reports_and_resets() -> None:
+    frames = tagged_frames(100)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    events = simulate_arrivals(PROFILES["wifi"], frames, seed=1)
+    run_simulation(jb, events, 100)
+    s = jb.turn_summary()
+    assert s["played"] >= 99 and s["delay_p50_ms"] is not None
+    assert s["jitter_buffer_ms"] == s["delay_p50_ms"]
+    assert s["delay_p95_ms"] >= s["delay_p50_ms"]
+    assert jb.turn_summary()["played"] == 0
+    assert jb.stats.played >= 99
+
+
+def test_idle_sender_resets_playout() -> None:
+    frames = tagged_frames(5)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    for i in range(5):
+        jb.push(pkt(i, frames[i]), i * 20 * MS)
+        jb.pop(i * 20 * MS)
+    outs = [jb.pop((5 + j) * 20 * MS) for j in range(40)]
+    assert outs[-1] is None  # after idle_reset_ms the buffer stops producing frames
+
+
+async def test_playout_loop_real_time() -> None:
+    frames = tagged_frames(20)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    got: list[tuple[int, int]] = []
+    stop = asyncio.Event()
+
+    async def sender() -> None:
+        for i in range(20):
+            jb.push(pkt(i, frames[i]))
+            await asyncio.sleep(0.02)
+
+    def sink(frame: np.ndarray) -> None:
+        got.append((time.monotonic_ns(), int(frame[-1])))
+
+    task = asyncio.create_task(playout_loop(jb, sink, stop))
+    await sender()
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 1.0)
+    tags = [g[1] for g in got if g[1] < 30000]
+    assert len(got) >= 18
+    assert tags[:18] == list(range(18))
+    gaps = np.diff([g[0] for g in got]) / 1e6
+    assert 15.0 < float(np.median(gaps)) < 25.0
