@@ -507,7 +507,7 @@ PROFILES: dict[str, LinkProfile] = {
         LinkProfile("lan", 0.5, 0.5, 0.0),
         LinkProfile("wifi", 5.0, 8.0, 0.5),
         LinkProfile("4g", 30.0, 15.0, 1.0),
-        LinkProfile("4g-spiky", 30.0, 15.0, 1.0, 0.5, 5.0, 200.0, 400.0),
+        LinkProfile("4g-spiky", 30.0, 15.0, 1.0, 0.5, 10.0, 200.0, 400.0),
         LinkProfile("3g", 75.0, 40.0, 3.0),
     )
 }
