@@ -146,7 +146,9 @@ class NetSpec:
 
 
 def _num(x: float) -> str:
-    return f"{x:.6g}"
+    """Plain decimal (no exponent), so the spec string always parses back."""
+    text = f"{x:.9f}".rstrip("0").rstrip(".")
+    return text or "0"
 
 
 # Named profiles.  Numbers are per direction; docs/network-lab.md explains each choice.
