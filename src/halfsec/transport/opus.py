@@ -31,8 +31,10 @@ is coded at 16 kHz anyway).  So the pipeline should create ``OpusDecoder(16000)`
 the places that really hold 48 kHz audio (a browser capture, a WAV for a test) and need
 exact 20 ms frames at the other rate.
 
-Cost (measured by ``benchmarks/jitter_bench.py --codec``; see the module's report):
-encode ~0.1-0.2 ms and decode ~0.03-0.06 ms per 20 ms frame on one core.
+Cost per 20 ms frame, process CPU time on this project's 2-core dev machine with
+libopus 1.6.1 (``python benchmarks/jitter_bench.py``, ``codec_cost``): encode ~175 us
+at 16 kHz / ~150 us at 48 kHz (24 kbit/s, voip, FEC); decode ~11 us / ~24 us; PLC
+~10 us / ~20 us; FEC decode ~8 us / ~21 us.  Under 1 % of one core per direction.
 """
 
 from __future__ import annotations
