@@ -96,3 +96,30 @@ async def test_barge_in_stops_playback_and_cancels_within_100ms(
     assert heard_ms <= 100, f"reply still audible {heard_ms:.0f} ms after the user started speaking"
     # The interrupted turn's work was cancelled: none of its audio arrived after the interruption.
     assert all(c[3] <= run.timeline.sample_at(intr.t_ns) for c in run.timeline.chunks if c[0] == intr.turn_id)
+
+
+async def test_llm_reply_streams_first_clause_to_tts(speech_dir: Path) -> None:
+    """Off-domain speech goes to an OpenAI-compatible endpoint (a local TEST DOUBLE for a
+    vendor API); the first clause is spoken while the LLM is still streaming."""
+    from halfsec.runtime.build import build_engines
+    from llm_double import LLMDouble
+
+    words = "The lamp is not something I can reach, but I can brew you a coffee instead.".split(" ")
+    tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    async with LLMDouble(tokens=tokens, delay_s=0.08) as llm:
+        cfg = load_config(None, [f"logic.llm_base_url={llm.base_url}", "logic.llm_model=test-double"])
+        engines = build_engines(cfg)
+        session = VoiceSession(engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate)
+        pcm = load_audio(speech_dir / "audio" / "rhasspy_turn_on_living_room_lamp.flac")
+        run = await run_file(session, pcm)
+        await engines.aclose()
+        assert llm.requests, "the LLM was not asked"
+        finished = llm.finished_at[-1]
+    s = run.summary()
+    t = run.answer_turn()
+    assert t is not None and s["v2v_ms"] is not None, s
+    assert "lamp" in s["transcript"].lower()
+    assert s["reply_text"].startswith("The lamp is not something I can reach,"), s["reply_text"]
+    # First reply audio arrived before the LLM finished streaming (perf_counter and
+    # monotonic_ns share CLOCK_MONOTONIC on Linux).
+    assert t.first_audio_ns is not None and t.first_audio_ns / 1e9 < finished

@@ -21,3 +21,9 @@ class Engines:
     def warmup(self) -> None:
         self.stt.warmup()
         self.tts.warmup()
+
+    async def aclose(self) -> None:
+        """Release network clients (the LLM's HTTP session); models stay until exit."""
+        closer = getattr(self.logic, "aclose", None)
+        if closer is not None:
+            await closer()
