@@ -101,8 +101,9 @@ async def test_barge_in_stops_playback_and_cancels_within_100ms(
 async def test_llm_reply_streams_first_clause_to_tts(speech_dir: Path) -> None:
     """Off-domain speech goes to an OpenAI-compatible endpoint (a local TEST DOUBLE for a
     vendor API); the first clause is spoken while the LLM is still streaming."""
-    from halfsec.runtime.build import build_engines
     from llm_double import LLMDouble
+
+    from halfsec.runtime.build import build_engines
 
     words = "The lamp is not something I can reach, but I can brew you a coffee instead.".split(" ")
     tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
