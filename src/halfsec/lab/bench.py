@@ -300,8 +300,14 @@ def make_record(
         audible_ms = audible * 1000.0 / rate
         rec["v2v_ms"] = round(audible_ms - ref_end_ms, 2)
         rec["first_audible_ms"] = round(audible_ms, 2)
+        # The latest packet placed over that sample is the one heard: a barge-in cuts the
+        # interrupted turn's queued audio and the next turn's audio is placed over it.
         pkt = next(
-            (p for p in run.packets if p.start_sample <= audible < p.start_sample + p.samples),
+            (
+                p
+                for p in reversed(run.packets)
+                if p.start_sample <= audible < p.start_sample + p.samples
+            ),
             None,
         )
         heard = pkt.turn_id if pkt is not None else answer

@@ -1,0 +1,319 @@
+"""The latency lab's bench: self-test by fault injection, WAV cross-check, failures, corpus.
+
+The bench is only worth anything if it measures what it claims.  The self-test injects a
+known delay into the server's reply audio and checks the bench sees exactly that much more
+voice-to-voice; the WAV check recomputes voice-to-voice from the audio the bench saved,
+with code independent of the bench's timeline arithmetic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from aiohttp import WSMsgType, web
+
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.clock import now_ns
+from halfsec.lab.bench import RECORD_KEYS, BenchOptions, ServerProcess, run_items
+from halfsec.lab.breakdown import STAGES, StagePoints, breakdown, dominant_stage
+from halfsec.lab.client import ClientOptions, best_clock
+from halfsec.lab.corpus import BUILTIN_QUERIES, CorpusItem, load_corpus, parse_slots
+from halfsec.turn.reference import voiced_bounds
+
+DELAY_MS = 150.0
+
+
+def _cropped(rows: list[dict[str, str]], speech_dir: Path, tmp: Path, n: int) -> list[CorpusItem]:
+    """The n shortest coffee orders, cut to 0.3 s before / 1 s after the speech."""
+    coffee = sorted(
+        (r for r in rows if r["intent"] == "orderDrink"), key=lambda r: float(r["duration_s"])
+    )[:n]
+    items = []
+    for r in coffee:
+        pcm = load_audio(speech_dir / r["file"])
+        b = voiced_bounds(pcm)
+        assert b is not None
+        out = tmp / (Path(r["file"]).stem + ".wav")
+        write_wav(out, pcm[max(0, b[0] - 4800) : b[1] + 16000], 16000)
+        items.append(CorpusItem(out, intent=r["intent"], slots=parse_slots(r["slots"])))
+    return items
+
+
+def _independent_v2v(sent_wav: Path, received_wav: Path) -> float:
+    """v2v from the saved audio alone: reference end of speech on what was sent, first
+    sample louder than -45 dBFS in what came back, both on the shared sample-0 origin."""
+    sent, sr_in = sf.read(str(sent_wav), dtype="int16")
+    recv, sr_out = sf.read(str(received_wav), dtype="int16")
+    b = voiced_bounds(np.asarray(sent))
+    assert b is not None
+    end_s = b[1] / sr_in
+    start = int(round(end_s * sr_out))
+    loud = np.flatnonzero(
+        np.abs(np.asarray(recv[start:], dtype=np.int32)) > 32768 * 10 ** (-45 / 20)
+    )
+    assert loud.size, "nothing audible was received"
+    return float((start + loud[0]) / sr_out - end_s) * 1000.0
+
+
+# -- units --------------------------------------------------------------------------------
+def test_breakdown_telescopes_whatever_the_order() -> None:
+    cases = [
+        StagePoints(1000, 1250, 1300, 1320, 1360, 1361, 1380),
+        # Speculation: STT/logic finished before the end-of-turn decision.
+        StagePoints(1000, 1250, 1100, 1120, 1260, 1262, 1270),
+        # Marks missing, clock skew putting the send after the audible sample.
+        StagePoints(1000, None, None, 1200, None, 1500, 1400),
+        StagePoints(1000, 900, 950, 960, 970, 980, 1000),
+    ]
+    for p in cases:
+        st = breakdown(p)
+        assert list(st) == list(STAGES)
+        assert all(v >= 0 for v in st.values()), st
+        assert abs(sum(st.values()) - (p.first_audible_ms - p.ref_end_ms)) < 1e-9
+    assert dominant_stage(breakdown(cases[0])) == "endpointing_ms"
+    assert dominant_stage({k: 0.0 for k in STAGES}) is None
+
+
+def test_clock_sync_takes_the_fastest_exchange() -> None:
+    # (t_send, t_server, t_recv): server clock is client + 5000 ns; the slow one is noisy.
+    c = best_clock([(0, 9000, 8000), (100, 5600, 1100), (2000, 9000, 6000)])
+    assert c.rtt_ns == 1000 and c.offset_ns == 5000 and c.uncertainty_ns == 500
+    assert c.to_client_ns(5600) == 600
+
+
+def test_manifest_unknown_columns_warn_and_folder_works(tmp_path: Path) -> None:
+    write_wav(tmp_path / "a.wav", np.zeros(1600, np.int16), 16000)
+    (tmp_path / "m.tsv").write_text(
+        "file\ttranscript\tintnet\tslots\tmood\na.wav\thello\tx\tsize=large;roast=dark roast\thappy\n"
+    )
+    c = load_corpus(tmp_path / "m.tsv")
+    assert len(c.items) == 1 and c.items[0].slots == {"size": "large", "roast": "dark roast"}
+    assert c.items[0].transcript == "hello" and c.items[0].intent is None
+    assert len(c.warnings) == 1 and "intnet" in c.warnings[0] and "mood" in c.warnings[0]
+    (tmp_path / "m.tsv").unlink()
+    write_wav(tmp_path / "b.wav", np.zeros(1600, np.int16), 16000)
+    (tmp_path / "notes.txt").write_text("not audio")
+    c = load_corpus(tmp_path)
+    assert [i.path.name for i in c.items] == ["a.wav", "b.wav"]
+
+
+def test_builtin_queries_cover_both_domains_with_known_labels() -> None:
+    assert len(BUILTIN_QUERIES) >= 100
+    domains_dir = Path(__file__).resolve().parents[1] / "src" / "halfsec" / "logic" / "domains"
+    for dom in ("coffee", "retail"):
+        spec = yaml.safe_load((domains_dir / f"{dom}.yaml").read_text())
+        qs = [q for q in BUILTIN_QUERIES if q[0] == dom]
+        assert len(qs) >= 40, dom
+        intents = {q[2] for q in qs if q[2]}
+        assert intents <= set(spec["intents"]), intents - set(spec["intents"])
+        for _d, text, _intent, slots in qs:
+            for k, v in parse_slots(slots).items():
+                assert k in spec["slots"], (text, k)
+                assert v in spec["slots"][k]["values"], (text, k, v)
+    assert len({q[1] for q in BUILTIN_QUERIES}) == len(BUILTIN_QUERIES)
+
+
+# -- failures -----------------------------------------------------------------------------
+async def _fake_server(mode: str) -> tuple[web.AppRunner, str]:
+    """A server that speaks the handshake, then never answers / closes mid-turn."""
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        frames = 0
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                m = json.loads(msg.data)
+                t = now_ns()
+                if m["type"] == "session.start":
+                    await ws.send_json(
+                        {
+                            "type": "session.started",
+                            "turn_id": 0,
+                            "t_server_ns": t,
+                            "session_id": "fake",
+                            "protocol": 1,
+                            "output_sample_rate": 16000,
+                        }
+                    )
+                elif m["type"] == "ping":
+                    await ws.send_json(
+                        {
+                            "type": "pong",
+                            "turn_id": 0,
+                            "id": m["id"],
+                            "t_client_ns": m["t_client_ns"],
+                            "t_server_ns": t,
+                        }
+                    )
+            elif msg.type == WSMsgType.BINARY:
+                frames += 1
+                if mode == "close" and frames == 10:
+                    await ws.send_json(
+                        {
+                            "type": "vad.speech_started",
+                            "turn_id": 1,
+                            "t_server_ns": now_ns(),
+                            "audio_ms": 0.0,
+                        }
+                    )
+                if mode == "close" and frames == 30:
+                    await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"ws://127.0.0.1:{port}/ws"
+
+
+async def test_failed_turns_have_reasons_and_the_run_continues(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    word = speech_dir / "audio" / "speechcommands_yes_439c84f4_nohash_1.flac"
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not a wav file")
+    items = [CorpusItem(junk), CorpusItem(word), CorpusItem(tmp_path / "missing.flac")]
+    opts = BenchOptions(client=ClientOptions(no_speech_grace_s=1.0, max_tail_s=2.0))
+    runner, url = await _fake_server("silent")
+    try:
+        recs, _ = await run_items(url, items, opts)
+    finally:
+        await runner.cleanup()
+    assert len(recs) == 3
+    assert all(set(RECORD_KEYS) <= set(r) for r in recs)
+    assert not any(r["ok"] for r in recs)
+    assert "unreadable audio" in recs[0]["error"]
+    assert "server never answered" in recs[1]["error"], recs[1]["error"]
+    assert "unreadable audio" in recs[2]["error"] and "no such file" in recs[2]["error"]
+
+    runner, url = await _fake_server("close")
+    try:
+        recs, _ = await run_items(url, [CorpusItem(word), CorpusItem(word)], opts)
+    finally:
+        await runner.cleanup()
+    assert len(recs) == 2
+    for r in recs:
+        assert not r["ok"] and "closed the connection mid-turn" in r["error"], r["error"]
+
+    # Nobody listening at all.
+    recs, _ = await run_items("ws://127.0.0.1:9/ws", [CorpusItem(word)], opts)
+    assert "cannot connect" in recs[0]["error"]
+
+
+# -- the self-test ------------------------------------------------------------------------
+async def test_bench_measures_an_injected_delay_and_its_own_wavs(
+    tmp_path: Path, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    items = _cropped(rows, speech_dir, tmp_path, 2)
+    base_dir, delayed_dir = tmp_path / "base", tmp_path / "delayed"
+    # A fixed silence window: the end-of-turn moment then depends on the audio frames
+    # only, not on how fast the speculative transcript came back, so the two servers
+    # differ by the injected delay and compute jitter alone.
+    fixed = ["session.end_of_turn=silence"]
+    base = ServerProcess(overrides=fixed)
+    delayed = ServerProcess(overrides=fixed, inject_delay_ms=DELAY_MS)
+    await asyncio.gather(base.start(), delayed.start())
+    results: dict[str, list[dict[str, Any]]] = {"base": [], "delayed": []}
+    try:
+        assert delayed.health["inject_delay_ms"] == DELAY_MS
+        # Three repetitions, per-file medians: one speculation miss (reply not ready at the
+        # end-of-turn decision) must not decide the test.  Interleaved, so slow drift of the machine hits both servers alike.
+        for _rep in range(3):
+            for item in items:
+                for name, srv, d in (("base", base, base_dir), ("delayed", delayed, delayed_dir)):
+                    recs, _ = await run_items(srv.url, [item], BenchOptions(save_audio=d))
+                    results[name].extend(recs)
+    finally:
+        await asyncio.gather(base.stop(), delayed.stop())
+
+    for name, recs in results.items():
+        for r in recs:
+            assert r["ok"], (name, r["file"], r["error"])
+            assert r["intent"] == "orderDrink"
+            # The breakdown adds up to v2v.
+            assert abs(sum(r["stages"].values()) - r["v2v_ms"]) < 5, r["stages"]
+            assert r["clock_uncertainty_ms"] < 5
+    diffs = []
+    for item in items:
+        b = statistics.median(r["v2v_ms"] for r in results["base"] if r["file"] == str(item.path))
+        d = statistics.median(
+            r["v2v_ms"] for r in results["delayed"] if r["file"] == str(item.path)
+        )
+        diffs.append(d - b)
+    print("v2v difference per file (ms):", [round(x, 1) for x in diffs])
+    detail = {
+        n: [(Path(r["file"]).stem[:14], r["v2v_ms"], r["stages"]) for r in rs]
+        for n, rs in results.items()
+    }
+    assert abs(statistics.median(diffs) - DELAY_MS) <= 10, (diffs, detail)
+    # The injected delay is attributed to the server's send stage, not elsewhere.
+    send = statistics.median(r["stages"]["server_send_ms"] for r in results["delayed"])
+    assert abs(send - DELAY_MS) <= 10, send
+
+    # The last run of each file left its WAVs: recompute v2v from them independently.
+    for name, d in (("base", base_dir), ("delayed", delayed_dir)):
+        for item in items:
+            last = [r for r in results[name] if r["file"] == str(item.path)][-1]
+            v = _independent_v2v(d / f"{item.stem}.sent.wav", d / f"{item.stem}.received.wav")
+            assert abs(v - last["v2v_ms"]) <= 10, (name, item.stem, v, last["v2v_ms"])
+
+
+def test_bench_command_end_to_end(
+    tmp_path: Path, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    """``halfsec bench`` starts its own server, writes a report whose turns are records."""
+    items = _cropped(rows, speech_dir, tmp_path, 1)
+    (tmp_path / "manifest.tsv").write_text(
+        "file\tintent\tslots\textra\n"
+        f"{items[0].path.name}\torderDrink\t"
+        + ";".join(f"{k}={v}" for k, v in items[0].slots.items())
+        + "\tx\n"
+    )
+    out = tmp_path / "report.json"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "halfsec.cli.main",
+            "bench",
+            "--corpus",
+            str(tmp_path / "manifest.tsv"),
+            "--json",
+            str(out),
+            "--no-store",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "extra" in p.stderr  # the unknown column is named
+    assert "bench client overhead" in p.stderr
+    report = json.loads(out.read_text())
+    (turn,) = report["turns"]
+    assert set(RECORD_KEYS) <= set(turn)
+    assert turn["ok"] and turn["v2v_ms"] > 0 and turn["ref_intent"] == "orderDrink"
+    assert report["meta"]["client"]["cpu_per_audio_s"] < 0.2
+    assert report["meta"]["client"]["send_late_p99_ms"] < 20
+
+
+@pytest.mark.parametrize("bad", ["ws://", "ftp://x"])
+def test_bad_server_url_is_rejected(bad: str) -> None:
+    from halfsec.lab.bench import BenchError, server_urls
+
+    with pytest.raises(BenchError):
+        server_urls(bad)
