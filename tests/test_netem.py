@@ -389,3 +389,46 @@ def test_namespace_lab_cleans_up_after_a_failure(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RuntimeError, match="tc failed"), bad:
         pass
     assert seen == [True] and not bad.exists()
+
+
+async def test_impaired_url_puts_a_real_websocket_behind_the_profile() -> None:
+    from aiohttp import ClientSession, WSMsgType, web
+
+    from halfsec.lab.netem.glue import impaired_url, net_meta
+
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"ws://127.0.0.1:{port}/ws?token=t"
+    try:
+        async with impaired_url(url, "none") as (same, none_relay):
+            assert same == url and none_relay is None
+        async with impaired_url(url, "delay=20ms,seed=1") as (relayed, relay):
+            assert relay is not None and relayed.endswith("/ws?token=t")
+            assert relayed != url
+            rtts = []
+            async with ClientSession() as http, http.ws_connect(relayed) as ws:
+                for i in range(5):
+                    t = time.monotonic_ns()
+                    await ws.send_bytes(bytes([i]) * 320)
+                    msg = await asyncio.wait_for(ws.receive(), 5)
+                    assert msg.data == bytes([i]) * 320
+                    rtts.append((time.monotonic_ns() - t) / 1e6)
+            meta = net_meta("delay=20ms,seed=1", relay)
+    finally:
+        await runner.cleanup()
+    assert 40 <= min(rtts) and sorted(rtts)[2] < 50
+    assert meta is not None and meta["up"]["delay_ms"] == 20
+    assert meta["counters"]["connections"] == 1

@@ -117,7 +117,7 @@ class NetSpec:
             parts.append(f"ge={self.ge.to_string()}")
         parts.append(f"reorder={_num(self.reorder * 100)}%")
         parts.append(f"dup={_num(self.dup * 100)}%")
-        parts.append(f"rate={_num(self.rate_bps / 1000)}kbit")
+        parts.append(f"rate={_rate_text(self.rate_bps)}")
         parts.append(f"queue={_num(self.queue_ms)}ms")
         if self.rto_ms is not None:
             parts.append(f"rto={_num(self.rto_ms)}ms")
@@ -143,6 +143,13 @@ class NetSpec:
             "tcp_rto_ms": self.tcp_rto_ms(),
             "seed": self.seed,
         }
+
+
+def _rate_text(bps: float) -> str:
+    for unit, mult in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
+        if bps >= mult and bps % mult == 0:
+            return f"{_num(bps / mult)}{unit}"
+    return f"{_num(bps)}bit"
 
 
 def _num(x: float) -> str:
