@@ -30,7 +30,7 @@ from halfsec.lab.netem import (
     summarize,
 )
 from halfsec.lab.netem.impair import Impairment, TcpImpairment
-from halfsec.lab.netem.namespaces import NamespaceLab, namespaces_supported
+from halfsec.lab.netem.namespaces import NamespaceLab, namespaces_supported, remove_stale
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.lab.netem.udp_relay import UdpRelay
 
@@ -432,3 +432,28 @@ async def test_impaired_url_puts_a_real_websocket_behind_the_profile() -> None:
     assert 40 <= min(rtts) and sorted(rtts)[2] < 50
     assert meta is not None and meta["up"]["delay_ms"] == 20
     assert meta["counters"]["connections"] == 1
+
+
+def test_remove_stale_deletes_orphans_of_dead_processes_only() -> None:
+    """Needs root (creates network namespaces)."""
+    dead = "hs-mid-7ffffffe-0"  # pid 0x7ffffffe is above pid_max: never alive
+    mine = NamespaceLab(up=None)
+    subprocess.run(["ip", "netns", "add", dead], check=True, timeout=10)
+    try:
+        with mine:
+            removed = remove_stale()
+            assert dead in removed
+            assert mine.exists() and not (set(mine.namespaces) & set(removed))
+    finally:
+        subprocess.run(["ip", "netns", "del", dead], capture_output=True, timeout=10)
+    assert dead not in _netns_names()
+
+
+def test_cli_lists_profiles_and_rejects_bad_specs(capsys: pytest.CaptureFixture[str]) -> None:
+    from halfsec.lab.netem.__main__ import main
+
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    assert "4g         delay=30ms,jitter=15ms,loss=1%" in out
+    assert main(["tcp", "--target", "127.0.0.1:9", "--net", "delay=1ms,los=1%"]) == 2
+    assert "unknown key 'los'" in capsys.readouterr().err

@@ -43,7 +43,7 @@ from halfsec.lab.netem.profile import NetSpec
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.lab.netem.udp_relay import SocketFactory, UdpRelay, as_spec
 
-__all__ = ["NamespaceLab", "namespaces_supported", "socket_in_netns"]
+__all__ = ["NamespaceLab", "namespaces_supported", "remove_stale", "socket_in_netns"]
 
 _CLONE_NEWNET = 0x40000000
 _CMD_TIMEOUT_S = 10.0
@@ -150,7 +150,8 @@ class NamespaceLab:
     ) -> None:
         self.up = as_spec(up)
         self.down = as_spec(down)
-        self.lab_id = lab_id or f"{os.getpid():x}{next(_counter)}"
+        # "<pid hex>-<n>": unique per process, and lets remove_stale() find orphans.
+        self.lab_id = lab_id or f"{os.getpid():x}-{next(_counter)}"
         self.kernel_impair = kernel_impair
         self.cli_ns = f"hs-cli-{self.lab_id}"
         self.mid_ns = f"hs-mid-{self.lab_id}"
@@ -315,3 +316,28 @@ class NamespaceLab:
             check=False,
         )
         return proc.stdout
+
+
+def remove_stale() -> list[str]:
+    """Delete ``hs-{cli,mid,srv}-<pid>-<n>`` namespaces whose creating process is gone.
+
+    ``with NamespaceLab`` cleans up on every exit Python sees; a SIGKILL'd test run is
+    the one case it cannot, so CI may call this first.  Returns the names removed."""
+    removed: list[str] = []
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return removed
+    for name in names:
+        parts = name.split("-")
+        if len(parts) != 4 or parts[0] != "hs" or parts[1] not in ("cli", "mid", "srv"):
+            continue
+        try:
+            pid = int(parts[2], 16)
+        except ValueError:
+            continue
+        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=_CMD_TIMEOUT_S)
+        removed.append(name)
+    return removed
