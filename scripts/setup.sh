@@ -11,3 +11,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e '.[dev]'
+# System tools for the network lab's namespace mode (iproute2, nftables); needs root.
+if [ "$(id -u)" = 0 ]; then
+  sh src/halfsec/lab/netem/setup_host.sh >/dev/null
+fi
