@@ -143,6 +143,9 @@ def bench(
     )
 
 
+# --- edge command (edge gateway) ---
+
+
 # --- lab commands (runs, report, compare, import-trace) ---
 
 DbOpt = typer.Option(
