@@ -62,5 +62,6 @@ def test_policies() -> None:
     assert p.required_silence_ms("I'd like a large latte with") == 700
     assert p.required_silence_ms("I'd like a large latte, uh") == 700
     assert p.required_silence_ms("I'd like a large latte.") == 200
+    assert p.required_silence_ms("with a lot of skim milk,") == 200
     assert p.required_silence_ms(None) == 200
     assert not p.looks_incomplete("")
