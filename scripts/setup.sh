@@ -11,7 +11,13 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q -e '.[dev]'
-# System tools for the network lab's namespace mode (iproute2, nftables); needs root.
+# System packages (needs root): iproute2 + nftables for the network lab's namespace
+# mode, Debian's Chromium for the browser tests and `halfsec bench --client browser`.
 if [ "$(id -u)" = 0 ]; then
   sh src/halfsec/lab/netem/setup_host.sh >/dev/null
+  if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  fi
 fi
