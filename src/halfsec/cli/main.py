@@ -67,6 +67,14 @@ def serve(
         0.0, help="Fault injector: hold every reply-audio packet this long before sending."
     ),
     idle_timeout_s: float = typer.Option(30.0, help="Close sessions silent for this long."),
+    otlp_endpoint: str | None = typer.Option(
+        None, help="Also export turn spans over OTLP/HTTP to this collector (http://host:4318)."
+    ),
+    trace_file: Path | None = typer.Option(
+        None,
+        help="JSON-lines span file (default ~/.local/share/halfsec/traces/halfsec-server.jsonl).",
+    ),
+    trace: bool = typer.Option(True, help="Record each turn's OpenTelemetry spans."),
 ) -> None:
     """Serve the pipeline over WebSocket (/ws, protocol in docs/protocol.md) and /healthz."""
     from ..transport.server import ServeError, ServerOptions
@@ -82,6 +90,9 @@ def serve(
             max_sessions=max_sessions,
             inject_delay_ms=inject_delay_ms,
             idle_timeout_s=idle_timeout_s,
+            trace=trace,
+            trace_file=str(trace_file) if trace_file is not None else None,
+            otlp_endpoint=otlp_endpoint,
         )
     except ServeError as e:
         typer.echo(f"error: {e}", err=True)

@@ -39,6 +39,8 @@ from ..errors import AudioInputError, HalfsecError
 from ..frames import ErrorFrame, Frame, Interruption, ReplyAudio, SpeechStarted
 from ..runtime.engines import Engines
 from ..runtime.session import VoiceSession
+from ..trace.setup import Tracing, configure_tracing
+from ..trace.turns import TurnTraceRecorder, engine_models
 from .protocol import (
     PROTOCOL_VERSION,
     Ping,
@@ -85,6 +87,13 @@ class ServerOptions:
     """Time allowed between the upgrade and a valid ``session.start``."""
     inject_delay_ms: float = 0.0
     """Fault injector: delay each reply-audio packet by this much before sending."""
+    trace: bool = False
+    """Emit each committed turn's spans (``halfsec serve`` turns this on).  Off for the
+    library default so embedding the server or testing it writes no files."""
+    trace_file: str | None = None
+    """JSON-lines span file; None: ``halfsec.trace.setup.default_trace_path``."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP collector (``http://127.0.0.1:4318``); exported in batches off the loop."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -166,6 +175,7 @@ class _Conn:
     turn_traces: dict[int, str] = field(default_factory=dict)
     cancelled_turns: set[int] = field(default_factory=set)
     closing: bool = False
+    recorder: TurnTraceRecorder | None = None
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         if self.ws.closed:
@@ -178,10 +188,14 @@ class _Conn:
         if self.ws.closed:
             return
         async with self.send_lock:
-            # The header carries the moment the packet is handed to the socket.
-            data = encode_audio(turn_id, now_ns(), pcm)
+            # The header carries the moment the packet is handed to the socket; the
+            # turn's ``send`` span ends at the same stamp, so trace and bench agree.
+            t = now_ns()
+            data = encode_audio(turn_id, t, pcm)
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_bytes(data)
+            if self.recorder is not None:
+                self.recorder.audio_sent(turn_id, t)
 
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
         await self.send_json(error_event(code, message, now_ns(), fatal=fatal))
@@ -195,15 +209,29 @@ class VoiceServer:
         engines: Engines,
         config: HalfsecConfig,
         options: ServerOptions | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.engines = engines
         self.config = config
         self.options = options or ServerOptions()
+        # Tracing given by the caller is the caller's to shut down; one built from the
+        # options is flushed and closed with the app (in a thread: a flush can wait on
+        # an unreachable collector, the loop must not).
+        self._own_tracing = tracing is None and self.options.trace
+        self.tracing = tracing
+        if self._own_tracing:
+            self.tracing = configure_tracing(
+                "halfsec-server",
+                otlp_endpoint=self.options.otlp_endpoint,
+                jsonl_path=self.options.trace_file,
+            )
+        self.models = engine_models(engines, config)
         self.sessions: dict[str, _Conn] = {}
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/ws", self._ws)
         self.app.on_shutdown.append(self._on_shutdown)
+        self.app.on_cleanup.append(self._close_tracing)
 
     # -- HTTP ---------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -230,6 +258,18 @@ class VoiceServer:
         if auth.startswith("Bearer "):
             given = auth[len("Bearer ") :].strip()
         return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+    async def _close_tracing(self, app: web.Application) -> None:
+        if self._own_tracing and self.tracing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.tracing.shutdown)
+
+    def _recorder(self, conn: _Conn) -> TurnTraceRecorder | None:
+        if self.tracing is None:
+            return None
+        attrs = {"halfsec.session_id": conn.session_id}
+        attrs.update({f"halfsec.model.{k}": v for k, v in self.models.items()})
+        return TurnTraceRecorder(self.tracing.tracer, models=self.models, attributes=attrs)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         for conn in list(self.sessions.values()):
@@ -404,6 +444,7 @@ class VoiceServer:
     async def _sender(self, conn: _Conn, started: dict[str, Any]) -> None:
         """Forward the session's frames in order; audio optionally through the delay line."""
         assert conn.session is not None
+        conn.recorder = self._recorder(conn)
         await conn.send_json(started)
         delay_ns = int(self.options.inject_delay_ms * 1e6)
         delayed: asyncio.Queue[tuple[int, int, np.ndarray] | None] = asyncio.Queue()
@@ -411,6 +452,8 @@ class VoiceServer:
         send_audio: Callable[[int, np.ndarray], Awaitable[None]] = conn.send_audio
         try:
             async for f in conn.session.events():
+                if conn.recorder is not None:
+                    conn.recorder.frame(f)
                 if isinstance(f, ReplyAudio):
                     if f.turn_id in conn.cancelled_turns:
                         continue
@@ -436,6 +479,8 @@ class VoiceServer:
                     )
                 except (TimeoutError, asyncio.CancelledError, Exception):
                     delay_task.cancel()
+            if conn.recorder is not None:
+                conn.recorder.close()
 
     async def _delay_line(
         self, conn: _Conn, q: asyncio.Queue[tuple[int, int, np.ndarray] | None]
@@ -457,10 +502,11 @@ class VoiceServer:
             return None
         if isinstance(f, SpeechStarted) and f.turn_id not in conn.turn_traces:
             # The trace context sent before a turn parents that turn's spans.
-            # TODO(trace): hand conn.turn_traces to halfsec.trace when it lands.
             if conn.next_traceparent is not None:
                 conn.turn_traces[f.turn_id] = conn.next_traceparent
                 conn.next_traceparent = None
+                if conn.recorder is not None:
+                    conn.recorder.set_traceparent(f.turn_id, conn.turn_traces[f.turn_id])
         tp = conn.turn_traces.get(f.turn_id)
         if tp is not None and ev["type"] in ("vad.speech_started", "turn.end", "reply.done"):
             ev["traceparent"] = tp
