@@ -55,6 +55,7 @@ def bench_command(
     domain: str | None,
     store: bool,
     timeout_s: float,
+    otlp_endpoint: str | None = None,
 ) -> int:
     try:
         corpus = load_corpus(corpus_path) if corpus_path is not None else builtin_corpus()
@@ -86,6 +87,7 @@ def bench_command(
         inject_delay_ms=inject_delay_ms,
         save_audio=save_audio,
         client=ClientOptions(token=token, max_tail_s=timeout_s),
+        otlp_endpoint=otlp_endpoint,
     )
     progress = _progress()
 
@@ -146,7 +148,7 @@ def bench_command(
         try:
             from ..lab.store import save_run
 
-            run_id = save_run(report)
+            run_id = save_run(report, spans=result.spans)
             err.print(f"saved as run {run_id}")
         except ImportError:
             pass

@@ -129,6 +129,10 @@ def bench(
     timeout_s: float = typer.Option(
         10.0, help="Seconds after a recording to wait for the reply before failing the turn."
     ),
+    otlp_endpoint: str | None = typer.Option(
+        None,
+        help="Export client spans (and the local server's) over OTLP/HTTP to this collector.",
+    ),
 ) -> None:
     """Measure voice-to-voice at a real client: play a corpus over WebSocket in real time."""
     from .bench import bench_command
@@ -150,6 +154,7 @@ def bench(
             domain,
             store,
             timeout_s,
+            otlp_endpoint,
         )
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
 import sys
 import tempfile
@@ -28,10 +29,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from .. import INTERNAL_RATE
 from ..audio.io import load_audio, write_wav
 from ..errors import HalfsecError
+from ..trace.jsonl import read_spans, span_to_dict
+from ..trace.setup import configure_tracing
 from ..turn.reference import voiced_bounds
 from .breakdown import StagePoints, breakdown, client_overhead, dominant_stage
 from .client import ClientOptions, ClientRun, client_cpu_s, run_recording
@@ -78,6 +83,12 @@ class BenchOptions:
     max_input_s: float = 120.0
     server_start_timeout_s: float = 180.0
     client: ClientOptions = field(default_factory=ClientOptions)
+    trace: bool = True
+    """One ``client.turn`` span per turn, kept in memory for the run's store (and the
+    server's spans too when the bench starts the server)."""
+    otlp_endpoint: str | None = None
+    """Also export the spans to this OTLP/HTTP collector (and point the server the bench
+    starts at it), so one trace viewer shows client and server of every turn."""
 
 
 def server_urls(server: str) -> tuple[str, str]:
@@ -347,11 +358,39 @@ def make_record(
     return rec
 
 
+def finish_client_spans(run: ClientRun, rec: dict[str, Any]) -> None:
+    """Close the run's ``client.turn`` spans now that v2v is known.
+
+    The span of the answered turn (the record's trace id) gets the two instants v2v is
+    measured between, on the client's monotonic clock: speech end = sample 0 time plus
+    the reference end of speech, first audible = sample 0 time plus the first audible
+    sample.  Other contexts the server used (earlier turns of the recording) are closed
+    bare; a context no turn ever used (the one sent after the last turn) is left
+    unended, which the SDK never exports, so it leaves no empty trace behind."""
+    used = {
+        str(r.event.get("traceparent", "")).split("-")[1]
+        for r in run.events
+        if r.event is not None and r.event.get("traceparent")
+    }
+    for span in run.turn_spans:
+        if span.trace_id == rec.get("trace_id"):
+            if rec.get("ref_end_ms") is not None:
+                span.speech_end(run.t0_ns + int(float(rec["ref_end_ms"]) * 1e6))
+            if rec.get("first_audible_ms") is not None:
+                span.first_audible(run.t0_ns + int(float(rec["first_audible_ms"]) * 1e6))
+            span.finish(record=rec, error=rec.get("error") if not rec.get("ok") else None)
+        elif span.trace_id in used:
+            span.finish()
+
+
 # -- a whole run --------------------------------------------------------------------------
 @dataclass
 class BenchResult:
     records: list[dict[str, Any]]
     meta: dict[str, Any]
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    """Client spans of every turn, plus the server's when the bench started the server
+    (OTLP-JSON-like dicts, the shape ``lab.store.save_run`` stores)."""
 
 
 async def run_items(
@@ -360,6 +399,7 @@ async def run_items(
     opts: BenchOptions,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     late_ms: list[float] | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Play each item in its own session; returns the records and seconds of audio sent."""
     records: list[dict[str, Any]] = []
@@ -374,8 +414,9 @@ async def run_items(
             if on_record:
                 on_record(rec)
             continue
-        run = await run_recording(url, pcm, opts.client)
+        run = await run_recording(url, pcm, opts.client, tracer=tracer)
         rec = make_record(item, pcm, run, opts.audible_dbfs)
+        finish_client_spans(run, rec)
         sent = run.sent_audio()
         audio_s += sent.size / INTERNAL_RATE
         if late_ms is not None:
@@ -408,6 +449,20 @@ async def run_bench(
     warnings: list[str] = []
     servers: list[dict[str, Any]] = []
     audio_s = 0.0
+    server_spans: list[dict[str, Any]] = []
+    memory = InMemorySpanExporter()
+    tracing = (
+        configure_tracing(
+            "halfsec-bench",
+            otlp_endpoint=opts.otlp_endpoint,
+            jsonl=False,
+            extra_exporters=[memory],
+        )
+        if opts.trace
+        else None
+    )
+    tracer = tracing.tracer if tracing is not None else None
+    trace_dir = Path(tempfile.mkdtemp(prefix="halfsec-bench-trace-")) if opts.trace else None
     if opts.server is not None:
         url, health_url = server_urls(opts.server)
         health = await fetch_health(health_url) or {}
@@ -422,7 +477,7 @@ async def run_bench(
                 )
                 run_items_list = [it for it in items if it.domain in (None, dom)]
         servers.append({"url": url, "health": health, "started_by_bench": False})
-        records, audio_s = await run_items(url, run_items_list, opts, on_record, late)
+        records, audio_s = await run_items(url, run_items_list, opts, on_record, late, tracer)
     else:
         groups: dict[str | None, list[CorpusItem]] = {}
         for it in items:
@@ -432,6 +487,14 @@ async def run_bench(
             if dom is not None:
                 overrides.append(f"logic.domain={dom}")
             extra = ["--token", opts.token] if opts.token else []
+            trace_file = None
+            if trace_dir is not None:
+                trace_file = trace_dir / f"server-{len(servers)}.jsonl"
+                extra += ["--trace-file", str(trace_file)]
+            else:
+                extra += ["--no-trace"]
+            if opts.otlp_endpoint:
+                extra += ["--otlp-endpoint", opts.otlp_endpoint]
             status(f"starting halfsec serve{f' (domain {dom})' if dom else ''}...")
             proc = ServerProcess(
                 opts.config, overrides, opts.inject_delay_ms, extra, opts.server_start_timeout_s
@@ -439,7 +502,11 @@ async def run_bench(
             async with proc:
                 servers.append({"url": proc.url, "health": proc.health, "started_by_bench": True})
                 status(f"running {len(group)} recording(s) against {proc.url}")
-                recs, secs = await run_items(proc.url, group, opts, on_record, late)
+                recs, secs = await run_items(proc.url, group, opts, on_record, late, tracer)
+            # The server flushed its spans when it stopped: keep this run's turns'.
+            if trace_file is not None and trace_file.exists():
+                ids = {r["trace_id"] for r in recs if r.get("trace_id")}
+                server_spans += read_spans(trace_file, trace_ids=ids)
             records.extend(recs)
             audio_s += secs
     meta = {
@@ -454,7 +521,16 @@ async def run_bench(
         "warnings": warnings,
         "n": len(records),
     }
-    return BenchResult(records, meta)
+    spans: list[dict[str, Any]] = []
+    if tracing is not None:
+        # Flushing may wait on an unreachable collector (bounded by the exporter's
+        # timeout): do it off the loop, and never fail the run over it.
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(tracing.shutdown)
+        spans = [span_to_dict(s) for s in memory.get_finished_spans()] + server_spans
+    if trace_dir is not None:
+        shutil.rmtree(trace_dir, ignore_errors=True)
+    return BenchResult(records, meta, spans)
 
 
 def minimal_summary(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:

@@ -29,11 +29,13 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from opentelemetry import trace
 
 from .. import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
 from ..audio.framing import frames_of
 from ..audio.timeline import PlaybackTimeline
 from ..clock import now_ns
+from ..trace.client_spans import ClientTurnSpan
 from ..transport.protocol import (
     PONG,
     SESSION_STARTED,
@@ -123,6 +125,10 @@ class ClientRun:
     events: list[Received] = field(default_factory=list)
     packets: list[Received] = field(default_factory=list)
     traceparents: list[str] = field(default_factory=list)
+    turn_spans: list[ClientTurnSpan] = field(default_factory=list)
+    """With a tracer: one open ``client.turn`` span per trace context sent, in order;
+    ``lab.bench`` closes the ones the server used once it knows v2v."""
+    tracer: trace.Tracer | None = None
     error: str | None = None
     closed_by_server: str | None = None
 
@@ -155,14 +161,31 @@ class _TurnState:
         return bool(self.started - self.ended) or bool(self.ended - self.finished)
 
 
+def _turn_context(run: ClientRun, tracer: trace.Tracer | None, start_mono_ns: int) -> str:
+    """The ``traceparent`` for the next turn: a ``client.turn`` span's when tracing (so the
+    server's spans become its children), else a bare random one."""
+    if tracer is None:
+        tp = new_traceparent()
+    else:
+        span = ClientTurnSpan(tracer=tracer, start_mono_ns=start_mono_ns)
+        run.turn_spans.append(span)
+        tp = span.traceparent
+    run.traceparents.append(tp)
+    return tp
+
+
 async def run_recording(
-    url: str, pcm: np.ndarray, options: ClientOptions | None = None
+    url: str,
+    pcm: np.ndarray,
+    options: ClientOptions | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> ClientRun:
     """Stream ``pcm`` (16 kHz int16) to ``url`` at real-time pace and record the reply.
 
+    ``tracer``: open a ``client.turn`` span per turn (``ClientRun.turn_spans``).
     Never raises for server misbehaviour: ``ClientRun.error`` says what went wrong."""
     opt = options or ClientOptions()
-    run = ClientRun()
+    run = ClientRun(tracer=tracer)
     headers: dict[str, str] = {}
     if opt.token:
         headers["Authorization"] = f"Bearer {opt.token}"
@@ -263,6 +286,10 @@ async def _converse(
     run.t0_ns = now_ns() + int(opt.lead_ms * 1e6)
     timeline = PlaybackTimeline(run.output_rate, run.t0_ns)
     run.timeline = timeline
+    if run.tracer is not None:
+        # The first turn's span starts at sample 0; its context replaces the bare one of
+        # session.start (the server takes the latest context before speech starts).
+        await send_str(trace_context_message(_turn_context(run, run.tracer, run.t0_ns)))
     receiver = asyncio.create_task(_receive(ws, run, state, send_str))
     k = 0
 
@@ -354,8 +381,7 @@ async def _receive(
             elif kind == "turn.end":
                 state.ended.add(tid)
                 # A fresh trace context parents the *next* turn's spans.
-                tp = new_traceparent()
-                run.traceparents.append(tp)
+                tp = _turn_context(run, run.tracer, t)
                 with contextlib.suppress(Exception):
                     await send_str(trace_context_message(tp))
             elif kind == "reply.done":
