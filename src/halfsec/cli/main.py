@@ -162,6 +162,47 @@ def bench(
 # --- edge command (edge gateway) ---
 
 
+@app.command()
+def edge(
+    origin: str = typer.Option(..., help="ws://HOST:PORT/ws of the origin `halfsec serve`."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback unless --token)."),
+    port: int = typer.Option(8766, help="TCP port (0: any free port)."),
+    token: str | None = typer.Option(
+        None, help="Require 'Authorization: Bearer TOKEN' (or ?token=) from clients."
+    ),
+    origin_token: str | None = typer.Option(None, help="Token the edge sends to the origin."),
+    allow_origin: list[str] | None = typer.Option(
+        None, "--allow-origin", help="Browser Origin allowed to connect (repeatable; '*' = any)."
+    ),
+    pool_size: int = typer.Option(2, help="Pre-started origin sessions kept warm."),
+    preroll_ms: float = typer.Option(500.0, help="Audio before the speech onset forwarded."),
+    max_sessions: int = typer.Option(32, help="Concurrent client sessions; more get HTTP 503."),
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = SetOpt,
+) -> None:
+    """Gateway near the user: local handshake and VAD, only speech crosses to the origin."""
+    from ..transport.edge import EdgeError, EdgeOptions
+    from .edge import edge_command
+
+    cfg = config_from_cli(config, overrides)
+    try:
+        opts = EdgeOptions(
+            origin=origin,
+            host=host,
+            port=port,
+            token=token,
+            origin_token=origin_token,
+            allow_origins=tuple(allow_origin or ()),
+            pool_size=pool_size,
+            preroll_ms=preroll_ms,
+            max_sessions=max_sessions,
+        )
+    except EdgeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    raise typer.Exit(edge_command(cfg, opts))
+
+
 # --- lab commands (runs, report, compare, import-trace) ---
 
 DbOpt = typer.Option(
