@@ -1,0 +1,705 @@
+// halfsec browser page: microphone -> server (WebSocket or WebRTC) -> reply playback, with
+// the live transcript, understanding, reply and a per-turn latency waterfall.
+//
+// Clock: every time on this page is "page time" = milliseconds on the AudioContext clock.
+// Captured microphone audio and played reply audio are recorded by AudioWorklets that
+// stamp each frame with its context frame index, so voice-to-voice (last voiced sample
+// captured -> first audible sample played) is a difference of two frame indices on one
+// clock.  Messages and server timestamps are mapped onto that clock through
+// performance.now() (monotonic) with an estimated offset (see ctxOffset below), and server
+// times through an NTP-style ping/pong exchange (docs/protocol.md).
+//
+// `window.halfsec` exposes start/stop/status/export so `halfsec bench --client browser`
+// (src/halfsec/lab/browser_client.py) can drive the page and read what it measured.
+
+const FRAME_MS = 20;
+const AUDIBLE_DBFS = -45; // same threshold as the Python bench
+const BUDGET_MS = 500;
+const STAGES = [
+  // [key, label, colour variable, mark that ends the stage]
+  ["endpointing_ms", "endpointing", "--s-endpointing", "turn.end"],
+  ["stt_ms", "STT", "--s-stt", "stt.end"],
+  ["logic_ms", "logic", "--s-logic", "logic.first_clause"],
+  ["tts_ms", "TTS", "--s-tts", "tts.first_audio"],
+  ["server_send_ms", "send", "--s-send", "audio.sent"],
+  ["network_buffer_ms", "network+buffer", "--s-network", null],
+];
+
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------------------------------
+// State of one conversation (reset by start()).
+let S = null;
+
+function freshState(opts) {
+  return {
+    opts,
+    ctx: null,
+    stream: null,
+    transport: null,
+    running: false,
+    sending: false,
+    error: null,
+    sessionId: null,
+    outputRate: 16000,
+    domain: null,
+    clock: null, // {offsetMs (server - page), rttMs, samples}
+    pings: [], // [t_send_ns, t_server_ns, t_recv_ns] on the page clock
+    pendingPing: null,
+    ctxSamples: [], // [perf ms, ctx ms - perf ms]
+    ctxOffset: null,
+    capture: { startFrame: null, chunks: [], levels: [] },
+    tap: { startFrame: null, chunks: [] },
+    play: { nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set() },
+    events: [],
+    turns: new Map(),
+    started: new Set(),
+    ended: new Set(),
+    finished: new Set(),
+    traceparents: [],
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Clocks.
+
+// ctx.currentTime advances in bursts (one render callback at a time) and is never ahead
+// of the render position, so the largest recent (ctx - perf) difference is the best
+// estimate of the offset.  A 2 s window lets it follow a context that runs slightly slow.
+function sampleCtxClock() {
+  if (!S || !S.ctx) return;
+  const perf = performance.now();
+  const diff = S.ctx.currentTime * 1000 - perf;
+  S.ctxSamples.push([perf, diff]);
+  while (S.ctxSamples.length && S.ctxSamples[0][0] < perf - 2000) S.ctxSamples.shift();
+  S.ctxOffset = Math.max(...S.ctxSamples.map((s) => s[1]));
+}
+
+function pageNow() {
+  if (S && S.ctxOffset !== null) return performance.now() + S.ctxOffset;
+  return S && S.ctx ? S.ctx.currentTime * 1000 : performance.now();
+}
+
+function serverToPage(tServerNs) {
+  if (!S.clock) return null;
+  return Number(tServerNs) / 1e6 - S.clock.offsetMs;
+}
+
+function newTraceparent() {
+  const hex = (n) =>
+    Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const tp = `00-${hex(16)}-${hex(8)}-01`;
+  S.traceparents.push(tp);
+  return tp;
+}
+
+// ---------------------------------------------------------------------------------------
+// Transports: both expose sendJson(obj), sendAudio(Int16Array) and close().
+
+async function openWebSocket() {
+  const params = new URLSearchParams(location.search);
+  const url = new URL(params.get("server") || "/ws", location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  if (params.get("token")) url.searchParams.set("token", params.get("token"));
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`cannot connect to ${url.origin}${url.pathname}`));
+  });
+  ws.onmessage = (m) => {
+    if (typeof m.data === "string") onEvent(JSON.parse(m.data));
+    else onAudio(m.data);
+  };
+  ws.onclose = (e) => onClosed(`server closed the WebSocket (${e.code}${e.reason ? ": " + e.reason : ""})`);
+  const t = {
+    kind: "websocket",
+    sendJson: (o) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(o)),
+    sendAudio: (pcm) => ws.readyState === WebSocket.OPEN && ws.send(pcm.buffer),
+    close: () => ws.close(1000),
+  };
+  t.sendJson({
+    type: "session.start",
+    protocol: 1,
+    sample_rate: S.ctx.sampleRate, // the server resamples any rate to 16 kHz
+    encoding: "pcm16",
+    traceparent: newTraceparent(),
+  });
+  return t;
+}
+
+async function openWebRTC() {
+  const pc = new RTCPeerConnection({ iceServers: [] }); // loopback / LAN: no STUN needed
+  for (const track of S.stream.getAudioTracks()) pc.addTrack(track, S.stream);
+  const dc = pc.createDataChannel("events"); // must exist before the offer
+  pc.ontrack = (e) => {
+    const remote = e.streams[0] || new MediaStream([e.track]);
+    // Chrome only pulls remote WebRTC audio into WebAudio while a media element plays it.
+    const el = new Audio();
+    el.muted = true;
+    el.srcObject = remote;
+    el.play().catch(() => {});
+    S.ctx.createMediaStreamSource(remote).connect(S.playBus);
+    logLine("webrtc: reply track attached");
+  };
+  dc.onmessage = (m) => {
+    if (typeof m.data === "string") onEvent(JSON.parse(m.data));
+  };
+  dc.onclose = () => onClosed("WebRTC data channel closed");
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed") onClosed("WebRTC connection failed");
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  // Non-trickle ICE: wait for gathering (host candidates only, so this is quick).
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const done = () => pc.iceGatheringState === "complete" && resolve();
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 2000);
+  });
+  const params = new URLSearchParams(location.search);
+  const body = { sdp: pc.localDescription.sdp, type: "offer", traceparent: newTraceparent() };
+  if (params.get("token")) body.token = params.get("token");
+  const r = await fetch("/webrtc/offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!r.ok) throw new Error(`POST /webrtc/offer: ${r.status} ${await r.text()}`);
+  const answer = await r.json();
+  S.sessionId = answer.session_id || null;
+  await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });
+  await new Promise((resolve, reject) => {
+    if (dc.readyState === "open") return resolve();
+    dc.onopen = resolve;
+    setTimeout(() => reject(new Error("WebRTC data channel did not open within 10 s")), 10000);
+  });
+  return {
+    kind: "webrtc",
+    sendJson: (o) => dc.readyState === "open" && dc.send(JSON.stringify(o)),
+    sendAudio: () => {}, // the microphone track carries the audio
+    close: () => {
+      try { dc.send(JSON.stringify({ type: "session.end" })); } catch (e) { /* closing anyway */ }
+      pc.close();
+    },
+  };
+}
+
+// NTP-style: of n sequential pings, the one with the smallest round trip fixes the offset.
+async function syncClock(n = 8) {
+  for (let i = 0; i < n; i++) {
+    const t0 = pageNow();
+    const pong = await new Promise((resolve, reject) => {
+      S.pendingPing = { id: i, resolve };
+      S.transport.sendJson({ type: "ping", id: i, t_client_ns: Math.round(t0 * 1e6) });
+      setTimeout(() => reject(new Error("server never answered a ping")), 5000);
+    });
+    const t3 = pageNow();
+    S.pings.push([Math.round(t0 * 1e6), Number(pong.t_server_ns), Math.round(t3 * 1e6)]);
+  }
+  const [t0, t1, t3] = S.pings.reduce((a, b) => (b[2] - b[0] < a[2] - a[0] ? b : a));
+  S.clock = { offsetMs: (t1 - (t0 + t3) / 2) / 1e6, rttMs: (t3 - t0) / 1e6, samples: S.pings.length };
+}
+
+// ---------------------------------------------------------------------------------------
+// Audio graph.
+
+async function setupAudio(opts) {
+  const ctx = new AudioContext({ latencyHint: "interactive" });
+  S.ctx = ctx;
+  await ctx.audioWorklet.addModule("/static/recorder.js");
+  await ctx.resume();
+  S.stream = await navigator.mediaDevices.getUserMedia({
+    audio: {
+      channelCount: 1,
+      echoCancellation: opts.echoCancellation,
+      noiseSuppression: opts.noiseSuppression,
+      autoGainControl: opts.autoGainControl,
+    },
+  });
+  const frameSamples = Math.round((ctx.sampleRate * FRAME_MS) / 1000);
+  const recorder = () =>
+    new AudioWorkletNode(ctx, "halfsec-recorder", {
+      numberOfInputs: 1,
+      numberOfOutputs: 0, // a sink: processed without being connected to the speakers
+      channelCount: 1,
+      channelCountMode: "explicit",
+      processorOptions: { frameSamples },
+    });
+  const mic = ctx.createMediaStreamSource(S.stream);
+  const cap = recorder();
+  mic.connect(cap);
+  cap.port.onmessage = (m) => onCaptureFrame(m.data);
+  // Everything the page plays goes through playBus, which the tap records as played.
+  S.playBus = ctx.createGain();
+  S.playBus.connect(ctx.destination);
+  const tap = recorder();
+  S.playBus.connect(tap);
+  tap.port.onmessage = (m) => onTapFrame(m.data);
+}
+
+function onCaptureFrame({ startFrame, pcm }) {
+  sampleCtxClock();
+  let peak = 0;
+  for (let i = 0; i < pcm.length; i++) peak = Math.max(peak, Math.abs(pcm[i]));
+  $("level").style.width = `${Math.min(100, (peak / 32768) * 140)}%`;
+  if (!S.sending) return;
+  S.transport.sendAudio(pcm);
+  const c = S.capture;
+  if (c.startFrame === null) c.startFrame = startFrame;
+  c.chunks.push([startFrame, pcm]);
+  // 10 ms levels for the page's own end-of-speech estimate (the bench recomputes it
+  // offline with the reference VAD).
+  const hop = Math.round(S.ctx.sampleRate / 100);
+  for (let off = 0; off + hop <= pcm.length; off += hop) {
+    let e = 0;
+    for (let i = off; i < off + hop; i++) e += pcm[i] * pcm[i];
+    const db = 10 * Math.log10(Math.max(e / hop, 1e-12) / 32768 ** 2);
+    c.levels.push([((startFrame + off + hop) / S.ctx.sampleRate) * 1000, db]);
+  }
+}
+
+function onTapFrame({ startFrame, pcm }) {
+  if (!S.sending) return;
+  if (S.tap.startFrame === null) S.tap.startFrame = startFrame;
+  S.tap.chunks.push([startFrame, pcm]);
+}
+
+// Reply audio over WebSocket: HSA1 header + PCM16 at the output rate, played back to back.
+function onAudio(buf) {
+  const v = new DataView(buf);
+  const magic = String.fromCharCode(v.getUint8(0), v.getUint8(1), v.getUint8(2), v.getUint8(3));
+  if (magic !== "HSA1") return logLine(`bad audio packet (${magic})`);
+  const turnId = v.getUint32(4, true);
+  const tServerNs = Number(v.getBigUint64(8, true));
+  if (S.play.cancelled.has(turnId)) return;
+  const pcm = new Int16Array(buf.slice(16));
+  if (!pcm.length) return;
+  const ctx = S.ctx;
+  const ab = ctx.createBuffer(1, pcm.length, S.outputRate);
+  const f = ab.getChannelData(0);
+  for (let i = 0; i < pcm.length; i++) f[i] = pcm[i] / 32768;
+  const src = ctx.createBufferSource();
+  src.buffer = ab;
+  src.connect(S.playBus);
+  // Gap-free: each chunk starts where the previous one ends.  After an underrun, start
+  // one render buffer ahead: main-thread currentTime lags the render thread by about that
+  // much, and a start time in the past would play late and overlap the next chunk.
+  const lead = Math.max(ctx.baseLatency || 0, 0.005);
+  const at = Math.max(S.play.nextTime, ctx.currentTime + lead);
+  src.start(at);
+  S.play.nextTime = at + ab.duration;
+  if (!S.play.sources.has(turnId)) S.play.sources.set(turnId, new Set());
+  S.play.sources.get(turnId).add(src);
+  src.onended = () => S.play.sources.get(turnId)?.delete(src);
+  S.play.chunks.push({
+    turn_id: turnId,
+    start_ms: at * 1000,
+    samples: pcm.length,
+    t_server_ns: tServerNs,
+    t_recv_ms: pageNow(),
+  });
+  const turn = getTurn(turnId);
+  if (turn.marks["audio.sent"] === undefined) turn.marks["audio.sent"] = serverToPage(tServerNs);
+}
+
+function stopTurnAudio(turnId) {
+  S.play.cancelled.add(turnId);
+  for (const src of S.play.sources.get(turnId) || []) {
+    try { src.stop(); } catch (e) { /* already stopped */ }
+  }
+  S.play.sources.delete(turnId);
+  S.play.nextTime = 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Events.
+
+function getTurn(id) {
+  if (!S.turns.has(id)) {
+    S.turns.set(id, {
+      turn_id: id, traceparent: null, partial: "", transcript: null, intent: null, slots: {},
+      reply_clauses: [], reply_text: null, interrupted: false, marks: {}, stages: null,
+      ref_end_ms: null, first_audible_ms: null, v2v_ms: null,
+    });
+  }
+  return S.turns.get(id);
+}
+
+function onEvent(ev) {
+  sampleCtxClock();
+  const tRecv = pageNow();
+  S.events.push({ event: ev, t_recv_ms: tRecv });
+  const tid = ev.turn_id || 0;
+  const turn = tid ? getTurn(tid) : null;
+  if (turn && ev.t_server_ns && S.clock) {
+    const key = ev.type === "timing" ? ev.name : ev.type;
+    if (turn.marks[key] === undefined) turn.marks[key] = serverToPage(ev.t_server_ns);
+  }
+  switch (ev.type) {
+    case "session.started":
+      S.sessionId = ev.session_id;
+      S.outputRate = ev.output_sample_rate || S.outputRate;
+      S.domain = ev.domain || null;
+      break;
+    case "pong":
+      if (S.pendingPing && ev.id === S.pendingPing.id) S.pendingPing.resolve(ev);
+      return; // not worth a log line
+    case "vad.speech_started":
+      S.started.add(tid);
+      if (ev.traceparent) turn.traceparent = ev.traceparent;
+      break;
+    case "turn.end":
+      S.ended.add(tid);
+      if (ev.traceparent) turn.traceparent = ev.traceparent;
+      // One trace per turn: the next turn's spans get a fresh parent.
+      S.transport.sendJson({ type: "trace.context", traceparent: newTraceparent() });
+      break;
+    case "transcript.partial":
+      turn.partial = ev.text;
+      break;
+    case "transcript.final":
+      turn.transcript = ev.text;
+      break;
+    case "intent":
+      turn.intent = ev.intent;
+      turn.slots = ev.slots || {};
+      break;
+    case "reply.text":
+      turn.reply_clauses.push(ev.text);
+      break;
+    case "reply.done":
+      turn.reply_text = ev.text;
+      S.finished.add(tid);
+      break;
+    case "interruption":
+      turn.interrupted = true;
+      S.finished.add(tid);
+      stopTurnAudio(tid);
+      break;
+    case "error":
+      if (tid) { S.finished.add(tid); S.ended.add(tid); }
+      if (ev.fatal) S.error = `${ev.code}: ${ev.message}`;
+      break;
+  }
+  logLine(`${tRecv.toFixed(1).padStart(9)} ms  ${ev.type}${ev.name ? " " + ev.name : ""}` +
+    `${tid ? " #" + tid : ""}${ev.text ? "  " + JSON.stringify(ev.text) : ""}` +
+    `${ev.type === "error" ? "  " + ev.code + ": " + ev.message : ""}`);
+  if (turn) renderTurn(turn);
+}
+
+function onClosed(why) {
+  if (!S || !S.running) return;
+  if (S.started.size > S.finished.size || !S.started.size) S.error = S.error || why;
+  setStatus(S.error ? "error" : "idle", S.error || "disconnected");
+  S.running = false;
+  S.sending = false;
+  updateButton();
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-turn measurement on the page (the bench recomputes the same from export()).
+
+// End of speech: last 10 ms block before the end-of-turn decision that stands 12 dB
+// above the noise floor (and above -55 dBFS).
+function refEndMs(turn) {
+  const until = turn.marks["turn.end"];
+  const lv = S.capture.levels.filter(([t]) => until === undefined || until === null || t <= until + 10);
+  if (!lv.length) return null;
+  const sorted = lv.map((l) => l[1]).sort((a, b) => a - b);
+  const thr = Math.max(sorted[Math.floor(sorted.length * 0.1)] + 12, -55);
+  for (let i = lv.length - 1; i >= 0; i--) if (lv[i][1] > thr) return lv[i][0];
+  return null;
+}
+
+// First sample of the played audio louder than the audible threshold after `fromMs`.
+function firstAudibleMs(fromMs) {
+  const rate = S.ctx.sampleRate;
+  const thr = 32768 * 10 ** (AUDIBLE_DBFS / 20);
+  const fromFrame = (fromMs / 1000) * rate;
+  for (const [start, pcm] of S.tap.chunks) {
+    if (start + pcm.length <= fromFrame) continue;
+    for (let i = Math.max(0, Math.ceil(fromFrame - start)); i < pcm.length; i++) {
+      if (Math.abs(pcm[i]) > thr) return ((start + i) / rate) * 1000;
+    }
+  }
+  return null;
+}
+
+// Stages telescope exactly like halfsec.lab.breakdown: each point is clamped between the
+// previous one and the first audible sample, so speculative work counts as zero.
+function measureTurn(turn) {
+  if (turn.stages || turn.interrupted || !turn.marks["turn.end"]) return;
+  const ref = refEndMs(turn);
+  if (ref === null) return;
+  const audible = firstAudibleMs(ref);
+  if (audible === null) return;
+  turn.ref_end_ms = ref;
+  turn.first_audible_ms = audible;
+  turn.v2v_ms = audible - ref;
+  const stages = {};
+  let prev = ref;
+  for (const [key, , , mark] of STAGES) {
+    const p = mark === null ? audible : turn.marks[mark];
+    const cur = p === undefined || p === null ? prev : Math.min(audible, Math.max(prev, p));
+    stages[key] = cur - prev;
+    prev = cur;
+  }
+  turn.stages = stages;
+  renderWaterfall();
+}
+
+function pending() {
+  for (const t of S.started) if (!S.ended.has(t)) return true;
+  for (const t of S.ended) if (!S.finished.has(t)) return true;
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering.
+
+function setStatus(kind, text) {
+  const el = $("status");
+  el.className = `status ${kind}`;
+  el.textContent = text;
+}
+
+function logLine(s) {
+  const el = $("log");
+  el.textContent += s + "\n";
+  if (el.textContent.length > 60000) el.textContent = el.textContent.slice(-40000);
+  el.scrollTop = el.scrollHeight;
+}
+
+function renderTurn(turn) {
+  const tr = $("transcript");
+  tr.replaceChildren();
+  if (turn.transcript !== null) tr.textContent = turn.transcript || "(nothing recognised)";
+  else {
+    const p = document.createElement("span");
+    p.className = "partial";
+    p.textContent = turn.partial || "…";
+    tr.append(p);
+  }
+  if (turn.intent !== null || Object.keys(turn.slots).length) {
+    $("intent").textContent = turn.intent || "(no intent)";
+    $("slots").replaceChildren(
+      ...Object.entries(turn.slots).map(([k, v]) => {
+        const li = document.createElement("li");
+        const b = document.createElement("b");
+        b.textContent = `${k} `;
+        li.append(b, String(v));
+        return li;
+      }),
+    );
+  }
+  const reply = turn.reply_text || turn.reply_clauses.join(" ");
+  if (reply) $("reply").textContent = reply + (turn.interrupted ? " (interrupted)" : "");
+}
+
+function renderLegend() {
+  $("legend").replaceChildren(
+    ...STAGES.map(([, label, colour]) => {
+      const s = document.createElement("span");
+      const i = document.createElement("i");
+      i.style.background = `var(${colour})`;
+      s.append(i, label);
+      return s;
+    }),
+  );
+}
+
+function renderWaterfall() {
+  const turns = [...S.turns.values()].filter((t) => t.stages);
+  const scale = Math.max(1000, ...turns.map((t) => t.v2v_ms * 1.1));
+  $("waterfall").replaceChildren(
+    ...turns.map((t) => {
+      const row = document.createElement("div");
+      row.className = "turn";
+      const label = document.createElement("div");
+      label.className = "label";
+      label.textContent = `#${t.turn_id} ${t.transcript || ""}`;
+      label.title = t.transcript || "";
+      const track = document.createElement("div");
+      track.className = "track";
+      let x = 0;
+      for (const [key, name, colour] of STAGES) {
+        const ms = t.stages[key];
+        const bar = document.createElement("div");
+        bar.className = "bar";
+        bar.style.left = `${(x / scale) * 100}%`;
+        bar.style.width = `${(ms / scale) * 100}%`;
+        bar.style.background = `var(${colour})`;
+        bar.title = `${name}: ${ms.toFixed(0)} ms`;
+        if (ms / scale > 0.06) bar.textContent = `${ms.toFixed(0)}`;
+        track.append(bar);
+        x += ms;
+      }
+      const budget = document.createElement("div");
+      budget.className = "budget";
+      budget.style.left = `${(BUDGET_MS / scale) * 100}%`;
+      budget.title = `${BUDGET_MS} ms budget`;
+      track.append(budget);
+      const total = document.createElement("div");
+      total.className = "total" + (t.v2v_ms > BUDGET_MS ? " over" : "");
+      total.textContent = `${t.v2v_ms.toFixed(0)} ms`;
+      row.append(label, track, total);
+      return row;
+    }),
+  );
+}
+
+function updateButton() {
+  const b = $("toggle");
+  const live = S && S.running;
+  b.textContent = live ? "Stop" : "Start talking";
+  b.classList.toggle("stop", !!live);
+  for (const id of ["transport", "ec", "ns", "agc"]) $(id).disabled = !!live;
+}
+
+// ---------------------------------------------------------------------------------------
+// Public API (the UI uses it too).
+
+async function start(opts = {}) {
+  if (S && S.running) await stop();
+  const o = {
+    transport: opts.transport || $("transport").value,
+    echoCancellation: opts.echoCancellation ?? $("ec").checked,
+    noiseSuppression: opts.noiseSuppression ?? $("ns").checked,
+    autoGainControl: opts.autoGainControl ?? $("agc").checked,
+  };
+  S = freshState(o);
+  window.halfsec.turns = [];
+  $("waterfall").replaceChildren();
+  $("log").textContent = "";
+  S.running = true;
+  updateButton();
+  setStatus("busy", "connecting…");
+  try {
+    await setupAudio(o);
+    sampleCtxClock();
+    S.transport = o.transport === "webrtc" ? await openWebRTC() : await openWebSocket();
+    await syncClock(8);
+    S.sending = true; // capture and tap recordings start together with the audio sent
+    const i = `${o.transport}, session ${S.sessionId || "?"}, mic ${S.ctx.sampleRate} Hz, ` +
+      `clock offset ±${(S.clock.rttMs / 2).toFixed(1)} ms, output latency ` +
+      `${((S.ctx.outputLatency || 0) * 1000).toFixed(0)} ms`;
+    $("info").textContent = i;
+    setStatus("live", "listening");
+  } catch (e) {
+    S.error = String(e.message || e);
+    setStatus("error", S.error);
+    await stop();
+    throw e;
+  }
+  return status();
+}
+
+async function stop() {
+  if (!S) return;
+  const wasRunning = S.running;
+  S.running = false;
+  S.sending = false;
+  if (S.transport) {
+    try {
+      if (S.transport.kind === "websocket") S.transport.sendJson({ type: "session.end" });
+      S.transport.close();
+    } catch (e) { /* already gone */ }
+  }
+  if (S.stream) for (const t of S.stream.getTracks()) t.stop();
+  if (S.ctx && S.ctx.state !== "closed") await S.ctx.suspend();
+  if (wasRunning && !S.error) setStatus("idle", "stopped");
+  updateButton();
+}
+
+function status() {
+  if (!S) return { running: false };
+  const capFrames = S.capture.chunks.reduce((n, c) => n + c[1].length, 0);
+  return {
+    running: S.running,
+    sending: S.sending,
+    error: S.error,
+    transport: S.opts.transport,
+    session_id: S.sessionId,
+    captured_s: S.ctx ? capFrames / S.ctx.sampleRate : 0,
+    started: S.started.size,
+    pending: pending(),
+    // How long the reply already scheduled still plays (WebSocket; WebRTC streams live).
+    playing_for_s: S.ctx ? Math.max(0, S.play.nextTime - S.ctx.currentTime) : 0,
+    last_audible_ms: lastAudibleMs(),
+    now_ms: pageNow(),
+  };
+}
+
+function lastAudibleMs() {
+  const thr = 32768 * 10 ** (AUDIBLE_DBFS / 20);
+  for (let c = S.tap.chunks.length - 1; c >= 0; c--) {
+    const [start, pcm] = S.tap.chunks[c];
+    for (let i = pcm.length - 1; i >= 0; i--) {
+      if (Math.abs(pcm[i]) > thr) return ((start + i) / S.ctx.sampleRate) * 1000;
+    }
+  }
+  return null;
+}
+
+// Contiguous Int16 buffer from the recorded frames (zeros where nothing was recorded),
+// base64 encoded for the DevTools protocol.
+function joined(rec) {
+  if (rec.startFrame === null || !rec.chunks.length) return { start_frame: null, b64: "" };
+  const last = rec.chunks[rec.chunks.length - 1];
+  const out = new Int16Array(last[0] + last[1].length - rec.startFrame);
+  for (const [start, pcm] of rec.chunks) out.set(pcm, start - rec.startFrame);
+  const bytes = new Uint8Array(out.buffer);
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return { start_frame: rec.startFrame, b64: btoa(s) };
+}
+
+function exportRun() {
+  const ctx = S.ctx;
+  return {
+    version: 1,
+    transport: S.opts.transport,
+    constraints: {
+      echoCancellation: S.opts.echoCancellation,
+      noiseSuppression: S.opts.noiseSuppression,
+      autoGainControl: S.opts.autoGainControl,
+    },
+    error: S.error,
+    session_id: S.sessionId,
+    domain: S.domain,
+    context_rate: ctx.sampleRate,
+    output_rate: S.outputRate,
+    base_latency_ms: (ctx.baseLatency || 0) * 1000,
+    output_latency_ms: (ctx.outputLatency || 0) * 1000,
+    pings: S.pings,
+    traceparents: S.traceparents,
+    capture: joined(S.capture),
+    played: joined(S.tap),
+    chunks: S.play.chunks,
+    events: S.events,
+    turns: [...S.turns.values()],
+  };
+}
+
+window.halfsec = { ready: true, version: 1, start, stop, status, export: exportRun, turns: [] };
+
+// Measure turns as their audio plays; keep window.halfsec.turns current for the bench.
+setInterval(() => {
+  if (!S || !S.ctx) return;
+  sampleCtxClock();
+  for (const t of S.turns.values()) measureTurn(t);
+  window.halfsec.turns = [...S.turns.values()];
+  if (S.running && S.sending) {
+    setStatus("live", pending() ? "thinking…" : status().playing_for_s > 0 ? "speaking" : "listening");
+  }
+}, 200);
+
+renderLegend();
+updateButton();
+$("toggle").addEventListener("click", () => {
+  if (S && S.running) stop();
+  else start().catch((e) => logLine(`start failed: ${e.message || e}`));
+});
