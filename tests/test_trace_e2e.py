@@ -152,3 +152,26 @@ def test_client_and_server_spans_share_one_trace(
     kept = {(s["name"], s["traceId"]) for s in result.spans}
     assert ("client.turn", tid) in kept and ("server.turn", tid) in kept
     assert ("send", tid) in kept
+
+
+@pytest.mark.slow
+def test_collector_down_never_breaks_a_session(tmp_path: Path) -> None:
+    """Both processes export to a port nobody listens on: the turn is still answered and
+    measured, and the run still ends (exports fail in the batch thread, bounded by the
+    exporter's timeout, never on the event loop)."""
+    from halfsec.lab.bench import free_port
+
+    pcm = load_audio(SPEECH / RECORDING)
+    b = voiced_bounds(pcm)
+    assert b is not None
+    wav = tmp_path / "turn.wav"
+    write_wav(wav, pcm[max(0, b[0] - 4800) : b[1] + 16000], 16000)
+    dead = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    result = asyncio.run(run_bench([CorpusItem(wav)], BenchOptions(otlp_endpoint=dead)))
+    (rec,) = result.records
+    assert rec["ok"] and rec["v2v_ms"] is not None, rec
+    assert time.monotonic() - t0 < 60
+    # The local copies (bench memory, server JSON lines) still hold the turn.
+    names = {s["name"] for s in result.spans if s["traceId"] == rec["trace_id"]}
+    assert {"client.turn", "server.turn", "stt"} <= names, names
