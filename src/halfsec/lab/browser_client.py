@@ -126,7 +126,9 @@ class CDP:
                 fut.set_result(data)
             elif data.get("method") == "Runtime.consoleAPICalled":
                 args = data["params"].get("args", [])
-                self.console.append(" ".join(str(a.get("value", a.get("description"))) for a in args))
+                self.console.append(
+                    " ".join(str(a.get("value", a.get("description"))) for a in args)
+                )
             elif data.get("method") == "Runtime.exceptionThrown":
                 d = data["params"]["exceptionDetails"]
                 self.console.append(f"exception: {d.get('exception', {}).get('description') or d}")
@@ -187,7 +189,8 @@ class Chromium:
                 "`apt-get install -y chromium`) or pass its path"
             )
         args = chromium_flags(self.profile, self.fake_wav) + self.options.extra_flags
-        with open(self._log, "wb") as log:
+        log = self._log.open("wb")  # noqa: ASYNC230 - a local file, opened once per browser
+        try:
             self.proc = await asyncio.create_subprocess_exec(
                 exe,
                 *args,
@@ -197,6 +200,8 @@ class Chromium:
                 stderr=log,
                 start_new_session=True,  # its own process group: killed as a whole
             )
+        finally:
+            log.close()  # the child keeps its own descriptor
         port = await self._devtools_port()
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         async with self.http.get(f"http://127.0.0.1:{port}/json/list") as r:
@@ -516,9 +521,13 @@ async def run_browser_recording(
 
 async def screenshot(cdp: CDP, path: Path) -> Path:
     r = await cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(r["data"]))
+    _write_bytes(path, base64.b64decode(r["data"]))
     return path
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 async def run_browser_bench(

@@ -17,6 +17,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 """HTML, JS (including the AudioWorklet modules) and CSS of the page."""
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
+_MOUNTED = web.AppKey("halfsec_web_page_mounted", bool)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -25,8 +26,14 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    """Mount the page at ``/`` and its files at ``/static/`` (call before the app starts)."""
+    """Mount the page at ``/`` and its files at ``/static/`` (before the app starts).
+
+    Idempotent: a second call on the same app (server.py and a test both mounting it)
+    does nothing."""
+    if app.get(_MOUNTED):
+        return
     if not (STATIC_DIR / "index.html").is_file():  # a broken install, not a user error
         raise FileNotFoundError(f"the browser page is missing from {STATIC_DIR}")
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
+    app[_MOUNTED] = True

@@ -376,6 +376,7 @@ function onEvent(ev) {
       turn.interrupted = true;
       S.finished.add(tid);
       stopTurnAudio(tid);
+      renderWaterfall();
       break;
     case "error":
       if (tid) { S.finished.add(tid); S.ended.add(tid); }
@@ -510,8 +511,8 @@ function renderLegend() {
 }
 
 function renderWaterfall() {
-  const turns = [...S.turns.values()].filter((t) => t.stages);
-  const scale = Math.max(1000, ...turns.map((t) => t.v2v_ms * 1.1));
+  const turns = [...S.turns.values()].filter((t) => t.stages || t.interrupted);
+  const scale = Math.max(1000, ...turns.filter((t) => t.stages).map((t) => t.v2v_ms * 1.1));
   $("waterfall").replaceChildren(
     ...turns.map((t) => {
       const row = document.createElement("div");
@@ -522,6 +523,15 @@ function renderWaterfall() {
       label.title = t.transcript || "";
       const track = document.createElement("div");
       track.className = "track";
+      if (!t.stages) {
+        // The user kept talking: this turn's reply was cut off (barge-in), no latency.
+        const note = document.createElement("div");
+        note.className = "note";
+        note.textContent = "interrupted — you kept talking";
+        track.append(note);
+        row.append(label, track, document.createElement("div"));
+        return row;
+      }
       let x = 0;
       for (const [key, name, colour] of STAGES) {
         const ms = t.stages[key];
@@ -569,6 +579,11 @@ async function start(opts = {}) {
     autoGainControl: opts.autoGainControl ?? $("agc").checked,
   };
   S = freshState(o);
+  // Show what is actually in effect (the bench starts the page without clicking).
+  $("transport").value = o.transport;
+  $("ec").checked = o.echoCancellation;
+  $("ns").checked = o.noiseSuppression;
+  $("agc").checked = o.autoGainControl;
   window.halfsec.turns = [];
   $("waterfall").replaceChildren();
   $("log").textContent = "";

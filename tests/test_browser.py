@@ -1,0 +1,196 @@
+"""The browser page, end to end: real headless Chromium, real speech as its microphone.
+
+A server with the page mounted runs in this process on a free loopback port; Chromium's
+fake capture device plays a real coffee order into the page, which streams it (WebSocket
+or WebRTC), plays the reply through WebAudio and records what it captured and played.
+Checked: the server understood the order, the audio the page *played* is speech that
+says the reply (our own Whisper listens to it), voice-to-voice is positive and the
+record has the bench's schema.  Chromium is always killed by the client (and checked)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import soundfile as sf
+from aiohttp import web
+
+from halfsec.audio.framing import frames_of
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.audio.resample import resample
+from halfsec.config import load_config
+from halfsec.lab.bench import RECORD_KEYS
+from halfsec.lab.breakdown import STAGES
+from halfsec.lab.browser_client import (
+    DEFAULT_CHROMIUM,
+    BrowserOptions,
+    align,
+    page_url,
+    run_browser_bench,
+)
+from halfsec.lab.corpus import CorpusItem, parse_slots
+from halfsec.runtime.engines import Engines
+from halfsec.transport.server import ServerOptions, VoiceServer
+from halfsec.transport.web_page import STATIC_DIR, add_routes
+from halfsec.turn.reference import voiced_bounds
+
+
+@contextlib.asynccontextmanager
+async def page_server(engines: Engines) -> AsyncIterator[str]:
+    """The real server application with the page mounted, on a free loopback port."""
+    server = VoiceServer(engines, load_config(), ServerOptions(host="127.0.0.1", port=0))
+    add_routes(server.app)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    try:
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await runner.cleanup()
+
+
+def _coffee_item(rows: list[dict[str, str]], speech_dir: Path, tmp: Path, n: int) -> CorpusItem:
+    """The n-th shortest coffee order, cut to 0.3 s before / 1 s after the speech."""
+    coffee = sorted(
+        (r for r in rows if r["intent"] == "orderDrink"), key=lambda r: float(r["duration_s"])
+    )
+    r = coffee[n]
+    pcm = load_audio(speech_dir / r["file"])
+    b = voiced_bounds(pcm)
+    assert b is not None
+    out = tmp / (Path(r["file"]).stem + ".wav")
+    write_wav(out, pcm[max(0, b[0] - 4800) : b[1] + 16000], 16000)
+    return CorpusItem(out, intent=r["intent"], slots=parse_slots(r["slots"]))
+
+
+def _chromium_pids() -> set[int]:
+    """Chromium processes anywhere on this machine (to check none outlived a run)."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if "halfsec-chromium-" in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.add(int(d.name))
+    return pids
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+async def _hear(pcm: np.ndarray) -> str:
+    """What our Whisper hears in 16 kHz audio."""
+    from halfsec.stt.factory import create_stt
+    from halfsec.stt.options import STTOptions
+
+    stream = create_stt(STTOptions()).open_stream()
+    for f in frames_of(pcm):
+        stream.feed(f)
+    text = (await stream.hypothesis(final=True)).text
+    stream.close()
+    return text
+
+
+async def _browser_turn(
+    engines: Engines,
+    rows: list[dict[str, str]],
+    speech_dir: Path,
+    tmp_path: Path,
+    transport: str,
+) -> None:
+    assert shutil.which(DEFAULT_CHROMIUM), (
+        f"{DEFAULT_CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh)"
+    )
+    item = _coffee_item(rows, speech_dir, tmp_path, 0)
+    before = _chromium_pids()
+    opts = BrowserOptions(screenshot_dir=tmp_path / "shots", save_audio=tmp_path / "audio")
+    async with page_server(engines) as url:
+        records = await run_browser_bench(url, [item], transport, opts)
+    assert _chromium_pids() - before == set(), "Chromium outlived the run"
+    assert len(records) == 1
+    rec: dict[str, Any] = records[0]
+    assert set(RECORD_KEYS) <= set(rec), set(RECORD_KEYS) - set(rec)
+    assert rec["client"] == "browser" and rec["transport"] == transport
+    assert rec["ok"], rec["error"]
+    assert rec["error"] is None
+
+    # The server understood what the page captured from the fake microphone.
+    assert rec["intent"] == "orderDrink", rec
+    assert rec["slots"].get("coffeeDrink") == item.slots["coffeeDrink"], rec["slots"]
+    assert rec["input_match"] > 0.9, "the page captured the recording, nearly unchanged"
+
+    # Voice-to-voice on the page's clock, and its stages, telescoped like the bench's.
+    v2v = rec["v2v_ms"]
+    assert v2v is not None and 0 < v2v < 5000, v2v
+    assert list(rec["stages"]) == list(STAGES)
+    assert abs(sum(rec["stages"].values()) - v2v) < 0.1, rec["stages"]
+    assert rec["page_v2v_ms"] is not None and rec["page_v2v_ms"] > 0
+    assert rec["trace_id"] and re.fullmatch(r"[0-9a-f]{32}", rec["trace_id"])
+    assert rec["clock_uncertainty_ms"] is not None
+
+    # What the page played, from the first audible sample on, is the reply, spoken.
+    played, rate = sf.read(str(tmp_path / "audio" / f"{item.stem}.received.wav"), dtype="int16")
+    reply = np.asarray(played[int(rec["first_audible_ms"] * rate / 1000) :], dtype=np.int16)
+    heard = await _hear(resample(reply, int(rate), 16000).astype(np.int16))
+    common = _words(heard) & _words(rec["reply_text"])
+    assert len(common) >= 3, (heard, rec["reply_text"])
+
+    shot = tmp_path / "shots" / f"{item.stem}.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 10_000
+
+
+async def test_page_is_served_with_local_assets_only(engines: Engines) -> None:
+    async with page_server(engines) as url, aiohttp.ClientSession() as http:
+        base = page_url(url)
+        async with http.get(base) as r:
+            assert r.status == 200
+            assert r.content_type == "text/html"
+            html = await r.text()
+        assert "/static/app.js" in html and "/static/style.css" in html
+        for name in ("app.js", "recorder.js"):
+            async with http.get(base + f"static/{name}") as r:
+                assert r.status == 200
+                assert "javascript" in r.content_type  # module scripts and worklets need it
+        async with http.get(base + "static/../web_page.py") as r:
+            assert r.status in (403, 404)
+        async with http.get(base + "healthz") as r:
+            assert r.status == 200  # the server's own routes are untouched
+    # No CDN, no external fonts: every asset is local.
+    for f in STATIC_DIR.iterdir():
+        text = f.read_text()
+        assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text), f
+        assert "@import" not in text and "url(http" not in text, f
+
+
+def test_add_routes_is_idempotent() -> None:
+    app = web.Application()
+    add_routes(app)
+    add_routes(app)
+    gets = [r for r in app.router.routes() if r.method == "GET" and r.resource is not None]
+    assert [r.resource.canonical for r in gets if r.resource.canonical == "/"] == ["/"]
+
+
+def test_align_finds_the_recording_in_the_capture(speech_dir: Path) -> None:
+    pcm = load_audio(next((speech_dir / "audio").glob("*.flac")))[:32000]
+    captured = np.concatenate([np.zeros(1234, np.int16), pcm, np.zeros(500, np.int16)])
+    lag, score = align(captured, pcm)
+    assert lag == 1234 and score > 0.999
+    noise = np.random.default_rng(0).integers(-3000, 3000, captured.size).astype(np.int16)
+    assert align(noise, pcm)[1] < 0.2
+
+
+@pytest.mark.slow
+async def test_browser_turn_over_websocket(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
+) -> None:
+    await _browser_turn(engines, rows, speech_dir, tmp_path, "websocket")
