@@ -108,6 +108,8 @@ class Received:
     t_server_ns: int = 0
     start_sample: int = 0
     samples: int = 0
+    buffer_ms: float | None = None
+    """Time the audio sat in the client's jitter buffer (Opus/WebRTC clients only)."""
 
 
 @dataclass

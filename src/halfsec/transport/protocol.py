@@ -39,13 +39,22 @@ from ..frames import (
 )
 
 PROTOCOL_VERSION = 1
-SUPPORTED_ENCODINGS = ("pcm16",)
+SUPPORTED_ENCODINGS = ("pcm16", "opus")
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
 
 AUDIO_MAGIC = b"HSA1"
 _AUDIO_HEADER = struct.Struct("<4sIQ")
 AUDIO_HEADER_BYTES = _AUDIO_HEADER.size  # 16: magic, uint32 turn_id, uint64 t_server_ns
+
+# Opus on the WebSocket: one packet per binary message, with RTP-style sequence number and
+# 48 kHz timestamp so the receiver's jitter buffer can reorder, conceal and use FEC.
+OPUS_IN_MAGIC = b"HSI1"
+_OPUS_IN_HEADER = struct.Struct("<4sHI")
+OPUS_IN_HEADER_BYTES = _OPUS_IN_HEADER.size  # 10: magic, uint16 seq, uint32 timestamp
+OPUS_OUT_MAGIC = b"HSO1"
+_OPUS_OUT_HEADER = struct.Struct("<4sIQHI")
+OPUS_OUT_HEADER_BYTES = _OPUS_OUT_HEADER.size  # 22: magic, turn_id, t_server_ns, seq, ts
 
 # Server -> client event types.
 SESSION_STARTED = "session.started"
@@ -85,6 +94,7 @@ class SessionStart:
     sample_rate: int
     encoding: str
     traceparent: str | None = None
+    output_encoding: str = "pcm16"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +154,14 @@ def parse_client_message(text: str) -> ClientMessage:
         if encoding not in SUPPORTED_ENCODINGS:
             raise ProtocolError(
                 "unsupported_encoding",
-                f"encoding {encoding!r} is not supported (Opus is planned); send "
-                "'pcm16': 16-bit little-endian mono PCM",
+                f"encoding {encoding!r} is not supported; send 'pcm16' (16-bit "
+                "little-endian mono PCM) or 'opus' (HSI1 packets, see docs/protocol.md)",
+            )
+        out_enc = obj.get("output_encoding", "pcm16")
+        if out_enc not in SUPPORTED_ENCODINGS:
+            raise ProtocolError(
+                "unsupported_encoding",
+                f"output_encoding {out_enc!r} is not supported; use 'pcm16' or 'opus'",
             )
         rate = obj.get("sample_rate")
         if (
@@ -161,7 +177,15 @@ def parse_client_message(text: str) -> ClientMessage:
         tp = obj.get("traceparent")
         if tp is not None and not valid_traceparent(tp):
             raise ProtocolError("bad_traceparent", f"traceparent {tp!r} is not W3C version 00")
-        return SessionStart(sample_rate=rate, encoding=encoding, traceparent=tp)
+        if encoding == "opus" and rate != 48_000:
+            raise ProtocolError(
+                "bad_sample_rate",
+                "with encoding 'opus' sample_rate must be 48000 (the Opus RTP clock; "
+                f"the audio itself may be coded at any rate), got {rate!r}",
+            )
+        return SessionStart(
+            sample_rate=rate, encoding=encoding, traceparent=tp, output_encoding=out_enc
+        )
     if kind == "trace.context":
         tp = obj.get("traceparent")
         if not valid_traceparent(tp):
@@ -186,7 +210,10 @@ def parse_client_message(text: str) -> ClientMessage:
 
 
 def session_start_message(
-    sample_rate: int = 16_000, traceparent: str | None = None, encoding: str = "pcm16"
+    sample_rate: int = 16_000,
+    traceparent: str | None = None,
+    encoding: str = "pcm16",
+    output_encoding: str = "pcm16",
 ) -> str:
     msg: dict[str, Any] = {
         "type": "session.start",
@@ -194,6 +221,8 @@ def session_start_message(
         "sample_rate": sample_rate,
         "encoding": encoding,
     }
+    if output_encoding != "pcm16":
+        msg["output_encoding"] = output_encoding
     if traceparent is not None:
         msg["traceparent"] = traceparent
     return json.dumps(msg)
@@ -213,6 +242,23 @@ def session_end_message() -> str:
 
 def encode_pcm16(pcm: np.ndarray) -> bytes:
     return pcm.astype("<i2", copy=False).tobytes()
+
+
+def encode_opus_in(seq: int, timestamp: int, packet: bytes) -> bytes:
+    """Client -> server Opus message: ``HSI1``, uint16 seq, uint32 48 kHz timestamp."""
+    return _OPUS_IN_HEADER.pack(OPUS_IN_MAGIC, seq & 0xFFFF, timestamp & 0xFFFFFFFF) + packet
+
+
+def decode_opus_in(data: bytes) -> tuple[int, int, bytes]:
+    """(seq, timestamp, Opus packet); raises ``ProtocolError`` on a bad header."""
+    if len(data) <= OPUS_IN_HEADER_BYTES:
+        raise ProtocolError(
+            "bad_audio", f"Opus message of {len(data)} bytes has no header and packet"
+        )
+    magic, seq, ts = _OPUS_IN_HEADER.unpack_from(data)
+    if magic != OPUS_IN_MAGIC:
+        raise ProtocolError("bad_audio", f"Opus message magic {magic!r} is not {OPUS_IN_MAGIC!r}")
+    return int(seq), int(ts), bytes(data[OPUS_IN_HEADER_BYTES:])
 
 
 # -- server -> client ---------------------------------------------------------------------
@@ -325,6 +371,40 @@ def decode_audio(data: bytes) -> AudioPacket:
         raise ProtocolError("bad_audio_packet", "audio packet body is not 16-bit PCM (odd length)")
     pcm = np.frombuffer(body, dtype="<i2").astype(np.int16)
     return AudioPacket(turn_id=int(turn_id), t_server_ns=int(t_ns), pcm=pcm)
+
+
+def encode_opus_out(
+    turn_id: int, t_server_ns: int, seq: int, timestamp: int, packet: bytes
+) -> bytes:
+    """Server -> client Opus reply packet: ``HSO1`` header (22 bytes) then one packet."""
+    return (
+        _OPUS_OUT_HEADER.pack(
+            OPUS_OUT_MAGIC, turn_id & 0xFFFFFFFF, t_server_ns, seq & 0xFFFF, timestamp & 0xFFFFFFFF
+        )
+        + packet
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpusPacket:
+    turn_id: int
+    t_server_ns: int
+    seq: int
+    timestamp: int
+    packet: bytes
+
+
+def decode_opus_out(data: bytes) -> OpusPacket:
+    if len(data) <= OPUS_OUT_HEADER_BYTES:
+        raise ProtocolError("bad_audio_packet", f"Opus packet of {len(data)} bytes has no body")
+    magic, turn_id, t_ns, seq, ts = _OPUS_OUT_HEADER.unpack_from(data)
+    if magic != OPUS_OUT_MAGIC:
+        raise ProtocolError(
+            "bad_audio_packet", f"audio packet magic {magic!r} is not {OPUS_OUT_MAGIC!r}"
+        )
+    return OpusPacket(
+        int(turn_id), int(t_ns), int(seq), int(ts), bytes(data[OPUS_OUT_HEADER_BYTES:])
+    )
 
 
 def parse_server_event(text: str) -> dict[str, Any]:

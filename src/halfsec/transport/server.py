@@ -36,11 +36,12 @@ from ..audio.resample import StreamResampler
 from ..clock import now_ns
 from ..config import HalfsecConfig
 from ..errors import AudioInputError, HalfsecError
-from ..frames import ErrorFrame, Frame, Interruption, ReplyAudio, SpeechStarted
+from ..frames import EndOfTurn, ErrorFrame, Frame, Interruption, ReplyAudio, SpeechStarted
 from ..runtime.engines import Engines
 from ..runtime.session import VoiceSession
 from ..trace.setup import Tracing, configure_tracing
 from ..trace.turns import TurnTraceRecorder, engine_models
+from .media import InboundAudio, PacedOpusOut
 from .protocol import (
     PROTOCOL_VERSION,
     Ping,
@@ -48,7 +49,9 @@ from .protocol import (
     SessionEnd,
     SessionStart,
     TraceContext,
+    decode_opus_in,
     encode_audio,
+    encode_opus_out,
     error_event,
     frame_to_event,
     parse_client_message,
@@ -176,6 +179,11 @@ class _Conn:
     cancelled_turns: set[int] = field(default_factory=set)
     closing: bool = False
     recorder: TurnTraceRecorder | None = None
+    inbound: InboundAudio | None = None
+    """Opus input (``encoding: opus``): jitter buffer + FEC/PLC, paced into the session."""
+    opus_out: PacedOpusOut | None = None
+    """Opus reply audio (``output_encoding: opus``): paced 20 ms HSO1 packets."""
+    pacer: asyncio.Task[None] | None = None
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         if self.ws.closed:
@@ -186,6 +194,9 @@ class _Conn:
 
     async def send_audio(self, turn_id: int, pcm: np.ndarray) -> None:
         if self.ws.closed:
+            return
+        if self.opus_out is not None:
+            self.opus_out.put(turn_id, pcm)  # sent by ``_opus_pacer`` in real time
             return
         async with self.send_lock:
             # The header carries the moment the packet is handed to the socket; the
@@ -199,6 +210,24 @@ class _Conn:
 
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
         await self.send_json(error_event(code, message, now_ns(), fatal=fatal))
+
+    async def _opus_pacer(self) -> None:
+        """Send queued reply audio as one HSO1 Opus packet per 20 ms slot."""
+        out = self.opus_out
+        assert out is not None
+        seq = 0
+        while not self.ws.closed:
+            slot = await out.next_slot()
+            if slot.packet is None or slot.turn_id in self.cancelled_turns:
+                continue
+            async with self.send_lock:
+                t = now_ns()
+                data = encode_opus_out(slot.turn_id, t, seq, slot.index * 960, slot.packet)
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.send_bytes(data)
+            seq += 1
+            if self.recorder is not None:
+                self.recorder.audio_sent(slot.turn_id, t)
 
 
 class VoiceServer:
@@ -230,6 +259,11 @@ class VoiceServer:
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/ws", self._ws)
+        from .webrtc import WebRtcGateway  # aiortc is imported only with the server
+
+        self.webrtc = WebRtcGateway(self)
+        self.app.router.add_post("/webrtc/offer", self.webrtc.offer)
+        self.app.on_shutdown.append(self.webrtc.shutdown)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._close_tracing)
 
@@ -239,7 +273,9 @@ class VoiceServer:
             {
                 "status": "ok",
                 "protocol": PROTOCOL_VERSION,
-                "sessions": len(self.sessions),
+                "sessions": self.session_count,
+                "transports": ["websocket", "webrtc"],
+                "encodings": ["pcm16", "opus"],
                 "max_sessions": self.options.max_sessions,
                 "output_sample_rate": self.config.audio.output_rate,
                 "domain": self.config.logic.domain,
@@ -248,6 +284,11 @@ class VoiceServer:
                 "inject_delay_ms": self.options.inject_delay_ms,
             }
         )
+
+    @property
+    def session_count(self) -> int:
+        """Open sessions of every transport (``--max-sessions`` caps the sum)."""
+        return len(self.sessions) + len(self.webrtc.sessions)
 
     def _authorized(self, request: web.Request) -> bool:
         token = self.options.token
@@ -290,7 +331,7 @@ class VoiceServer:
                 status=403,
                 text=f"origin {origin} is not allowed; start the server with --allow-origin {origin}",
             )
-        if len(self.sessions) >= self.options.max_sessions:
+        if self.session_count >= self.options.max_sessions:
             return web.Response(
                 status=503,
                 text=f"server busy: {self.options.max_sessions} sessions already open "
@@ -311,6 +352,10 @@ class VoiceServer:
         finally:
             conn.closing = True
             self.sessions.pop(conn.session_id, None)
+            if conn.inbound is not None:
+                await conn.inbound.close()
+            if conn.pacer is not None:
+                conn.pacer.cancel()
             if conn.session is not None:
                 # Cancels the turn in flight (client gone mid-turn) and ends events().
                 with contextlib.suppress(Exception):
@@ -413,13 +458,30 @@ class VoiceServer:
         )
         conn.resampler = StreamResampler(m.sample_rate, INTERNAL_RATE)
         conn.next_traceparent = m.traceparent
-        log.info("session %s started (%d Hz)", conn.session_id, m.sample_rate)
+        if m.encoding == "opus":
+
+            async def bad_opus(n: int) -> None:
+                await conn.error("bad_audio", f"{n} Opus packet(s) could not be decoded; concealed")
+
+            conn.inbound = InboundAudio(conn.session.push, on_malformed=bad_opus)
+        if m.output_encoding == "opus":
+            conn.opus_out = PacedOpusOut(cfg.audio.output_rate)
+            conn.pacer = asyncio.create_task(conn._opus_pacer(), name=f"opus-{conn.session_id}")
+        log.info(
+            "session %s started (%d Hz, %s in, %s out)",
+            conn.session_id,
+            m.sample_rate,
+            m.encoding,
+            m.output_encoding,
+        )
         started = session_started_event(
             conn.session_id,
             cfg.audio.output_rate,
             now_ns(),
             input_sample_rate=m.sample_rate,
             domain=cfg.logic.domain,
+            encoding=m.encoding,
+            output_encoding=m.output_encoding,
         )
         return asyncio.create_task(self._sender(conn, started), name=f"send-{conn.session_id}")
 
@@ -430,6 +492,16 @@ class VoiceServer:
                 "audio received before session.start; send "
                 '{"type":"session.start","protocol":1,"sample_rate":16000,"encoding":"pcm16"} first',
             )
+            return
+        if conn.inbound is not None:
+            try:
+                seq, ts, packet = decode_opus_in(data)
+            except ProtocolError as e:
+                await conn.error(e.code, e.message)
+                return
+            conn.inbound.push(seq, ts, packet)
+            if conn.inbound.error is not None:
+                raise conn.inbound.error
             return
         try:
             pcm = pcm16_from_bytes(data, max_bytes=self.options.max_message_bytes)
@@ -464,9 +536,13 @@ class VoiceServer:
                     continue
                 if isinstance(f, Interruption):
                     conn.cancelled_turns.add(f.turn_id)
+                    if conn.opus_out is not None:
+                        conn.opus_out.flush(f.turn_id)
                 ev = self._event(conn, f)
                 if ev is not None:
                     await conn.send_json(ev)
+                if isinstance(f, EndOfTurn) and conn.inbound is not None:
+                    await conn.send_json(jitter_event(f.turn_id, conn.inbound.turn_summary()))
                 if isinstance(f, ErrorFrame) and f.fatal:
                     await conn.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"fatal error")
                     break
@@ -511,6 +587,29 @@ class VoiceServer:
         if tp is not None and ev["type"] in ("vad.speech_started", "turn.end", "reply.done"):
             ev["traceparent"] = tp
         return ev
+
+
+def jitter_event(turn_id: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """``timing`` event ``jitter_buffer`` with the server's input jitter-buffer stats for
+    the turn just ended, so the lab can show the buffer's share of the latency."""
+    keep = (
+        "jitter_buffer_ms",
+        "delay_p95_ms",
+        "target_delay_ms",
+        "played",
+        "concealed",
+        "concealed_pct",
+        "fec_recovered",
+        "late_dropped",
+        "malformed",
+    )
+    return {
+        "type": "timing",
+        "turn_id": turn_id,
+        "t_server_ns": now_ns(),
+        "name": "jitter_buffer",
+        "attrs": {k: summary.get(k) for k in keep},
+    }
 
 
 async def start_server(

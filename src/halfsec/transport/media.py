@@ -1,0 +1,222 @@
+"""Real-time audio plumbing shared by the WebSocket-Opus and WebRTC transports.
+
+Two halves, one per direction, so both transports behave identically and the lab can
+compare them fairly:
+
+* ``InboundAudio``: received Opus packets (with RTP-style ``seq``/``timestamp``) go into
+  the adaptive ``JitterBuffer`` (reordering, Opus in-band FEC, PLC) and come out as 16 kHz
+  frames at real-time pace, straight into ``VoiceSession.push``.  libopus decodes at
+  16 kHz itself (the wire format is rate-agnostic), which is cheaper than decoding at 48
+  kHz and resampling with soxr and gives the same 16 kHz signal.  The playout grid is
+  phase-aligned to the first packet's arrival plus the buffer's target delay, so on a
+  clean link a frame is handed on ~1 ms after it arrived instead of waiting for an
+  arbitrary 20 ms tick (which would cost 10 ms on average).
+* ``PacedOpusOut``: reply audio (any output rate) is cut into exact 20 ms frames
+  (soxr to 48 kHz only when the rate is not one libopus accepts), Opus-encoded with
+  in-band FEC, and released one frame per 20 ms on an absolute monotonic grid -- the
+  way a real sender's audio clock releases it.  ``timestamp`` advances on that grid even
+  while idle (RTP convention: silence is a jump in timestamp, not in sequence), so the
+  receiver's jitter buffer sees true transit times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import INTERNAL_RATE
+from ..errors import AudioInputError
+from .jitter import JitterBuffer, JitterConfig, JitterPacket, OpusFrameDecoder
+from .opus import OPUS_RATES, FrameResampler, OpusEncoder
+
+RTP_CLOCK = 48_000
+"""Opus RTP timestamps always count 48 kHz samples (RFC 7587), whatever the audio rate."""
+FRAME_MS = 20
+FRAME_TICKS = RTP_CLOCK * FRAME_MS // 1000
+_FRAME_NS = FRAME_MS * 1_000_000
+
+
+class InboundAudio:
+    """Jitter-buffered Opus input -> 16 kHz frames handed to ``sink`` every 20 ms.
+
+    ``on_malformed`` is called (at most once a second) when packets fail to decode, so a
+    transport can tell the client; the frame is concealed, the session goes on."""
+
+    def __init__(
+        self,
+        sink: Callable[[np.ndarray], Awaitable[None]],
+        on_malformed: Callable[[int], Awaitable[None]] | None = None,
+        config: JitterConfig | None = None,
+        rate: int = INTERNAL_RATE,
+    ) -> None:
+        self.buffer = JitterBuffer(OpusFrameDecoder(rate), config or JitterConfig())
+        self._sink = sink
+        self._on_malformed = on_malformed
+        self._task: asyncio.Task[None] | None = None
+        self._reported_malformed = 0
+        self._last_report = 0.0
+        self.error: BaseException | None = None
+
+    def push(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int | None = None) -> None:
+        self.buffer.push(JitterPacket(seq & 0xFFFF, timestamp & 0xFFFFFFFF, payload), arrival_ns)
+        if self._task is None:
+            self._task = asyncio.create_task(self._playout(), name="inbound-playout")
+
+    async def _playout(self) -> None:
+        buf = self.buffer
+        # First tick: just after the first packet has waited the target delay.
+        start = time.monotonic_ns() + int(buf.target_delay_ms * 1e6) + 1_000_000
+        k = 0
+        try:
+            while True:
+                delay = (start + k * _FRAME_NS - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = time.monotonic_ns()
+                k = max(k + 1, (now - start) // _FRAME_NS + 1)
+                try:
+                    frame = buf.pop(now)
+                except AudioInputError:  # a malformed successor during FEC recovery
+                    buf.stats.malformed += 1
+                    frame = buf.decoder.conceal()
+                if frame is not None:
+                    await self._sink(frame)
+                await self._maybe_report()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the session is gone or broken; the owner sees .error
+            self.error = e
+
+    async def _maybe_report(self) -> None:
+        bad = self.buffer.stats.malformed
+        if bad == self._reported_malformed or self._on_malformed is None:
+            return
+        t = time.monotonic()
+        if t - self._last_report < 1.0:
+            return
+        self._last_report = t
+        new = bad - self._reported_malformed
+        self._reported_malformed = bad
+        await self._on_malformed(new)
+
+    def turn_summary(self) -> dict[str, Any]:
+        """Jitter-buffer stats since the previous call (one user turn)."""
+        return self.buffer.turn_summary()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+@dataclass(frozen=True, slots=True)
+class OutFrame:
+    """One paced 20 ms slot: ``packet`` is None when idle (nothing queued)."""
+
+    index: int
+    """Slot number on the 20 ms grid; the RTP timestamp is ``index * FRAME_TICKS``."""
+    turn_id: int
+    packet: bytes | None
+    first_of_turn: bool
+
+
+class PacedOpusOut:
+    """Reply audio -> Opus packets released in real time, one per 20 ms slot."""
+
+    def __init__(self, in_rate: int, expected_loss_pct: int = 5, bitrate: int = 24_000) -> None:
+        self.in_rate = in_rate
+        self.enc_rate = in_rate if in_rate in OPUS_RATES else RTP_CLOCK
+        self._rs = FrameResampler(in_rate, self.enc_rate) if self.enc_rate != in_rate else None
+        self.frame_samples = self.enc_rate * FRAME_MS // 1000
+        self._enc = OpusEncoder(
+            self.enc_rate, bitrate=bitrate, fec=True, expected_loss_pct=expected_loss_pct
+        )
+        self._queue: deque[tuple[int, np.ndarray]] = deque()
+        self._rest: dict[int, np.ndarray] = {}
+        self._last_turn = 0
+        self._start_ns: int | None = None
+        self._k = 0
+        self._silence = np.zeros(self.frame_samples, np.int16)
+        self._wake = asyncio.Event()
+
+    def put(self, turn_id: int, pcm: np.ndarray) -> None:
+        """Queue reply audio at ``in_rate`` (any length)."""
+        pcm = np.asarray(pcm, dtype=np.int16)
+        if self._rs is not None:
+            frames = self._rs.push(pcm)
+        else:
+            rest = self._rest.pop(turn_id, np.zeros(0, np.int16))
+            allpcm = np.concatenate([rest, pcm]) if rest.size else pcm
+            n = allpcm.size // self.frame_samples
+            frames = [
+                allpcm[i * self.frame_samples : (i + 1) * self.frame_samples] for i in range(n)
+            ]
+            if allpcm.size > n * self.frame_samples:
+                self._rest[turn_id] = allpcm[n * self.frame_samples :]
+        for f in frames:
+            self._queue.append((turn_id, f))
+        self._wake.set()
+
+    def flush(self, turn_id: int) -> None:
+        """Barge-in: drop everything of ``turn_id`` that has not been sent yet."""
+        self._queue = deque(item for item in self._queue if item[0] != turn_id)
+        self._rest.pop(turn_id, None)
+
+    @property
+    def queued_ms(self) -> float:
+        return len(self._queue) * FRAME_MS
+
+    def _take(self) -> tuple[int, np.ndarray] | None:
+        if self._queue:
+            return self._queue.popleft()
+        if self._rest:  # the turn's last partial frame, once nothing else is queued
+            tid, rest = self._rest.popitem()
+            pad = np.zeros(self.frame_samples, np.int16)
+            pad[: rest.size] = rest
+            return tid, pad
+        return None
+
+    async def next_slot(self, continuous: bool = False) -> OutFrame:
+        """Wait for the next 20 ms slot and return what to send in it.  ``continuous``:
+        encode silence when idle (an RTP track never stops); otherwise idle slots that
+        have nothing queued are skipped without sending anything."""
+        while True:
+            now = time.monotonic_ns()
+            if self._start_ns is None:
+                self._start_ns = now
+            due = self._start_ns + self._k * _FRAME_NS
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
+            elif now - due > 5 * _FRAME_NS:
+                # A stalled loop: skip missed slots instead of bursting to catch up.
+                self._k = (now - self._start_ns) // _FRAME_NS
+            k = self._k
+            self._k += 1
+            item = self._take()
+            if item is None:
+                if continuous:
+                    return OutFrame(k, 0, self._enc.encode(self._silence), False)
+                if not self._queue:
+                    self._wake.clear()
+                    # Sleep until audio is queued, then resume on the grid.
+                    await self._wake.wait()
+                    # Re-phase the grid so the first frame of the new spurt leaves now
+                    # (< 20 ms shift, absorbed by the receiver's jitter buffer, which
+                    # restarts after a silence anyway) while ``index`` keeps counting
+                    # real time across the gap.
+                    now = time.monotonic_ns()
+                    self._k = max(self._k, -(-(now - self._start_ns) // _FRAME_NS))
+                    self._start_ns = now - self._k * _FRAME_NS
+                continue
+            tid, pcm = item
+            first = tid != self._last_turn
+            self._last_turn = tid
+            return OutFrame(k, tid, self._enc.encode(pcm), first)
