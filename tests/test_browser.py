@@ -194,3 +194,12 @@ async def test_browser_turn_over_websocket(
     engines: Engines, rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
 ) -> None:
     await _browser_turn(engines, rows, speech_dir, tmp_path, "websocket")
+
+
+@pytest.mark.slow
+async def test_browser_turn_over_webrtc(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
+) -> None:
+    """Microphone as a WebRTC track, events on the ``events`` data channel, the reply as
+    the server's audio track, recorded as played through WebAudio."""
+    await _browser_turn(engines, rows, speech_dir, tmp_path, "webrtc")

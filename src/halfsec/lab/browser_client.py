@@ -362,6 +362,8 @@ def page_run(export: dict[str, Any]) -> PageRun:
         run.packets.append(
             Received(t_recv, None, int(c["turn_id"]), int(c["t_server_ns"]), first, n)
         )
+    if not run.packets:
+        run.packets = _webrtc_packets(export, run, timeline, rate)
     for e in export.get("events") or []:
         ev = e["event"]
         run.events.append(
@@ -373,6 +375,34 @@ def page_run(export: dict[str, Any]) -> PageRun:
             )
         )
     return PageRun(export, run, captured, timeline.audio(), rate)
+
+
+def _webrtc_packets(
+    export: dict[str, Any], run: ClientRun, timeline: PlaybackTimeline, rate: int
+) -> list[Received]:
+    """Where each turn's reply starts in the played WebRTC stream.
+
+    A WebRTC track has no per-packet header; the server announces each turn's first
+    packet with a ``reply.audio`` event (``turn_id``, ``t_server_ns``).  That turn's audio
+    is taken to start at the first audible sample played after the event arrived (the
+    packet and the event leave together; the browser's jitter buffer only delays the
+    audio) and to last until the next turn's start."""
+    starts: list[tuple[int, int, int, int]] = []
+    for e in export.get("events") or []:
+        ev = e["event"]
+        if ev.get("type") != "reply.audio":
+            continue
+        t_recv = round(float(e["t_recv_ms"]) * 1e6)
+        first = timeline.first_audible(after_sample=timeline.sample_at(t_recv))
+        if first is not None:
+            starts.append((first, int(ev["turn_id"]), int(ev["t_server_ns"]), t_recv))
+    starts.sort()
+    end = timeline.audio().size
+    out = []
+    for i, (first, tid, t_server, t_recv) in enumerate(starts):
+        nxt = starts[i + 1][0] if i + 1 < len(starts) else end
+        out.append(Received(t_recv, None, tid, t_server, first, max(1, nxt - first)))
+    return out
 
 
 def browser_record(

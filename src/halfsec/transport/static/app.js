@@ -372,6 +372,10 @@ function onEvent(ev) {
       turn.reply_text = ev.text;
       S.finished.add(tid);
       break;
+    case "reply.audio":
+      // WebRTC: the server announces each turn's first reply packet (no HSA1 header).
+      if (S.clock) turn.marks["audio.sent"] = turn.marks["audio.sent"] ?? serverToPage(ev.t_server_ns);
+      break;
     case "interruption":
       turn.interrupted = true;
       S.finished.add(tid);
