@@ -41,6 +41,8 @@ from ..transport.protocol import (
     SESSION_STARTED,
     ProtocolError,
     decode_audio,
+    decode_opus_out,
+    encode_opus_in,
     encode_pcm16,
     parse_server_event,
     ping_message,
@@ -69,6 +71,9 @@ class ClientOptions:
     settle_s: float = 0.3
     """Silence kept flowing after the reply finished, so a late second turn is seen."""
     lead_ms: float = 20.0
+    codec: str = "pcm16"
+    """WebSocket audio encoding both ways: ``pcm16`` or ``opus`` (HSI1/HSO1 packets; the
+    reply goes through the client's jitter buffer, see ``lab.client_rtc.ReplyPlayer``)."""
 
 
 def new_traceparent() -> str:
@@ -133,6 +138,8 @@ class ClientRun:
     tracer: trace.Tracer | None = None
     error: str | None = None
     closed_by_server: str | None = None
+    player: Any = None
+    """``lab.client_rtc.ReplyPlayer`` when reply audio is Opus (jitter-buffered playout)."""
 
     def sent_audio(self) -> np.ndarray:
         return np.concatenate(self.sent) if self.sent else np.zeros(0, dtype=np.int16)
@@ -229,7 +236,10 @@ async def _handshake(
 ) -> None:
     tp = new_traceparent()
     run.traceparents.append(tp)
-    await ws.send_str(session_start_message(INTERNAL_RATE, traceparent=tp))
+    if opt.codec == "opus":
+        await ws.send_str(session_start_message(48_000, tp, "opus", "opus"))
+    else:
+        await ws.send_str(session_start_message(INTERNAL_RATE, traceparent=tp))
     deadline = now_ns() + int(opt.connect_timeout_s * 1e9)
     while True:
         left = (deadline - now_ns()) / 1e9
@@ -288,6 +298,15 @@ async def _converse(
     run.t0_ns = now_ns() + int(opt.lead_ms * 1e6)
     timeline = PlaybackTimeline(run.output_rate, run.t0_ns)
     run.timeline = timeline
+    opus_enc = None
+    if opt.codec == "opus":
+        from ..transport.opus import OpusEncoder
+        from .client_rtc import PLAY_RATE, ReplyPlayer
+
+        opus_enc = OpusEncoder(INTERNAL_RATE, fec=True, expected_loss_pct=5)
+        run.output_rate = PLAY_RATE
+        timeline = run.timeline = PlaybackTimeline(PLAY_RATE, run.t0_ns)
+        run.player = ReplyPlayer(run, state)
     if run.tracer is not None:
         # The first turn's span starts at sample 0; its context replaces the bare one of
         # session.start (the server takes the latest context before speech starts).
@@ -305,7 +324,10 @@ async def _converse(
             raise ClientError(run.closed_by_server or "connection lost")
         async with send_lock:
             run.late_ms.append((now_ns() - due) / 1e6)
-            await ws.send_bytes(encode_pcm16(frame))
+            if opus_enc is not None:
+                await ws.send_bytes(encode_opus_in(k, k * 960, opus_enc.encode(frame)))
+            else:
+                await ws.send_bytes(encode_pcm16(frame))
         run.sent.append(frame)
         k += 1
 
@@ -317,7 +339,11 @@ async def _converse(
             t_end = now_ns()
             while True:
                 elapsed = (now_ns() - t_end) / 1e9
-                playing = now_ns() < timeline.playing_until_ns
+                playing = (
+                    run.player.playing
+                    if run.player is not None
+                    else now_ns() < timeline.playing_until_ns
+                )
                 if not state.started and elapsed >= opt.no_speech_grace_s:
                     raise ClientError(
                         "server never answered: no speech detected and no reply within "
@@ -345,6 +371,8 @@ async def _converse(
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await receiver
+        if run.player is not None:
+            await run.player.close()
 
 
 async def _receive(
@@ -358,7 +386,17 @@ async def _receive(
     assert timeline is not None
     async for msg in ws:
         t = now_ns()
-        if msg.type == aiohttp.WSMsgType.BINARY:
+        if msg.type == aiohttp.WSMsgType.BINARY and run.player is not None:
+            try:
+                op = decode_opus_out(msg.data)
+            except ProtocolError as e:
+                run.events.append(Received(t, {"type": "_client_error", "message": e.message}))
+                continue
+            if op.turn_id not in run.player.marked:
+                run.player.marked.add(op.turn_id)
+                run.player.mark_turn(op.timestamp, op.turn_id, op.t_server_ns)
+            run.player.push(op.seq, op.timestamp, op.packet)
+        elif msg.type == aiohttp.WSMsgType.BINARY:
             try:
                 pkt = decode_audio(msg.data)
             except ProtocolError as e:

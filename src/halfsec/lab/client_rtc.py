@@ -110,6 +110,7 @@ class ReplyPlayer:
         self.dec = _TaggingDecoder()
         self.buffer = JitterBuffer(self.dec, JitterConfig())
         self.turn_marks: list[tuple[int, int, int]] = []  # (rtp ts, turn_id, t_server_ns)
+        self.marked: set[int] = set()
         self.last_audible_ns = 0
         self._task: asyncio.Task[None] | None = None
         self._ts_last: int | None = None
