@@ -49,7 +49,7 @@ from ..audio.io import load_audio, write_wav
 from ..audio.resample import resample
 from ..audio.timeline import PlaybackTimeline
 from ..errors import HalfsecError
-from .bench import empty_record, make_record
+from .bench import BenchOptions, empty_record, make_record
 from .client import ClientRun, Received, best_clock
 from .corpus import CorpusItem
 
@@ -419,6 +419,7 @@ def browser_record(
     rec["client"] = "browser"
     rec["transport"] = transport
     rec["context_rate"] = pr.rate
+    rec["captured_s"] = round(pr.captured.size / INTERNAL_RATE, 3)
     rec["output_latency_ms"] = round(float(ex.get("output_latency_ms") or 0.0), 2)
     rec["base_latency_ms"] = round(float(ex.get("base_latency_ms") or 0.0), 2)
     rec["constraints"] = ex.get("constraints")
@@ -575,3 +576,32 @@ async def run_browser_bench(
         if on_record is not None:
             on_record(rec)
     return records
+
+
+async def run_browser_items(
+    url: str,
+    items: list[CorpusItem],
+    opts: BenchOptions,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    late_ms: list[float] | None = None,
+    transport: str = "websocket",
+) -> tuple[list[dict[str, Any]], float]:
+    """Drop-in for ``lab.bench.run_items`` (``halfsec bench --client browser``): same
+    arguments and result (records, seconds of audio sent).  ``late_ms`` stays empty: the
+    browser paces its own microphone."""
+    browser = BrowserOptions(
+        token=opts.token,
+        max_tail_s=opts.client.max_tail_s,
+        audible_dbfs=opts.audible_dbfs,
+        max_input_s=opts.max_input_s,
+        save_audio=opts.save_audio,
+    )
+    records: list[dict[str, Any]] = []
+    audio_s = 0.0
+    for item in items:
+        rec = await run_browser_recording(url, item, transport, browser)
+        audio_s += float(rec.get("captured_s") or 0.0)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+    return records, audio_s

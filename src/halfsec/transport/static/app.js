@@ -560,7 +560,24 @@ function renderWaterfall() {
       row.append(label, track, total);
       return row;
     }),
+    axis(scale),
   );
+}
+
+// Tick labels under the bars: 0, the budget, and the scale's end.
+function axis(scale) {
+  const row = document.createElement("div");
+  row.className = "turn axis";
+  const track = document.createElement("div");
+  track.className = "ticks";
+  for (const ms of [0, BUDGET_MS, scale]) {
+    const t = document.createElement("span");
+    t.style.left = `${(ms / scale) * 100}%`;
+    t.textContent = ms === BUDGET_MS ? `${ms} ms budget` : `${Math.round(ms)} ms`;
+    track.append(t);
+  }
+  row.append(document.createElement("div"), track, document.createElement("div"));
+  return row;
 }
 
 function updateButton() {
@@ -601,7 +618,7 @@ async function start(opts = {}) {
     await syncClock(8);
     S.sending = true; // capture and tap recordings start together with the audio sent
     const i = `${o.transport}, session ${S.sessionId || "?"}, mic ${S.ctx.sampleRate} Hz, ` +
-      `clock offset ±${(S.clock.rttMs / 2).toFixed(1)} ms, output latency ` +
+      `clock sync ±${(S.clock.rttMs / 2).toFixed(1)} ms, output latency ` +
       `${((S.ctx.outputLatency || 0) * 1000).toFixed(0)} ms`;
     $("info").textContent = i;
     setStatus("live", "listening");
