@@ -56,7 +56,24 @@ def bench_command(
     store: bool,
     timeout_s: float,
     otlp_endpoint: str | None = None,
+    transport: str = "websocket",
+    codec: str = "pcm16",
+    net: str | None = None,
 ) -> int:
+    if transport not in ("websocket", "webrtc"):
+        err.print(f"[red]error:[/red] --transport must be websocket or webrtc, not {transport!r}")
+        return 2
+    if codec not in ("pcm16", "opus"):
+        err.print(f"[red]error:[/red] --codec must be pcm16 or opus, not {codec!r}")
+        return 2
+    if net:
+        from ..lab.netem.profile import parse_net
+
+        try:
+            parse_net(net)
+        except (HalfsecError, ValueError) as e:
+            err.print(f"[red]error:[/red] --net {net!r}: {e}")
+            return 2
     try:
         corpus = load_corpus(corpus_path) if corpus_path is not None else builtin_corpus()
     except HalfsecError as e:
@@ -86,8 +103,10 @@ def bench_command(
         overrides=overrides,
         inject_delay_ms=inject_delay_ms,
         save_audio=save_audio,
-        client=ClientOptions(token=token, max_tail_s=timeout_s),
+        client=ClientOptions(token=token, max_tail_s=timeout_s, codec=codec),
         otlp_endpoint=otlp_endpoint,
+        transport=transport,
+        net=net,
     )
     progress = _progress()
 

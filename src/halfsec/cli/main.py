@@ -133,8 +133,16 @@ def bench(
         None,
         help="Export client spans (and the local server's) over OTLP/HTTP to this collector.",
     ),
+    transport: str = typer.Option(
+        "websocket", help="websocket or webrtc (aiortc client, Opus, events data channel)."
+    ),
+    codec: str = typer.Option("pcm16", help="WebSocket audio both ways: pcm16 or opus."),
+    net: str | None = typer.Option(
+        None,
+        help="Simulated network (netem profile such as 4g, or a spec); see docs/network-lab.md.",
+    ),
 ) -> None:
-    """Measure voice-to-voice at a real client: play a corpus over WebSocket in real time."""
+    """Measure voice-to-voice at a real client: play a corpus over WebSocket or WebRTC."""
     from .bench import bench_command
 
     raise typer.Exit(
@@ -155,6 +163,9 @@ def bench(
             store,
             timeout_s,
             otlp_endpoint,
+            transport,
+            codec,
+            net,
         )
     )
 

@@ -83,6 +83,10 @@ class BenchOptions:
     max_input_s: float = 120.0
     server_start_timeout_s: float = 180.0
     client: ClientOptions = field(default_factory=ClientOptions)
+    transport: str = "websocket"
+    """``websocket`` (codec from ``client.codec``) or ``webrtc`` (Opus, aiortc client)."""
+    net: str | None = None
+    """``--net`` profile/spec: a TCP relay for WebSocket, two UDP relays for WebRTC."""
     trace: bool = True
     """One ``client.turn`` span per turn, kept in memory for the run's store (and the
     server's spans too when the bench starts the server)."""
@@ -343,6 +347,24 @@ def make_record(
         )
         rec["stages"] = {k: round(v, 2) for k, v in stages.items()}
         rec["dominant_stage"] = dominant_stage(stages)
+        # Opus/WebRTC clients play from a jitter buffer: split the last stage into the
+        # network (server send -> packet arrival) and the buffer (arrival -> playout).
+        if pkt is not None and pkt.buffer_ms is not None:
+            nb = stages["network_buffer_ms"]
+            jb = min(nb, max(0.0, pkt.buffer_ms))
+            rec["network_split"] = {
+                "network_ms": round(nb - jb, 2),
+                "jitter_buffer_ms": round(jb, 2),
+            }
+        jit = [
+            e
+            for e in events
+            if e["type"] == "timing" and e.get("name") == "jitter_buffer" and e["turn_id"] == heard
+        ]
+        if jit:
+            attrs = jit[-1].get("attrs") or {}
+            rec["server_jitter_buffer_ms"] = attrs.get("jitter_buffer_ms")
+            rec["server_concealed_pct"] = attrs.get("concealed_pct")
         # Only the reply that answered the last words counts as success.
         rec["ok"] = answer is not None and heard == answer
         if not rec["ok"]:
@@ -414,8 +436,24 @@ async def run_items(
             if on_record:
                 on_record(rec)
             continue
-        run = await run_recording(url, pcm, opts.client, tracer=tracer)
+        net_info: dict[str, Any] = {}
+        if opts.transport == "webrtc":
+            from .client_rtc import run_recording_webrtc
+
+            base = url.replace("wss://", "https://").replace("ws://", "http://")
+            base = base.split("/ws")[0]
+            run = await run_recording_webrtc(base, pcm, opts.client, opts.net, net_info)
+        else:
+            from .netem.glue import impaired_url, net_meta
+
+            async with impaired_url(url, opts.net) as (relayed, relay):
+                run = await run_recording(relayed, pcm, opts.client, tracer=tracer)
+                net_info = net_meta(opts.net, relay) or {}
         rec = make_record(item, pcm, run, opts.audible_dbfs)
+        rec["transport"] = opts.transport if opts.transport == "webrtc" else "websocket"
+        rec["codec"] = "opus" if opts.transport == "webrtc" else opts.client.codec
+        if net_info:
+            rec["net"] = net_info
         finish_client_spans(run, rec)
         sent = run.sent_audio()
         audio_s += sent.size / INTERNAL_RATE
@@ -514,6 +552,9 @@ async def run_bench(
         "protocol": 1,
         "servers": servers,
         "inject_delay_ms": opts.inject_delay_ms,
+        "transport": opts.transport,
+        "codec": "opus" if opts.transport == "webrtc" else opts.client.codec,
+        "net": opts.net,
         "overrides": list(opts.overrides),
         "audible_dbfs": opts.audible_dbfs,
         "client": client_overhead(client_cpu_s() - cpu0, audio_s, late),
