@@ -343,9 +343,13 @@ class EdgeServer:
         self.pool.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        for conn in list(self.sessions.values()):
+        conns = list(self.sessions.values())
+        for conn in conns:
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"edge shutting down")
+        for conn in conns:  # handlers may be cancelled before their own cleanup runs
+            if conn.link is not None:
+                await conn.link.close()
         await self.pool.close()
 
     def totals(self) -> dict[str, int]:
@@ -518,15 +522,11 @@ class EdgeServer:
                 "input_sample_rate": m.sample_rate,
                 "domain": origin_started.get("domain"),
                 "edge_session_id": conn.session_id,
+                # Whether the handshake cost no long-path round trip, and what one costs.
+                "edge_warm": warm,
+                "edge_origin_rtt_ms": None if link.rtt_ns is None else round(link.rtt_ns / 1e6, 3),
+                "edge_acquire_ms": round((now_ns() - t_req) / 1e6, 3),
             }
-        )
-        rtt = link.rtt_ns
-        await conn.mark(
-            "edge.session",
-            t_ns=t_req,
-            warm=warm,
-            origin_rtt_ms=None if rtt is None else round(rtt / 1e6, 3),
-            preroll_ms=self.options.preroll_ms,
         )
         if m.traceparent is not None:
             await self._to_origin_text(conn, trace_context_message(m.traceparent))

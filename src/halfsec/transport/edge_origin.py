@@ -73,6 +73,8 @@ class LinkCounters:
     bytes: int = 0
     audio_messages: int = 0
     audio_bytes: int = 0
+    pings: int = 0
+    """The edge's own keepalive/clock pings (never a client's message)."""
 
 
 @dataclass
@@ -140,6 +142,7 @@ class OriginLink:
         t = now_ns()
         self._pings[pid] = t
         await self.send_str(ping_message(pid, t))
+        self.sent.pings += 1
 
     # -- lifecycle --------------------------------------------------------------------
     def start_tasks(self) -> None:
@@ -215,15 +218,22 @@ class OriginLink:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.send_str(session_end_message()), 1.0)
         self.closed_reason = self.closed_reason or "closed by the edge"
-        for t in self._tasks:
+        try:
+            await self._stop_tasks()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+            with contextlib.suppress(Exception):
+                await self.http.close()
+
+    async def _stop_tasks(self) -> None:
+        me = asyncio.current_task()
+        others = [t for t in self._tasks if t is not me]
+        for t in others:
             t.cancel()
-        for t in self._tasks:
+        for t in others:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        with contextlib.suppress(Exception):
-            await self.ws.close()
-        with contextlib.suppress(Exception):
-            await self.http.close()
 
 
 async def open_link(opt: OriginOptions) -> OriginLink:
@@ -254,9 +264,11 @@ async def open_link(opt: OriginOptions) -> OriginLink:
         link.start_tasks()
         try:
             await link.sync_clock(max(1, opt.clock_pings), opt.connect_timeout_s)
-        except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError) as e:
+        except BaseException as e:
             await link.close(say_goodbye=False)
-            raise OriginUnavailable(f"origin never answered a ping ({type(e).__name__})") from e
+            if isinstance(e, TimeoutError | ConnectionError | RuntimeError | aiohttp.ClientError):
+                raise OriginUnavailable(f"origin never answered a ping ({type(e).__name__})") from e
+            raise
         return link
     except BaseException:
         if not http.closed:
@@ -307,6 +319,7 @@ class OriginPool:
         self.acquired_warm = 0
         self.acquired_cold = 0
         self.last_started: dict[str, Any] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refill(), name="edge-origin-pool")
@@ -317,6 +330,11 @@ class OriginPool:
         return len(self._warm)
 
     def _prune(self) -> None:
+        for link in self._warm:
+            if not link.alive:  # the origin dropped it while it waited: free its socket
+                task = asyncio.create_task(link.close(say_goodbye=False))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         self._warm = [link for link in self._warm if link.alive]
 
     async def _open(self) -> OriginLink:
@@ -369,3 +387,5 @@ class OriginPool:
         for link in self._warm:
             await link.close()
         self._warm.clear()
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=2.0)
