@@ -248,6 +248,7 @@ async def run_recording_webrtc(
     channel = pc.createDataChannel(EVENTS_LABEL)
     opened = asyncio.Event()
     run.output_rate = PLAY_RATE
+    run.player = player
     stack = AsyncExitStack()
 
     @channel.on("open")
