@@ -406,13 +406,16 @@ function onClosed(why) {
 // Per-turn measurement on the page (the bench recomputes the same from export()).
 
 // End of speech: last 10 ms block before the end-of-turn decision that stands 12 dB
-// above the noise floor (and above -55 dBFS).
+// above the noise floor and within 35 dB of the speech peak (the rule of the bench's
+// reference, turn/reference.py, without its neural VAD) and above -55 dBFS.
 function refEndMs(turn) {
   const until = turn.marks["turn.end"];
   const lv = S.capture.levels.filter(([t]) => until === undefined || until === null || t <= until + 10);
   if (!lv.length) return null;
   const sorted = lv.map((l) => l[1]).sort((a, b) => a - b);
-  const thr = Math.max(sorted[Math.floor(sorted.length * 0.1)] + 12, -55);
+  const floor = sorted[Math.floor(sorted.length * 0.1)];
+  const peak = sorted[Math.floor(sorted.length * 0.98)];
+  const thr = Math.max(floor + 12, peak - 35, -55);
   for (let i = lv.length - 1; i >= 0; i--) if (lv[i][1] > thr) return lv[i][0];
   return null;
 }
