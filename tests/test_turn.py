@@ -62,6 +62,12 @@ def test_policies() -> None:
     assert p.required_silence_ms("I'd like a large latte with") == 700
     assert p.required_silence_ms("I'd like a large latte, uh") == 700
     assert p.required_silence_ms("I'd like a large latte.") == 200
-    assert p.required_silence_ms("with a lot of skim milk,") == 200
+    assert p.required_silence_ms("with a lot of skim milk,") == opt.uncertain_silence_ms
+    # With a judge of meaning: an order without its drink is unfinished.
+    judge = {"give me a dark roast,": False, "a dark roast latte,": True}.get
+    q = TranscriptAwarePolicy(opt, lambda t: judge(t))
+    assert q.required_silence_ms("give me a dark roast,") == 700
+    assert q.required_silence_ms("a dark roast latte,") == 200
+    assert q.required_silence_ms("in being comparatively modern,") == opt.uncertain_silence_ms
     assert p.required_silence_ms(None) == 200
     assert not p.looks_incomplete("")

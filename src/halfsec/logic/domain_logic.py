@@ -62,6 +62,13 @@ class DomainLogic(LogicEngine):
     def understand(self, text: str) -> Understanding:
         return self.matcher.understand(text)
 
+    def is_complete(self, text: str) -> bool | None:
+        """Complete when an intent matched and every required slot is filled."""
+        u = self.understand(text)
+        if u.intent is None or u.intent not in self.domain.intents:
+            return None
+        return all(s in u.slots for s in self.domain.intents[u.intent].required)
+
     def stt_prompt(self) -> str:
         """Vocabulary hint for the recogniser (see :meth:`Domain.stt_prompt`)."""
         return self.domain.stt_prompt()

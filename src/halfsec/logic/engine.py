@@ -32,6 +32,14 @@ class LogicEngine(ABC):
     def understand(self, text: str) -> Understanding:
         """Intent and slots of one utterance.  Cheap and synchronous (~1 ms)."""
 
+    def is_complete(self, text: str) -> bool | None:
+        """Does ``text`` read as a finished request?  ``None`` = cannot tell.
+
+        The end-of-turn policy asks this about the speculative transcript: an order that
+        names no drink yet ("give me a dark roast,") is a pause inside a turn, not its
+        end.  Engines that cannot judge keep the default."""
+        return None
+
     @abstractmethod
     def reply(self, text: str, understanding: Understanding) -> AsyncIterator[ReplyClause]:
         """Stream the reply, one speakable clause at a time."""

@@ -80,7 +80,9 @@ class VoiceSession:
         self.output_rate = output_rate
         self.detector = TurnDetector(self.turn_opt)
         self.policy: EndOfTurnPolicy = (
-            TranscriptAwarePolicy(self.turn_opt)
+            TranscriptAwarePolicy(
+                self.turn_opt, engines.logic.is_complete if engines.logic else None
+            )
             if self.opt.end_of_turn == "transcript"
             else SilenceWindowPolicy(self.turn_opt)
         )

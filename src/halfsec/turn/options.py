@@ -24,6 +24,9 @@ class TurnOptions:
     incomplete_silence_ms: float = 700.0
     """Silence window when the speculative transcript ends mid-phrase ("...with", "and",
     "uh"): users pause inside orders, and cutting them there costs more than waiting."""
+    uncertain_silence_ms: float = 400.0
+    """Silence window for an off-domain transcript that ends on a comma: the recognizer
+    heard a pause inside a sentence, and no domain can say whether the request is done."""
     max_wait_for_transcript_ms: float = 400.0
     """If the speculative transcript is not ready when the window ends, wait at most this
     long beyond it before deciding without it."""
