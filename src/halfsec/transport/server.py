@@ -259,6 +259,9 @@ class VoiceServer:
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/ws", self._ws)
+        from .web_page import add_routes as add_page_routes  # the browser page at /
+
+        add_page_routes(self.app)
         from .webrtc import WebRtcGateway  # aiortc is imported only with the server
 
         self.webrtc = WebRtcGateway(self)
