@@ -69,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         v = s[name]
         p50 = f"{v['p50_ms']:.0f}" if v["p50_ms"] is not None else "-"
         p95 = f"{v['p95_ms']:.0f}" if v["p95_ms"] is not None else "-"
-        print(f"{name:<8} ok {v['ok']}/{s['n']}  p50 {p50} ms  p95 {p95} ms")
+        pts = s["points_p50_ms"][name]
+        print(
+            f"{name:<8} ok {v['ok']}/{s['n']}  p50 {p50} ms  p95 {p95} ms   (median ms after "
+            f"end of speech: end of turn {pts['end_of_turn']}, transcript {pts['transcript']}, "
+            f"first audio {pts['first_audio']})"
+        )
     print(f"ratio of medians halfsec/pipecat: {s['ratio_p50_halfsec_over_pipecat']}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

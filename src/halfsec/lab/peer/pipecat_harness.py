@@ -75,10 +75,22 @@ class PeerResult:
     transcript: str = ""
     reply_text: str = ""
     errors: list[str] = field(default_factory=list)
+    points_ms: dict[str, float] = field(default_factory=dict)
+    """Where the wait went, ms after the reference end of speech: ``end_of_turn`` (the
+    decision), ``transcript`` (final text ready), ``first_audio`` (first reply audio
+    reached the speaker).  Explanatory only; v2v does not use them."""
 
     @property
     def spoke(self) -> bool:
         return self.v2v_ms is not None
+
+
+def _points(pcm: np.ndarray, t0_ns: int, marks: dict[str, int | None]) -> dict[str, float]:
+    b = voiced_bounds(pcm)
+    if b is None:
+        return {}
+    ref_ns = t0_ns + int(b[1] * 1e9 / INTERNAL_RATE)
+    return {k: round((v - ref_ns) / 1e6, 1) for k, v in marks.items() if v is not None}
 
 
 def client_v2v(pcm: np.ndarray, timeline: PlaybackTimeline) -> float | None:
@@ -109,6 +121,15 @@ async def run_halfsec(engines: Engines, config: HalfsecConfig, path: Path) -> Pe
         transcript=t.transcript if t else "",
         reply_text=" ".join(t.reply_text) if t else "",
         errors=list(fr.errors),
+        points_ms=_points(
+            pcm,
+            fr.t0_ns,
+            {
+                "end_of_turn": t.eot_ns if t else None,
+                "transcript": t.marks.get("stt.end") if t else None,
+                "first_audio": t.first_audio_ns if t else None,
+            },
+        ),
     )
 
 
@@ -147,6 +168,8 @@ class _PipecatState:
     reply: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    marks: dict[str, int | None] = field(default_factory=dict)
+    """Last VAD stop, last transcript, first reply audio after that transcript."""
 
     @property
     def idle(self) -> bool:
@@ -185,8 +208,11 @@ def _processors(
             elif isinstance(frame, VADUserStoppedSpeakingFrame):
                 state.speaking = False
                 state.segments_owed += 1
+                state.marks["end_of_turn"] = now_ns()
             if isinstance(frame, TranscriptionFrame):
                 state.segments_owed -= 1
+                state.marks["transcript"] = now_ns()
+                state.marks["first_audio"] = None
                 text = frame.text.strip()
                 state.transcript.append(text)
                 u = logic.understand(text)
@@ -211,6 +237,8 @@ def _processors(
                 if frame.sample_rate != tl.rate:
                     state.errors.append(f"TTS audio at {frame.sample_rate} Hz, expected {tl.rate}")
                 tl.place(pcm, t, 1)
+                if state.marks.get("first_audio") is None:
+                    state.marks["first_audio"] = t
                 return
             elif isinstance(frame, TTSStoppedFrame):
                 state.replies_owed = 0
@@ -323,6 +351,7 @@ async def run_pipecat(
         transcript=" ".join(state.transcript),
         reply_text=" ".join(state.reply),
         errors=state.errors,
+        points_ms=_points(pcm, t0, state.marks),
     )
 
 
@@ -342,6 +371,11 @@ class Comparison:
 
         return percentile(xs, q)
 
+    @staticmethod
+    def _median_point(rs: Sequence[PeerResult], key: str) -> float | None:
+        xs = [r.points_ms[key] for r in rs if key in r.points_ms]
+        return round(statistics.median(xs), 1) if xs else None
+
     def summary(self) -> dict[str, Any]:
         h, p = self._values(self.halfsec), self._values(self.pipecat)
         hm = statistics.median(h) if h else None
@@ -350,6 +384,13 @@ class Comparison:
             "n": len(self.halfsec),
             "halfsec": {"ok": len(h), "p50_ms": hm, "p95_ms": self._pct(h, 95)},
             "pipecat": {"ok": len(p), "p50_ms": pm, "p95_ms": self._pct(p, 95)},
+            "points_p50_ms": {
+                name: {
+                    k: self._median_point(rs, k)
+                    for k in ("end_of_turn", "transcript", "first_audio")
+                }
+                for name, rs in (("halfsec", self.halfsec), ("pipecat", self.pipecat))
+            },
             "ratio_p50_halfsec_over_pipecat": (
                 round(hm / pm, 3) if hm is not None and pm else None
             ),
