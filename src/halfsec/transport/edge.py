@@ -55,7 +55,13 @@ from ..clock import now_ns
 from ..errors import AudioInputError, HalfsecError
 from ..turn.detector import TurnDetector, VadEvent, VadState
 from ..turn.options import TurnOptions
-from .edge_origin import OriginLink, OriginOptions, OriginPool, OriginUnavailable
+from .edge_origin import (
+    OriginLink,
+    OriginOptions,
+    OriginPool,
+    OriginRefused,
+    OriginUnavailable,
+)
 from .protocol import (
     AUDIO_HEADER_BYTES,
     AUDIO_MAGIC,
@@ -374,6 +380,7 @@ class EdgeServer:
                 "pool_size": self.options.pool_size,
                 "pool_acquired_warm": self.pool.acquired_warm,
                 "pool_acquired_cold": self.pool.acquired_cold,
+                "pool": self.pool.stats(),
                 "output_sample_rate": started.get("output_sample_rate"),
                 "domain": started.get("domain"),
                 "totals": self.totals(),
@@ -494,11 +501,12 @@ class EdgeServer:
         try:
             link, warm = await self.pool.acquire()
         except OriginUnavailable as e:
-            await conn.error(
-                "origin_unavailable",
-                f"the edge cannot reach the origin server: {e}; retry shortly",
-                fatal=True,
+            what = (
+                "the origin server refused a new session"
+                if isinstance(e, OriginRefused)
+                else "the edge cannot reach the origin server"
             )
+            await conn.error("origin_unavailable", f"{what}: {e}; retry shortly", fatal=True)
             await conn.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"origin unavailable")
             return False
         conn.link = link

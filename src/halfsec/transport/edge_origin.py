@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,24 @@ class OriginUnavailable(Exception):
     """The origin cannot be reached or refused the session; the message says why."""
 
 
+class OriginRefused(OriginUnavailable):
+    """The origin answered the upgrade with an HTTP error (503: at its session limit).
+
+    Distinct because retrying at once cannot help, and the client deserves to hear that
+    the origin is full rather than that it is unreachable."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        hint = (
+            " -- the origin is at its --max-sessions limit"
+            if status == 503
+            else " -- check --origin-token"
+            if status in (401, 403)
+            else ""
+        )
+        super().__init__(f"origin refused the WebSocket (HTTP {status}: {message}){hint}")
+
+
 @dataclass(frozen=True, slots=True)
 class OriginOptions:
     url: str
@@ -61,7 +80,12 @@ class OriginOptions:
     nothing while the user is silent."""
     connect_timeout_s: float = 10.0
     retry_min_s: float = 0.2
-    retry_max_s: float = 2.0
+    retry_max_s: float = 5.0
+    young_s: float = 5.0
+    """A warm link that dies sooner than this after opening counts as dying young: the
+    refill backs off before replacing it instead of churning origin sessions."""
+    acquire_attempts: int = 2
+    """Cold opens tried for one client before it gets ``origin_unavailable``."""
 
 
 Handler = Callable[[aiohttp.WSMessage], Awaitable[None]]
@@ -96,6 +120,11 @@ class OriginLink:
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _synced: asyncio.Event = field(default_factory=asyncio.Event)
+    opened_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened_at
 
     # -- clock ------------------------------------------------------------------------
     @property
@@ -240,10 +269,15 @@ async def open_link(opt: OriginOptions) -> OriginLink:
     """TCP + WebSocket upgrade + ``session.start`` (16 kHz PCM16) + clock sync.
 
     The edge always sends the origin 16 kHz: it resamples client audio anyway to run its
-    VAD, so the long path never carries 48 kHz and every pooled session fits any client."""
+    VAD, so the long path never carries 48 kHz and every pooled session fits any client.
+
+    Every failure -- refusal, reset, timeout -- comes out as ``OriginUnavailable`` with
+    everything already closed: the pool's refill loop must never die of an unexpected
+    exception type, and a half-opened link must never keep an origin session."""
     headers = {"Authorization": f"Bearer {opt.token}"} if opt.token else {}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=opt.connect_timeout_s)
     http = aiohttp.ClientSession(timeout=timeout)
+    ws: aiohttp.ClientWebSocketResponse | None = None
     try:
         try:
             ws = await asyncio.wait_for(
@@ -251,26 +285,34 @@ async def open_link(opt: OriginOptions) -> OriginLink:
                 opt.connect_timeout_s,
             )
         except aiohttp.WSServerHandshakeError as e:
-            raise OriginUnavailable(
-                f"origin refused the WebSocket ({e.status}: {e.message})"
-            ) from e
+            raise OriginRefused(e.status, e.message) from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise OriginUnavailable(
                 f"cannot connect to the origin {opt.url} ({type(e).__name__}: {e})"
             ) from e
-        await ws.send_str(session_start_message(INTERNAL_RATE))
+        try:
+            await ws.send_str(session_start_message(INTERNAL_RATE))
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
+            raise OriginUnavailable(f"origin connection failed during session.start ({e})") from e
         started = await _await_started(ws, opt.connect_timeout_s)
         link = OriginLink(http=http, ws=ws, started=started, keepalive_s=opt.keepalive_s)
         link.start_tasks()
         try:
             await link.sync_clock(max(1, opt.clock_pings), opt.connect_timeout_s)
         except BaseException as e:
-            await link.close(say_goodbye=False)
+            await link.close(say_goodbye=True)
             if isinstance(e, TimeoutError | ConnectionError | RuntimeError | aiohttp.ClientError):
-                raise OriginUnavailable(f"origin never answered a ping ({type(e).__name__})") from e
+                raise OriginUnavailable(
+                    f"origin never answered a ping ({type(e).__name__}; link: {link.closed_reason})"
+                ) from e
             raise
         return link
     except BaseException:
+        # Close the WebSocket first (a close frame frees the origin session now rather
+        # than when the origin notices the TCP connection is gone), then the session.
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
         if not http.closed:
             await http.close()
         raise
@@ -307,7 +349,23 @@ async def _await_started(ws: aiohttp.ClientWebSocketResponse, timeout_s: float) 
 
 
 class OriginPool:
-    """Keeps ``pool_size`` warm links; ``acquire`` hands one out (or opens one now)."""
+    """Keeps ``pool_size`` warm links; ``acquire`` hands one out (or opens one now).
+
+    Invariants, each of which an earlier version broke:
+
+    * Every link the pool opened is, at any moment, in ``_warm``, handed out by
+      ``acquire``, or being closed.  ``_warm`` is only ever mutated in place, and a link
+      is added to it only after its open finished -- ``self._warm.append(await ...)``
+      binds the list *before* the await, so a prune that rebinds ``_warm`` during the
+      ~0.5 s open on an 80 ms RTT path (``/healthz`` prunes) would drop a live link into
+      an orphaned list, where it kept pinging and held an origin session forever.  That
+      was the "links die young, origin says 503" bug: nothing died, links leaked.
+    * A dead link's origin session is closed (awaited) before a replacement is opened,
+      so the edge never holds more origin sessions than ``pool_size`` + attached links.
+    * Links that die young (within ``young_s`` of opening) and refusals back the refill
+      off exponentially up to ``retry_max_s``: an origin that keeps killing or refusing
+      sessions must not be hammered with new ones.
+    """
 
     def __init__(self, options: OriginOptions) -> None:
         self.opt = options
@@ -318,8 +376,13 @@ class OriginPool:
         self.opened = 0
         self.acquired_warm = 0
         self.acquired_cold = 0
+        self.died_warm = 0
+        """Warm links that closed while waiting in the pool (logged with the reason)."""
+        self.refused = 0
+        """Origin answered the upgrade with an HTTP error (503: its --max-sessions)."""
         self.last_started: dict[str, Any] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._young_deaths = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refill(), name="edge-origin-pool")
@@ -329,63 +392,136 @@ class OriginPool:
         self._prune()
         return len(self._warm)
 
+    def stats(self) -> dict[str, Any]:
+        return {
+            "opened": self.opened,
+            "died_warm": self.died_warm,
+            "refused": self.refused,
+            "closing": len(self._closing),
+        }
+
     def _prune(self) -> None:
-        for link in self._warm:
-            if not link.alive:  # the origin dropped it while it waited: free its socket
-                task = asyncio.create_task(link.close(say_goodbye=False))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        self._warm = [link for link in self._warm if link.alive]
+        """Drop dead links from ``_warm`` (in place) and close their sessions."""
+        dead = [link for link in self._warm if not link.alive]
+        if not dead:
+            return
+        self._warm[:] = [link for link in self._warm if link.alive]
+        for link in dead:
+            self._retire(link)
+
+    def _retire(self, link: OriginLink) -> None:
+        age = link.age_s
+        self.died_warm += 1
+        if age < self.opt.young_s:
+            self._young_deaths += 1
+        log.warning(
+            "origin pool: warm link to origin session %s died after %.1f s: %s",
+            link.started.get("session_id"),
+            age,
+            link.closed_reason or "websocket closed",
+        )
+        task = asyncio.create_task(link.close(say_goodbye=True))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _on_warm_closed(self, reason: str) -> None:
+        """A warm link's reader saw it close: wake the refill to close and replace it."""
+        self._wake.set()
 
     async def _open(self) -> OriginLink:
-        link = await open_link(self.opt)
+        try:
+            link = await open_link(self.opt)
+        except OriginRefused as e:
+            self.refused += 1
+            self.last_error = str(e)
+            raise
+        except OriginUnavailable as e:
+            self.last_error = str(e)
+            raise
         self.opened += 1
         self.last_error = None
         self.last_started = link.started
         return link
 
+    async def _drain_closing(self) -> None:
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=self.opt.connect_timeout_s)
+
     async def _refill(self) -> None:
         backoff = self.opt.retry_min_s
         while True:
             self._prune()
+            # Close before replace: the origin counts a dying link's session until its
+            # close arrives, and a replacement opened first could be the one it refuses.
+            await self._drain_closing()
+            if self._young_deaths:
+                log.warning(
+                    "origin pool: %d link(s) died young; waiting %.1f s before reopening",
+                    self._young_deaths,
+                    backoff,
+                )
+                self._young_deaths = 0
+                await asyncio.sleep(backoff)
+                backoff = min(self.opt.retry_max_s, backoff * 2)
+                continue
             if len(self._warm) >= self.opt.pool_size:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
             try:
-                self._warm.append(await self._open())
-                backoff = self.opt.retry_min_s
+                link = await self._open()
             except OriginUnavailable as e:
-                if self.last_error != str(e):
-                    log.warning("origin pool: %s", e)
-                self.last_error = str(e)
+                log.warning("origin pool: %s (retrying in %.1f s)", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(self.opt.retry_max_s, backoff * 2)
+                continue
+            except Exception as e:  # the refill loop must outlive any one failure
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("origin pool: unexpected failure opening a link")
+                await asyncio.sleep(backoff)
+                backoff = min(self.opt.retry_max_s, backoff * 2)
+                continue
+            link.on_close = self._on_warm_closed
+            self._warm.append(link)
+            if link.alive and not self._young_deaths:
+                backoff = self.opt.retry_min_s
 
     async def acquire(self) -> tuple[OriginLink, bool]:
         """A warm link if one is ready (no long-path round trip), else a fresh one.
 
-        Returns ``(link, was_warm)``; raises ``OriginUnavailable``."""
+        Returns ``(link, was_warm)``; raises ``OriginUnavailable`` (``OriginRefused`` when
+        the origin answered with an HTTP error, e.g. 503 at its session limit).  A cold
+        open is retried at most ``acquire_attempts`` times and never after a refusal: a
+        full origin stays full for longer than a client should wait."""
         self._prune()
         self._wake.set()
-        if self._warm:
-            self.acquired_warm += 1
-            return self._warm.pop(0), True
+        while self._warm:
+            link = self._warm.pop(0)
+            if link.alive:
+                link.on_close = None
+                self.acquired_warm += 1
+                return link, True
+            self._retire(link)
         self.acquired_cold += 1
-        try:
-            return await self._open(), False
-        except OriginUnavailable as e:
-            self.last_error = str(e)
-            raise
+        for attempt in range(1, self.opt.acquire_attempts + 1):
+            try:
+                return await self._open(), False
+            except OriginRefused:
+                raise
+            except OriginUnavailable:
+                if attempt >= self.opt.acquire_attempts:
+                    raise
+                await asyncio.sleep(self.opt.retry_min_s)
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for link in self._warm:
+            self._task = None
+        links, self._warm[:] = list(self._warm), []
+        for link in links:
             await link.close()
-        self._warm.clear()
-        if self._closing:
-            await asyncio.wait(list(self._closing), timeout=2.0)
+        await self._drain_closing()
