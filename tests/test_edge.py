@@ -21,8 +21,10 @@ import pytest
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
 from halfsec.lab.client import ClientRun, run_recording
+from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.runtime.engines import Engines
 from halfsec.transport.edge import EdgeError, EdgeOptions, EdgeServer, check_edge_bind, start_edge
+from halfsec.transport.edge_origin import OriginOptions, OriginPool
 from halfsec.transport.protocol import session_start_message
 from halfsec.transport.server import ServerOptions, VoiceServer, start_server
 from halfsec.turn.reference import voiced_bounds
@@ -35,9 +37,13 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def origin(engines: Engines, port: int = 0) -> AsyncIterator[tuple[VoiceServer, str, Any]]:
+async def origin(
+    engines: Engines, port: int = 0, max_sessions: int = 8
+) -> AsyncIterator[tuple[VoiceServer, str, Any]]:
     server, runner, bound = await start_server(
-        engines, load_config(), ServerOptions(host="127.0.0.1", port=port)
+        engines,
+        load_config(),
+        ServerOptions(host="127.0.0.1", port=port, max_sessions=max_sessions),
     )
     try:
         yield server, f"ws://127.0.0.1:{bound}/ws", runner
@@ -222,3 +228,68 @@ async def test_bad_input_is_rejected_at_the_edge(engines: Engines) -> None:
         assert conn.stats.rejected_messages == 10
         assert conn.stats.forwarded_audio_bytes == 0
         assert edge.pool.acquired_warm + edge.pool.acquired_cold == 1
+
+
+async def test_pool_holds_exactly_its_links_behind_a_slow_path(engines: Engines) -> None:
+    """Regression: with an 80 ms RTT an open takes ~0.5 s, and a prune during it (every
+    ``/healthz`` prunes) used to drop the new link into an orphaned list -- alive, pinging,
+    holding an origin session forever -- until the origin answered 503."""
+    async with origin(engines) as (o_server, o_url, _r):
+        port = int(o_url.split(":")[2].split("/")[0])
+        async with TcpRelay(
+            target=("127.0.0.1", port), up="delay=40ms", down="delay=40ms"
+        ) as relay:
+            pool = OriginPool(OriginOptions(url=f"ws://127.0.0.1:{relay.port}/ws", pool_size=2))
+            pool.start()
+            try:
+                for _ in range(100):  # 2 s of pruning while both links open
+                    _ = pool.warm
+                    await asyncio.sleep(0.02)
+                assert pool.warm == 2
+                assert pool.opened == 2 and relay.connections == 2
+                assert o_server.session_count == 2
+                # Taking one makes the pool open exactly one replacement.
+                link, warm = await pool.acquire()
+                assert warm
+                await link.close()
+                await _until(lambda: pool.warm == 2, 5.0)
+                await _until(lambda: o_server.session_count == 2, 5.0)
+                assert pool.opened == 3 and pool.died_warm == 0
+            finally:
+                await pool.close()
+        await _until(lambda: o_server.session_count == 0, 5.0)
+
+
+async def test_full_origin_gives_a_clear_error_and_no_churn(engines: Engines) -> None:
+    """The origin allows one session and the edge's pool holds it: the next client must
+    hear that the origin is full (not a hang, not a vague failure), and the pool must
+    back off rather than hammer the origin with refused upgrades."""
+    async with (
+        origin(engines, max_sessions=1) as (o_server, o_url, _r),
+        edge_to(o_url, pool_size=1) as (edge, e_url),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.ws_connect(e_url) as first:
+            await first.send_str(session_start_message(sample_rate=16000))
+            assert await _next_of(first, "session.started")
+            async with http.ws_connect(e_url) as second:
+                await second.send_str(session_start_message(sample_rate=16000))
+                ev = await _next_of(second, "error")
+                assert ev["code"] == "origin_unavailable" and ev["fatal"] is True
+                assert "503" in ev["message"] and "max-sessions" in ev["message"], ev
+            refused = edge.pool.refused
+            await asyncio.sleep(2.0)
+            # Exponential backoff from 0.2 s: a handful of tries in 2 s, not dozens.
+            assert edge.pool.refused - refused <= 4, edge.pool.stats()
+            assert o_server.session_count == 1
+        # The first client left: its session is freed and the pool warms up again.
+        await _until(lambda: edge.pool.warm == 1, 10.0)
+
+
+async def _next_of(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    while True:
+        msg = await ws.receive(timeout=10.0)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        ev = json.loads(msg.data)
+        if ev["type"] == kind:
+            return dict(ev)
