@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip >/dev/null
-python -m pip install -q -e '.[dev]'
+python -m pip install -q -e '.[dev,peer]'
 # System packages (needs root): iproute2 + nftables for the network lab's namespace
 # mode, Debian's Chromium for the browser tests and `halfsec bench --client browser`.
 if [ "$(id -u)" = 0 ]; then
