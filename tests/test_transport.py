@@ -151,7 +151,8 @@ def test_client_message_validation() -> None:
         ("{nope", "bad_json"),
         ("[1]", "bad_message"),
         ('{"type":"dance"}', "unknown_type"),
-        ('{"type":"session.start","sample_rate":16000,"encoding":"opus"}', "unsupported_encoding"),
+        ('{"type":"session.start","sample_rate":16000,"encoding":"flac"}', "unsupported_encoding"),
+        ('{"type":"session.start","sample_rate":16000,"encoding":"opus"}', "bad_sample_rate"),
         ('{"type":"session.start","sample_rate":1000000,"encoding":"pcm16"}', "bad_sample_rate"),
         ('{"type":"session.start","protocol":2,"sample_rate":16000}', "unsupported_protocol"),
         ('{"type":"trace.context","traceparent":"00-xyz"}', "bad_traceparent"),
@@ -247,7 +248,7 @@ async def test_junk_gets_error_events_and_server_keeps_serving(
         assert (await _json(ws))["code"] == "bad_json"
         await ws.send_str('{"type":"frobnicate"}')
         assert (await _json(ws))["code"] == "unknown_type"
-        await ws.send_str(session_start_message(encoding="opus"))
+        await ws.send_str(session_start_message(encoding="flac"))
         ev = await _json(ws)
         assert ev["code"] == "unsupported_encoding" and "pcm16" in ev["message"]
         await ws.send_str(
