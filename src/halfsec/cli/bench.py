@@ -59,7 +59,15 @@ def bench_command(
     transport: str = "websocket",
     codec: str = "pcm16",
     net: str | None = None,
+    client: str = "python",
 ) -> int:
+    if client not in ("python", "browser"):
+        err.print(f"[red]error:[/red] --client must be python or browser, not {client!r}")
+        return 2
+    if client == "browser" and (net or codec != "pcm16"):
+        # The page picks its own codec and talks to the server directly.
+        err.print("[red]error:[/red] --client browser takes neither --net nor --codec")
+        return 2
     if transport not in ("websocket", "webrtc"):
         err.print(f"[red]error:[/red] --transport must be websocket or webrtc, not {transport!r}")
         return 2
@@ -107,6 +115,7 @@ def bench_command(
         otlp_endpoint=otlp_endpoint,
         transport=transport,
         net=net,
+        client_kind=client,
     )
     progress = _progress()
 

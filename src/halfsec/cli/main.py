@@ -141,6 +141,11 @@ def bench(
         None,
         help="Simulated network (netem profile such as 4g, or a spec); see docs/network-lab.md.",
     ),
+    client: str = typer.Option(
+        "python",
+        help="python (this package's client) or browser (headless Chromium plays the page "
+        "at /; see docs/browser.md).",
+    ),
 ) -> None:
     """Measure voice-to-voice at a real client: play a corpus over WebSocket or WebRTC."""
     from .bench import bench_command
@@ -166,6 +171,7 @@ def bench(
             transport,
             codec,
             net,
+            client,
         )
     )
 

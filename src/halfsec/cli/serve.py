@@ -1,4 +1,4 @@
-"""``halfsec serve``: the WebSocket server around engines loaded once."""
+"""``halfsec serve``: the server (page, WebSocket, WebRTC) around engines loaded once."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:
             if options.inject_delay_ms
             else ""
         )
+        base = f"{options.host}:{port}"
         err.print(
-            f"halfsec serve: ws://{options.host}:{port}/ws (health: http://{options.host}:{port}/healthz)"
+            f"halfsec serve: page http://{base}/, WebSocket ws://{base}/ws, "
+            f"WebRTC POST http://{base}/webrtc/offer (health: http://{base}/healthz)"
             f"{', token required' if options.token else ''}{extra}"
         )
         stop = asyncio.Event()

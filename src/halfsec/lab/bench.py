@@ -87,6 +87,9 @@ class BenchOptions:
     """``websocket`` (codec from ``client.codec``) or ``webrtc`` (Opus, aiortc client)."""
     net: str | None = None
     """``--net`` profile/spec: a TCP relay for WebSocket, two UDP relays for WebRTC."""
+    client_kind: str = "python"
+    """``python`` (this package's clients, ``run_items``) or ``browser`` (headless
+    Chromium playing the page at ``/``, ``lab.browser_client.run_browser_items``)."""
     trace: bool = True
     """One ``client.turn`` span per turn, kept in memory for the run's store (and the
     server's spans too when the bench starts the server)."""
@@ -473,6 +476,25 @@ async def run_items(
     return records, audio_s
 
 
+async def _run_items_with(
+    url: str,
+    items: list[CorpusItem],
+    opts: BenchOptions,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    late_ms: list[float],
+    tracer: trace.Tracer | None,
+) -> tuple[list[dict[str, Any]], float]:
+    """Dispatch on ``opts.client_kind``; both clients return the same records."""
+    if opts.client_kind == "browser":
+        # Imported here: browser_client imports this module.
+        from .browser_client import run_browser_items
+
+        return await run_browser_items(
+            url, items, opts, on_record, late_ms, transport=opts.transport
+        )
+    return await run_items(url, items, opts, on_record, late_ms, tracer)
+
+
 async def run_bench(
     items: list[CorpusItem],
     opts: BenchOptions,
@@ -515,7 +537,7 @@ async def run_bench(
                 )
                 run_items_list = [it for it in items if it.domain in (None, dom)]
         servers.append({"url": url, "health": health, "started_by_bench": False})
-        records, audio_s = await run_items(url, run_items_list, opts, on_record, late, tracer)
+        records, audio_s = await _run_items_with(url, run_items_list, opts, on_record, late, tracer)
     else:
         groups: dict[str | None, list[CorpusItem]] = {}
         for it in items:
@@ -540,7 +562,7 @@ async def run_bench(
             async with proc:
                 servers.append({"url": proc.url, "health": proc.health, "started_by_bench": True})
                 status(f"running {len(group)} recording(s) against {proc.url}")
-                recs, secs = await run_items(proc.url, group, opts, on_record, late, tracer)
+                recs, secs = await _run_items_with(proc.url, group, opts, on_record, late, tracer)
             # The server flushed its spans when it stopped: keep this run's turns'.
             if trace_file is not None and trace_file.exists():
                 ids = {r["trace_id"] for r in recs if r.get("trace_id")}
@@ -553,6 +575,7 @@ async def run_bench(
         "servers": servers,
         "inject_delay_ms": opts.inject_delay_ms,
         "transport": opts.transport,
+        "client_kind": opts.client_kind,
         "codec": "opus" if opts.transport == "webrtc" else opts.client.codec,
         "net": opts.net,
         "overrides": list(opts.overrides),
