@@ -35,6 +35,7 @@ from halfsec.frames import (
 )
 from halfsec.lab.client import ClientOptions, run_recording
 from halfsec.runtime.engines import Engines
+from halfsec.transport.guard import origin_allowed
 from halfsec.transport.protocol import (
     AUDIO_HEADER_BYTES,
     ProtocolError,
@@ -49,7 +50,6 @@ from halfsec.transport.server import (
     ServerOptions,
     VoiceServer,
     check_bind,
-    origin_allowed,
     start_server,
 )
 from halfsec.turn.reference import voiced_bounds

@@ -62,6 +62,7 @@ from .edge_origin import (
     OriginRefused,
     OriginUnavailable,
 )
+from .guard import RateLimiter, is_loopback, origin_allowed
 from .protocol import (
     AUDIO_HEADER_BYTES,
     AUDIO_MAGIC,
@@ -76,7 +77,6 @@ from .protocol import (
     pong_event,
     trace_context_message,
 )
-from .server import is_loopback, origin_allowed
 
 log = logging.getLogger("halfsec.edge")
 
@@ -231,30 +231,6 @@ class _PositionMap:
             if origin_ms >= o:
                 return c + (origin_ms - o)
         return origin_ms
-
-
-class _RateLimiter:
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.t = time.monotonic()
-        self.last_warning = -1e9
-
-    def allow(self) -> bool:
-        t = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (t - self.t) * self.rate)
-        self.t = t
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def should_warn(self) -> bool:
-        t = time.monotonic()
-        if t - self.last_warning >= 1.0:
-            self.last_warning = t
-            return True
-        return False
 
 
 @dataclass
@@ -430,7 +406,7 @@ class EdgeServer:
 
     async def _serve(self, conn: _EdgeConn) -> None:
         opt = self.options
-        limiter = _RateLimiter(opt.max_messages_per_s)
+        limiter = RateLimiter(opt.max_messages_per_s)
         started_at = time.monotonic()
         ws = conn.ws
         while not ws.closed:
