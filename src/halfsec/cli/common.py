@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import typer
+from aiohttp.web import AppRunner
 from rich.console import Console
 
 from ..config import HalfsecConfig, load_config
@@ -43,3 +48,32 @@ ConfigOpt = typer.Option(
 SetOpt = typer.Option(
     None, "--set", help="Override one key, e.g. --set turn.silence_ms=250 (repeatable)."
 )
+
+
+def run_service(start: Callable[[], Awaitable[AppRunner]], host: str, port: int) -> int:
+    """Run an aiohttp service until SIGINT/SIGTERM, then clean up; 2 if it cannot listen.
+
+    ``start`` starts the app, prints where it listens and returns its runner.  Shared by
+    ``halfsec serve`` and ``halfsec edge`` so both stop the same way."""
+
+    async def main() -> None:
+        runner = await start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except OSError as e:
+        err.print(
+            f"[red]error:[/red] cannot listen on {host}:{port} ({e}); "
+            "pick another --port or stop the process using it"
+        )
+        return 2
+    return 0

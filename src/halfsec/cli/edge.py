@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
+
+from aiohttp.web import AppRunner
 
 from ..config import HalfsecConfig
 from ..errors import HalfsecError
 from ..transport.edge import EdgeOptions, check_edge_bind, start_edge
-from .common import err
+from .common import err, run_service
 
 
 def edge_command(config: HalfsecConfig, options: EdgeOptions) -> int:
@@ -25,26 +24,13 @@ def edge_command(config: HalfsecConfig, options: EdgeOptions) -> int:
         err.print(f"[red]error:[/red] {e}")
         return 2
 
-    async def main() -> None:
+    async def start() -> AppRunner:
         _edge, runner, port = await start_edge(options, config.turn)
         err.print(
             f"halfsec edge: ws://{options.host}:{port}/ws -> {options.origin} "
             f"(pool {options.pool_size}, health: http://{options.host}:{port}/healthz)"
             f"{', token required' if options.token else ''}"
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        return runner
 
-    try:
-        asyncio.run(main())
-    except OSError as e:
-        err.print(f"[red]error:[/red] cannot listen on {options.host}:{options.port} ({e})")
-        return 2
-    return 0
+    return run_service(start, options.host, options.port)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
+
+from aiohttp.web import AppRunner
 
 from ..config import HalfsecConfig
 from ..errors import HalfsecError
 from ..runtime.build import build_engines
 from ..transport.server import ServerOptions, check_bind, start_server
-from .common import err
+from .common import err, run_service
 
 
 def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:
@@ -29,7 +28,7 @@ def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:
         err.print(f"[red]error:[/red] {e}")
         return 2
 
-    async def main() -> None:
+    async def start() -> AppRunner:
         _server, runner, port = await start_server(engines, config, options)
         extra = (
             f", injecting {options.inject_delay_ms:g} ms before reply audio"
@@ -42,22 +41,6 @@ def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:
             f"WebRTC POST http://{base}/webrtc/offer (health: http://{base}/healthz)"
             f"{', token required' if options.token else ''}{extra}"
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        return runner
 
-    try:
-        asyncio.run(main())
-    except OSError as e:
-        err.print(
-            f"[red]error:[/red] cannot listen on {options.host}:{options.port} ({e}); "
-            "pick another --port or stop the process using it"
-        )
-        return 2
-    return 0
+    return run_service(start, options.host, options.port)
