@@ -13,8 +13,10 @@ Modes (each recording is played once per mode, one session per recording):
   WebRTC, the TCP relay for the WebSocket).
 
 Reported per mode: v2v p50/p95 (same reference end of speech and first-audible rule as
-``halfsec bench``), the client's and the server's jitter-buffer delay p50, and the
-concealed share of the server's input frames.  Targets checked: WebRTC loopback p50
+``halfsec bench``), the p50 of the breakdown's ``endpointing``, ``server_send`` (TTS
+first audio -> first packet sent) and ``network_buffer`` (sent -> first audible at the
+client) stages, the latter split into network and the client's jitter buffer, the
+server's jitter-buffer delay p50, and the concealed share of the server's input frames.  Targets checked: WebRTC loopback p50
 within 30 ms of in-process; WebRTC under ``--net`` p95 within 150 ms of loopback p95.
 """
 
@@ -69,6 +71,11 @@ def summarize(mode: str, recs: list[dict[str, Any]], runs: list[ClientRun]) -> d
         r["server_jitter_buffer_ms"] for r in recs if r.get("server_jitter_buffer_ms") is not None
     ]
     scon = [r["server_concealed_pct"] for r in recs if r.get("server_concealed_pct") is not None]
+    stages = {
+        k: percentile([r["stages"][k] for r in recs if r.get("ok") and r.get("stages")], 50)
+        for k in ("endpointing_ms", "server_send_ms", "network_buffer_ms")
+    }
+    net = [r["network_split"]["network_ms"] for r in recs if r.get("network_split")]
     played = sum(run.player.buffer.stats.played for run in runs if run.player is not None)
     concealed = sum(run.player.buffer.stats.concealed for run in runs if run.player is not None)
     return {
@@ -78,6 +85,8 @@ def summarize(mode: str, recs: list[dict[str, Any]], runs: list[ClientRun]) -> d
         "errors": [r.get("error") for r in recs if not r.get("ok")],
         "v2v_p50_ms": percentile(v, 50),
         "v2v_p95_ms": percentile(v, 95),
+        **{f"{k[:-3]}_p50_ms": v for k, v in stages.items()},
+        "network_p50_ms": percentile(net, 50),
         "client_jitter_buffer_p50_ms": percentile(cjb, 50),
         "server_jitter_buffer_p50_ms": percentile(sjb, 50),
         "server_concealed_pct_mean": float(np.mean(scon)) if scon else None,

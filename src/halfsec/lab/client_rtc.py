@@ -40,6 +40,7 @@ from ..audio.timeline import PlaybackTimeline
 from ..clock import now_ns
 from ..errors import AudioInputError
 from ..transport.jitter import JitterBuffer, JitterConfig, JitterPacket
+from ..transport.media import play_when_due
 from ..transport.opus import OpusDecoder, OpusEncoder
 from ..transport.protocol import (
     PONG,
@@ -115,6 +116,7 @@ class ReplyPlayer:
         self._task: asyncio.Task[None] | None = None
         self._ts_last: int | None = None
         self._ts_ext = 0
+        self._wake = asyncio.Event()
 
     def _unwrap(self, ts: int) -> int:
         if self._ts_last is None:
@@ -134,6 +136,7 @@ class ReplyPlayer:
     def push(self, seq: int, ts: int, payload: bytes) -> None:
         t = now_ns()
         self.buffer.push(JitterPacket(seq, ts, _TAG.pack(ts & 0xFFFFFFFF, t) + payload), t)
+        self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._playout())
 
@@ -148,33 +151,30 @@ class ReplyPlayer:
         return (best[1], best[2]) if best is not None else (0, 0)
 
     async def _playout(self) -> None:
-        start = now_ns() + int(self.buffer.target_delay_ms * 1e6) + 1_000_000
-        k = 0
-        while True:
-            delay = (start + k * _FRAME_NS - now_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            t = now_ns()
-            k = max(k + 1, (t - start) // _FRAME_NS + 1)
+        """Play each frame when the jitter buffer says it is due (``play_when_due``, the
+        server's input loop too): a grid fixed at the first packet would add its
+        arbitrary phase (0-20 ms) to every reply, and the server re-anchors each reply's
+        packets at its first one, so no fixed phase could be right for all of them."""
+        await play_when_due(self.buffer, self._play, self._wake)
+
+    def _play(self, pcm: np.ndarray | None, t: int) -> None:
+        timeline = self.run.timeline
+        if pcm is None or timeline is None:  # before t0 nothing is being measured
             self.dec.ts = None
-            try:
-                pcm = self.buffer.pop(t)
-            except AudioInputError:
-                pcm = self.dec.conceal()
-            timeline = self.run.timeline
-            if pcm is None or timeline is None:  # before t0 nothing is being measured
-                continue
-            tid, t_srv = self._tag(self.dec.ts)
-            if tid in self.state.interrupted:
-                continue
-            start_sample = timeline.place(pcm, t, tid)
-            if float(np.abs(pcm.astype(np.int32)).max(initial=0)) > 150:
-                self.last_audible_ns = t
-            if tid:
-                rec = Received(t, None, tid, t_srv, start_sample, pcm.size)
-                if self.dec.arrival is not None:
-                    rec.buffer_ms = (t - self.dec.arrival) / 1e6
-                self.run.packets.append(rec)
+            return
+        tid, t_srv = self._tag(self.dec.ts)
+        arrival = self.dec.arrival
+        self.dec.ts = None
+        if tid in self.state.interrupted:
+            return
+        start_sample = timeline.place(pcm, t, tid)
+        if float(np.abs(pcm.astype(np.int32)).max(initial=0)) > 150:
+            self.last_audible_ns = t
+        if tid:
+            rec = Received(t, None, tid, t_srv, start_sample, pcm.size)
+            if arrival is not None:
+                rec.buffer_ms = (t - arrival) / 1e6
+            self.run.packets.append(rec)
 
     @property
     def playing(self) -> bool:

@@ -328,8 +328,34 @@ class JitterBuffer:
         base = self._sorted[0] if self._sorted else 0
         return now - (self._next_ts_ns + base)
 
+    def next_due_ns(self) -> int | None:
+        """When the next frame is due (monotonic ns), or ``None`` with nothing buffered.
+
+        Due = the frame's send time (its timestamp) + the smallest transit in the window
+        + the target delay: the moment the buffer has held it exactly as long as the
+        target.  A real-time caller that pops at this time, rather than on a fixed 20 ms
+        grid started at some first packet, hands each frame on as soon as it may: a fixed
+        grid's arbitrary phase costs 0-20 ms per frame (10 on average), and when its
+        phase happens to sit just before the packets arrive, every jitter blip is an
+        underrun.  While packet ``n`` is missing the due time is in the past (the
+        caller conceals at its own real-time pace; see ``transport.media.play_when_due``).
+        A packet whose timestamp jumped ahead of the expected one (the sender paused:
+        RTP silence is a timestamp jump) is due at its own timestamp, not early."""
+        base = self._sorted[0] if self._sorted else 0
+        if self._next is None:
+            if not self._packets:
+                return None
+            ts = self._packets[min(self._packets)][0]
+        else:
+            ts = self._next_ts_ns
+            pkt = self._packets.get(self._next)
+            if pkt is not None and pkt[0] > ts:
+                ts = pkt[0]
+        return ts + base + self._target_ns
+
     def pop(self, now_ns: int | None = None) -> np.ndarray | None:
-        """The frame to play now (call every ``frame_ms``), or ``None``."""
+        """The frame to play now (call every ``frame_ms``, or at ``next_due_ns``), or
+        ``None``."""
         now = self.clock() if now_ns is None else now_ns
         self._decay(now)
         if self._next is None:
@@ -344,6 +370,11 @@ class JitterBuffer:
         elif not self._packets and now - self._last_arrival > self.cfg.idle_reset_ms * 1e6:
             self._next = None  # the talker went quiet; start the next spurt afresh
             return None
+        pkt = self._packets.get(self._next)
+        if pkt is not None and pkt[0] > self._next_ts_ns:
+            # The sender skipped time (silence as a timestamp jump): measure our delay
+            # against this packet's own send time, or it would look a pause too late.
+            self._next_ts_ns = pkt[0]
         cur = self._current_ns(now)
         for s in (self.stats, self._turn):
             s.current_delay_ms = cur / 1e6

@@ -7,16 +7,22 @@ compare them fairly:
   the adaptive ``JitterBuffer`` (reordering, Opus in-band FEC, PLC) and come out as 16 kHz
   frames at real-time pace, straight into ``VoiceSession.push``.  libopus decodes at
   16 kHz itself (the wire format is rate-agnostic), which is cheaper than decoding at 48
-  kHz and resampling with soxr and gives the same 16 kHz signal.  The playout grid is
-  phase-aligned to the first packet's arrival plus the buffer's target delay, so on a
-  clean link a frame is handed on ~1 ms after it arrived instead of waiting for an
-  arbitrary 20 ms tick (which would cost 10 ms on average).
+  kHz and resampling with soxr and gives the same 16 kHz signal.  Each frame is popped
+  the moment it is due (``JitterBuffer.next_due_ns``: its send time + the smallest
+  transit + the target delay), so on a clean link a frame is handed on a few ms after it
+  arrived.  A grid fixed at the first packet would instead keep that packet's phase for
+  the whole session: 0-20 ms of extra wait per frame, or underruns when the first
+  packet happened to be early.
 * ``PacedOpusOut``: reply audio (any output rate) is cut into exact 20 ms frames
   (soxr to 48 kHz only when the rate is not one libopus accepts), Opus-encoded with
   in-band FEC, and released one frame per 20 ms on an absolute monotonic grid -- the
-  way a real sender's audio clock releases it.  ``timestamp`` advances on that grid even
-  while idle (RTP convention: silence is a jump in timestamp, not in sequence), so the
-  receiver's jitter buffer sees true transit times.
+  way a real sender's audio clock releases it.  The grid is re-anchored at the first
+  frame after an idle slot (a reply's first packet leaves as soon as it is encoded, not
+  on the previous reply's grid, which would cost 10 ms on average), and ``pts`` is the
+  exact elapsed time in 48 kHz ticks (RTP convention: silence is a jump in timestamp,
+  not in sequence), so the receiver's jitter buffer sees true transit times.  A
+  timestamp rounded up to the old grid would look up to 20 ms "early" to the receiver,
+  lower its minimum transit and so raise its target delay by as much.
 """
 
 from __future__ import annotations
@@ -43,6 +49,50 @@ FRAME_TICKS = RTP_CLOCK * FRAME_MS // 1000
 _FRAME_NS = FRAME_MS * 1_000_000
 
 
+FrameHandler = Callable[[np.ndarray | None, int], Awaitable[None] | None]
+"""(frame or None, monotonic ns it was popped) -> optional awaitable."""
+
+
+async def play_when_due(buffer: JitterBuffer, handle: FrameHandler, wake: asyncio.Event) -> None:
+    """Pop ``buffer`` at each frame's due time and hand the result to ``handle``, forever.
+
+    Why not a fixed 20 ms grid: see the module docstring.  At most one frame per 20 ms
+    after the previous pop (a receiver plays in real time; while a packet is missing the
+    due time stays in the past and concealment must not burst), except that a stalled
+    loop catches up rather than adding its stall to every later frame.  With nothing
+    buffered it sleeps until ``wake`` is set (the caller sets it on every push); while
+    waiting for a due time it re-reads it after each push, because a late packet raises
+    the target and with it the due time."""
+    last: int | None = None
+    while True:
+        due = buffer.next_due_ns()
+        if due is None:
+            wake.clear()
+            await wake.wait()
+            continue
+        if last is not None:
+            due = max(due, last + _FRAME_NS)
+        now = time.monotonic_ns()
+        if due > now:
+            # asyncio timers never fire early, so the pop below is never before ``due``.
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), (due - now) / 1e9)
+            continue
+        try:
+            frame = buffer.pop(now)
+        except AudioInputError:  # a malformed successor during FEC recovery
+            buffer.stats.malformed += 1
+            frame = buffer.decoder.conceal()
+        if frame is not None:
+            # Pace from the nominal time (no drift from wake-up lateness), unless the
+            # loop stalled for over two frames: then re-base rather than burst.
+            last = due if now - due <= 2 * _FRAME_NS else now
+        res = handle(frame, now)
+        if res is not None:
+            await res
+
+
 class InboundAudio:
     """Jitter-buffered Opus input -> 16 kHz frames handed to ``sink`` every 20 ms.
 
@@ -62,33 +112,23 @@ class InboundAudio:
         self._task: asyncio.Task[None] | None = None
         self._reported_malformed = 0
         self._last_report = 0.0
+        self._wake = asyncio.Event()
         self.error: BaseException | None = None
 
     def push(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int | None = None) -> None:
         self.buffer.push(JitterPacket(seq & 0xFFFF, timestamp & 0xFFFFFFFF, payload), arrival_ns)
+        self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._playout(), name="inbound-playout")
 
     async def _playout(self) -> None:
-        buf = self.buffer
-        # First tick: just after the first packet has waited the target delay.
-        start = time.monotonic_ns() + int(buf.target_delay_ms * 1e6) + 1_000_000
-        k = 0
+        async def handle(frame: np.ndarray | None, now: int) -> None:
+            if frame is not None:
+                await self._sink(frame)
+            await self._maybe_report()
+
         try:
-            while True:
-                delay = (start + k * _FRAME_NS - time.monotonic_ns()) / 1e9
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                now = time.monotonic_ns()
-                k = max(k + 1, (now - start) // _FRAME_NS + 1)
-                try:
-                    frame = buf.pop(now)
-                except AudioInputError:  # a malformed successor during FEC recovery
-                    buf.stats.malformed += 1
-                    frame = buf.decoder.conceal()
-                if frame is not None:
-                    await self._sink(frame)
-                await self._maybe_report()
+            await play_when_due(self.buffer, handle, self._wake)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the session is gone or broken; the owner sees .error
@@ -121,8 +161,9 @@ class InboundAudio:
 class OutFrame:
     """One paced 20 ms slot: ``packet`` is None when idle (nothing queued)."""
 
-    index: int
-    """Slot number on the 20 ms grid; the RTP timestamp is ``index * FRAME_TICKS``."""
+    pts: int
+    """RTP-style timestamp: 48 kHz ticks since the first slot, exact at each re-anchor
+    (so not always a multiple of ``FRAME_TICKS``), +``FRAME_TICKS`` per slot after it."""
     turn_id: int
     packet: bytes | None
     first_of_turn: bool
@@ -143,6 +184,12 @@ class PacedOpusOut:
         self._rest: dict[int, np.ndarray] = {}
         self._last_turn = 0
         self._start_ns: int | None = None
+        """Anchor of the current grid: slot ``k`` is due at ``_start_ns + k * 20 ms``."""
+        self._origin_ns = 0
+        """When pts 0 was sent."""
+        self._pts0 = 0
+        """pts of slot 0 of the current grid."""
+        self._last_pts: int | None = None
         self._k = 0
         self._silence = np.zeros(self.frame_samples, np.int16)
         self._wake = asyncio.Event()
@@ -184,39 +231,48 @@ class PacedOpusOut:
             return tid, pad
         return None
 
+    def _anchor(self, now: int) -> None:
+        """Start a new grid whose slot 0 is due ``now``, its pts the exact time since
+        the origin (never overlapping the previous packet)."""
+        pts = (now - self._origin_ns) * RTP_CLOCK // 1_000_000_000
+        if self._last_pts is not None:
+            pts = max(pts, self._last_pts + FRAME_TICKS)
+        self._start_ns, self._pts0, self._k = now, pts, 0
+
     async def next_slot(self, continuous: bool = False) -> OutFrame:
-        """Wait for the next 20 ms slot and return what to send in it.  ``continuous``:
-        encode silence when idle (an RTP track never stops); otherwise idle slots that
-        have nothing queued are skipped without sending anything."""
+        """Wait for the next 20 ms slot and return what to send in it.
+
+        ``continuous``: encode silence when idle (a track that never stops); otherwise
+        idle slots are skipped without sending anything (DTX) and the first frame queued
+        after them leaves at once, on a new grid anchored at that moment: a reply's
+        first packet does not wait for a slot of the previous reply's grid."""
         while True:
             now = time.monotonic_ns()
             if self._start_ns is None:
-                self._start_ns = now
+                self._origin_ns = now
+                self._anchor(now)
+            assert self._start_ns is not None
             due = self._start_ns + self._k * _FRAME_NS
             if due > now:
                 await asyncio.sleep((due - now) / 1e9)
             elif now - due > 5 * _FRAME_NS:
                 # A stalled loop: skip missed slots instead of bursting to catch up.
                 self._k = (now - self._start_ns) // _FRAME_NS
-            k = self._k
+            pts = self._pts0 + self._k * FRAME_TICKS
             self._k += 1
             item = self._take()
             if item is None:
                 if continuous:
-                    return OutFrame(k, 0, self._enc.encode(self._silence), False)
+                    self._last_pts = pts
+                    return OutFrame(pts, 0, self._enc.encode(self._silence), False)
                 if not self._queue:
                     self._wake.clear()
-                    # Sleep until audio is queued, then resume on the grid.
+                    # Sleep until audio is queued; it leaves on a grid anchored then.
                     await self._wake.wait()
-                    # Re-phase the grid so the first frame of the new spurt leaves now
-                    # (< 20 ms shift, absorbed by the receiver's jitter buffer, which
-                    # restarts after a silence anyway) while ``index`` keeps counting
-                    # real time across the gap.
-                    now = time.monotonic_ns()
-                    self._k = max(self._k, -(-(now - self._start_ns) // _FRAME_NS))
-                    self._start_ns = now - self._k * _FRAME_NS
+                    self._anchor(time.monotonic_ns())
                 continue
             tid, pcm = item
             first = tid != self._last_turn
             self._last_turn = tid
-            return OutFrame(k, tid, self._enc.encode(pcm), first)
+            self._last_pts = pts
+            return OutFrame(pts, tid, self._enc.encode(pcm), first)

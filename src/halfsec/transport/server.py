@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import time
@@ -25,7 +24,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -41,6 +39,7 @@ from ..runtime.engines import Engines
 from ..runtime.session import VoiceSession
 from ..trace.setup import Tracing, configure_tracing
 from ..trace.turns import TurnTraceRecorder, engine_models
+from .guard import RateLimiter, is_loopback, origin_allowed
 from .media import InboundAudio, PacedOpusOut
 from .protocol import (
     PROTOCOL_VERSION,
@@ -60,8 +59,6 @@ from .protocol import (
 )
 
 log = logging.getLogger("halfsec.serve")
-
-LOOPBACK_NAMES = ("localhost",)
 
 
 class ServeError(HalfsecError):
@@ -109,15 +106,6 @@ class ServerOptions:
             raise ServeError("max message size must be at least 1024 bytes")
 
 
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(options: ServerOptions) -> None:
     """Refuse to expose an unauthenticated voice endpoint beyond this machine."""
     if not is_loopback(options.host) and not options.token:
@@ -127,42 +115,6 @@ def check_bind(options: ServerOptions) -> None:
             "pipeline.  Pass --token SECRET (clients send 'Authorization: Bearer SECRET'), "
             "or bind --host 127.0.0.1."
         )
-
-
-def origin_allowed(origin: str | None, allow: tuple[str, ...]) -> bool:
-    """Absent Origin = not a browser (bench, curl): allowed.  Browsers must be listed."""
-    if origin is None:
-        return True
-    if "*" in allow:
-        return True
-    if allow:
-        return origin.rstrip("/") in {a.rstrip("/") for a in allow}
-    host = urlsplit(origin).hostname or ""
-    return is_loopback(host)
-
-
-class _RateLimiter:
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.t = time.monotonic()
-        self.last_warning = -1e9
-
-    def allow(self) -> bool:
-        t = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (t - self.t) * self.rate)
-        self.t = t
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def should_warn(self) -> bool:
-        t = time.monotonic()
-        if t - self.last_warning >= 1.0:
-            self.last_warning = t
-            return True
-        return False
 
 
 @dataclass
@@ -222,7 +174,7 @@ class _Conn:
                 continue
             async with self.send_lock:
                 t = now_ns()
-                data = encode_opus_out(slot.turn_id, t, seq, slot.index * 960, slot.packet)
+                data = encode_opus_out(slot.turn_id, t, seq, slot.pts & 0xFFFFFFFF, slot.packet)
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await self.ws.send_bytes(data)
             seq += 1
@@ -377,7 +329,7 @@ class VoiceServer:
     async def _serve(self, conn: _Conn) -> asyncio.Task[None] | None:
         """Receive loop.  Returns the sender task (if the session started) for cleanup."""
         opt = self.options
-        limiter = _RateLimiter(opt.max_messages_per_s)
+        limiter = RateLimiter(opt.max_messages_per_s)
         started_at = time.monotonic()
         sender: asyncio.Task[None] | None = None
         ws = conn.ws

@@ -23,9 +23,12 @@ ends conceal and FEC-recover identically.
 The sender side is ours too: aiortc's Opus encoder is fixed at 96 kbit/s stereo without
 FEC, but its sender also accepts pre-encoded ``av.Packet`` s.  ``ReplyTrack`` encodes
 reply audio with ``transport.opus.OpusEncoder`` (mono, voip, 24 kbit/s, in-band FEC with
-an expected-loss hint) and releases one packet per 20 ms on a monotonic grid; silence is
-sent between replies, like a microphone track, and an ``interruption`` drops what is
-queued.  Each turn's first packet is announced on the events channel as ``reply.audio``
+an expected-loss hint) and releases one packet per 20 ms on a monotonic grid; between
+replies nothing is sent (discontinuous transmission, as Opus DTX does: the timestamp
+jumps), so each reply's first packet leaves the moment it is encoded on a grid anchored
+there, instead of waiting up to 20 ms for a slot of a silence stream.  Only the very
+first packet is silence, sent at once, so the RTP origin is known before any reply (see
+``ReplyTrack._learn_origin``).  An ``interruption`` drops what is queued.  Each turn's first packet is announced on the events channel as ``reply.audio``
 with its RTP timestamp, so a client can tell which turn it is hearing and when the server
 let it go (the WebRTC counterpart of the ``HSA1`` header's ``turn_id``/``t_server_ns``).
 
@@ -63,7 +66,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ..clock import now_ns
 from ..frames import EndOfTurn, ErrorFrame, Interruption, ReplyAudio
 from ..runtime.session import VoiceSession
-from .media import FRAME_TICKS, InboundAudio, PacedOpusOut
+from .media import InboundAudio, PacedOpusOut
 from .protocol import (
     Ping,
     ProtocolError,
@@ -175,10 +178,13 @@ class ReplyTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         self._learn_origin()
-        slot = await self.out.next_slot(continuous=True)
+        # Silence only until the RTP origin is known (one packet); then DTX, so that a
+        # reply's first packet leaves as soon as it is encoded (see PacedOpusOut).
+        continuous = self.rtp_origin is None
+        slot = await self.out.next_slot(continuous=continuous)
         while slot.turn_id in self.cancelled:
-            slot = await self.out.next_slot(continuous=True)
-        pts = slot.index * FRAME_TICKS
+            slot = await self.out.next_slot(continuous=continuous)
+        pts = slot.pts
         assert slot.packet is not None
         packet = av.Packet(slot.packet)
         packet.pts = pts
@@ -430,7 +436,7 @@ class WebRtcGateway:
     """The ``/webrtc/offer`` route of a ``VoiceServer`` and its open peer sessions."""
 
     def __init__(self, server: VoiceServer) -> None:
-        from .server import is_loopback
+        from .guard import is_loopback
 
         self.server = server
         self.sessions: dict[str, RtcSession] = {}
@@ -438,7 +444,7 @@ class WebRtcGateway:
             restrict_ice_hosts(["127.0.0.1"])
 
     async def offer(self, request: web.Request) -> web.Response:
-        from .server import origin_allowed
+        from .guard import origin_allowed
 
         server = self.server
         opt = server.options
