@@ -223,3 +223,77 @@ async def test_playout_loop_real_time() -> None:
     assert tags[:18] == list(range(18))
     gaps = np.diff([g[0] for g in got]) / 1e6
     assert 15.0 < float(np.median(gaps)) < 25.0
+
+
+def test_next_due_is_send_time_plus_min_transit_plus_target() -> None:
+    """On a clean link a frame is due ~target (margin) after it arrived, not on a grid."""
+    frames = tagged_frames(10)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    assert jb.next_due_ns() is None
+    t0 = 1_000 * MS
+    jb.push(pkt(0, frames[0]), t0 + 5 * MS)  # 5 ms transit
+    due = jb.next_due_ns()
+    assert due is not None and due - (t0 + 5 * MS) <= 3 * MS
+    assert jb.pop(due) is not None
+    jb.push(pkt(1, frames[1]), t0 + 25 * MS)
+    assert jb.next_due_ns() == due + 20 * MS
+    # A sender pause is a timestamp jump: the packet after it is due at its own time.
+    jb.pop(due + 20 * MS)
+    jb.push(JitterPacket(2, 50 * TS, frames[2]), t0 + 1_005 * MS)
+    nxt = jb.next_due_ns()
+    assert nxt is not None and nxt - (t0 + 1_005 * MS) <= 3 * MS
+
+
+async def test_play_when_due_hands_frames_on_within_a_few_ms() -> None:
+    from halfsec.transport.media import play_when_due
+
+    frames = tagged_frames(15)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    wake = asyncio.Event()
+    waits: list[float] = []
+    sent: dict[int, int] = {}
+
+    def handle(frame: np.ndarray | None, now: int) -> None:
+        if frame is not None and int(frame[0]) == 3000 and int(frame[-1]) in sent:
+            waits.append((now - sent[int(frame[-1])]) / 1e6)
+
+    task = asyncio.create_task(play_when_due(jb, handle, wake))
+    t0 = time.monotonic_ns()
+    for i in range(15):
+        await asyncio.sleep(max(0.0, (t0 + i * 20 * MS - time.monotonic_ns()) / 1e9))
+        sent[i] = time.monotonic_ns()
+        jb.push(pkt(i, frames[i]), sent[i])
+        wake.set()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert len(waits) >= 14
+    assert float(np.median(waits)) < 6.0, waits
+
+
+async def test_reply_pacing_reanchors_at_each_replys_first_packet() -> None:
+    """A reply queued between slots leaves at once (not on the previous reply's grid),
+    with its exact elapsed time as timestamp; later frames follow every 20 ms."""
+    from halfsec.transport.media import FRAME_TICKS, PacedOpusOut
+
+    out = PacedOpusOut(16_000)
+    first = await out.next_slot(continuous=True)  # the session's first (silent) packet
+    t_origin = time.monotonic_ns()
+    await asyncio.sleep(0.013)  # mid-slot
+
+    async def put_later() -> None:
+        await asyncio.sleep(0.017)
+        out.put(1, np.full(16_000 * 60 // 1000, 1000, np.int16))  # 3 frames
+
+    task = asyncio.create_task(put_later())
+    slots, times = [], []
+    for _ in range(3):
+        slots.append(await out.next_slot())
+        times.append(time.monotonic_ns())
+    await task
+    assert first.pts == 0 and slots[0].first_of_turn and slots[0].turn_id == 1
+    elapsed_ms = (times[0] - t_origin) / 1e6
+    assert 28.0 < elapsed_ms < 36.0  # ~30 ms: when it was queued, not the 40 ms slot
+    assert abs(slots[0].pts / 48 - elapsed_ms) < 3.0
+    assert [s.pts - slots[0].pts for s in slots] == [0, FRAME_TICKS, 2 * FRAME_TICKS]
+    gaps = np.diff(times) / 1e6
+    assert all(15.0 < g < 25.0 for g in gaps), gaps
