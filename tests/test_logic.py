@@ -598,3 +598,11 @@ async def test_reply_stream_can_be_abandoned_midway() -> None:
         await asyncio.sleep(0.05)
         await engine.aclose()
     assert first.source == "llm"
+
+
+def test_single_stray_word_is_not_an_order(coffee: DomainLogic) -> None:
+    """Speech-command words heard on their own (measured: "go." and "no." were read as
+    orderDrink and then waited 700 ms for a drink) carry no intent."""
+    for text in ("go.", "no.", "No.", "yes", "stop"):
+        assert coffee.understand(text).intent is None, text
+    assert coffee.understand("I'd like a latte").intent == "orderDrink"

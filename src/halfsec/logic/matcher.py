@@ -354,6 +354,12 @@ class Matcher:
             return Understanding(None, {}, 0.0)
         intent = self.domain.intents[best_name]
         own = {k: v for k, v in slots.items() if k in intent.slots}
+        if intent.slots and not own:
+            # No slot evidence: one stray word that happens to occur in an example
+            # ("go", "no") must not become an order.  Ask for two intent words at least.
+            vocab = self._intent_words[best_name]
+            if sum(1 for t in abstract if t in vocab) < 2:
+                return Understanding(None, slots, 0.0)
         q = min((slot_quality[k] for k in own), default=1.0)
         confidence = round(best_score * (0.7 + 0.3 * q), 3)
         if confidence < self.min_confidence:
