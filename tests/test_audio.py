@@ -39,7 +39,10 @@ def test_any_rate_and_stereo_are_converted(tmp_path: Path, speech_dir: Path) -> 
 
 @pytest.mark.parametrize(
     "content, match",
-    [(b"", "not a readable audio file"), (b"RIFF\x00\x00junkjunkjunk", "not a readable audio file")],
+    [
+        (b"", "not a readable audio file"),
+        (b"RIFF\x00\x00junkjunkjunk", "not a readable audio file"),
+    ],
 )
 def test_junk_files_are_rejected_clearly(tmp_path: Path, content: bytes, match: str) -> None:
     p = tmp_path / "bad.wav"

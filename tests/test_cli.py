@@ -21,7 +21,9 @@ def _run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[s
     return subprocess.run(HALFSEC + args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_run_mixed_inputs_json(tmp_path: Path, speech_dir: Path, rows: list[dict[str, str]]) -> None:
+def test_run_mixed_inputs_json(
+    tmp_path: Path, speech_dir: Path, rows: list[dict[str, str]]
+) -> None:
     """Good, corrupt, silent and too-long inputs in one run: each gets its answer or a
     clear error, and the good one still completes."""
     good = next(r for r in rows if r["intent"] and float(r["duration_s"]) < 6.5)
@@ -32,7 +34,18 @@ def test_run_mixed_inputs_json(tmp_path: Path, speech_dir: Path, rows: list[dict
     long = tmp_path / "ten_minutes.wav"
     sf.write(long, np.zeros(16000 * 600, dtype=np.int16), 16000)
     out = tmp_path / "out"
-    p = _run(["run", str(corrupt), str(speech_dir / good["file"]), str(silent), str(long), "--out-dir", str(out), "--json"])
+    p = _run(
+        [
+            "run",
+            str(corrupt),
+            str(speech_dir / good["file"]),
+            str(silent),
+            str(long),
+            "--out-dir",
+            str(out),
+            "--json",
+        ]
+    )
     assert p.returncode == 0, p.stderr
     res = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
     assert len(res) == 4
@@ -57,7 +70,16 @@ def test_run_mixed_inputs_json(tmp_path: Path, speech_dir: Path, rows: list[dict
 def test_bad_domain_file_is_a_clear_error(tmp_path: Path, speech_dir: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: broken\nintents:\n  order:\n    examples: [\n")
-    p = _run(["run", str(speech_dir / "audio" / "vctk_p225_001.flac"), "--domain", str(bad), "--out-dir", str(tmp_path)])
+    p = _run(
+        [
+            "run",
+            str(speech_dir / "audio" / "vctk_p225_001.flac"),
+            "--domain",
+            str(bad),
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert p.returncode == 2
     assert "bad.yaml" in p.stderr
 
@@ -72,5 +94,11 @@ def test_engines_lists_usable_engines() -> None:
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
     usable = {(r["kind"], r["name"]) for r in rows if r["usable"]}
-    for need in [("vad", "silero"), ("stt", "whisper"), ("stt", "pocketsphinx"), ("tts", "piper"), ("tts", "espeak")]:
+    for need in [
+        ("vad", "silero"),
+        ("stt", "whisper"),
+        ("stt", "pocketsphinx"),
+        ("tts", "piper"),
+        ("tts", "espeak"),
+    ]:
         assert need in usable, rows

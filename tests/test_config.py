@@ -34,7 +34,9 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
         ("", ["silence_ms=3"], "section.key=value"),
     ],
 )
-def test_errors_name_the_problem(tmp_path: Path, text: str, overrides: list[str], match: str) -> None:
+def test_errors_name_the_problem(
+    tmp_path: Path, text: str, overrides: list[str], match: str
+) -> None:
     p = tmp_path / "bad.toml"
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):

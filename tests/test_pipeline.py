@@ -19,13 +19,17 @@ def _session(engines: Engines, **overrides: str) -> VoiceSession:
     return VoiceSession(engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate)
 
 
-def _coffee(rows: list[dict[str, str]], speech_dir: Path, n: int = 0) -> tuple[Path, dict[str, str]]:
+def _coffee(
+    rows: list[dict[str, str]], speech_dir: Path, n: int = 0
+) -> tuple[Path, dict[str, str]]:
     coffee = [r for r in rows if r["intent"] == "orderDrink" and float(r["duration_s"]) < 7.0]
     r = coffee[n]
     return speech_dir / r["file"], r
 
 
-async def test_coffee_order_end_to_end(engines: Engines, rows: list[dict[str, str]], speech_dir: Path) -> None:
+async def test_coffee_order_end_to_end(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
     path, row = _coffee(rows, speech_dir)
     pcm = load_audio(path)
     run = await run_file(_session(engines), pcm)
@@ -37,7 +41,12 @@ async def test_coffee_order_end_to_end(engines: Engines, rows: list[dict[str, st
     assert s["reply_text"]
     assert s["v2v_ms"] is not None and s["v2v_ms"] > 0
     st = s["stages"]
-    parts = st["endpointing_ms"] + st["reply_ready_after_eot_ms"] + st["playback_queue_ms"] + st["leading_silence_ms"]
+    parts = (
+        st["endpointing_ms"]
+        + st["reply_ready_after_eot_ms"]
+        + st["playback_queue_ms"]
+        + st["leading_silence_ms"]
+    )
     # The breakdown adds up to the measured voice-to-voice (frame rounding only).
     assert abs(parts - s["v2v_ms"]) < 5, (parts, s)
     # The reply audio is on the input's timeline and starts after the user stopped.
@@ -92,10 +101,18 @@ async def test_barge_in_stops_playback_and_cancels_within_100ms(
     # Reply audio heard after the onset, before the *next* turn's answer begins.
     later = [c for c in run.timeline.chunks if c[0] != intr.turn_id and c[1] > onset]
     limit = (later[0][1] - onset) if later else audio.size - onset
-    heard_ms = (heard_after[heard_after < limit].max() / 16.0) if heard_after[heard_after < limit].size else 0.0
+    heard_ms = (
+        (heard_after[heard_after < limit].max() / 16.0)
+        if heard_after[heard_after < limit].size
+        else 0.0
+    )
     assert heard_ms <= 100, f"reply still audible {heard_ms:.0f} ms after the user started speaking"
     # The interrupted turn's work was cancelled: none of its audio arrived after the interruption.
-    assert all(c[3] <= run.timeline.sample_at(intr.t_ns) for c in run.timeline.chunks if c[0] == intr.turn_id)
+    assert all(
+        c[3] <= run.timeline.sample_at(intr.t_ns)
+        for c in run.timeline.chunks
+        if c[0] == intr.turn_id
+    )
 
 
 async def test_llm_reply_streams_first_clause_to_tts(speech_dir: Path) -> None:
@@ -108,7 +125,9 @@ async def test_llm_reply_streams_first_clause_to_tts(speech_dir: Path) -> None:
     words = "The lamp is not something I can reach, but I can brew you a coffee instead.".split(" ")
     tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
     async with LLMDouble(tokens=tokens, delay_s=0.08) as llm:
-        cfg = load_config(None, [f"logic.llm_base_url={llm.base_url}", "logic.llm_model=test-double"])
+        cfg = load_config(
+            None, [f"logic.llm_base_url={llm.base_url}", "logic.llm_model=test-double"]
+        )
         engines = build_engines(cfg)
         session = VoiceSession(engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate)
         pcm = load_audio(speech_dir / "audio" / "rhasspy_turn_on_living_room_lamp.flac")

@@ -56,7 +56,9 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
     if origin is typing.Literal:
         if value in args:
             return value
-        raise ConfigError(f"{section}.{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+        raise ConfigError(
+            f"{section}.{key}: must be one of {', '.join(map(repr, args))}, got {value!r}"
+        )
     if typ is bool:
         if isinstance(value, bool):
             return value
