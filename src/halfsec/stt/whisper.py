@@ -252,9 +252,14 @@ class WhisperDecoder:
             ms = (time.perf_counter() - t0) * 1000.0
             return Decoded("", False, ms, no_speech_prob=raw.no_speech_prob)
         text, looped = cut_repetition_loop(raw.text)
+        # A loop that was cut keeps its first copy, which is the content: a short window
+        # makes tiny.en repeat whole utterances ("Where is my order?" x3, measured on the
+        # built-in corpus), and re-decoding on the 30 s window cost ~300 ms on the
+        # critical path for the same words.  Only a run to the token cap that is *not* a
+        # loop means the text cannot be trusted.
         return Decoded(
             text=text,
-            broken=looped or raw.hit_cap,
+            broken=raw.hit_cap and not looped,
             compute_ms=(time.perf_counter() - t0) * 1000.0,
             no_speech_prob=raw.no_speech_prob,
         )
