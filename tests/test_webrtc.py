@@ -128,13 +128,15 @@ async def test_webrtc_through_udp_relay_4g(
     assert run.error is None, run.error
     assert run.events_of("reply.done")
     assert run.packets
-    # Media really crossed the relays, both ways.
-    assert meta["relay_server_side"]["up"]["forwarded"] > 100
-    assert (
-        meta["relay_client_side"]["up"]["forwarded"]
-        + meta["relay_server_side"]["down"]["forwarded"]
-        > 100
+    # Media really crossed the relays.  ICE may pair the microphone with either relay
+    # (both candidates are rewritten to one), so count all of them: a 20 ms mic stream
+    # of a few seconds plus the reply is several hundred packets.
+    forwarded = sum(
+        meta[side][direction]["forwarded"]
+        for side in ("relay_server_side", "relay_client_side")
+        for direction in ("up", "down")
     )
+    assert forwarded > 200, meta
 
 
 def test_candidate_rewrite() -> None:
