@@ -169,6 +169,24 @@ class _TurnState:
     def pending(self) -> bool:
         return bool(self.started - self.ended) or bool(self.ended - self.finished)
 
+    def tail_done(self, elapsed_s: float, playing: bool, opt: ClientOptions) -> bool:
+        """After the recording: may the client stop sending silence?  Raises
+        ``ClientError`` when the server has had its chance and did not answer.  Shared by
+        the WebSocket and WebRTC clients so both give up by the same rule."""
+        if not self.started and elapsed_s >= opt.no_speech_grace_s:
+            raise ClientError(
+                "server never answered: no speech detected and no reply within "
+                f"{opt.no_speech_grace_s:.0f} s after the recording ended"
+            )
+        if elapsed_s > opt.max_tail_s:
+            if self.pending:
+                raise ClientError(
+                    "server never answered: the reply was not finished "
+                    f"{opt.max_tail_s:.0f} s after the recording ended"
+                )
+            return True
+        return bool(self.started) and elapsed_s >= opt.settle_s and not self.pending and not playing
+
 
 def _turn_context(run: ClientRun, tracer: trace.Tracer | None, start_mono_ns: int) -> str:
     """The ``traceparent`` for the next turn: a ``client.turn`` span's when tracing (so the
@@ -344,19 +362,7 @@ async def _converse(
                     if run.player is not None
                     else now_ns() < timeline.playing_until_ns
                 )
-                if not state.started and elapsed >= opt.no_speech_grace_s:
-                    raise ClientError(
-                        "server never answered: no speech detected and no reply within "
-                        f"{opt.no_speech_grace_s:.0f} s after the recording ended"
-                    )
-                if elapsed > opt.max_tail_s:
-                    if state.pending:
-                        raise ClientError(
-                            "server never answered: the reply was not finished "
-                            f"{opt.max_tail_s:.0f} s after the recording ended"
-                        )
-                    break
-                if state.started and elapsed >= opt.settle_s and not state.pending and not playing:
+                if state.tail_done(elapsed, playing, opt):
                     break
                 await send_frame(silence)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:

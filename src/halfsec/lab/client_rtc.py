@@ -434,19 +434,7 @@ async def _converse(
     t_end = now_ns()
     while True:
         elapsed = (now_ns() - t_end) / 1e9
-        if not state.started and elapsed >= opt.no_speech_grace_s:
-            raise ClientError(
-                "server never answered: no speech detected within "
-                f"{opt.no_speech_grace_s:.0f} s after the recording ended"
-            )
-        if elapsed > opt.max_tail_s:
-            if state.pending:
-                raise ClientError(
-                    f"server never answered: the reply was not finished {opt.max_tail_s:.0f} s "
-                    "after the recording ended"
-                )
-            break
-        if state.started and elapsed >= opt.settle_s and not state.pending and not player.playing:
+        if state.tail_done(elapsed, player.playing, opt):
             break
         await send_frame(silence)
     if run.closed_by_server:
