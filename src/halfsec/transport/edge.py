@@ -62,7 +62,7 @@ from .edge_origin import (
     OriginRefused,
     OriginUnavailable,
 )
-from .guard import RateLimiter, is_loopback, origin_allowed
+from .guard import RateLimiter, exposure_problem, origin_allowed
 from .protocol import (
     AUDIO_HEADER_BYTES,
     AUDIO_MAGIC,
@@ -132,11 +132,9 @@ class EdgeOptions:
 
 def check_edge_bind(options: EdgeOptions) -> None:
     """Same rule as the origin: no unauthenticated voice endpoint beyond this machine."""
-    if not is_loopback(options.host) and not options.token:
-        raise EdgeError(
-            f"refusing to listen on {options.host}: it is not a loopback address and no "
-            "--token was given.  Pass --token SECRET or bind --host 127.0.0.1."
-        )
+    problem = exposure_problem(options.host, options.token)
+    if problem:
+        raise EdgeError(problem)
 
 
 # -- the gate -----------------------------------------------------------------------------

@@ -22,6 +22,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_problem(host: str, token: str | None) -> str | None:
+    """Why binding ``host`` without a token is unsafe, or None when it is fine: an
+    unauthenticated voice endpoint must never be reachable beyond this machine."""
+    if is_loopback(host) or token:
+        return None
+    return (
+        f"refusing to listen on {host}: it is not a loopback address and no "
+        "--token was given, so anyone who can reach this port could use the "
+        "pipeline.  Pass --token SECRET (clients send 'Authorization: Bearer SECRET'), "
+        "or bind --host 127.0.0.1."
+    )
+
+
 def origin_allowed(origin: str | None, allow: tuple[str, ...]) -> bool:
     """Absent Origin = not a browser (bench, curl): allowed.  Browsers must be listed,
     except pages served from loopback when no list is given."""

@@ -39,7 +39,7 @@ from ..runtime.engines import Engines
 from ..runtime.session import VoiceSession
 from ..trace.setup import Tracing, configure_tracing
 from ..trace.turns import TurnTraceRecorder, engine_models
-from .guard import RateLimiter, is_loopback, origin_allowed
+from .guard import RateLimiter, exposure_problem, origin_allowed
 from .media import InboundAudio, PacedOpusOut
 from .protocol import (
     PROTOCOL_VERSION,
@@ -108,13 +108,9 @@ class ServerOptions:
 
 def check_bind(options: ServerOptions) -> None:
     """Refuse to expose an unauthenticated voice endpoint beyond this machine."""
-    if not is_loopback(options.host) and not options.token:
-        raise ServeError(
-            f"refusing to listen on {options.host}: it is not a loopback address and no "
-            "--token was given, so anyone who can reach this port could use the "
-            "pipeline.  Pass --token SECRET (clients send 'Authorization: Bearer SECRET'), "
-            "or bind --host 127.0.0.1."
-        )
+    problem = exposure_problem(options.host, options.token)
+    if problem:
+        raise ServeError(problem)
 
 
 @dataclass
