@@ -18,13 +18,10 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections import deque
-from types import TracebackType
 from typing import Any
 
-from halfsec.lab.netem.impair import TcpImpairment, percentile
-from halfsec.lab.netem.profile import NetSpec
-from halfsec.lab.netem.udp_relay import SocketFactory, as_spec
+from halfsec.lab.netem.impair import TcpImpairment
+from halfsec.lab.netem.relay_base import Relay, delay_percentiles, delay_window
 
 __all__ = ["TcpRelay"]
 
@@ -38,30 +35,17 @@ class _Stats:
     def __init__(self) -> None:
         self.chunks = 0
         self.bytes = 0
-        self.actual_ms: deque[float] = deque(maxlen=65536)
+        self.actual_ms = delay_window()
 
 
-class TcpRelay:
+class TcpRelay(Relay):
     """``async with TcpRelay(listen=("127.0.0.1", 0), target=(host, port), up=..., down=...) as r``
 
     Each accepted connection gets its own upstream connection and its own pair of
     impairment models seeded from the spec (connection ``i`` uses ``seed + i``, so
     runs stay reproducible while connections do not share one loss pattern)."""
 
-    def __init__(
-        self,
-        listen: tuple[str, int] = ("127.0.0.1", 0),
-        target: tuple[str, int] = ("127.0.0.1", 0),
-        up: NetSpec | str | None = None,
-        down: NetSpec | str | None = None,
-        *,
-        socket_factory: SocketFactory | None = None,
-    ) -> None:
-        self.listen = listen
-        self.target = target
-        self.up_spec = as_spec(up)
-        self.down_spec = as_spec(down)
-        self._factory = socket_factory
+    def _init_state(self) -> None:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -100,26 +84,11 @@ class TcpRelay:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
 
-    async def __aenter__(self) -> TcpRelay:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None and self._server.sockets, "relay not started"
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -129,16 +98,12 @@ class TcpRelay:
         for name in ("up", "down"):
             models = self._models[name]
             st = self._stats[name]
-            delays = sorted(d for m in models for d in m.stats.delays_ms)
-            actual = sorted(st.actual_ms)
             out[name] = {
                 "chunks": st.chunks,
                 "bytes": st.bytes,
                 "retransmits": sum(m.stats.dropped["retransmit"] for m in models),
-                "delay_ms_p50": percentile(delays, 0.50),
-                "delay_ms_p95": percentile(delays, 0.95),
-                "actual_delay_ms_p50": percentile(actual, 0.50),
-                "actual_delay_ms_p95": percentile(actual, 0.95),
+                **delay_percentiles("delay_ms", (d for m in models for d in m.stats.delays_ms)),
+                **delay_percentiles("actual_delay_ms", st.actual_ms),
             }
         return out
 

@@ -20,31 +20,23 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections import deque
-from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
-from halfsec.lab.netem.impair import Impairment, percentile
-from halfsec.lab.netem.profile import NetSpec, parse_net
+from halfsec.lab.netem.impair import Impairment
+from halfsec.lab.netem.profile import NetSpec
+from halfsec.lab.netem.relay_base import (
+    Relay,
+    SocketFactory,
+    as_spec,
+    delay_percentiles,
+    delay_window,
+)
 
 __all__ = ["SocketFactory", "UdpRelay", "as_spec"]
-
-# (family, type) -> a fresh unbound socket; lets namespace mode create sockets elsewhere.
-SocketFactory = Callable[[int, int], socket.socket]
 
 _MAX_DATAGRAM = 65535
 _MAX_CLIENTS = 256  # a bound: a runaway sender cannot make the relay open sockets forever
 _READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
-
-
-def as_spec(spec: NetSpec | str | None) -> NetSpec:
-    """Accept a NetSpec, a ``--net`` string, or ``None`` (a perfect network)."""
-    if spec is None:
-        return NetSpec(name="none")
-    if isinstance(spec, NetSpec):
-        return spec
-    return parse_net(spec)
 
 
 def _default_factory(family: int, type_: int) -> socket.socket:
@@ -58,39 +50,25 @@ class _Direction:
         self.impair = Impairment(spec, name)
         self.sent = 0
         self.send_errors = 0
-        self.actual_ms: deque[float] = deque(maxlen=65536)
+        self.actual_ms = delay_window()
 
     def counters(self) -> dict[str, Any]:
         out = self.impair.stats.as_dict()
-        actual = sorted(self.actual_ms)
         out["forwarded"] = self.sent
         out["send_errors"] = self.send_errors
-        out["actual_delay_ms_p50"] = percentile(actual, 0.50)
-        out["actual_delay_ms_p95"] = percentile(actual, 0.95)
+        out.update(delay_percentiles("actual_delay_ms", self.actual_ms))
         return out
 
 
-class UdpRelay:
+class UdpRelay(Relay):
     """``async with UdpRelay(listen=("127.0.0.1", 0), target=(host, port), up=..., down=...) as r``
 
     Clients send to ``r.address``; ``up`` impairs client->server, ``down``
     server->client.  ``counters()`` returns packets, dropped, duplicated, reordered and
     added-delay percentiles per direction."""
 
-    def __init__(
-        self,
-        listen: tuple[str, int] = ("127.0.0.1", 0),
-        target: tuple[str, int] = ("127.0.0.1", 0),
-        up: NetSpec | str | None = None,
-        down: NetSpec | str | None = None,
-        *,
-        socket_factory: SocketFactory | None = None,
-    ) -> None:
-        self.listen = listen
-        self.target = target
-        self.up_spec = as_spec(up)
-        self.down_spec = as_spec(down)
-        self._factory = socket_factory or _default_factory
+    def _init_state(self) -> None:
+        self._new_socket: SocketFactory = self._factory or _default_factory
         self._up = _Direction(self.up_spec, "up")
         self._down = _Direction(self.down_spec, "down")
         self._sock: socket.socket | None = None
@@ -107,7 +85,7 @@ class UdpRelay:
         # loop.time() is a monotonic clock in seconds but need not be time.monotonic_ns();
         # one fixed offset keeps equal departures equal (two clock reads per packet would not).
         self._offset_s = self._loop.time() - time.monotonic_ns() / 1e9
-        sock = self._factory(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = self._new_socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             sock.bind(self.listen)
@@ -131,27 +109,12 @@ class UdpRelay:
         self._clients.clear()
         self._sock = None
 
-    async def __aenter__(self) -> UdpRelay:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     @property
     def address(self) -> tuple[str, int]:
         """Where clients should send (the bound listen address)."""
         assert self._sock is not None, "relay not started"
         host, port = self._sock.getsockname()[:2]
         return host, port
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -187,7 +150,7 @@ class UdpRelay:
         if len(self._clients) >= _MAX_CLIENTS:
             self.rejected_clients += 1
             return None
-        up = self._factory(socket.AF_INET, socket.SOCK_DGRAM)
+        up = self._new_socket(socket.AF_INET, socket.SOCK_DGRAM)
         up.setblocking(False)
         try:
             up.connect(self.target)  # UDP connect: immediate, filters replies to the target
