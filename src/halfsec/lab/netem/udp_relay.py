@@ -18,8 +18,10 @@ recorded so the counters show the delay really added, including scheduler latene
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from halfsec.lab.netem.impair import Impairment
@@ -185,31 +187,20 @@ class UdpRelay(Relay):
         loop = self._loop
         assert loop is not None
         decision = direction.impair.decide(len(data), arrival_ns)
+        if not decision.departures:
+            return
+        send = functools.partial(self._send, direction, sock, data, dest, arrival_ns)
         for departure in decision.departures:
-            self._arm(
-                departure / 1e9 + self._offset_s,
-                direction,
-                sock,
-                data,
-                dest,
-                arrival_ns,
-            )
+            self._arm(departure / 1e9 + self._offset_s, send)
 
-    def _arm(
-        self,
-        when: float,
-        direction: _Direction,
-        sock: socket.socket,
-        data: bytes,
-        dest: tuple[str, int] | None,
-        arrival_ns: int,
-    ) -> None:
+    def _arm(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at loop time ``when``, tracked so :meth:`close` can cancel it."""
         assert self._loop is not None
         cell: list[asyncio.TimerHandle] = []
 
         def fire() -> None:
             self._timers.discard(cell[0])
-            self._send(direction, sock, data, dest, arrival_ns)
+            action()
 
         cell.append(self._loop.call_at(when, fire))
         self._timers.add(cell[0])
