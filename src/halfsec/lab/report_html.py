@@ -13,8 +13,9 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["STAGE_COLORS", "render_html", "write_html"]
 
@@ -157,6 +158,52 @@ def waterfall_svg(report: Mapping[str, Any], stages: Sequence[str], max_rows: in
     return "".join(out)
 
 
+@dataclass(frozen=True)
+class _SmallChart:
+    """Frame, x scale and target marker of a small v2v chart (the CDF and the histogram).
+
+    The two stand side by side on the page, so they share one geometry, one scale rule
+    (the largest value or the budget target, plus 5 %) and one target marker: a given ms
+    lands at the same x in both, and a change to the frame changes both."""
+
+    target: Any
+    xmax: float
+    width: ClassVar[float] = 460.0
+    height: ClassVar[float] = 280.0
+    left: ClassVar[float] = 46.0
+    top: ClassVar[float] = 14.0
+    pw: ClassVar[float] = 460.0 - 46.0 - 16.0  # plot width: width minus left/right margins
+    ph: ClassVar[float] = 280.0 - 14.0 - 44.0  # plot height: height minus top/bottom margins
+
+    @classmethod
+    def of(cls, report: Mapping[str, Any], vmax: float) -> _SmallChart:
+        """The chart for values up to ``vmax`` ms under ``report``'s v2v budget target."""
+        target = ((report.get("budget") or {}).get("v2v") or {}).get("limit_ms")
+        return cls(target, max(vmax, float(target or 0.0)) * 1.05 or 1.0)
+
+    def x(self, ms: float) -> float:
+        return self.left + ms / self.xmax * self.pw
+
+    def head(self, kind: str, name: str) -> list[str]:
+        """The ``<svg>`` start tag (titled "Latency ``name``") and the ms axis."""
+        return [
+            f'<svg class="chart {kind}" viewBox="0 0 {self.width:.0f} {self.height:.0f}" '
+            f'width="100%" role="img" aria-label="latency {name}"><title>Latency {name}</title>',
+            _axis(self.left, self.left + self.pw, self.pw, self.xmax, self.top, self.ph, "v2v ms"),
+        ]
+
+    def vline(self, x: float, cls: str) -> str:
+        """A line across the plot's height at ``x`` (percentile and target markers)."""
+        return f'<line x1="{x:.1f}" y1="{self.top:.1f}" x2="{x:.1f}" y2="{self.top + self.ph:.1f}" class="{cls}"/>'
+
+    def close(self, out: list[str]) -> str:
+        """Append the target marker (when the budget has one) and the end tag; join."""
+        if self.target:
+            out.append(self.vline(self.x(float(self.target)), "target"))
+        out.append("</svg>")
+        return "".join(out)
+
+
 def cdf_svg(report: Mapping[str, Any]) -> str:
     """Empirical CDF of v2v with p50/p95 and the target marked: the shape of the tail."""
     vals = sorted(float(t["v2v_ms"]) for _, t in _ok_turns(report))
@@ -164,23 +211,17 @@ def cdf_svg(report: Mapping[str, Any]) -> str:
         return '<p class="muted">No data.</p>'
     s = report.get("summary") or {}
     v = s.get("v2v_ms") or {}
-    target = ((report.get("budget") or {}).get("v2v") or {}).get("limit_ms")
-    width, height, left, right, top, bottom = 460.0, 280.0, 46.0, 16.0, 14.0, 44.0
-    pw, ph = width - left - right, height - top - bottom
-    xmax = max(vals[-1], float(target or 0.0)) * 1.05 or 1.0
+    c = _SmallChart.of(report, vals[-1])
+    left, top, pw, ph = c.left, c.top, c.pw, c.ph
     n = len(vals)
     pts = [(left, top + ph)]
     for k, x in enumerate(vals):
-        px = left + x / xmax * pw
+        px = c.x(x)
         pts.append((px, top + ph - (k / n) * ph))
         pts.append((px, top + ph - ((k + 1) / n) * ph))
     pts.append((left + pw, top))
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-    out = [
-        f'<svg class="chart cdf" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'width="100%" role="img" aria-label="latency CDF"><title>Latency CDF</title>',
-        _axis(left, left + pw, pw, xmax, top, ph, "v2v ms"),
-    ]
+    out = c.head("cdf", "CDF")
     for q in (0.0, 0.25, 0.5, 0.75, 0.95, 1.0):
         y = top + ph - q * ph
         out.append(
@@ -192,18 +233,12 @@ def cdf_svg(report: Mapping[str, Any]) -> str:
         pv = v.get(key)
         if pv is None:
             continue
-        x = left + float(pv) / xmax * pw
+        x = c.x(float(pv))
         out.append(
-            f'<line x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{top + ph:.1f}" class="{cls}"/>'
-            f'<text x="{x + 3:.1f}" y="{top + 12 if key == "p95" else top + ph - 8:.1f}" class="tick">{key} {float(pv):.0f}</text>'
+            c.vline(x, cls)
+            + f'<text x="{x + 3:.1f}" y="{top + 12 if key == "p95" else top + ph - 8:.1f}" class="tick">{key} {float(pv):.0f}</text>'
         )
-    if target:
-        x = left + float(target) / xmax * pw
-        out.append(
-            f'<line x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{top + ph:.1f}" class="target"/>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+    return c.close(out)
 
 
 def histogram_svg(report: Mapping[str, Any], bins: int = 24) -> str:
@@ -211,43 +246,31 @@ def histogram_svg(report: Mapping[str, Any], bins: int = 24) -> str:
     vals = [float(t["v2v_ms"]) for _, t in _ok_turns(report)]
     if not vals:
         return '<p class="muted">No data.</p>'
-    target = ((report.get("budget") or {}).get("v2v") or {}).get("limit_ms")
-    width, height, left, right, top, bottom = 460.0, 280.0, 46.0, 16.0, 14.0, 44.0
-    pw, ph = width - left - right, height - top - bottom
-    xmax = max(max(vals), float(target or 0.0)) * 1.05 or 1.0
-    bw = xmax / bins
+    c = _SmallChart.of(report, max(vals))
+    left, top, ph = c.left, c.top, c.ph
+    bw = c.xmax / bins
     counts = [0] * bins
     for x in vals:
         counts[min(bins - 1, int(x / bw))] += 1
     cmax = max(counts) or 1
-    out = [
-        f'<svg class="chart hist" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'width="100%" role="img" aria-label="latency histogram"><title>Latency histogram</title>',
-        _axis(left, left + pw, pw, xmax, top, ph, "v2v ms"),
-    ]
+    out = c.head("hist", "histogram")
     step = max(1, math.ceil(cmax / 5))
-    for c in range(0, cmax + 1, step):
-        y = top + ph - c / cmax * ph
+    for n in range(0, cmax + 1, step):
+        y = top + ph - n / cmax * ph
         out.append(
-            f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" class="tick" text-anchor="end">{c}</text>'
+            f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" class="tick" text-anchor="end">{n}</text>'
         )
-    for k, c in enumerate(counts):
-        if not c:
+    for k, n in enumerate(counts):
+        if not n:
             continue
-        x = left + k * bw / xmax * pw
-        h = c / cmax * ph
-        over = target is not None and (k + 0.5) * bw > float(target)
+        x = c.x(k * bw)
+        h = n / cmax * ph
+        over = c.target is not None and (k + 0.5) * bw > float(c.target)
         out.append(
-            f'<rect x="{x + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw / xmax * pw - 1:.1f}" height="{h:.1f}" '
-            f'class="{"bar over" if over else "bar"}"><title>{k * bw:.0f}–{(k + 1) * bw:.0f} ms: {c}</title></rect>'
+            f'<rect x="{x + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw / c.xmax * c.pw - 1:.1f}" height="{h:.1f}" '
+            f'class="{"bar over" if over else "bar"}"><title>{k * bw:.0f}–{(k + 1) * bw:.0f} ms: {n}</title></rect>'
         )
-    if target:
-        x = left + float(target) / xmax * pw
-        out.append(
-            f'<line x1="{x:.1f}" y1="{top:.1f}" x2="{x:.1f}" y2="{top + ph:.1f}" class="target"/>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+    return c.close(out)
 
 
 _CSS = """
