@@ -204,6 +204,14 @@ def _ttfb_ms(s: SpanRec) -> float | None:
     return None if v is None else float(v) * 1000.0
 
 
+def _service_after(spans: list[SpanRec], kind: str, not_before_ns: int) -> SpanRec | None:
+    """The first ``kind`` service span starting at or after ``not_before_ns``: a Pipecat
+    turn's llm call follows its final transcript, and its tts follows the llm call."""
+    return next(
+        (s for s in spans if _service_kind(s.name) == kind and s.start_ns >= not_before_ns), None
+    )
+
+
 def _pipecat(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
     by_parent = _by_parent(spans)
     turns = [s for s in spans if s.name == "turn"]
@@ -224,16 +232,12 @@ def _pipecat(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
         st = finals[-1]
         stt_ms = _ttfb_ms(st) or 0.0
         anchor = st.end_ms - stt_ms
-        llm = next(
-            (s for s in kids if _service_kind(s.name) == "llm" and s.start_ns >= st.start_ns), None
-        )
+        llm = _service_after(kids, "llm", st.start_ns)
         if llm is None:
             out.append(_record(name, ok=False, error="no llm span after the transcript", **common))
             continue
         first_token = llm.start_ms + (_ttfb_ms(llm) or 0.0)
-        tts = next(
-            (s for s in kids if _service_kind(s.name) == "tts" and s.start_ns >= llm.start_ns), None
-        )
+        tts = _service_after(kids, "tts", llm.start_ns)
         if tts is None:
             out.append(_record(name, ok=False, error="no tts span after the llm", **common))
             continue
