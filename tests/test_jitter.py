@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -297,3 +298,52 @@ async def test_reply_pacing_reanchors_at_each_replys_first_packet() -> None:
     assert [s.pts - slots[0].pts for s in slots] == [0, FRAME_TICKS, 2 * FRAME_TICKS]
     gaps = np.diff(times) / 1e6
     assert all(15.0 < g < 25.0 for g in gaps), gaps
+
+
+def test_jitter_estimate_survives_sender_pauses() -> None:
+    """DTX between replies: seconds without packets must not erase what the buffer
+    learnt about the link, or the next reply starts with no margin and conceals.
+
+    Two 2 s talk spurts over a +/-15 ms jittery link, 5 s of silence between them
+    (sent as a timestamp jump, as RTP does).  The second spurt must start with about
+    the target the first one ended with, and conceal (almost) nothing."""
+    rng = np.random.default_rng(7)
+    frames = tagged_frames(200)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    events: list[tuple[int, JitterPacket]] = []
+    start = 1_000 * MS
+    for i in range(200):
+        gap = 0 if i < 100 else 5_000 * MS  # the pause: 5 s of send time skipped
+        sent = start + i * 20 * MS + gap
+        ts = (i * TS + (gap * 48_000 // 1_000_000_000)) % (1 << 32)
+        arrival = sent + int((30.0 + rng.uniform(-15.0, 15.0)) * MS)
+        events.append((arrival, JitterPacket(i, ts, frames[i])))
+    events.sort(key=lambda e: e[0])
+    first_targets: list[float] = []
+    second: dict[str, Any] | None = None
+    # Popped the way ``transport.media.play_when_due`` pops: at each frame's due time,
+    # never while nothing is buffered (so nothing runs during the pause).
+    t, k, last = events[0][0], 0, None
+    end = events[-1][0] + 1_000 * MS
+    while t < end:
+        while k < len(events) and events[k][0] <= t:
+            jb.push(events[k][1], events[k][0])
+            if events[k][1].seq == 100:
+                first_targets.append(jb.target_delay_ms)
+                jb.turn_summary()  # count the second spurt on its own
+            k += 1
+        due = jb.next_due_ns()
+        if due is not None and last is not None:
+            due = max(due, last + 20 * MS)
+        if due is not None and due <= t:
+            if jb.pop(t) is not None:
+                last = due
+            if second is None and jb.stats.decoded == 200:
+                second = jb.turn_summary()  # up to its last frame (not the tail after it)
+        t += MS
+    assert second is not None
+    assert first_targets, "the second spurt never arrived"
+    # 20 ms/s of shrink over 5 s would have taken the whole 30 ms margin away.
+    assert first_targets[0] > 15.0, first_targets
+    assert second["late_dropped"] == 0 and second["decoded"] == 100, second
+    assert second["stretched"] + second["concealed"] <= 2, second

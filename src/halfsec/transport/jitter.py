@@ -241,6 +241,8 @@ class JitterBuffer:
         self._next: int | None = None  # next seq to play
         self._next_ts_ns = 0
         self._last_arrival = 0
+        self._paused_ns = 0
+        """Sum of the sender's silences (DTX gaps): excluded from the window's clock."""
         self._highest: int | None = None
         self._seen_recent: deque[int] = deque(maxlen=4096)
         self._seen: set[int] = set()
@@ -264,8 +266,14 @@ class JitterBuffer:
             self._seen.discard(self._seen_recent[0])
         self._seen_recent.append(seq)
         self._seen.add(seq)
+        if self._last_arrival and now - self._last_arrival > self.cfg.idle_reset_ms * 1e6:
+            # The sender paused (DTX between replies).  A pause says nothing about the
+            # link, so it must not age the jitter estimate out of the window: the first
+            # reply after a long silence would otherwise play with no margin and be
+            # concealed on any jittery link.
+            self._paused_ns += now - self._last_arrival - self._frame_ns
         self._last_arrival = now
-        self._observe(now, now - ts_ns)
+        self._observe(now - self._paused_ns, now - ts_ns)
         if self._next is not None and seq < self._next:
             for s in (self.stats, self._turn):
                 s.late_dropped += 1
@@ -278,6 +286,7 @@ class JitterBuffer:
             self._highest = seq
 
     def _observe(self, now: int, transit: int) -> None:
+        """``now``: the link's active clock (wall time minus sender pauses)."""
         win = int(self.cfg.window_ms * 1e6)
         self._window.append((now, transit))
         bisect.insort(self._sorted, transit)
@@ -357,7 +366,7 @@ class JitterBuffer:
         """The frame to play now (call every ``frame_ms``, or at ``next_due_ns``), or
         ``None``."""
         now = self.clock() if now_ns is None else now_ns
-        self._decay(now)
+        self._decay(now - self._paused_ns)
         if self._next is None:
             if not self._packets:
                 return None

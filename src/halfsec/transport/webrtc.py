@@ -146,7 +146,8 @@ def intercept_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
 
 
 class ReplyTrack(MediaStreamTrack):
-    """Outgoing audio: pre-encoded Opus packets, one per 20 ms slot, silence when idle."""
+    """Outgoing audio: pre-encoded Opus packets, one per 20 ms slot while a reply plays,
+    nothing between replies (DTX)."""
 
     kind = "audio"
 
@@ -177,13 +178,18 @@ class ReplyTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         self._learn_origin()
-        # Continuous (silence between replies), not DTX: measured with DTX, a reply's
-        # first packet left ~9 ms sooner, but the client's jitter buffer, with no packets
-        # for seconds, had forgotten the link's jitter and concealed 3 % of the reply's
-        # frames at 4g.  A warm jitter estimate is worth the slot wait.
-        slot = await self.out.next_slot(continuous=True)
+        # DTX: nothing is sent between replies, and a reply's first packet leaves the
+        # moment it is encoded, on a grid anchored then (``PacedOpusOut.next_slot``).  A
+        # continuous silent stream would make it wait for the next 20 ms slot (~10 ms
+        # on average).  The receiver's jitter buffer keeps its link estimate across the
+        # pause (``JitterBuffer`` excludes sender pauses from its window), which is what
+        # made DTX cost concealment at 4g before.
+        # The very first packet is one frame of silence sent at once: aiortc adds a
+        # random origin to our pts that only a sent packet reveals (``_learn_origin``),
+        # and each ``reply.audio`` event must name its packet's exact RTP timestamp.
+        slot = await self.out.next_slot(continuous=self._prev_pts is None)
         while slot.turn_id in self.cancelled:
-            slot = await self.out.next_slot(continuous=True)
+            slot = await self.out.next_slot()
         pts = slot.pts
         assert slot.packet is not None
         packet = av.Packet(slot.packet)
