@@ -36,6 +36,8 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from types import TracebackType
 
@@ -43,7 +45,13 @@ from halfsec.lab.netem.profile import NetSpec
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.lab.netem.udp_relay import SocketFactory, UdpRelay, as_spec
 
-__all__ = ["NamespaceLab", "namespaces_supported", "remove_stale", "socket_in_netns"]
+__all__ = [
+    "NamespaceLab",
+    "enter_netns",
+    "namespaces_supported",
+    "remove_stale",
+    "socket_in_netns",
+]
 
 _CLONE_NEWNET = 0x40000000
 _CMD_TIMEOUT_S = 10.0
@@ -110,6 +118,38 @@ def socket_in_netns(netns: str) -> SocketFactory:
     return make
 
 
+def _setns(fd: int, what: str) -> None:
+    if _libc().setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({what}): {os.strerror(err)}")
+
+
+@contextmanager
+def enter_netns(netns: str) -> Iterator[None]:
+    """Move the *calling thread* into ``netns`` for the block, then back where it was.
+
+    Why a whole thread and not a socket factory: the bench's clients (aiohttp, aiortc's
+    ICE, a Chromium child process) create their sockets deep inside libraries that take
+    no factory.  Switching the event loop's thread makes every socket it creates, and
+    every child process it forks, belong to ``netns`` -- the client namespace -- while
+    other threads (span exporters, executor workers started earlier) stay put.  Only
+    this thread moves (libc ``setns`` is per thread) and it is moved back even when
+    the block raises, so a bench run leaves the process as it found it."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+        try:
+            _setns(fd, f"/run/netns/{netns}")
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            _setns(own, "the thread's own namespace")
+    finally:
+        os.close(own)
+
+
 def namespaces_supported() -> tuple[bool, str]:
     """``(True, "")`` if this host can run namespace mode, else ``(False, why)``."""
     if os.geteuid() != 0:
@@ -147,12 +187,19 @@ class NamespaceLab:
         *,
         lab_id: str | None = None,
         kernel_impair: bool = True,
+        client_default_route: bool = False,
     ) -> None:
         self.up = as_spec(up)
         self.down = as_spec(down)
         # "<pid hex>-<n>": unique per process, and lets remove_stale() find orphans.
         self.lab_id = lab_id or f"{os.getpid():x}-{next(_counter)}"
         self.kernel_impair = kernel_impair
+        self.client_default_route = client_default_route
+        """Give the client namespace a default route via the middle.  Chromium gathers
+        WebRTC host candidates only on an interface that carries a default route; the
+        middle still does not forward, so the relay stays the only path (a packet sent
+        straight to the server is dropped in the middle instead of failing with
+        ``ENETUNREACH``)."""
         self.cli_ns = f"hs-cli-{self.lab_id}"
         self.mid_ns = f"hs-mid-{self.lab_id}"
         self.srv_ns = f"hs-srv-{self.lab_id}"
@@ -226,6 +273,8 @@ class NamespaceLab:
             _run("ip", "-n", ns, "link", "set", dev, "up")
         for ns in self.namespaces:
             _run("ip", "-n", ns, "link", "set", "lo", "up")
+        if self.client_default_route:
+            _run("ip", "-n", self.cli_ns, "route", "add", "default", "via", MID_CLI_ADDR)
         # The relay must be the only path: no kernel forwarding in the middle.
         _run("ip", "netns", "exec", self.mid_ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
         if self.kernel_impair:
@@ -294,12 +343,13 @@ class NamespaceLab:
             socket_factory=self.relay_socket,
         )
 
-    def tcp_relay(self, port: int) -> TcpRelay:
-        """A TCP relay in the middle namespace.  TCP retransmits kernel drops itself, so
+    def tcp_relay(self, port: int, listen_port: int | None = None) -> TcpRelay:
+        """A TCP relay in the middle namespace: relay_host:listen_port (default ``port``;
+        0 = any free port) -> server_host:port.  TCP retransmits kernel drops itself, so
         with ``kernel_impair`` the nft loss shows up as real retransmission delay."""
         up, down = self.relay_specs()
         return TcpRelay(
-            listen=(MID_CLI_ADDR, port),
+            listen=(MID_CLI_ADDR, port if listen_port is None else listen_port),
             target=(SRV_ADDR, port),
             up=up,
             down=down,
