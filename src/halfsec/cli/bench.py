@@ -60,13 +60,17 @@ def bench_command(
     codec: str = "pcm16",
     net: str | None = None,
     client: str = "python",
+    net_mode: str = "relay",
 ) -> int:
     if client not in ("python", "browser"):
         err.print(f"[red]error:[/red] --client must be python or browser, not {client!r}")
         return 2
-    if client == "browser" and (net or codec != "pcm16"):
-        # The page picks its own codec and talks to the server directly.
-        err.print("[red]error:[/red] --client browser takes neither --net nor --codec")
+    if client == "browser" and codec != "pcm16":
+        # The page picks its own codec (PCM over WebSocket, Opus over WebRTC).
+        err.print("[red]error:[/red] --client browser takes no --codec (the page picks it)")
+        return 2
+    if net_mode not in ("relay", "namespace"):
+        err.print(f"[red]error:[/red] --net-mode must be relay or namespace, not {net_mode!r}")
         return 2
     if transport not in ("websocket", "webrtc"):
         err.print(f"[red]error:[/red] --transport must be websocket or webrtc, not {transport!r}")
@@ -81,6 +85,24 @@ def bench_command(
             parse_net(net)
         except (HalfsecError, ValueError) as e:
             err.print(f"[red]error:[/red] --net {net!r}: {e}")
+            return 2
+    if net_mode == "namespace":
+        # Checked before any corpus is built or server started: a clear refusal, never a
+        # silent fall-back to loopback (which would measure another network).
+        from ..lab.bench_ns import namespace_problem
+
+        if not net or net.strip().lower() == "none":
+            err.print("[red]error:[/red] --net-mode namespace needs --net PROFILE")
+            return 2
+        if server is not None:
+            err.print(
+                "[red]error:[/red] --net-mode namespace starts its own server in the server "
+                "namespace; drop --server (or use --net-mode relay)"
+            )
+            return 2
+        problem = namespace_problem()
+        if problem is not None:
+            err.print(f"[red]error:[/red] {problem}")
             return 2
     try:
         corpus = load_corpus(corpus_path) if corpus_path is not None else builtin_corpus()
@@ -115,6 +137,7 @@ def bench_command(
         otlp_endpoint=otlp_endpoint,
         transport=transport,
         net=net,
+        net_mode=net_mode,
         client_kind=client,
     )
     progress = _progress()

@@ -146,6 +146,12 @@ def bench(
         help="python (this package's client) or browser (headless Chromium plays the page "
         "at /; see docs/browser.md).",
     ),
+    net_mode: str = typer.Option(
+        "relay",
+        "--net-mode",
+        help="Where --net is applied: relay (loopback relays) or namespace (client, relays "
+        "and server in network namespaces over veths; root). See docs/network-lab.md.",
+    ),
 ) -> None:
     """Measure voice-to-voice at a real client: play a corpus over WebSocket or WebRTC."""
     from .bench import bench_command
@@ -172,6 +178,7 @@ def bench(
             codec,
             net,
             client,
+            net_mode,
         )
     )
 

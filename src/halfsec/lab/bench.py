@@ -21,10 +21,10 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -41,6 +41,9 @@ from ..turn.reference import voiced_bounds
 from .breakdown import StagePoints, breakdown, client_overhead, dominant_stage
 from .client import ClientOptions, ClientRun, client_cpu_s, run_recording
 from .corpus import CorpusItem
+
+if TYPE_CHECKING:
+    from .netem.glue import NetPath
 
 RECORD_KEYS: tuple[str, ...] = (
     "file",
@@ -87,6 +90,10 @@ class BenchOptions:
     """``websocket`` (codec from ``client.codec``) or ``webrtc`` (Opus, aiortc client)."""
     net: str | None = None
     """``--net`` profile/spec: a TCP relay for WebSocket, two UDP relays for WebRTC."""
+    net_mode: str = "relay"
+    """``relay``: the relays run on 127.0.0.1 in this process.  ``namespace``: client,
+    relays and server sit in three network namespaces joined by veths
+    (``lab.bench_ns``; root only, needs ``net`` and no ``server``)."""
     client_kind: str = "python"
     """``python`` (this package's clients, ``run_items``) or ``browser`` (headless
     Chromium playing the page at ``/``, ``lab.browser_client.run_browser_items``)."""
@@ -141,10 +148,16 @@ class ServerProcess:
         inject_delay_ms: float = 0.0,
         extra_args: list[str] | None = None,
         start_timeout_s: float = 180.0,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        netns: str | None = None,
     ) -> None:
-        self.port = free_port()
-        self.args = [sys.executable, "-m", "halfsec.cli.main", "serve"]
-        self.args += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.port = free_port() if port is None else port
+        self.args = ["ip", "netns", "exec", netns] if netns else []
+        self.args += [sys.executable, "-m", "halfsec.cli.main", "serve"]
+        self.args += ["--host", host, "--port", str(self.port)]
+        self.connect: tuple[str, int] = (host, self.port)
+        """Where the bench reaches the server (namespace mode: a relay in front of it)."""
         if config is not None:
             self.args += ["--config", str(config)]
         for ov in overrides or []:
@@ -161,7 +174,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"ws://{self.connect[0]}:{self.connect[1]}/ws"
 
     @property
     def log_path(self) -> str:
@@ -176,7 +189,7 @@ class ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             *self.args, stdout=self._log, stderr=self._log, stdin=asyncio.subprocess.DEVNULL
         )
-        health = f"http://127.0.0.1:{self.port}/healthz"
+        health = f"http://{self.connect[0]}:{self.connect[1]}/healthz"
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
@@ -425,8 +438,14 @@ async def run_items(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     late_ms: list[float] | None = None,
     tracer: trace.Tracer | None = None,
+    path: NetPath | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
-    """Play each item in its own session; returns the records and seconds of audio sent."""
+    """Play each item in its own session; returns the records and seconds of audio sent.
+
+    ``path``: where ``opts.net`` is applied (default: loopback relays)."""
+    from .netem.glue import NetPath
+
+    path = path or NetPath(opts.net)
     records: list[dict[str, Any]] = []
     audio_s = 0.0
     for item in items:
@@ -445,13 +464,14 @@ async def run_items(
 
             base = url.replace("wss://", "https://").replace("ws://", "http://")
             base = base.split("/ws")[0]
-            run = await run_recording_webrtc(base, pcm, opts.client, opts.net, net_info)
+            if path.mode == "namespace":
+                run = await _webrtc_through(path, base, pcm, opts, net_info)
+            else:
+                run = await run_recording_webrtc(base, pcm, opts.client, path.net, net_info)
         else:
-            from .netem.glue import impaired_url, net_meta
-
-            async with impaired_url(url, opts.net) as (relayed, relay):
+            async with path.tcp(url) as (relayed, relay):
                 run = await run_recording(relayed, pcm, opts.client, tracer=tracer)
-                net_info = net_meta(opts.net, relay) or {}
+                net_info = path.tcp_meta(relay) or {}
         rec = make_record(item, pcm, run, opts.audible_dbfs)
         rec["transport"] = opts.transport if opts.transport == "webrtc" else "websocket"
         rec["codec"] = "opus" if opts.transport == "webrtc" else opts.client.codec
@@ -476,6 +496,20 @@ async def run_items(
     return records, audio_s
 
 
+async def _webrtc_through(
+    path: NetPath, base: str, pcm: np.ndarray, opts: BenchOptions, net_info: dict[str, Any]
+) -> ClientRun:
+    """The Python WebRTC client behind a signaling proxy that puts ``path``'s relays on
+    the media path (namespace mode: its own relays would be on loopback)."""
+    from .client_rtc import run_recording_webrtc
+    from .netem.rtc_path import SignalingProxy
+
+    async with path.rtc_relays() as relays, SignalingProxy(base, relays) as proxy:
+        run = await run_recording_webrtc(proxy.url, pcm, opts.client)
+        net_info.update(relays.meta(path.net) or {})
+    return run
+
+
 async def _run_items_with(
     url: str,
     items: list[CorpusItem],
@@ -483,6 +517,7 @@ async def _run_items_with(
     on_record: Callable[[dict[str, Any]], None] | None,
     late_ms: list[float],
     tracer: trace.Tracer | None,
+    path: NetPath | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Dispatch on ``opts.client_kind``; both clients return the same records."""
     if opts.client_kind == "browser":
@@ -490,9 +525,23 @@ async def _run_items_with(
         from .browser_client import run_browser_items
 
         return await run_browser_items(
-            url, items, opts, on_record, late_ms, transport=opts.transport
+            url, items, opts, on_record, late_ms, transport=opts.transport, path=path
         )
-    return await run_items(url, items, opts, on_record, late_ms, tracer)
+    return await run_items(url, items, opts, on_record, late_ms, tracer, path)
+
+
+@contextlib.asynccontextmanager
+async def _loopback_server(
+    opts: BenchOptions, overrides: list[str], extra: list[str]
+) -> AsyncIterator[tuple[ServerProcess, NetPath]]:
+    """``halfsec serve`` on a free loopback port; ``--net`` applied by loopback relays."""
+    from .netem.glue import NetPath
+
+    proc = ServerProcess(
+        opts.config, overrides, opts.inject_delay_ms, extra, opts.server_start_timeout_s
+    )
+    async with proc:
+        yield proc, NetPath(opts.net)
 
 
 async def run_bench(
@@ -523,6 +572,12 @@ async def run_bench(
     )
     tracer = tracing.tracer if tracing is not None else None
     trace_dir = Path(tempfile.mkdtemp(prefix="halfsec-bench-trace-")) if opts.trace else None
+    namespace = opts.net_mode == "namespace"
+    if namespace:
+        from .bench_ns import check_namespace_options, with_token
+
+        check_namespace_options(opts)
+        opts = with_token(opts)
     if opts.server is not None:
         url, health_url = server_urls(opts.server)
         health = await fetch_health(health_url) or {}
@@ -556,13 +611,18 @@ async def run_bench(
             if opts.otlp_endpoint:
                 extra += ["--otlp-endpoint", opts.otlp_endpoint]
             status(f"starting halfsec serve{f' (domain {dom})' if dom else ''}...")
-            proc = ServerProcess(
-                opts.config, overrides, opts.inject_delay_ms, extra, opts.server_start_timeout_s
-            )
-            async with proc:
+            if namespace:
+                from .bench_ns import namespace_server
+
+                server_cm = namespace_server(opts, overrides, extra)
+            else:
+                server_cm = _loopback_server(opts, overrides, extra)
+            async with server_cm as (proc, path):
                 servers.append({"url": proc.url, "health": proc.health, "started_by_bench": True})
                 status(f"running {len(group)} recording(s) against {proc.url}")
-                recs, secs = await _run_items_with(proc.url, group, opts, on_record, late, tracer)
+                recs, secs = await _run_items_with(
+                    proc.url, group, opts, on_record, late, tracer, path
+                )
             # The server flushed its spans when it stopped: keep this run's turns'.
             if trace_file is not None and trace_file.exists():
                 ids = {r["trace_id"] for r in recs if r.get("trace_id")}
@@ -578,6 +638,7 @@ async def run_bench(
         "client_kind": opts.client_kind,
         "codec": "opus" if opts.transport == "webrtc" else opts.client.codec,
         "net": opts.net,
+        "net_mode": opts.net_mode if opts.net else None,
         "overrides": list(opts.overrides),
         "audible_dbfs": opts.audible_dbfs,
         "client": client_overhead(client_cpu_s() - cpu0, audio_s, late),

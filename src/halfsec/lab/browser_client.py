@@ -22,6 +22,17 @@ that it cannot start over while the reply is awaited, and with leading silence t
 covers the page's start-up.  Where the file landed in the capture is found by
 cross-correlation (``input_offset_ms``) and checked (``input_match``): the reference end
 of speech is computed on what the page captured, not on the file.
+
+Through the network lab (``--net``): over WebSocket the page is told to connect to a
+relayed URL (``?server=ws://127.0.0.1:<relay>/ws``; a loopback origin, which the
+server's Origin guard accepts).  Over WebRTC the page is loaded through the bench's
+``SignalingProxy`` (``netem/rtc_path.py``), which rewrites the offer and the answer so
+every media packet crosses relay A or B in each direction, as the Python client's do.
+Chromium runs with ``WebRtcHideLocalIpsWithMdns`` off, so its host candidate is an IP
+address a relay can forward to rather than an unresolvable ``<uuid>.local``.  In
+namespace mode Chromium runs in the client namespace and the page is always loaded
+through the proxy, which keeps it on a ``127.0.0.1`` origin: a secure context, where
+``getUserMedia`` and AudioWorklets exist.
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +61,10 @@ from ..audio.io import load_audio, write_wav
 from ..audio.resample import resample
 from ..audio.timeline import PlaybackTimeline
 from ..errors import HalfsecError
-from .bench import BenchOptions, empty_record, make_record
+from .bench import BenchOptions, empty_record, make_record, server_urls
 from .client import ClientRun, Received, best_clock
 from .corpus import CorpusItem
+from .netem.glue import NetPath
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 TRANSPORTS = ("websocket", "webrtc")
@@ -103,6 +116,9 @@ def chromium_flags(user_data_dir: Path, fake_wav: Path) -> list[str]:
         "--remote-debugging-address=127.0.0.1",
         "--remote-debugging-port=0",
         "--window-size=1100,1000",
+        # Host candidates as IP addresses, not mDNS names: the lab's relays (and aiortc)
+        # cannot resolve <uuid>.local.
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
     ]
 
 
@@ -269,13 +285,17 @@ class Chromium:
 
 
 # -- URLs and files -----------------------------------------------------------------------
-def page_url(server_url: str, token: str | None = None) -> str:
-    """The page's address from a server URL as the bench takes it (``ws://h:p/ws``...)."""
+def page_url(server_url: str, token: str | None = None, ws_url: str | None = None) -> str:
+    """The page's address from a server URL as the bench takes it (``ws://h:p/ws``...).
+    ``ws_url``: where the page opens its WebSocket (``?server=``; default its own
+    origin's ``/ws``)."""
     s = server_url if "://" in server_url else f"http://{server_url}"
     u = urlsplit(s)
     scheme = "https" if u.scheme in ("wss", "https") else "http"
-    query = urlencode({"token": token}) if token else ""
-    return urlunsplit((scheme, u.netloc, "/", query, ""))
+    params = {"token": token} if token else {}
+    if ws_url:
+        params["server"] = ws_url
+    return urlunsplit((scheme, u.netloc, "/", urlencode(params), ""))
 
 
 def fake_mic_wav(pcm: np.ndarray, path: Path, lead_s: float, tail_s: float) -> Path:
@@ -507,13 +527,52 @@ async def _converse(
     return export
 
 
+@asynccontextmanager
+async def page_network(
+    server_url: str,
+    transport: str,
+    token: str | None,
+    path: NetPath | None,
+    net_info: dict[str, Any],
+) -> AsyncIterator[str]:
+    """Yield the URL Chromium loads for one recording, with ``path``'s relays (fresh
+    ones for this recording) on the way to the server; ``net_info`` is filled with
+    their counters, read when the recording is over, before the relays close."""
+    ws, health = server_urls(server_url)
+    if path is None or not path.active:
+        yield page_url(server_url, token)
+        return
+    from .netem.rtc_path import SignalingProxy
+
+    base = health.rsplit("/healthz", 1)[0]
+    async with AsyncExitStack() as stack:
+        relays = (
+            await stack.enter_async_context(path.rtc_relays()) if transport == "webrtc" else None
+        )
+        relay = None
+        relayed: str | None = None
+        if transport == "websocket":
+            relayed, relay = await stack.enter_async_context(path.tcp(ws))
+        page_server = base
+        if relays is not None or path.mode == "namespace":
+            page_server = (await stack.enter_async_context(SignalingProxy(base, relays))).url
+        try:
+            yield page_url(page_server, token, relayed)
+        finally:
+            meta = relays.meta(path.net) if relays is not None else path.tcp_meta(relay)
+            net_info.update(meta or {})
+
+
 async def run_browser_recording(
     server_url: str,
     item: CorpusItem,
     transport: str = "websocket",
     options: BrowserOptions | None = None,
+    path: NetPath | None = None,
 ) -> dict[str, Any]:
-    """One recording through one fresh Chromium; never raises for a failed turn."""
+    """One recording through one fresh Chromium; never raises for a failed turn.
+
+    ``path``: the simulated network to cross (``--net``; None: straight to the server)."""
     opt = options or BrowserOptions()
     if transport not in TRANSPORTS:
         raise BrowserError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
@@ -528,10 +587,13 @@ async def run_browser_recording(
         # Trailing silence outlasts the whole wait, so the looping file never repeats
         # the speech into the conversation; the last 0.5 s is the loop's seam.
         wav = fake_mic_wav(pcm, Path(tmp) / "mic.wav", opt.lead_s, opt.max_tail_s + 10.0)
-        url = page_url(server_url, opt.token)
         browser = Chromium(wav, opt)
+        net_info: dict[str, Any] = {}
         try:
-            async with browser as cdp:
+            async with (
+                page_network(server_url, transport, opt.token, path, net_info) as url,
+                browser as cdp,
+            ):
                 export = await _converse(cdp, url, transport, speech_s, opt)
                 if opt.screenshot_dir is not None:
                     await screenshot(cdp, opt.screenshot_dir / f"{item.stem}.png")
@@ -540,9 +602,13 @@ async def run_browser_recording(
             rec["error"] = f"browser: {type(e).__name__}: {e}"
             rec["client"] = "browser"
             rec["transport"] = transport
+            if net_info:
+                rec["net"] = net_info
             return rec
     pr = page_run(export)
     rec = browser_record(item, pcm, pr, transport, opt.lead_s, opt.audible_dbfs)
+    if net_info:
+        rec["net"] = net_info
     if opt.save_audio is not None and pr.captured.size:
         opt.save_audio.mkdir(parents=True, exist_ok=True)
         write_wav(opt.save_audio / f"{item.stem}.sent.wav", pr.captured, INTERNAL_RATE)
@@ -567,11 +633,12 @@ async def run_browser_bench(
     transport: str = "websocket",
     options: BrowserOptions | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    path: NetPath | None = None,
 ) -> list[dict[str, Any]]:
     """Every item through the page in its own Chromium; records in the bench's schema."""
     records = []
     for item in corpus_items:
-        rec = await run_browser_recording(server_url, item, transport, options)
+        rec = await run_browser_recording(server_url, item, transport, options, path)
         records.append(rec)
         if on_record is not None:
             on_record(rec)
@@ -585,10 +652,13 @@ async def run_browser_items(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     late_ms: list[float] | None = None,
     transport: str = "websocket",
+    path: NetPath | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Drop-in for ``lab.bench.run_items`` (``halfsec bench --client browser``): same
     arguments and result (records, seconds of audio sent).  ``late_ms`` stays empty: the
-    browser paces its own microphone."""
+    browser paces its own microphone.  ``path``: where ``opts.net`` is applied
+    (default: loopback relays)."""
+    path = path or NetPath(opts.net)
     browser = BrowserOptions(
         token=opts.token,
         max_tail_s=opts.client.max_tail_s,
@@ -599,7 +669,7 @@ async def run_browser_items(
     records: list[dict[str, Any]] = []
     audio_s = 0.0
     for item in items:
-        rec = await run_browser_recording(url, item, transport, browser)
+        rec = await run_browser_recording(url, item, transport, browser, path)
         audio_s += float(rec.get("captured_s") or 0.0)
         records.append(rec)
         if on_record is not None:
