@@ -2,7 +2,8 @@
 its own server, drives headless Chromium through the page, and writes the JSON report.
 
 The browser's own behaviour is checked in ``test_browser.py``; this only proves the CLI
-wiring (option parsing, dispatch to ``run_browser_items``, report building) end to end."""
+wiring (option parsing, dispatch to ``run_browser_items``, ``--net`` reaching the page,
+report building) end to end."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def test_bench_cli_with_the_browser_client(
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "halfsec.cli.main", "bench", "--client", "browser"]
     cmd += ["--transport", "websocket", "--corpus", str(manifest), "--json", str(out)]
+    cmd += ["--net", "lan"]  # the lab's TCP relay between the page and the server
     cmd += ["--no-store"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -43,6 +45,10 @@ def test_bench_cli_with_the_browser_client(
     assert turn["client"] == "browser" and turn["transport"] == "websocket"
     assert 0 < turn["v2v_ms"] < 5000
     assert set(turn["stages"]) >= {"endpointing_ms", "network_buffer_ms"}
+    assert report["meta"]["net"] == "lan" and report["meta"]["net_mode"] == "relay"
+    net = turn["net"]
+    assert net["transport"] == "tcp-relay" and net["counters"]["connections"] == 1
+    assert net["counters"]["up"]["chunks"] > 0 and net["counters"]["down"]["chunks"] > 0
 
 
 def test_bench_cli_rejects_an_unknown_client(tmp_path: Path) -> None:
