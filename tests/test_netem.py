@@ -10,6 +10,7 @@ wait has a timeout and every send loop is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import socket
@@ -457,3 +458,45 @@ def test_cli_lists_profiles_and_rejects_bad_specs(capsys: pytest.CaptureFixture[
     assert "4g         delay=30ms,jitter=15ms,loss=1%" in out
     assert main(["tcp", "--target", "127.0.0.1:9", "--net", "delay=1ms,los=1%"]) == 2
     assert "unknown key 'los'" in capsys.readouterr().err
+
+
+async def test_client_default_route_keeps_the_relay_the_only_path() -> None:
+    """Needs root.  The browser's namespace mode gives the client a default route (Chromium
+    gathers WebRTC candidates only there): a datagram sent straight to the server then
+    leaves instead of failing, but the middle does not forward it, so it never arrives;
+    ``enter_netns`` moves only this thread, and back."""
+    from halfsec.lab.netem.namespaces import enter_netns
+
+    own = os.stat("/proc/thread-self/ns/net").st_ino
+    with NamespaceLab(client_default_route=True) as lab:
+        ip = ["ip", "-n", lab.cli_ns, "route"]
+        routes = (
+            await asyncio.to_thread(subprocess.run, ip, capture_output=True, text=True)
+        ).stdout
+        assert f"default via {lab.relay_host}" in routes
+        srv = lab.server_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        srv.bind((lab.server_host, 9401))
+        srv.setblocking(False)
+        with enter_netns(lab.cli_ns):
+            assert os.stat("/proc/thread-self/ns/net").st_ino != own
+            cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # born in the client ns
+        try:
+            cli.sendto(b"direct", (lab.server_host, 9401))  # routed now, but not forwarded
+            await asyncio.sleep(0.2)
+            with pytest.raises(BlockingIOError):
+                srv.recv(100)
+            async with lab.udp_relay(9401) as relay:
+                cli.sendto(b"relayed", (lab.relay_host, relay.port))
+                got: list[bytes] = []
+
+                def arrived() -> bool:
+                    with contextlib.suppress(BlockingIOError):
+                        got.append(srv.recv(100))
+                    return bool(got)
+
+                await _until(arrived, 2.0)
+            assert got == [b"relayed"]
+        finally:
+            cli.close()
+            srv.close()
+    assert os.stat("/proc/thread-self/ns/net").st_ino == own
