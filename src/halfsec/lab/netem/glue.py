@@ -17,14 +17,7 @@ if TYPE_CHECKING:
     from halfsec.lab.netem.namespaces import NamespaceLab
     from halfsec.lab.netem.rtc_path import RtcRelays
 
-__all__ = ["NET_HELP", "NET_MODES", "NetPath", "impaired_url", "net_meta", "no_net"]
-
-NET_MODES = ("relay", "namespace")
-NET_MODE_HELP = (
-    "where --net is applied: relay (userspace relays on 127.0.0.1, any user) or "
-    "namespace (client, relays and server in three network namespaces joined by veths, "
-    "loss by nftables and rate by tbf; needs root, iproute2 and nftables)"
-)
+__all__ = ["NET_HELP", "NetPath", "impaired_url", "net_meta", "no_net"]
 
 NET_HELP = (
     "simulate a network between bench client and server: a profile ("
