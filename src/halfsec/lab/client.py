@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,71 @@ class _TurnState:
             return True
         return bool(self.started) and elapsed_s >= opt.settle_s and not self.pending and not playing
 
+    def apply(self, ev: dict[str, Any], t: int, run: ClientRun) -> bool:
+        """Update from one server event received at ``t``; True on ``turn.end`` (the
+        caller then sends a fresh trace context for the next turn).  Shared by the
+        WebSocket and WebRTC clients so both read the server the same way."""
+        kind, tid = ev["type"], int(ev.get("turn_id", 0) or 0)
+        if kind == "vad.speech_started":
+            self.started.add(tid)
+        elif kind == "turn.end":
+            self.ended.add(tid)
+            return True
+        elif kind == "reply.done":
+            self.finished.add(tid)
+        elif kind == "interruption":
+            self.interrupted.add(tid)
+            self.finished.add(tid)
+            if run.timeline is not None:
+                run.timeline.stop(t)
+        elif kind == "error":
+            if tid:
+                self.finished.add(tid)
+                self.ended.add(tid)
+            if ev.get("fatal"):
+                run.closed_by_server = (
+                    f"server reported a fatal error: {ev.get('code')}: {ev.get('message')}"
+                )
+        return False
+
+
+async def stream_microphone(
+    run: ClientRun,
+    pcm: np.ndarray,
+    opt: ClientOptions,
+    state: _TurnState,
+    playing: Callable[[], bool],
+    send: Callable[[int, np.ndarray], Awaitable[None]],
+    check: Callable[[], None],
+) -> None:
+    """Play the recording as a microphone, then silence until the server is done.
+
+    Frame ``k`` leaves at ``t0 + (k + 1) * 20 ms`` (when a real microphone would have
+    captured its last sample), on absolute deadlines so sleep overshoot never
+    accumulates; how late each one left is recorded.  ``send(k, frame)`` is the
+    transport's part; ``check()`` raises ``ClientError`` when the connection is gone.
+    One loop for every transport, so they are timed by the same rule."""
+    k = 0
+
+    async def one(frame: np.ndarray) -> None:
+        nonlocal k
+        due = run.t0_ns + (k + 1) * FRAME_MS * 1_000_000
+        delay = (due - now_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        check()
+        run.late_ms.append((now_ns() - due) / 1e6)
+        await send(k, frame)
+        run.sent.append(frame)
+        k += 1
+
+    for frame in frames_of(pcm):
+        await one(frame)
+    silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+    t_end = now_ns()
+    while not state.tail_done((now_ns() - t_end) / 1e9, playing(), opt):
+        await one(silence)
+
 
 def _turn_context(run: ClientRun, tracer: trace.Tracer | None, start_mono_ns: int) -> str:
     """The ``traceparent`` for the next turn: a ``client.turn`` span's when tracing (so the
@@ -330,41 +396,26 @@ async def _converse(
         # session.start (the server takes the latest context before speech starts).
         await send_str(trace_context_message(_turn_context(run, run.tracer, run.t0_ns)))
     receiver = asyncio.create_task(_receive(ws, run, state, send_str))
-    k = 0
 
-    async def send_frame(frame: np.ndarray) -> None:
-        nonlocal k
-        due = run.t0_ns + (k + 1) * FRAME_MS * 1_000_000
-        delay = (due - now_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if receiver.done():
-            raise ClientError(run.closed_by_server or "connection lost")
+    async def send_frame(k: int, frame: np.ndarray) -> None:
         async with send_lock:
-            run.late_ms.append((now_ns() - due) / 1e6)
             if opus_enc is not None:
                 await ws.send_bytes(encode_opus_in(k, k * 960, opus_enc.encode(frame)))
             else:
                 await ws.send_bytes(encode_pcm16(frame))
-        run.sent.append(frame)
-        k += 1
+
+    def check() -> None:
+        if receiver.done():
+            raise ClientError(run.closed_by_server or "connection lost")
+
+    def playing() -> bool:
+        if run.player is not None:
+            return run.player.playing
+        return now_ns() < timeline.playing_until_ns
 
     try:
         try:
-            for frame in frames_of(pcm):
-                await send_frame(frame)
-            silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-            t_end = now_ns()
-            while True:
-                elapsed = (now_ns() - t_end) / 1e9
-                playing = (
-                    run.player.playing
-                    if run.player is not None
-                    else now_ns() < timeline.playing_until_ns
-                )
-                if state.tail_done(elapsed, playing, opt):
-                    break
-                await send_frame(silence)
+            await stream_microphone(run, pcm, opt, state, playing, send_frame, check)
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:
             raise ClientError(
                 run.closed_by_server or f"connection lost while streaming ({type(e).__name__}: {e})"
@@ -421,29 +472,11 @@ async def _receive(
             run.events.append(
                 Received(t, ev, int(ev.get("turn_id", 0) or 0), int(ev.get("t_server_ns", 0) or 0))
             )
-            kind, tid = ev["type"], int(ev.get("turn_id", 0) or 0)
-            if kind == "vad.speech_started":
-                state.started.add(tid)
-            elif kind == "turn.end":
-                state.ended.add(tid)
+            if state.apply(ev, t, run):
                 # A fresh trace context parents the *next* turn's spans.
                 tp = _turn_context(run, run.tracer, t)
                 with contextlib.suppress(Exception):
                     await send_str(trace_context_message(tp))
-            elif kind == "reply.done":
-                state.finished.add(tid)
-            elif kind == "interruption":
-                state.interrupted.add(tid)
-                state.finished.add(tid)
-                timeline.stop(t)
-            elif kind == "error":
-                if tid:
-                    state.finished.add(tid)
-                    state.ended.add(tid)
-                if ev.get("fatal"):
-                    run.closed_by_server = (
-                        f"server reported a fatal error: {ev.get('code')}: {ev.get('message')}"
-                    )
         else:
             break
     if run.closed_by_server is None and state.pending:

@@ -34,8 +34,7 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .. import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
-from ..audio.framing import frames_of
+from .. import FRAME_MS, INTERNAL_RATE
 from ..audio.timeline import PlaybackTimeline
 from ..clock import now_ns
 from ..errors import AudioInputError
@@ -65,6 +64,7 @@ from .client import (
     _TurnState,
     best_clock,
     new_traceparent,
+    stream_microphone,
 )
 
 PLAY_RATE = 48_000
@@ -279,28 +279,10 @@ async def run_recording_webrtc(
         run.events.append(Received(t, ev, tid, int(ev.get("t_server_ns", 0) or 0)))
         if kind == "reply.audio" and "rtp_timestamp" in ev:
             player.mark_turn(int(ev["rtp_timestamp"]), tid, int(ev["t_server_ns"]))
-        elif kind == "vad.speech_started":
-            state.started.add(tid)
-        elif kind == "turn.end":
-            state.ended.add(tid)
+        elif state.apply(ev, t, run):
             tp = new_traceparent()
             run.traceparents.append(tp)
             send(trace_context_message(tp))
-        elif kind == "reply.done":
-            state.finished.add(tid)
-        elif kind == "interruption":
-            state.interrupted.add(tid)
-            state.finished.add(tid)
-            if run.timeline is not None:
-                run.timeline.stop(t)
-        elif kind == "error":
-            if tid:
-                state.finished.add(tid)
-                state.ended.add(tid)
-            if ev.get("fatal"):
-                run.closed_by_server = (
-                    f"server reported a fatal error: {ev.get('code')}: {ev.get('message')}"
-                )
 
     @pc.on("track")
     def _track(track: MediaStreamTrack) -> None:
@@ -413,30 +395,15 @@ async def _converse(
     run.clock = best_clock(exchanges)
     run.t0_ns = now_ns() + int(opt.lead_ms * 1e6)
     run.timeline = PlaybackTimeline(PLAY_RATE, run.t0_ns)
-    k = 0
 
-    async def send_frame(frame: np.ndarray) -> None:
-        nonlocal k
-        due = run.t0_ns + (k + 1) * _FRAME_NS
-        delay = (due - now_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def send_frame(k: int, frame: np.ndarray) -> None:
+        mic.put(frame)
+
+    def check() -> None:
         if run.closed_by_server:
             raise ClientError(run.closed_by_server)
-        run.late_ms.append((now_ns() - due) / 1e6)
-        mic.put(frame)
-        run.sent.append(frame)
-        k += 1
 
-    for frame in frames_of(pcm):
-        await send_frame(frame)
-    silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-    t_end = now_ns()
-    while True:
-        elapsed = (now_ns() - t_end) / 1e9
-        if state.tail_done(elapsed, player.playing, opt):
-            break
-        await send_frame(silence)
+    await stream_microphone(run, pcm, opt, state, lambda: player.playing, send_frame, check)
     if run.closed_by_server:
         raise ClientError(run.closed_by_server)
     with contextlib.suppress(Exception):
