@@ -347,3 +347,29 @@ def test_jitter_estimate_survives_sender_pauses() -> None:
     assert first_targets[0] > 15.0, first_targets
     assert second["late_dropped"] == 0 and second["decoded"] == 100, second
     assert second["stretched"] + second["concealed"] <= 2, second
+
+
+def test_sender_pause_mid_stream_loses_nothing() -> None:
+    """A DTX pause shorter than the idle reset (a TTS underrun mid-reply): the next
+    packet has the next sequence number and a timestamp 400 ms ahead.  It and all that
+    follow must play, none dropped as late."""
+    frames = tagged_frames(20)
+    jb = JitterBuffer(Pcm16FrameDecoder())
+    played: list[int] = []
+    t = 0
+    for i in range(20):
+        pause = 0 if i < 10 else 400 * MS
+        sent = i * 20 * MS + pause
+        while t < sent:  # the receiver plays on while it waits (through the pause)
+            f = jb.pop(t)
+            if f is not None and int(f[-2]) == 3000:  # a real frame, not a faded PLC one
+                played.append(int(f[-1]))
+            t += 20 * MS
+        jb.push(JitterPacket(i, (sent * 48_000 // 1_000_000_000) % (1 << 32), frames[i]), sent)
+    while jb.buffered:
+        f = jb.pop(t)
+        if f is not None and int(f[-2]) == 3000:
+            played.append(int(f[-1]))
+        t += 20 * MS
+    assert played == list(range(20)), played
+    assert jb.stats.late_dropped == 0 and jb.stats.decoded == 20

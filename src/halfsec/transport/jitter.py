@@ -455,12 +455,17 @@ class JitterBuffer:
                 return rec
             self._count("concealed")
             return self.decoder.conceal()
-        if later or cur + self._frame_ns > int(self.cfg.max_delay_ms * 1e6):
+        if later:
             self._advance()
             self._count("concealed")
             return self.decoder.conceal()
         # Underrun: nothing newer is here yet.  Conceal *without* skipping n, so if n is
         # merely late it still plays, and if it is lost its successor's FEC can rebuild it.
+        # However long this lasts (until ``idle_reset_ms``): with DTX the sender sends
+        # nothing while it has nothing to say (a TTS underrun mid-reply), and its next
+        # packet carries the next sequence number with a timestamp jump.  Skipping n
+        # after some delay bound would drop that packet, and the rest of the reply, as
+        # "late" (seen: a reply cut after its first sentence on a slow machine).
         self._count("stretched")
         return self.decoder.conceal()
 
