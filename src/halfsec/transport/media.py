@@ -16,8 +16,8 @@ compare them fairly:
 * ``PacedOpusOut``: reply audio (any output rate) is cut into exact 20 ms frames
   (soxr to 48 kHz only when the rate is not one libopus accepts), Opus-encoded with
   in-band FEC, and released one frame per 20 ms on an absolute monotonic grid -- the
-  way a real sender's audio clock releases it.  Without ``continuous`` silence (the
-  WebSocket's HSO1 stream) the grid is re-anchored at the first frame after an idle
+  way a real sender's audio clock releases it.  Between replies nothing is sent (DTX,
+  both the WebSocket's HSO1 stream and the WebRTC track), and the grid is re-anchored at the first frame after an idle
   slot (a reply's first packet leaves as soon as it is encoded, not on the previous
   reply's grid, which would cost 10 ms on average), and ``pts`` is the exact elapsed
   time in 48 kHz ticks (RTP convention: silence is a jump in timestamp,
