@@ -23,12 +23,14 @@ ends conceal and FEC-recover identically.
 The sender side is ours too: aiortc's Opus encoder is fixed at 96 kbit/s stereo without
 FEC, but its sender also accepts pre-encoded ``av.Packet`` s.  ``ReplyTrack`` encodes
 reply audio with ``transport.opus.OpusEncoder`` (mono, voip, 24 kbit/s, in-band FEC with
-an expected-loss hint) and releases one packet per 20 ms on a monotonic grid; silence is
-sent between replies, like a microphone track (so the receiver's jitter buffer keeps a
-current estimate of the link's jitter: with DTX instead, a reply's first packet would
-leave up to 20 ms sooner, but a receiver that heard nothing for seconds starts the reply
-with no jitter margin and conceals), and an ``interruption`` drops what is queued.  Each turn's first packet is announced on the events channel as ``reply.audio``
-with its RTP timestamp, so a client can tell which turn it is hearing and when the server
+an expected-loss hint) and releases one packet per 20 ms on a monotonic grid while a
+reply plays.  Between replies nothing is sent (DTX): a reply's first packet leaves the
+moment it is encoded instead of waiting for the next 20 ms slot of a silent stream
+(docs/PERFORMANCE.md section 4 has the before and after), and its timestamp
+jump tells the receiver the sender paused; our ``JitterBuffer`` keeps its jitter
+estimate across such pauses, so a reply after seconds of silence still starts with the
+margin the link needs.  An ``interruption`` drops what is queued.  Each turn's first
+packet is announced on the events channel as ``reply.audio`` with its RTP timestamp, so a client can tell which turn it is hearing and when the server
 let it go (the WebRTC counterpart of the ``HSA1`` header's ``turn_id``/``t_server_ns``).
 
 ICE: host candidates only, no STUN server (nothing leaves the machine), and on a loopback
