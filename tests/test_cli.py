@@ -102,3 +102,12 @@ def test_engines_lists_usable_engines() -> None:
         ("tts", "espeak"),
     ]:
         assert need in usable, rows
+
+
+def test_bench_net_none_means_no_network_and_bad_profiles_are_refused() -> None:
+    """``--net none`` is accepted (so it reaches the next check: namespace mode needs a
+    real network); an unknown profile is refused with the list of profiles."""
+    p = _run(["bench", "--net", "none", "--net-mode", "namespace", "--limit", "1"])
+    assert p.returncode == 2 and "needs --net" in p.stderr, p.stderr
+    p = _run(["bench", "--net", "5g", "--limit", "1"])
+    assert p.returncode == 2 and "unknown profile" in p.stderr and "4g" in p.stderr, p.stderr
