@@ -34,7 +34,15 @@ from ..audio.resample import StreamResampler
 from ..clock import now_ns
 from ..config import HalfsecConfig
 from ..errors import AudioInputError, HalfsecError
-from ..frames import EndOfTurn, ErrorFrame, Frame, Interruption, ReplyAudio, SpeechStarted
+from ..frames import (
+    EndOfTurn,
+    ErrorFrame,
+    Frame,
+    Interruption,
+    ReplyAudio,
+    ReplyDone,
+    SpeechStarted,
+)
 from ..runtime.engines import Engines
 from ..runtime.session import VoiceSession
 from ..trace.setup import Tracing, configure_tracing
@@ -470,7 +478,9 @@ class VoiceServer:
         conn.recorder = self._recorder(conn)
         await conn.send_json(started)
         delay_ns = int(self.options.inject_delay_ms * 1e6)
-        delayed: asyncio.Queue[tuple[int, int, np.ndarray] | None] = asyncio.Queue()
+        delayed: asyncio.Queue[tuple[int, int, np.ndarray | dict[str, Any]] | None] = (
+            asyncio.Queue()
+        )
         delay_task = asyncio.create_task(self._delay_line(conn, delayed)) if delay_ns > 0 else None
         send_audio: Callable[[int, np.ndarray], Awaitable[None]] = conn.send_audio
         try:
@@ -490,7 +500,11 @@ class VoiceServer:
                     if conn.opus_out is not None:
                         conn.opus_out.flush(f.turn_id)
                 ev = self._event(conn, f)
-                if ev is not None:
+                if ev is not None and delay_task is not None and isinstance(f, ReplyDone):
+                    # Through the delay line too: ``reply.done`` must not overtake the
+                    # audio it closes (a client may stop listening once it is done).
+                    delayed.put_nowait((now_ns() + delay_ns, f.turn_id, ev))
+                elif ev is not None:
                     await conn.send_json(ev)
                 if isinstance(f, EndOfTurn) and conn.inbound is not None:
                     await conn.send_json(jitter_event(f.turn_id, conn.inbound.turn_summary()))
@@ -510,18 +524,20 @@ class VoiceServer:
                 conn.recorder.close()
 
     async def _delay_line(
-        self, conn: _Conn, q: asyncio.Queue[tuple[int, int, np.ndarray] | None]
+        self, conn: _Conn, q: asyncio.Queue[tuple[int, int, np.ndarray | dict[str, Any]] | None]
     ) -> None:
         while True:
             item = await q.get()
             if item is None or conn.closing:
                 return
-            due, turn_id, pcm = item
+            due, turn_id, payload = item
             wait = (due - now_ns()) / 1e9
             if wait > 0:
                 await asyncio.sleep(wait)
-            if turn_id not in conn.cancelled_turns:
-                await conn.send_audio(turn_id, pcm)
+            if isinstance(payload, dict):
+                await conn.send_json(payload)
+            elif turn_id not in conn.cancelled_turns:
+                await conn.send_audio(turn_id, payload)
 
     def _event(self, conn: _Conn, f: Frame) -> dict[str, Any] | None:
         ev = frame_to_event(f)
