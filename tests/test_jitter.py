@@ -203,7 +203,7 @@ def test_idle_sender_resets_playout() -> None:
 async def test_playout_loop_real_time() -> None:
     frames = tagged_frames(20)
     jb = JitterBuffer(Pcm16FrameDecoder())
-    got: list[tuple[int, int]] = []
+    got: list[tuple[int, int, bool]] = []
     stop = asyncio.Event()
 
     async def sender() -> None:
@@ -212,16 +212,19 @@ async def test_playout_loop_real_time() -> None:
             await asyncio.sleep(0.02)
 
     def sink(frame: np.ndarray) -> None:
-        got.append((time.monotonic_ns(), int(frame[-1])))
+        real = int(frame[0]) == 3000 and int(frame[-2]) == 3000  # PLC frames are faded
+        got.append((time.monotonic_ns(), int(frame[-1]), real))
 
     task = asyncio.create_task(playout_loop(jb, sink, stop))
     await sender()
     await asyncio.sleep(0.1)
     stop.set()
     await asyncio.wait_for(task, 1.0)
-    tags = [g[1] for g in got if g[1] < 30000]
     assert len(got) >= 18
-    assert tags[:18] == list(range(18))
+    # Real frames in order, none lost; a concealment frame inserted when the loaded
+    # machine delivered a packet late is allowed (it is not one of the tagged frames).
+    tags = [g[1] for g in got if g[2]]
+    assert tags[:18] == list(range(18)), got
     gaps = np.diff([g[0] for g in got]) / 1e6
     assert 15.0 < float(np.median(gaps)) < 25.0
 
