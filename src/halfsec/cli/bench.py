@@ -78,7 +78,9 @@ def bench_command(
     if codec not in ("pcm16", "opus"):
         err.print(f"[red]error:[/red] --codec must be pcm16 or opus, not {codec!r}")
         return 2
-    if net is not None and net.strip().lower() in ("", "none"):
+    from ..lab.netem.glue import no_net
+
+    if no_net(net):
         net = None  # "--net none": the same as no --net, handy in scripts that loop
     if net:
         from ..lab.netem.profile import parse_net
