@@ -207,8 +207,11 @@ async def test_browser_turn_over_webrtc(
 
 
 # -- through the network lab (--net) ------------------------------------------------------
-NET = "delay=50ms,seed=1"
-"""Moderate and clean (no jitter or loss): the added delay must show, and nothing else."""
+NET = "delay=100ms,seed=1"
+"""Clean (no jitter or loss): the added delay must show, and nothing else.  100 ms, not less:
+on loopback the page's own ``network_buffer`` varies by 14-47 ms turn to turn (where the
+first audible sample falls in the first chunk, the AudioContext's render lag on a loaded
+2-core box); a 50 ms delay once measured as +28.8 ms in CI."""
 
 
 def _crossed(rec: dict[str, Any], transport: str) -> tuple[int, int]:
@@ -234,7 +237,7 @@ async def _browser_turn_over_net(
     which must grow by about the one-way delay.  v2v itself is only checked to be
     measured: on this 2-core machine the same recording's v2v varies by hundreds of ms
     between runs (speculative STT finishes before or after the end of turn: 0-900 ms
-    of ``stt``), far more than the 100 ms round trip, so a v2v comparison could not tell
+    of ``stt``), far more than the 200 ms round trip, so a v2v comparison could not tell
     a relay on the path from noise.  The relay counters prove the path."""
     item = _coffee_item(rows, speech_dir, tmp, 0)
     before = _chromium_pids()
@@ -262,14 +265,16 @@ async def _browser_turn_over_net(
             for d in net[side].values()
             if isinstance(d, dict) and d["forwarded"] >= 50
         ]
-        assert active and all(d["actual_delay_ms_p50"] >= 50 for d in active), net
+        assert active and all(d["actual_delay_ms_p50"] >= 100 for d in active), net
     else:
         assert up >= 50 and down >= 5, (up, down)  # 20 ms frames up, reply chunks down
         c = net["counters"]
         assert c["connections"] == 1, "only the WebSocket crossed the relay"
-        assert c["up"]["actual_delay_ms_p50"] >= 50 and c["down"]["actual_delay_ms_p50"] >= 50
+        assert c["up"]["actual_delay_ms_p50"] >= 100 and c["down"]["actual_delay_ms_p50"] >= 100
+    # About the one-way delay (100 ms); half of it is the floor that turn-to-turn noise
+    # cannot reach, and a missing relay (grew ~0) cannot pass.
     grew = lab["stages"]["network_buffer_ms"] - base["stages"]["network_buffer_ms"]
-    assert 30 <= grew <= 250, (base["stages"], lab["stages"])
+    assert 50 <= grew <= 350, (base["stages"], lab["stages"])
 
 
 @pytest.mark.slow
