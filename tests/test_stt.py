@@ -23,7 +23,7 @@ from halfsec.stt.factory import available_engines, create_stt
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pocketsphinx import PocketSphinxEngine
 from halfsec.stt.wer import normalize_text, word_error_rate, word_errors
-from halfsec.stt.whisper import WhisperEngine, prompt_text
+from halfsec.stt.whisper import PARTIAL_NICE, WhisperEngine, prompt_text
 
 SPEECH = Path(__file__).parents[1].parent / "shared" / "speech"
 FRAME = 320  # 20 ms at 16 kHz, what the runtime feeds
@@ -199,13 +199,14 @@ async def test_whisper_concurrent_finals_share_one_decode(
     whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[bool] = []
-    real = whisper.decoder.decode
+    for decoder in (whisper.decoder, whisper.partial_decoder):
+        real = decoder.decode
 
-    def counting(pcm: np.ndarray, **kwargs: Any) -> Any:
-        calls.append(kwargs["final"])
-        return real(pcm, **kwargs)
+        def counting(pcm: np.ndarray, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(kwargs["final"])
+            return _real(pcm, **kwargs)
 
-    monkeypatch.setattr(whisper.decoder, "decode", counting)
+        monkeypatch.setattr(decoder, "decode", counting)
     stream = whisper.open_stream()
     stream.feed(load("vctk_p225_001"))
     a, b = await asyncio.gather(stream.hypothesis(final=True), stream.hypothesis(final=True))
@@ -220,6 +221,53 @@ async def test_whisper_concurrent_finals_share_one_decode(
     await asyncio.sleep(0)
     final = await stream.hypothesis(final=True)
     assert calls == [False] and final.text == (await partial).text
+
+
+async def test_whisper_final_never_waits_for_a_partial_of_older_audio(
+    whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user paused while a partial of their speech so far was decoding: the final
+    (more audio) must start at once on its own lane, not queue behind the preview."""
+    spans: dict[bool, list[float]] = {}
+    for decoder in (whisper.decoder, whisper.partial_decoder):
+        real = decoder.decode
+
+        def timed(pcm: np.ndarray, _real: Any = real, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = _real(pcm, **kwargs)
+            spans[kwargs["final"]] = [t0, time.perf_counter()]
+            return out
+
+        monkeypatch.setattr(decoder, "decode", timed)
+    pcm = load("ljspeech_LJ001-0005")
+    stream = whisper.open_stream()
+    stream.feed(pcm[: pcm.size * 3 // 4])
+    partial = asyncio.create_task(stream.hypothesis(final=False))
+    await asyncio.sleep(0.005)  # the partial is decoding (several seconds of speech)
+    assert not partial.done()
+    stream.feed(pcm[pcm.size * 3 // 4 :])
+    final = await stream.hypothesis(final=True)
+    early = await partial
+    assert final.audio_ms > early.audio_ms
+    started, ended = spans[True][0], spans[False][1]
+    assert started < ended, "the final started only after the older partial had finished"
+    assert word_error_rate(transcript("ljspeech_LJ001-0005"), final.text) <= 0.2
+
+
+def test_whisper_partial_lane_runs_at_low_priority(whisper: WhisperEngine) -> None:
+    """Partials yield the CPU to the final and to TTS (Linux thread niceness, which the
+    lane's CTranslate2 thread inherits because the model was loaded on the lane)."""
+    import os
+    import threading
+
+    def nice_here() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = nice_here()
+    final_lane = whisper._executor.submit(nice_here).result()
+    partial_lane = whisper._partial_executor.submit(nice_here).result()
+    assert final_lane == base
+    assert partial_lane == min(19, base + PARTIAL_NICE)
 
 
 async def test_whisper_partial_is_promoted_to_final(whisper: WhisperEngine) -> None:

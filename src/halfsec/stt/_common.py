@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -49,13 +51,26 @@ def loudest_frame_dbfs(audio: np.ndarray, frame: int = 320) -> float:
     return 20.0 * float(np.log10(max(rms, 1e-6)))
 
 
-def inference_executor(name: str) -> ThreadPoolExecutor:
-    """One worker thread per engine: decodes run one at a time, off the event loop.
+def inference_executor(name: str, nice: int = 0) -> ThreadPoolExecutor:
+    """One worker thread: decodes run one at a time, in order, off the event loop.
 
-    A single worker keeps STT on one core (the other is for VAD, TTS and the loop) and
-    makes queued requests run in order, so a final is never starved by partials.
+    ``nice`` > 0 lowers the worker's CPU priority (Linux: per thread).  Threads created
+    from the worker inherit it, which is why a model meant to run at low priority must be
+    *loaded* on its worker (CTranslate2 starts its compute threads at load time).  Used
+    for background work such as partial transcripts, which must yield the CPU to the
+    final decode and TTS on a 2-core machine rather than halve their speed.
     """
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"halfsec-stt-{name}")
+
+    def lower_priority() -> None:
+        if nice > 0 and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            except OSError:  # not permitted here: run at normal priority
+                pass
+
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix=f"halfsec-stt-{name}", initializer=lower_priority
+    )
 
 
 _WORD_RE = re.compile(r"\S+")

@@ -29,9 +29,12 @@ class STTOptions:
     """The packaged weights are float16; int8 on CPU is ~2x faster with no measurable
     WER change for tiny.en."""
 
-    cpu_threads: int = 1
-    """int8 tiny.en with one thread is as fast as with two on this class of machine, and
-    the second core is kept for VAD, TTS and the event loop."""
+    cpu_threads: int = 2
+    """Threads of the *final* decode, which the end-of-turn decision waits for; nothing
+    else is busy then (TTS starts after it, VAD costs ~70 us a frame).  Measured on a
+    2-core AVX2 EPYC (2026-11-29): a coffee order's final takes ~320 ms on one thread,
+    ~205 ms on two (on an AVX-512 box one thread was as fast).  Partials always use one
+    thread at low priority (see ``WhisperEngine``)."""
 
     beam_size: int = 1
     """Greedy decoding: beam 5 costs ~3x the decoder time for < 1 point of WER on short

@@ -28,7 +28,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ from .engine import STTEngine, STTStream, Transcript
 from .options import STTOptions
 
 __all__ = [
+    "PARTIAL_NICE",
     "Decoded",
     "WhisperDecoder",
     "WhisperEngine",
@@ -279,8 +280,25 @@ class WhisperDecoder:
         return " ".join(texts), nsp
 
 
+PARTIAL_NICE = 19
+"""CPU priority offset of the partial lane (Linux nice 19: scheduler weight 15 against
+1024 for a normal thread): a preview must not slow the final or TTS.  Measured with
+``benchmarks/run_corpus.py --only coffee --limit 20`` on a 2-core AVX2 EPYC: v2v p50/p95
+523/781 ms at nice 10, 489/730 ms at nice 19 (one run each)."""
+
+
 class WhisperEngine(STTEngine):
-    """Whisper tiny.en (int8, one thread) with short-window decoding and stream caching."""
+    """Whisper tiny.en (int8) with short-window decoding, on two lanes.
+
+    The final decode is on every turn's critical path (the end-of-turn decision waits
+    for its transcript), so it has a model and a worker of its own, with
+    ``cpu_threads`` threads, and never queues behind a partial.  Partials run on a
+    second copy of the model: one thread, lower CPU priority.  CTranslate2 cannot abort
+    a decode, and with one worker a partial that began just before the user paused
+    delayed the final by a whole decode (measured on a 2-core AVX2 EPYC,
+    ``benchmarks/run_corpus.py --only coffee --limit 20``: v2v p95 1053 ms with partials
+    vs 814 ms without).
+    """
 
     name = "whisper"
 
@@ -288,31 +306,44 @@ class WhisperEngine(STTEngine):
         self.options = options or STTOptions()
         self.decoder = WhisperDecoder(self.options)
         self._executor = inference_executor(self.name)
+        self._partial_executor = inference_executor(f"{self.name}-partial", nice=PARTIAL_NICE)
+        # Loaded on its own worker so that CTranslate2's compute thread inherits the
+        # worker's lower priority.
+        self.partial_decoder = self._partial_executor.submit(
+            WhisperDecoder, replace(self.options, cpu_threads=1)
+        ).result()
 
     def open_stream(self) -> WhisperStream:
         return WhisperStream(self)
 
     def warmup(self) -> None:
-        """Two decodes (short window and 30 s fallback) so buffers are allocated and
-        the first user's final costs what every later one does."""
+        """Decodes on both lanes (short window and 30 s fallback) so buffers are
+        allocated and the first user's final costs what every later one does."""
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
         self.decoder.decode(noise, final=False)
         self.decoder._decode_padded(noise.astype(np.float32) / 32768.0, 1.0)
+        self._partial_executor.submit(self.partial_decoder.decode, noise, final=False).result()
 
     def run_blocking(self, pcm: np.ndarray, final: bool = True) -> Decoded:
         """Decode on the caller's thread: for benchmarks and tools, not the event loop."""
         return self.decoder.decode(as_pcm16(pcm), final=final)
 
     def submit(self, pcm: np.ndarray, final: bool, short: Decoded | None) -> Awaitable[Decoded]:
-        """Schedule a decode on the engine's single inference thread."""
+        """Schedule a decode on its lane: finals on the final worker, partials on the
+        low-priority one."""
         loop = asyncio.get_running_loop()
+        if final:
+            return loop.run_in_executor(
+                self._executor, lambda: self.decoder.decode(pcm, final=True, short=short)
+            )
         return loop.run_in_executor(
-            self._executor, lambda: self.decoder.decode(pcm, final=final, short=short)
+            self._partial_executor, lambda: self.partial_decoder.decode(pcm, final=False)
         )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._partial_executor.shutdown(wait=False, cancel_futures=True)
 
 
 class WhisperStream(STTStream):
@@ -328,7 +359,9 @@ class WhisperStream(STTStream):
       broken: the partial's text is promoted, since it used the same decode settings;
     * a partial for a version that has a final: the final's text, ``compute_ms=0``;
     * a partial while an older partial is still in flight: that partial's result (a
-      slightly stale preview), so partials never pile up in front of a final.
+      slightly stale preview), so partials never pile up;
+    * a final never waits for a partial of *older* audio: it starts at once on the
+      final lane (the stale partial finishes on its own, at low priority).
     """
 
     def __init__(self, engine: WhisperEngine) -> None:
