@@ -1,0 +1,172 @@
+"""Where a Whisper final's time goes on *this* CPU: encoder, domain prompt, tokens.
+
+Usage::
+
+    python benchmarks/whisper_cost_bench.py [--limit 12] [--threads 1,2] [--json OUT]
+
+The final decode is what the end-of-turn decision waits for, and its cost differs by a
+factor of four between CPUs with and without AVX-512 VNNI (CTranslate2's fastest int8
+path).  For the first ``--limit`` coffee orders of ``../shared/speech`` this splits one
+final, as ``WhisperDecoder`` runs it (packaged tiny.en, int8, the runtime's window rule),
+into:
+
+* ``encode_ms``: the encoder on the window (``max(min_window_s, audio + tail_pad_s)``);
+* ``prompt_ms``: the cost of the domain vocabulary prompt (``<|startofprev|>`` text),
+  measured as one generated token with the prompt minus one without it;
+* ``per_token_ms``: the slope of generation time over the tokens of the transcript;
+* ``final_ms``: the whole ``WhisperDecoder.decode`` call (what the runtime pays).
+
+for each thread count in ``--threads``.  Each figure is the median over recordings of
+the fastest of ``--reps`` repetitions (the box is shared; the fastest is the cost, the
+rest is interference).  The CPU's vector extensions and CTranslate2's choices are
+printed first, since they explain most of the spread between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from halfsec.audio.io import load_audio
+from halfsec.config import load_config
+from halfsec.logic.factory import create_logic
+from halfsec.stt._features import HOP
+from halfsec.stt.options import STTOptions
+from halfsec.stt.whisper import WhisperDecoder
+
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+
+
+def fastest_ms(fn: Callable[[], Any], reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) * 1000.0)
+    return best
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [
+                f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in have
+            ]
+    return []
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def split_one(
+    dec: WhisperDecoder, bare: WhisperDecoder, pcm: np.ndarray, reps: int
+) -> dict[str, float]:
+    """One recording's final, split into encoder, prompt, per-token and whole-call ms."""
+    audio = pcm.astype(np.float32) / 32768.0
+    window = dec._window_s(audio.size / 16000)
+    n_frames = int(round(window * 16000)) // HOP
+    n_frames -= n_frames % 2
+    feats = dec._ct2.StorageView.from_array(
+        np.ascontiguousarray(dec.features(audio, n_frames)[None])
+    )
+    out = {"encode": fastest_ms(lambda: dec.model.encode(feats, to_cpu=True), reps)}
+    enc = dec.model.encode(feats, to_cpu=True)
+
+    def gen(d: WhisperDecoder, n: int) -> Any:
+        return d.model.generate(
+            enc,
+            [d.prompt_ids],
+            beam_size=1,
+            max_length=len(d.prompt_ids) + n,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+
+    one_prompt = fastest_ms(lambda: gen(dec, 1), reps)
+    out["prompt"] = one_prompt - fastest_ms(lambda: gen(bare, 1), reps)
+    tokens = len(gen(dec, 64).sequences_ids[0])
+    if tokens > 1:
+        full = fastest_ms(lambda: gen(dec, tokens), reps)
+        out["per_token"] = (full - one_prompt) / (tokens - 1)
+    out["final"] = fastest_ms(lambda: dec.decode(pcm, final=True), reps)
+    return out
+
+
+def measure(opt: STTOptions, clips: list[np.ndarray], reps: int) -> dict[str, float]:
+    dec = WhisperDecoder(opt)
+    bare = WhisperDecoder(dataclasses.replace(opt, prompt=None))
+    dec.decode(clips[0], final=True)  # allocate buffers
+    rows: dict[str, list[float]] = {}
+    for pcm in clips:
+        for k, v in split_one(dec, bare, pcm, reps).items():
+            rows.setdefault(k, []).append(v)
+    return {f"{k}_ms": round(float(np.median(v)), 1) for k, v in rows.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--limit", type=int, default=12)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+
+    with open(SPEECH / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("intent")]
+    clips = [load_audio(SPEECH / r["file"]) for r in rows[: args.limit]]
+    cfg = load_config()
+    domain = getattr(create_logic(cfg.logic), "domain", None)
+    prompt = domain.stt_prompt() if domain is not None else None
+    base = dataclasses.replace(cfg.stt, prompt=prompt)
+
+    import ctranslate2
+
+    out: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "ctranslate2": ctranslate2.__version__,
+        "compute_types": sorted(ctranslate2.get_supported_compute_types("cpu")),
+        "recordings": len(clips),
+        "window_s": f"max({base.min_window_s}, audio + {base.tail_pad_s})",
+        "by_threads": {},
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/whisper_cost_bench.py "
+        + f"--limit {args.limit} --threads {args.threads} --reps {args.reps}",
+    }
+    print(f"{out['cpu']}  flags: {' '.join(out['cpu_flags'])}  ct2 {out['ctranslate2']}")
+    print(f"{'threads':>7} {'encode':>8} {'prompt':>8} {'per token':>10} {'final':>8}  (ms)")
+    for n in [int(x) for x in args.threads.split(",") if x.strip()]:
+        r = measure(dataclasses.replace(base, cpu_threads=n), clips, args.reps)
+        out["by_threads"][str(n)] = r
+        print(
+            f"{n:>7} {r['encode_ms']:>8} {r['prompt_ms']:>8} "
+            f"{r.get('per_token_ms', float('nan')):>10} {r['final_ms']:>8}",
+            flush=True,
+        )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
