@@ -88,7 +88,7 @@ def transcribe(decoder: Any, pcm: np.ndarray, rate: int, search: str) -> str:
 
 def test_options_defaults_and_validation() -> None:
     opts = TTSOptions()
-    assert opts.engine == "piper" and opts.threads == 1 and opts.trim_leading_silence
+    assert opts.engine == "piper" and opts.threads == 2 and opts.trim_leading_silence
     from_config: Any = "/x/voice.onnx"  # config files hand paths over as strings
     assert TTSOptions(model_path=from_config).model_path == Path("/x/voice.onnx")
     for bad in (

@@ -43,7 +43,7 @@ def _check_piper(options: TTSOptions) -> str:
     from .piper import resolve_voice_paths
 
     model, _config = resolve_voice_paths(options)
-    return f"voice {model.stem} (onnxruntime, {options.threads} thread)"
+    return f"voice {model.stem} (onnxruntime, {options.threads} threads)"
 
 
 def _check_espeak(options: TTSOptions) -> str:

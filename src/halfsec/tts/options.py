@@ -34,10 +34,13 @@ class TTSOptions:
     """Piper voice JSON.  ``None`` means ``<model_path>.json``, or the packaged voice's
     config when ``model_path`` is also ``None``."""
 
-    threads: int = 1
-    """onnxruntime intra-op threads for Piper.  1 on purpose: the two cores are shared
-    with STT and VAD, and a TTS thread pool spinning on both cores delays the STT of the
-    next turn more than it speeds up this clause (a clause is ~20-70 ms of work)."""
+    threads: int = 2
+    """onnxruntime intra-op threads for Piper.  The first clause is synthesized right
+    after the final transcript, when STT is done and nothing else competes, so both
+    cores help; the pool never busy-waits between clauses (spinning threads would slow
+    the next turn's STT).  Measured on a 2-core AVX2 EPYC (2026-11-29, ``python
+    benchmarks/run_corpus.py --only coffee --limit 20 --set tts.threads=1|2``, back to
+    back): first audio p50 86.5 -> 60.2 ms, v2v p50/p95 483/667 -> 456/607 ms."""
 
     length_scale: float | None = None
     """Piper phoneme duration multiplier (> 1 slower, < 1 faster); ``None`` keeps the

@@ -129,6 +129,9 @@ class PiperEngine(TTSEngine):
         session_options.inter_op_num_threads = 1
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.log_severity_level = 3  # warnings about unused initialisers are noise
+        # No busy-waiting between clauses: an idle pool thread spinning on a core would
+        # slow the next turn's STT on a 2-core machine.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(
                 str(model_path), sess_options=session_options, providers=["CPUExecutionProvider"]
