@@ -14,7 +14,13 @@ into:
 * ``prompt_ms``: the cost of the domain vocabulary prompt (``<|startofprev|>`` text),
   measured as one generated token with the prompt minus one without it;
 * ``per_token_ms``: the slope of generation time over the tokens of the transcript;
-* ``final_ms``: the whole ``WhisperDecoder.decode`` call (what the runtime pays).
+* ``final_ms``: the whole ``WhisperDecoder.decode`` call (what the runtime pays);
+* ``forced_prefix_ms`` against ``generated_same_ms``: the transcript's tokens but the last
+  forced as a decoder prefix, then one generated, against generating them all; equal
+  figures mean a previous partial's words would save nothing as a prefix.
+
+``CT2_USE_MKL=1 python benchmarks/whisper_cost_bench.py`` measures CTranslate2's Intel
+MKL backend instead of its default for the CPU (oneDNN on AMD).
 
 for each thread count in ``--threads``.  Each figure is the median over recordings of
 the fastest of ``--reps`` repetitions (the box is shared; the fastest is the cost, the
@@ -28,6 +34,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -93,22 +100,28 @@ def split_one(
     out = {"encode": fastest_ms(lambda: dec.model.encode(feats, to_cpu=True), reps)}
     enc = dec.model.encode(feats, to_cpu=True)
 
-    def gen(d: WhisperDecoder, n: int) -> Any:
+    def gen(d: WhisperDecoder, n: int, forced: list[int] | None = None) -> Any:
+        prompt = d.prompt_ids + (forced or [])
         return d.model.generate(
             enc,
-            [d.prompt_ids],
+            [prompt],
             beam_size=1,
-            max_length=len(d.prompt_ids) + n,
+            max_length=len(prompt) + n,
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
 
     one_prompt = fastest_ms(lambda: gen(dec, 1), reps)
     out["prompt"] = one_prompt - fastest_ms(lambda: gen(bare, 1), reps)
-    tokens = len(gen(dec, 64).sequences_ids[0])
+    ids = gen(dec, 64).sequences_ids[0]
+    tokens = len(ids)
     if tokens > 1:
         full = fastest_ms(lambda: gen(dec, tokens), reps)
         out["per_token"] = (full - one_prompt) / (tokens - 1)
+        # All but the last token forced as a decoder prefix (as a previous partial's
+        # words would be): cheaper only if CTranslate2 runs the prefix in one pass.
+        out["forced_prefix"] = fastest_ms(lambda: gen(dec, 1, ids[:-1]), reps)
+        out["generated_same"] = full
     out["final"] = fastest_ms(lambda: dec.decode(pcm, final=True), reps)
     return out
 
@@ -146,6 +159,7 @@ def main() -> None:
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "ctranslate2": ctranslate2.__version__,
+        "ct2_use_mkl": os.environ.get("CT2_USE_MKL", "default"),
         "compute_types": sorted(ctranslate2.get_supported_compute_types("cpu")),
         "recordings": len(clips),
         "window_s": f"max({base.min_window_s}, audio + {base.tail_pad_s})",
@@ -154,14 +168,22 @@ def main() -> None:
         "command": "python benchmarks/whisper_cost_bench.py "
         + f"--limit {args.limit} --threads {args.threads} --reps {args.reps}",
     }
-    print(f"{out['cpu']}  flags: {' '.join(out['cpu_flags'])}  ct2 {out['ctranslate2']}")
-    print(f"{'threads':>7} {'encode':>8} {'prompt':>8} {'per token':>10} {'final':>8}  (ms)")
+    print(
+        f"{out['cpu']}  flags: {' '.join(out['cpu_flags'])}  ct2 {out['ctranslate2']}"
+        f"  CT2_USE_MKL={out['ct2_use_mkl']}"
+    )
+    print(
+        f"{'threads':>7} {'encode':>8} {'prompt':>8} {'per token':>10} {'final':>8} "
+        f"{'prefix':>8} {'same gen':>8}  (ms)"
+    )
     for n in [int(x) for x in args.threads.split(",") if x.strip()]:
         r = measure(dataclasses.replace(base, cpu_threads=n), clips, args.reps)
         out["by_threads"][str(n)] = r
         print(
             f"{n:>7} {r['encode_ms']:>8} {r['prompt_ms']:>8} "
-            f"{r.get('per_token_ms', float('nan')):>10} {r['final_ms']:>8}",
+            f"{r.get('per_token_ms', float('nan')):>10} {r['final_ms']:>8} "
+            f"{r.get('forced_prefix_ms', float('nan')):>8} "
+            f"{r.get('generated_same_ms', float('nan')):>8}",
             flush=True,
         )
     if args.json_out:

@@ -1,7 +1,9 @@
 """The engines a process shares between its sessions.
 
-Models are loaded once; each engine runs its inference on its own single thread, so on a
-2-core machine STT, TTS and VAD never fight for more than the cores there are."""
+Models are loaded once; each engine runs its inference on workers of its own with explicit
+thread counts, sized for the moment each runs on a 2-core machine: the final transcript
+and then the first clause's TTS each get both cores (they run one after the other), while
+partial transcripts run at the lowest CPU priority and VAD stays inline on the loop."""
 
 from __future__ import annotations
 

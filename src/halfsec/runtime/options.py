@@ -15,7 +15,8 @@ class SessionOptions:
     partials: bool = True
     """Emit partial transcripts while the user speaks."""
     partial_interval_ms: float = 500.0
-    """Audio between two partial decodes (each costs one STT call on the STT thread)."""
+    """Audio between two partial decodes (each costs one decode on the STT engine's
+    low-priority partial lane)."""
     end_of_turn: str = "transcript"
     """``transcript`` (longer window for unfinished phrases) or ``silence`` (fixed window)."""
     max_turn_s: float = 30.0
