@@ -54,7 +54,8 @@ def loudest_frame_dbfs(audio: np.ndarray, frame: int = 320) -> float:
 def inference_executor(name: str, nice: int = 0) -> ThreadPoolExecutor:
     """One worker thread: decodes run one at a time, in order, off the event loop.
 
-    ``nice`` > 0 lowers the worker's CPU priority (Linux: per thread).  Threads created
+    ``nice`` > 0 sets the worker's nice value, i.e. lowers its CPU priority (Linux:
+    per thread; where that is not permitted the worker runs at normal priority).  Threads created
     from the worker inherit it, which is why a model meant to run at low priority must be
     *loaded* on its worker (CTranslate2 starts its compute threads at load time).  Used
     for background work such as partial transcripts, which must yield the CPU to the

@@ -32,9 +32,10 @@ class STTOptions:
     cpu_threads: int = 2
     """Threads of the *final* decode, which the end-of-turn decision waits for; nothing
     else is busy then (TTS starts after it, VAD costs ~70 us a frame).  Measured on a
-    2-core AVX2 EPYC (2026-11-29): a coffee order's final takes ~320 ms on one thread,
-    ~205 ms on two (on an AVX-512 box one thread was as fast).  Partials always use one
-    thread at low priority (see ``WhisperEngine``)."""
+    2-core AVX2 EPYC (2026-11-29, ``python benchmarks/whisper_cost_bench.py``): a coffee
+    order's final with the domain prompt takes 360.8 ms on one thread, 233.7 ms on two
+    (on an AVX-512 VNNI box one thread was as fast).  Partials always use one thread at
+    low priority (see ``WhisperEngine``)."""
 
     beam_size: int = 1
     """Greedy decoding: beam 5 costs ~3x the decoder time for < 1 point of WER on short

@@ -281,8 +281,8 @@ class WhisperDecoder:
 
 
 PARTIAL_NICE = 19
-"""CPU priority offset of the partial lane (Linux nice 19: scheduler weight 15 against
-1024 for a normal thread): a preview must not slow the final or TTS.  Measured with
+"""Nice value of the partial lane's threads (Linux; 19 is the lowest priority: scheduler
+weight 15 against 1024 for a normal thread): a preview must not slow the final or TTS.  Measured with
 ``benchmarks/run_corpus.py --only coffee --limit 20`` on a 2-core AVX2 EPYC: v2v p50/p95
 523/781 ms at nice 10, 489/730 ms at nice 19 (one run each)."""
 
