@@ -46,7 +46,6 @@ import numpy as np
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
 from halfsec.logic.factory import create_logic
-from halfsec.stt._features import HOP
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper import WhisperDecoder
 
@@ -91,12 +90,7 @@ def split_one(
 ) -> dict[str, float]:
     """One recording's final, split into encoder, prompt, per-token and whole-call ms."""
     audio = pcm.astype(np.float32) / 32768.0
-    window = dec._window_s(audio.size / 16000)
-    n_frames = int(round(window * 16000)) // HOP
-    n_frames -= n_frames % 2
-    feats = dec._ct2.StorageView.from_array(
-        np.ascontiguousarray(dec.features(audio, n_frames)[None])
-    )
+    feats = dec.encoder_input(audio, dec._window_s(audio.size / 16000))
     out = {"encode": fastest_ms(lambda: dec.model.encode(feats, to_cpu=True), reps)}
     enc = dec.model.encode(feats, to_cpu=True)
 

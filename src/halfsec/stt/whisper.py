@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -181,13 +182,18 @@ class WhisperDecoder:
         window = max(o.min_window_s, duration_s + o.tail_pad_s)
         return min(_TRAINING_WINDOW_S, window)
 
-    def _run(self, audio: np.ndarray, window_s: float, max_new: int) -> _RawResult:
-        """Encode ``audio`` zero-padded to ``window_s`` and decode greedily."""
+    def encoder_input(self, audio: np.ndarray, window_s: float) -> Any:
+        """Log-mel of float ``audio`` zero-padded to ``window_s``, as the encoder takes it
+        (a CTranslate2 ``StorageView`` of shape ``[1, n_mels, frames]``)."""
         n_samples = int(round(window_s * SAMPLE_RATE))
         n_frames = n_samples // HOP
         n_frames -= n_frames % 2  # the encoder's stride-2 convolution halves the frames
         mel = self.features(audio, n_frames)
-        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+        return self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+
+    def _run(self, audio: np.ndarray, window_s: float, max_new: int) -> _RawResult:
+        """Encode ``audio`` zero-padded to ``window_s`` and decode greedily."""
+        features = self.encoder_input(audio, window_s)
         # CTranslate2's max_length counts the prompt too.
         max_new = min(max_new, _MAX_DECODER_POSITIONS - len(self.prompt_ids) - 1)
         max_length = len(self.prompt_ids) + max_new
