@@ -195,18 +195,33 @@ async def test_whisper_final_is_cached_until_more_audio(whisper: WhisperEngine) 
     assert word_error_rate(transcript("rhasspy_turn_on_living_room_lamp"), full.text) == 0.0
 
 
-async def test_whisper_concurrent_finals_share_one_decode(
-    whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def watch_decodes(
+    whisper: WhisperEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    spans: dict[bool, list[float]] | None = None,
+) -> list[bool]:
+    """Wrap both lanes' ``decode``: the returned list gets each call's ``final`` flag, and
+    ``spans[final]`` the (start, end) ``perf_counter`` of the latest such call."""
     calls: list[bool] = []
     for decoder in (whisper.decoder, whisper.partial_decoder):
         real = decoder.decode
 
-        def counting(pcm: np.ndarray, _real: Any = real, **kwargs: Any) -> Any:
+        def watched(pcm: np.ndarray, _real: Any = real, **kwargs: Any) -> Any:
             calls.append(kwargs["final"])
-            return _real(pcm, **kwargs)
+            t0 = time.perf_counter()
+            out = _real(pcm, **kwargs)
+            if spans is not None:
+                spans[kwargs["final"]] = [t0, time.perf_counter()]
+            return out
 
-        monkeypatch.setattr(decoder, "decode", counting)
+        monkeypatch.setattr(decoder, "decode", watched)
+    return calls
+
+
+async def test_whisper_concurrent_finals_share_one_decode(
+    whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = watch_decodes(whisper, monkeypatch)
     stream = whisper.open_stream()
     stream.feed(load("vctk_p225_001"))
     a, b = await asyncio.gather(stream.hypothesis(final=True), stream.hypothesis(final=True))
@@ -229,16 +244,7 @@ async def test_whisper_final_never_waits_for_a_partial_of_older_audio(
     """The user paused while a partial of their speech so far was decoding: the final
     (more audio) must start at once on its own lane, not queue behind the preview."""
     spans: dict[bool, list[float]] = {}
-    for decoder in (whisper.decoder, whisper.partial_decoder):
-        real = decoder.decode
-
-        def timed(pcm: np.ndarray, _real: Any = real, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            out = _real(pcm, **kwargs)
-            spans[kwargs["final"]] = [t0, time.perf_counter()]
-            return out
-
-        monkeypatch.setattr(decoder, "decode", timed)
+    watch_decodes(whisper, monkeypatch, spans)
     pcm = load("ljspeech_LJ001-0005")
     stream = whisper.open_stream()
     stream.feed(pcm[: pcm.size * 3 // 4])
