@@ -17,11 +17,12 @@ compare them fairly:
   (soxr to 48 kHz only when the rate is not one libopus accepts), Opus-encoded with
   in-band FEC, and released one frame per 20 ms on an absolute monotonic grid -- the
   way a real sender's audio clock releases it.  Between replies nothing is sent (DTX,
-  both the WebSocket's HSO1 stream and the WebRTC track), and the grid is re-anchored at the first frame after an idle
-  slot (a reply's first packet leaves as soon as it is encoded, not on the previous
-  reply's grid, which would cost 10 ms on average), and ``pts`` is the exact elapsed
-  time in 48 kHz ticks (RTP convention: silence is a jump in timestamp,
-  not in sequence), so the receiver's jitter buffer sees true transit times.  A
+  both the WebSocket's HSO1 stream and the WebRTC track), and the grid is re-anchored
+  at the first frame after an idle slot (a reply's first packet leaves as soon as it is
+  encoded, not on the previous reply's grid, which would cost 10 ms on average), and
+  ``pts`` is the exact elapsed time in 48 kHz ticks (RTP convention: silence is a jump
+  in timestamp, not in sequence), so the receiver's jitter buffer sees true transit
+  times.  A
   timestamp rounded up to the old grid would look up to 20 ms "early" to the receiver,
   lower its minimum transit and so raise its target delay by as much.
 """

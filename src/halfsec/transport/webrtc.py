@@ -26,12 +26,12 @@ reply audio with ``transport.opus.OpusEncoder`` (mono, voip, 24 kbit/s, in-band 
 an expected-loss hint) and releases one packet per 20 ms on a monotonic grid while a
 reply plays.  Between replies nothing is sent (DTX): a reply's first packet leaves the
 moment it is encoded instead of waiting for the next 20 ms slot of a silent stream
-(docs/PERFORMANCE.md section 4 has the before and after), and its timestamp
-jump tells the receiver the sender paused; our ``JitterBuffer`` keeps its jitter
-estimate across such pauses, so a reply after seconds of silence still starts with the
-margin the link needs.  An ``interruption`` drops what is queued.  Each turn's first
-packet is announced on the events channel as ``reply.audio`` with its RTP timestamp, so a client can tell which turn it is hearing and when the server
-let it go (the WebRTC counterpart of the ``HSA1`` header's ``turn_id``/``t_server_ns``).
+(docs/PERFORMANCE.md section 4 has the before and after), and its timestamp jump tells
+the receiver the sender paused; our ``JitterBuffer`` keeps its jitter estimate across
+such pauses, so a reply after seconds of silence still starts with the margin the link
+needs.  An ``interruption`` drops what is queued.  Each turn's first packet is
+announced on the events channel as ``reply.audio`` with its RTP timestamp, so a client
+can tell which turn it is hearing and when the server let it go (the WebRTC counterpart of the ``HSA1`` header's ``turn_id``/``t_server_ns``).
 
 ICE: host candidates only, no STUN server (nothing leaves the machine), and on a loopback
 bind only 127.0.0.1 (aioice skips loopback by default, which would put lab traffic on the
