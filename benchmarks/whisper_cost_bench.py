@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ import numpy as np
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
+from halfsec.lab.report_json import default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper import WhisperDecoder
@@ -149,22 +151,20 @@ def main() -> None:
 
     import ctranslate2
 
-    out: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "ctranslate2": ctranslate2.__version__,
-        "ct2_use_mkl": os.environ.get("CT2_USE_MKL", "default"),
-        "compute_types": sorted(ctranslate2.get_supported_compute_types("cpu")),
-        "recordings": len(clips),
-        "window_s": f"max({base.min_window_s}, audio + {base.tail_pad_s})",
-        "by_threads": {},
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/whisper_cost_bench.py "
-        + f"--limit {args.limit} --threads {args.threads} --reps {args.reps}",
-    }
+    meta = default_meta(
+        "python " + " ".join(sys.argv),
+        cpu=cpu_model(),
+        cpu_flags=cpu_flags(),
+        ctranslate2=ctranslate2.__version__,
+        ct2_use_mkl=os.environ.get("CT2_USE_MKL", "default"),
+        compute_types=sorted(ctranslate2.get_supported_compute_types("cpu")),
+        recordings=len(clips),
+        window_s=f"max({base.min_window_s}, audio + {base.tail_pad_s})",
+    )
+    out: dict[str, Any] = {"meta": meta, "by_threads": {}}
     print(
-        f"{out['cpu']}  flags: {' '.join(out['cpu_flags'])}  ct2 {out['ctranslate2']}"
-        f"  CT2_USE_MKL={out['ct2_use_mkl']}"
+        f"{meta['cpu']}  flags: {' '.join(meta['cpu_flags'])}  ct2 {meta['ctranslate2']}"
+        f"  CT2_USE_MKL={meta['ct2_use_mkl']}"
     )
     print(
         f"{'threads':>7} {'encode':>8} {'prompt':>8} {'per token':>10} {'final':>8} "
