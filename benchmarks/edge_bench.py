@@ -40,12 +40,12 @@ import numpy as np
 
 from halfsec.audio.io import load_audio
 from halfsec.clock import now_ns
-from halfsec.lab.bench import ServerProcess, fetch_health, make_record
-from halfsec.lab.client import run_recording
-from halfsec.lab.corpus import CorpusItem
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.bench.run import ServerProcess, fetch_health, make_record
+from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.tcp_relay import TcpRelay
-from halfsec.transport.protocol import ping_message, session_start_message
-from halfsec.turn.reference import voiced_bounds
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.wire.protocol import ping_message, session_start_message
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 

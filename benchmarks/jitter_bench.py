@@ -8,7 +8,7 @@ Usage::
 Real speech (the LJSpeech and LibriSpeech/VCTK sentences of ``../shared/speech``,
 concatenated and looped to ``--seconds``) is Opus-encoded at 16 kHz, 24 kbit/s, FEC on
 (expected loss 5 %), sent every 20 ms over each simulated link of
-``halfsec.transport.jitter.PROFILES`` (seeded), and played out by ``JitterBuffer`` in
+``halfsec.wire.jitter.PROFILES`` (seeded), and played out by ``JitterBuffer`` in
 simulated time, with a different playout tick phase per seed.
 
 Reported per profile, pooled over seeds:
@@ -38,15 +38,15 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from halfsec.lab.report_json import default_meta
-from halfsec.transport.jitter import (
+from halfsec.lab.report.json import default_meta
+from halfsec.wire.jitter import (
     PROFILES,
     JitterBuffer,
     OpusFrameDecoder,
     run_simulation,
     simulate_arrivals,
 )
-from halfsec.transport.opus import OpusDecoder, OpusEncoder, libopus_version
+from halfsec.wire.opus import OpusDecoder, OpusEncoder, libopus_version
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 FRAME = 320

@@ -14,7 +14,7 @@ Whisper engine (``create_stt(STTOptions())``) in these conditions (L: each loss 
   frame whose successor arrived is rebuilt with ``decode_fec``, otherwise concealed;
 * ``plc@L``: Opus without FEC (all bits for the main signal), same losses, PLC only.
 
-WER is pooled (total edits / total reference words, ``halfsec.stt.wer.word_errors``).
+WER is pooled (total edits / total reference words, ``halfsec.measure.wer.word_errors``).
 Target: ``fec_plc`` raises WER by at most 5 points over ``clean`` (at the first
 ``--loss``).  Several loss rates (``--loss 5,10,20``) are run on the same files.
 
@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from halfsec.lab.report_json import default_meta
+from halfsec.lab.report.json import default_meta
+from halfsec.measure.wer import word_errors
 from halfsec.stt.factory import create_stt
 from halfsec.stt.options import STTOptions
-from halfsec.stt.wer import word_errors
-from halfsec.transport.opus import OpusDecoder, OpusEncoder, libopus_version
+from halfsec.wire.opus import OpusDecoder, OpusEncoder, libopus_version
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 FRAME = 320

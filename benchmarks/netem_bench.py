@@ -34,7 +34,7 @@ from typing import Any
 from halfsec.lab.netem import PROFILES, NetSpec, parse_net, simulate, summarize
 from halfsec.lab.netem.namespaces import NamespaceLab
 from halfsec.lab.netem.udp_relay import UdpRelay
-from halfsec.lab.report_json import default_meta
+from halfsec.lab.report.json import default_meta
 
 HDR = struct.Struct("!Iq")
 GAP_S = 0.020

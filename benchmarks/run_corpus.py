@@ -30,8 +30,8 @@ from rich.table import Table
 
 from halfsec.cli.run import run_one
 from halfsec.config import load_config
+from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
-from halfsec.stt.wer import word_errors
 
 console = Console(stderr=True)
 

@@ -13,7 +13,7 @@ For every recording in ``../shared/speech/manifest.tsv`` that has a transcript:
 * PocketSphinx (unless ``--no-sphinx``): same streaming protocol as ours.
 
 WER is pooled over the corpus (total edits / total reference words, after
-``halfsec.stt.wer.normalize_text``).  Latency percentiles cover utterances of 6 s or
+``halfsec.measure.wer.normalize_text``).  Latency percentiles cover utterances of 6 s or
 less, the length of a voice command.  By default each file is trimmed to its speech
 with a simple energy threshold (the runtime's VAD feeds speech, not the silence around
 it); ``--no-trim`` feeds whole files.  Timings depend on what else runs on the machine:
@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from halfsec.measure.wer import word_errors
 from halfsec.stt.engine import STTEngine
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pocketsphinx import PocketSphinxEngine
-from halfsec.stt.wer import word_errors
 from halfsec.stt.whisper import WhisperEngine, packaged_model_path
 
 DEFAULT_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"

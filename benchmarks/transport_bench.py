@@ -45,17 +45,17 @@ import numpy as np
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
-from halfsec.lab.bench import ServerProcess, make_record
-from halfsec.lab.breakdown import percentile
-from halfsec.lab.client import ClientOptions, ClientRun, run_recording
-from halfsec.lab.client_rtc import run_recording_webrtc
-from halfsec.lab.corpus import CorpusItem
-from halfsec.lab.netem.glue import impaired_url
-from halfsec.lab.report_json import default_meta
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.bench.run import ServerProcess, make_record
+from halfsec.lab.clients.webrtc import run_recording_webrtc
+from halfsec.lab.clients.websocket import ClientOptions, ClientRun, run_recording
+from halfsec.lab.netem.path import impaired_url
+from halfsec.lab.report.json import default_meta
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.stages import percentile
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.file_run import run_file
 from halfsec.runtime.session import VoiceSession
-from halfsec.turn.reference import voiced_bounds
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 

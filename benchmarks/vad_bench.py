@@ -24,9 +24,9 @@ import numpy as np
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
-from halfsec.turn.reference import voiced_bounds
 from halfsec.turn.vad import WINDOW, SileroVAD
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"

@@ -46,7 +46,7 @@ import numpy as np
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
-from halfsec.lab.report_json import default_meta
+from halfsec.lab.report.json import default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper import WhisperDecoder

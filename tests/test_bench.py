@@ -23,11 +23,11 @@ from aiohttp import WSMsgType, web
 
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.clock import now_ns
-from halfsec.lab.bench import RECORD_KEYS, BenchOptions, ServerProcess, run_items
-from halfsec.lab.breakdown import STAGES, StagePoints, breakdown, dominant_stage
-from halfsec.lab.client import ClientOptions, best_clock
-from halfsec.lab.corpus import BUILTIN_QUERIES, CorpusItem, load_corpus, parse_slots
-from halfsec.turn.reference import voiced_bounds
+from halfsec.lab.bench.corpus import BUILTIN_QUERIES, CorpusItem, load_corpus, parse_slots
+from halfsec.lab.bench.run import RECORD_KEYS, BenchOptions, ServerProcess, run_items
+from halfsec.lab.clients.websocket import ClientOptions, best_clock
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.stages import STAGES, StagePoints, breakdown, dominant_stage
 
 DELAY_MS = 150.0
 
@@ -329,7 +329,7 @@ def test_bench_command_end_to_end(
 
 @pytest.mark.parametrize("bad", ["ws://", "ftp://x"])
 def test_bad_server_url_is_rejected(bad: str) -> None:
-    from halfsec.lab.bench import BenchError, server_urls
+    from halfsec.lab.bench.run import BenchError, server_urls
 
     with pytest.raises(BenchError):
         server_urls(bad)

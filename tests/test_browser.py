@@ -26,21 +26,21 @@ from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.audio.resample import resample
 from halfsec.config import load_config
-from halfsec.lab.bench import RECORD_KEYS
-from halfsec.lab.breakdown import STAGES
-from halfsec.lab.browser_client import (
+from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.run import RECORD_KEYS
+from halfsec.lab.clients.browser import (
     DEFAULT_CHROMIUM,
     BrowserOptions,
     align,
     page_url,
     run_browser_bench,
 )
-from halfsec.lab.corpus import CorpusItem, parse_slots
-from halfsec.lab.netem.glue import NetPath
+from halfsec.lab.netem.path import NetPath
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.stages import STAGES
 from halfsec.runtime.engines import Engines
-from halfsec.transport.server import ServerOptions, VoiceServer
-from halfsec.transport.web_page import STATIC_DIR, add_routes
-from halfsec.turn.reference import voiced_bounds
+from halfsec.server.app import ServerOptions, VoiceServer
+from halfsec.server.page import STATIC_DIR, add_routes
 
 
 @contextlib.asynccontextmanager

@@ -20,14 +20,14 @@ import pytest
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
-from halfsec.lab.client import ClientRun, run_recording
+from halfsec.edge.gateway import EdgeError, EdgeOptions, EdgeServer, check_edge_bind, start_edge
+from halfsec.edge.origin_pool import OriginOptions, OriginPool
+from halfsec.lab.clients.websocket import ClientRun, run_recording
 from halfsec.lab.netem.tcp_relay import TcpRelay
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
-from halfsec.transport.edge import EdgeError, EdgeOptions, EdgeServer, check_edge_bind, start_edge
-from halfsec.transport.edge_origin import OriginOptions, OriginPool
-from halfsec.transport.protocol import session_start_message
-from halfsec.transport.server import ServerOptions, VoiceServer, start_server
-from halfsec.turn.reference import voiced_bounds
+from halfsec.server.app import ServerOptions, VoiceServer, start_server
+from halfsec.wire.protocol import session_start_message
 
 
 def _free_port() -> int:

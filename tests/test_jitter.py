@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from halfsec import FRAME_SAMPLES
-from halfsec.transport.jitter import (
+from halfsec.wire.jitter import (
     PROFILES,
     JitterBuffer,
     JitterConfig,
@@ -23,7 +23,7 @@ from halfsec.transport.jitter import (
     run_simulation,
     simulate_arrivals,
 )
-from halfsec.transport.opus import OpusEncoder
+from halfsec.wire.opus import OpusEncoder
 
 MS = 1_000_000
 TS = 960  # 20 ms at the 48 kHz RTP clock
@@ -249,7 +249,7 @@ def test_next_due_is_send_time_plus_min_transit_plus_target() -> None:
 
 
 async def test_play_when_due_hands_frames_on_within_a_few_ms() -> None:
-    from halfsec.transport.media import play_when_due
+    from halfsec.wire.realtime_audio import play_when_due
 
     frames = tagged_frames(15)
     jb = JitterBuffer(Pcm16FrameDecoder())
@@ -280,7 +280,7 @@ async def test_play_when_due_hands_frames_on_within_a_few_ms() -> None:
 async def test_reply_pacing_reanchors_at_each_replys_first_packet() -> None:
     """A reply queued between slots leaves at once (not on the previous reply's grid),
     with its exact elapsed time as timestamp; later frames follow every 20 ms."""
-    from halfsec.transport.media import FRAME_TICKS, PacedOpusOut
+    from halfsec.wire.realtime_audio import FRAME_TICKS, PacedOpusOut
 
     out = PacedOpusOut(16_000)
     first = await out.next_slot(continuous=True)  # the session's first (silent) packet

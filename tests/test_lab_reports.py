@@ -13,7 +13,7 @@ from lab_synth import synthetic_turns
 from typer.testing import CliRunner
 
 from halfsec.cli.main import app
-from halfsec.lab.budget import (
+from halfsec.lab.report.budget import (
     DEFAULT_BUDGET,
     DEFAULT_BUDGET_PATH,
     Budget,
@@ -21,12 +21,12 @@ from halfsec.lab.budget import (
     check_budget,
     load_budget,
 )
-from halfsec.lab.compare import compare
-from halfsec.lab.import_trace import import_trace
-from halfsec.lab.report_html import render_html, write_html
-from halfsec.lab.report_json import SCHEMA, build_report, default_meta, parse_slots
-from halfsec.lab.stats import bootstrap_ci, bootstrap_diff_ci, percentiles
-from halfsec.lab.store import journal_mode, list_runs, load_run, save_run
+from halfsec.lab.report.compare import compare
+from halfsec.lab.report.html import render_html, write_html
+from halfsec.lab.report.import_trace import import_trace
+from halfsec.lab.report.json import SCHEMA, build_report, default_meta, parse_slots
+from halfsec.lab.report.stats import bootstrap_ci, bootstrap_diff_ci, percentiles
+from halfsec.lab.report.store import journal_mode, list_runs, load_run, save_run
 
 DATA = Path(__file__).parent / "data"
 

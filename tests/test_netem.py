@@ -395,7 +395,7 @@ def test_namespace_lab_cleans_up_after_a_failure(monkeypatch: pytest.MonkeyPatch
 async def test_impaired_url_puts_a_real_websocket_behind_the_profile() -> None:
     from aiohttp import ClientSession, WSMsgType, web
 
-    from halfsec.lab.netem.glue import impaired_url, net_meta
+    from halfsec.lab.netem.path import impaired_url, net_meta
 
     async def ws_echo(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from halfsec import FRAME_SAMPLES
 from halfsec.errors import AudioInputError
-from halfsec.transport.opus import FrameResampler, OpusDecoder, OpusEncoder
+from halfsec.wire.opus import FrameResampler, OpusDecoder, OpusEncoder
 
 FILES = [
     "audio/vctk_p225_002.flac",
@@ -80,9 +80,9 @@ def test_round_trip_via_48k_with_resampling_helpers(speech_dir: Path) -> None:
 
 
 async def test_round_trip_keeps_whisper_transcript(speech_dir: Path, rows: list[dict[str, str]]):
+    from halfsec.measure.wer import word_errors
     from halfsec.stt.factory import create_stt
     from halfsec.stt.options import STTOptions
-    from halfsec.stt.wer import word_errors
 
     engine = create_stt(STTOptions())
     transcripts = {r["file"]: r["transcript"] for r in rows}

@@ -8,10 +8,10 @@ import numpy as np
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.file_run import run_file
 from halfsec.runtime.session import VoiceSession
-from halfsec.turn.reference import voiced_bounds
 
 
 def _session(engines: Engines, **overrides: str) -> VoiceSession:

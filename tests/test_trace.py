@@ -23,7 +23,7 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
-from halfsec.lab.import_trace import import_trace
+from halfsec.lab.report.import_trace import import_trace
 from halfsec.trace import (
     ClientTurnSpan,
     ClockAnchor,

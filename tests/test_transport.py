@@ -33,10 +33,12 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
-from halfsec.lab.client import ClientOptions, run_recording
+from halfsec.lab.clients.websocket import ClientOptions, run_recording
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
-from halfsec.transport.guard import origin_allowed
-from halfsec.transport.protocol import (
+from halfsec.server.admission import origin_allowed
+from halfsec.server.app import ServeError, ServerOptions, VoiceServer, check_bind, start_server
+from halfsec.wire.protocol import (
     AUDIO_HEADER_BYTES,
     ProtocolError,
     decode_audio,
@@ -45,14 +47,6 @@ from halfsec.transport.protocol import (
     parse_client_message,
     session_start_message,
 )
-from halfsec.transport.server import (
-    ServeError,
-    ServerOptions,
-    VoiceServer,
-    check_bind,
-    start_server,
-)
-from halfsec.turn.reference import voiced_bounds
 
 
 @contextlib.asynccontextmanager

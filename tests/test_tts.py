@@ -20,9 +20,9 @@ import soxr
 
 from halfsec.errors import ConfigError, EngineUnavailable
 from halfsec.tts import TTSEngine, TTSOptions, available_engines, create_tts
-from halfsec.tts._trim import LeadingSilenceTrimmer
 from halfsec.tts.espeak import EspeakEngine
 from halfsec.tts.piper import PiperEngine, _split_clauses
+from halfsec.tts.silence_trim import LeadingSilenceTrimmer
 
 TWO_SENTENCES = "Sure, I can do that. Your order will be ready in five minutes."
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long answer." for n in range(40))

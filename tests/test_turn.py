@@ -8,10 +8,10 @@ import numpy as np
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.end_of_turn import SilenceWindowPolicy, TranscriptAwarePolicy
 from halfsec.turn.options import TurnOptions
-from halfsec.turn.reference import voiced_bounds
 from halfsec.turn.vad import SileroVAD
 
 

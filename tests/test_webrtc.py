@@ -13,13 +13,13 @@ import numpy as np
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import StreamResampler
 from halfsec.config import load_config
-from halfsec.lab.client_rtc import PLAY_RATE, rewrite_candidates, run_recording_webrtc
+from halfsec.lab.clients.webrtc import PLAY_RATE, rewrite_candidates, run_recording_webrtc
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
+from halfsec.server.app import ServerOptions, VoiceServer, start_server
+from halfsec.server.webrtc import wait_until
 from halfsec.stt.factory import create_stt
 from halfsec.stt.options import STTOptions
-from halfsec.transport.server import ServerOptions, VoiceServer, start_server
-from halfsec.transport.webrtc import wait_until
-from halfsec.turn.reference import voiced_bounds
 
 
 @contextlib.asynccontextmanager
@@ -97,7 +97,7 @@ async def test_bogus_opus_gets_error_and_session_survives(
     engines: Engines, rows: list[dict[str, str]], speech_dir: Path, monkeypatch: Any
 ) -> None:
     """Garbage Opus payloads inside valid RTP: an error event, concealment, no crash."""
-    from halfsec.lab import client_rtc
+    from halfsec.lab.clients import webrtc as client_rtc
 
     real = client_rtc.MicTrack.put
     count = {"n": 0}

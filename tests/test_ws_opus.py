@@ -9,10 +9,11 @@ import aiohttp
 import numpy as np
 from test_webrtc import coffee, serving, transcribe
 
-from halfsec.lab.client import ClientOptions, run_recording
-from halfsec.lab.client_rtc import PLAY_RATE
+from halfsec.lab.clients.webrtc import PLAY_RATE
+from halfsec.lab.clients.websocket import ClientOptions, run_recording
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
-from halfsec.transport.protocol import (
+from halfsec.wire.protocol import (
     ProtocolError,
     decode_opus_in,
     decode_opus_out,
@@ -21,7 +22,6 @@ from halfsec.transport.protocol import (
     parse_client_message,
     session_start_message,
 )
-from halfsec.turn.reference import voiced_bounds
 
 
 def test_opus_headers_round_trip() -> None:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audio.options import AudioOptions
-from .errors import ConfigError
-from .logic.options import LogicOptions
-from .runtime.options import SessionOptions
-from .stt.options import STTOptions
-from .tts.options import TTSOptions
-from .turn.options import TurnOptions
+from halfsec.audio.options import AudioOptions
+from halfsec.errors import ConfigError
+from halfsec.logic.options import LogicOptions
+from halfsec.runtime.options import SessionOptions
+from halfsec.stt.options import STTOptions
+from halfsec.tts.options import TTSOptions
+from halfsec.turn.options import TurnOptions
 
 
 @dataclass(frozen=True, slots=True)

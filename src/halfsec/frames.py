@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .clock import now_ns
+from halfsec.clock import now_ns
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

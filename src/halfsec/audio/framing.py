@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .. import FRAME_SAMPLES
+from halfsec import FRAME_SAMPLES
 
 
 class Framer:

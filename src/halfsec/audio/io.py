@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .. import INTERNAL_RATE
-from ..errors import AudioInputError
-from .resample import resample
+from halfsec import INTERNAL_RATE
+from halfsec.audio.resample import resample
+from halfsec.errors import AudioInputError
 
 
 def load_audio(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .levels import first_audible_sample
+from halfsec.audio.levels import first_audible_sample
 
 
 class PlaybackTimeline:

@@ -9,11 +9,11 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import HalfsecError
-from ..lab.bench import BenchOptions, minimal_summary, run_bench
-from ..lab.client import ClientOptions
-from ..lab.corpus import Corpus, ensure_builtin_corpus, filter_domain, load_corpus
-from .common import err
+from halfsec.cli.common import err
+from halfsec.errors import HalfsecError
+from halfsec.lab.bench.corpus import Corpus, ensure_builtin_corpus, filter_domain, load_corpus
+from halfsec.lab.bench.run import BenchOptions, minimal_summary, run_bench
+from halfsec.lab.clients.websocket import ClientOptions
 
 
 def _progress() -> Progress:
@@ -78,12 +78,12 @@ def bench_command(
     if codec not in ("pcm16", "opus"):
         err.print(f"[red]error:[/red] --codec must be pcm16 or opus, not {codec!r}")
         return 2
-    from ..lab.netem.glue import no_net
+    from halfsec.lab.netem.path import no_net
 
     if no_net(net):
         net = None  # "--net none": the same as no --net, handy in scripts that loop
     if net:
-        from ..lab.netem.profile import parse_net
+        from halfsec.lab.netem.profile import parse_net
 
         try:
             parse_net(net)
@@ -93,7 +93,7 @@ def bench_command(
     if net_mode == "namespace":
         # Checked before any corpus is built or server started: a clear refusal, never a
         # silent fall-back to loopback (which would measure another network).
-        from ..lab.bench_ns import namespace_problem
+        from halfsec.lab.bench.namespace import namespace_problem
 
         if not net or net.strip().lower() == "none":
             err.print("[red]error:[/red] --net-mode namespace needs --net PROFILE")
@@ -124,7 +124,7 @@ def bench_command(
     budget = None
     if budget_path is not None or fail_over_budget:
         try:
-            from ..lab.budget import load_budget
+            from halfsec.lab.report.budget import load_budget
 
             budget = load_budget(budget_path)
         except HalfsecError as e:
@@ -169,7 +169,7 @@ def bench_command(
     meta["corpus"] = str(corpus.source)
     report: dict[str, Any]
     try:
-        from ..lab import report_json
+        from halfsec.lab.report import json as report_json
 
         full_meta = report_json.default_meta("halfsec bench", **meta)
         full_meta["server_url"] = server or (meta["servers"][0]["url"] if meta["servers"] else None)
@@ -177,7 +177,7 @@ def bench_command(
     except ImportError:  # TODO(lead): remove once lab.report_json is always present
         report = minimal_summary(result.records, meta)
     try:
-        from ..lab.report_term import print_summary
+        from halfsec.lab.report.term import print_summary
 
         print_summary(report)
     except ImportError:
@@ -193,7 +193,7 @@ def bench_command(
         err.print(f"wrote {json_out}")
     if html_out is not None:
         try:
-            from ..lab.report_html import write_html
+            from halfsec.lab.report.html import write_html
 
             write_html(report, html_out)
             err.print(f"wrote {html_out}")
@@ -201,7 +201,7 @@ def bench_command(
             err.print("[yellow]HTML report not available in this build[/yellow]")
     if store:
         try:
-            from ..lab.store import save_run
+            from halfsec.lab.report.store import save_run
 
             run_id = save_run(report, spans=result.spans)
             err.print(f"saved as run {run_id}")
@@ -211,7 +211,7 @@ def bench_command(
             err.print(f"[yellow]warning:[/yellow] could not save the run ({e})")
     rc = 0
     if fail_over_budget:
-        from ..lab.budget import check_budget
+        from halfsec.lab.report.budget import check_budget
 
         violations = check_budget(report, budget)
         for v in violations:

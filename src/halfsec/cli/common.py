@@ -12,8 +12,8 @@ import typer
 from aiohttp.web import AppRunner
 from rich.console import Console
 
-from ..config import HalfsecConfig, load_config
-from ..errors import HalfsecError
+from halfsec.config import HalfsecConfig, load_config
+from halfsec.errors import HalfsecError
 
 err = Console(stderr=True)
 

@@ -1,4 +1,4 @@
-"""``halfsec edge``: the gateway near the user (see ``halfsec.transport.edge``)."""
+"""``halfsec edge``: the gateway near the user (see ``halfsec.edge.gateway``)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import logging
 
 from aiohttp.web import AppRunner
 
-from ..config import HalfsecConfig
-from ..errors import HalfsecError
-from ..transport.edge import EdgeOptions, check_edge_bind, start_edge
-from .common import err, run_service
+from halfsec.cli.common import err, run_service
+from halfsec.config import HalfsecConfig
+from halfsec.edge.gateway import EdgeOptions, check_edge_bind, start_edge
+from halfsec.errors import HalfsecError
 
 
 def edge_command(config: HalfsecConfig, options: EdgeOptions) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ..stt.factory import available_engines as stt_engines
-from ..tts.factory import available_engines as tts_engines
-from ..turn.vad import silero_model_path
-from .common import err
+from halfsec.cli.common import err
+from halfsec.stt.factory import available_engines as stt_engines
+from halfsec.tts.factory import available_engines as tts_engines
+from halfsec.turn.vad import silero_model_path
 
 
 def engines_command(as_json: bool) -> list[dict[str, object]]:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..errors import HalfsecError
-from ..lab.budget import check_budget, load_budget
-from ..lab.compare import compare
-from ..lab.import_trace import import_trace
-from ..lab.report_html import write_html
-from ..lab.report_json import build_report, default_meta, write_json
-from ..lab.report_term import print_comparison, print_runs, print_summary
-from ..lab.store import list_runs, load_run, save_run
+from halfsec.errors import HalfsecError
+from halfsec.lab.report.budget import check_budget, load_budget
+from halfsec.lab.report.compare import compare
+from halfsec.lab.report.html import write_html
+from halfsec.lab.report.import_trace import import_trace
+from halfsec.lab.report.json import build_report, default_meta, write_json
+from halfsec.lab.report.store import list_runs, load_run, save_run
+from halfsec.lab.report.term import print_comparison, print_runs, print_summary
 
 out = Console()
 err = Console(stderr=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import ConfigOpt, SetOpt, config_from_cli
+from halfsec.cli.common import ConfigOpt, SetOpt, config_from_cli
 
 app = typer.Typer(
     help="halfsec: voice response pipelines that answer in under half a second.",
@@ -31,7 +31,7 @@ def run(
     ),
 ) -> None:
     """Play each file through the full pipeline at real-time pace like a live microphone."""
-    from .run import run_command
+    from halfsec.cli.run import run_command
 
     cfg = config_from_cli(config, overrides, stt, tts, domain)
     raise typer.Exit(run_command(files, out_dir, as_json, cfg))
@@ -40,7 +40,7 @@ def run(
 @app.command()
 def engines(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the engines and whether each is usable on this machine."""
-    from .engines import engines_command
+    from halfsec.cli.engines import engines_command
 
     rows = engines_command(as_json)
     if as_json:
@@ -77,8 +77,8 @@ def serve(
     trace: bool = typer.Option(True, help="Record each turn's OpenTelemetry spans."),
 ) -> None:
     """Serve the pipeline over WebSocket (/ws, protocol in docs/protocol.md) and /healthz."""
-    from ..transport.server import ServeError, ServerOptions
-    from .serve import serve_command
+    from halfsec.cli.serve import serve_command
+    from halfsec.server.app import ServeError, ServerOptions
 
     cfg = config_from_cli(config, overrides)
     try:
@@ -154,7 +154,7 @@ def bench(
     ),
 ) -> None:
     """Measure voice-to-voice at a real client: play a corpus over WebSocket or WebRTC."""
-    from .bench import bench_command
+    from halfsec.cli.bench import bench_command
 
     raise typer.Exit(
         bench_command(
@@ -205,8 +205,8 @@ def edge(
     overrides: list[str] | None = SetOpt,
 ) -> None:
     """Gateway near the user: local handshake and VAD, only speech crosses to the origin."""
-    from ..transport.edge import EdgeError, EdgeOptions
-    from .edge import edge_command
+    from halfsec.cli.edge import edge_command
+    from halfsec.edge.gateway import EdgeError, EdgeOptions
 
     cfg = config_from_cli(config, overrides)
     try:
@@ -241,7 +241,7 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List stored lab runs."""
-    from .lab import runs_command
+    from halfsec.cli.lab import runs_command
 
     raise typer.Exit(runs_command(db, limit, as_json))
 
@@ -256,7 +256,7 @@ def report(
     fail_over_budget: bool = typer.Option(False, help="Exit 1 if a budget line is exceeded."),
 ) -> None:
     """Re-render a stored run (terminal summary, optional HTML/JSON)."""
-    from .lab import report_command
+    from halfsec.cli.lab import report_command
 
     raise typer.Exit(report_command(run, db, html, json_out, budget, fail_over_budget))
 
@@ -271,7 +271,7 @@ def compare(
     json_out: Path | None = typer.Option(None, "--json", help="Write the comparison here."),
 ) -> None:
     """Compare B against A: p50/p95 difference with a bootstrap CI; exit 1 on regression."""
-    from .lab import compare_command
+    from halfsec.cli.lab import compare_command
 
     raise typer.Exit(compare_command(a, b, db, threshold_ms, threshold_pct, json_out))
 
@@ -287,7 +287,7 @@ def import_trace(
     fail_over_budget: bool = typer.Option(False, help="Exit 1 if a budget line is exceeded."),
 ) -> None:
     """Map another framework's trace onto halfsec's stages and show the budget view."""
-    from .lab import import_trace_command
+    from halfsec.cli.lab import import_trace_command
 
     raise typer.Exit(
         import_trace_command(file, budget, html, json_out, store, db, fail_over_budget)

@@ -11,14 +11,14 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..audio.io import load_audio, write_wav
-from ..config import HalfsecConfig
-from ..errors import HalfsecError
-from ..runtime.build import build_engines
-from ..runtime.engines import Engines
-from ..runtime.file_run import run_file
-from ..runtime.session import VoiceSession
-from .common import err
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.cli.common import err
+from halfsec.config import HalfsecConfig
+from halfsec.errors import HalfsecError
+from halfsec.runtime.build import build_engines
+from halfsec.runtime.engines import Engines
+from halfsec.runtime.file_run import run_file
+from halfsec.runtime.session import VoiceSession
 
 
 async def run_one(

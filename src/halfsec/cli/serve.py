@@ -6,11 +6,11 @@ import logging
 
 from aiohttp.web import AppRunner
 
-from ..config import HalfsecConfig
-from ..errors import HalfsecError
-from ..runtime.build import build_engines
-from ..transport.server import ServerOptions, check_bind, start_server
-from .common import err, run_service
+from halfsec.cli.common import err, run_service
+from halfsec.config import HalfsecConfig
+from halfsec.errors import HalfsecError
+from halfsec.runtime.build import build_engines
+from halfsec.server.app import ServerOptions, check_bind, start_server
 
 
 def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:

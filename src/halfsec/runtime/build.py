@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import HalfsecConfig
-from ..logic.factory import create_logic
-from ..stt.factory import create_stt
-from ..tts.factory import create_tts
-from .engines import Engines
+from halfsec.config import HalfsecConfig
+from halfsec.logic.factory import create_logic
+from halfsec.runtime.engines import Engines
+from halfsec.stt.factory import create_stt
+from halfsec.tts.factory import create_tts
 
 
 def build_engines(config: HalfsecConfig, warmup: bool = True) -> Engines:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..logic.engine import LogicEngine
-from ..stt.engine import STTEngine
-from ..tts.engine import TTSEngine
+from halfsec.logic.engine import LogicEngine
+from halfsec.stt.engine import STTEngine
+from halfsec.tts.engine import TTSEngine
 
 
 @dataclass(slots=True)

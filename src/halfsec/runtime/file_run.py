@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import FRAME_SAMPLES, INTERNAL_RATE
-from ..audio.framing import frames_of
-from ..audio.timeline import PlaybackTimeline
-from ..clock import now_ns
-from ..frames import (
+from halfsec import FRAME_SAMPLES, INTERNAL_RATE
+from halfsec.audio.framing import frames_of
+from halfsec.audio.timeline import PlaybackTimeline
+from halfsec.clock import now_ns
+from halfsec.frames import (
     EndOfTurn,
     ErrorFrame,
     FinalTranscript,
@@ -33,8 +33,8 @@ from ..frames import (
     SpeechStarted,
     TimingMark,
 )
-from ..turn.reference import voiced_bounds
-from .session import VoiceSession
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.runtime.session import VoiceSession
 
 
 @dataclass

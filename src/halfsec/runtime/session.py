@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from .. import FRAME_MS, INTERNAL_RATE
-from ..audio.framing import Framer
-from ..clock import now_ns
-from ..frames import (
+from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.audio.framing import Framer
+from halfsec.clock import now_ns
+from halfsec.frames import (
     EndOfTurn,
     ErrorFrame,
     Frame,
@@ -37,13 +37,13 @@ from ..frames import (
     SpeechStarted,
     TimingMark,
 )
-from ..stt.engine import STTStream
-from ..turn.detector import TurnDetector, VadState
-from ..turn.end_of_turn import EndOfTurnPolicy, SilenceWindowPolicy, TranscriptAwarePolicy
-from ..turn.options import TurnOptions
-from .engines import Engines
-from .options import SessionOptions
-from .turn_task import TurnTask
+from halfsec.runtime.engines import Engines
+from halfsec.runtime.options import SessionOptions
+from halfsec.runtime.turn_task import TurnTask
+from halfsec.stt.engine import STTStream
+from halfsec.turn.detector import TurnDetector, VadState
+from halfsec.turn.end_of_turn import EndOfTurnPolicy, SilenceWindowPolicy, TranscriptAwarePolicy
+from halfsec.turn.options import TurnOptions
 
 _CLOSED = object()
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.resample import StreamResampler
-from ..clock import now_ns
-from ..frames import (
+from halfsec.audio.resample import StreamResampler
+from halfsec.clock import now_ns
+from halfsec.frames import (
     AudioFrame,
     ErrorFrame,
     FinalTranscript,
@@ -28,8 +28,8 @@ from ..frames import (
     ReplyText,
     TimingMark,
 )
-from ..stt.engine import STTStream, Transcript
-from .engines import Engines
+from halfsec.runtime.engines import Engines
+from halfsec.stt.engine import STTStream, Transcript
 
 
 class TurnTask:

@@ -5,9 +5,9 @@ this machine can run.  Model code is imported only when an engine is created, so
 importing this package stays cheap.
 """
 
-from .engine import STTEngine, STTStream, Transcript
-from .factory import available_engines, create_stt
-from .options import STTOptions
+from halfsec.stt.engine import STTEngine, STTStream, Transcript
+from halfsec.stt.factory import available_engines, create_stt
+from halfsec.stt.options import STTOptions
 
 __all__ = [
     "STTEngine",

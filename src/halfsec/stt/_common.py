@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import AudioInputError
+from halfsec.errors import AudioInputError
 
 SAMPLE_RATE = 16_000
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import EngineUnavailable
-from .engine import STTEngine
-from .options import STTOptions
+from halfsec.errors import EngineUnavailable
+from halfsec.stt.engine import STTEngine
+from halfsec.stt.options import STTOptions
 
 __all__ = ["ENGINE_NAMES", "available_engines", "create_stt"]
 
@@ -21,11 +21,11 @@ def create_stt(options: STTOptions | None = None) -> STTEngine:
     """
     options = options or STTOptions()
     if options.engine == "whisper":
-        from .whisper import WhisperEngine
+        from halfsec.stt.whisper import WhisperEngine
 
         return WhisperEngine(options)
     if options.engine == "pocketsphinx":
-        from .pocketsphinx import PocketSphinxEngine
+        from halfsec.stt.pocketsphinx import PocketSphinxEngine
 
         return PocketSphinxEngine(options)
     raise EngineUnavailable(
@@ -52,7 +52,7 @@ def available_engines() -> list[tuple[str, bool, str]]:
         )
     else:
         try:
-            from .whisper import packaged_model_path
+            from halfsec.stt.whisper import packaged_model_path
 
             path = packaged_model_path()
             if (path / "model.bin").is_file():

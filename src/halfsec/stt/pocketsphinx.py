@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineUnavailable
-from ._common import SAMPLE_RATE, as_pcm16, inference_executor
-from .engine import STTEngine, STTStream, Transcript
-from .options import STTOptions
+from halfsec.errors import EngineUnavailable
+from halfsec.stt._common import SAMPLE_RATE, as_pcm16, inference_executor
+from halfsec.stt.engine import STTEngine, STTStream, Transcript
+from halfsec.stt.options import STTOptions
 
 __all__ = ["PocketSphinxEngine", "PocketSphinxStream"]
 

@@ -34,17 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineUnavailable
-from ._common import (
+from halfsec.errors import EngineUnavailable
+from halfsec.stt._common import (
     SAMPLE_RATE,
     as_pcm16,
     cut_repetition_loop,
     inference_executor,
     loudest_frame_dbfs,
 )
-from ._features import HOP, N_FFT, LogMel
-from .engine import STTEngine, STTStream, Transcript
-from .options import STTOptions
+from halfsec.stt._features import HOP, N_FFT, LogMel
+from halfsec.stt.engine import STTEngine, STTStream, Transcript
+from halfsec.stt.options import STTOptions
 
 __all__ = [
     "PARTIAL_NICE",

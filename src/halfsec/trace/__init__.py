@@ -12,10 +12,10 @@ then shows the user's wait and every server stage on one timeline.
 * ``jsonl``        -- span <-> OTLP-JSON-like dict, the JSON-lines exporter and reader
 """
 
-from .client_spans import ClientTurnSpan
-from .context import ClockAnchor, TraceParent, make_traceparent, parse_traceparent
-from .server_spans import emit_server_turn_spans
-from .setup import Tracing, configure_tracing
+from halfsec.trace.client_spans import ClientTurnSpan
+from halfsec.trace.context import ClockAnchor, TraceParent, make_traceparent, parse_traceparent
+from halfsec.trace.server_spans import emit_server_turn_spans
+from halfsec.trace.setup import Tracing, configure_tracing
 
 __all__ = [
     "ClientTurnSpan",

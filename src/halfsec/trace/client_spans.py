@@ -17,8 +17,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ..clock import now_ns
-from .context import ClockAnchor, process_anchor, traceparent_of
+from halfsec.clock import now_ns
+from halfsec.trace.context import ClockAnchor, process_anchor, traceparent_of
 
 __all__ = ["ClientTurnSpan"]
 

@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ..frames import (
+from halfsec.frames import (
     EndOfTurn,
     ErrorFrame,
     FinalTranscript,
@@ -38,7 +38,7 @@ from ..frames import (
     SpeechStarted,
     TimingMark,
 )
-from .context import ClockAnchor, context_from_traceparent, process_anchor
+from halfsec.trace.context import ClockAnchor, context_from_traceparent, process_anchor
 
 __all__ = ["emit_server_turn_spans"]
 

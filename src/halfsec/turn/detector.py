@@ -18,9 +18,9 @@ from enum import Enum
 
 import numpy as np
 
-from .. import FRAME_MS, INTERNAL_RATE
-from .options import TurnOptions
-from .vad import WINDOW_MS, SileroVAD
+from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.turn.options import TurnOptions
+from halfsec.turn.vad import WINDOW_MS, SileroVAD
 
 
 class VadState(Enum):

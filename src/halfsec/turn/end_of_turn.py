@@ -12,7 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from .options import TurnOptions
+from halfsec.turn.options import TurnOptions
 
 
 class EndOfTurnPolicy(ABC):

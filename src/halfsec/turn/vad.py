@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import EngineUnavailable
+from halfsec.errors import EngineUnavailable
 
 WINDOW = 512
 CONTEXT = 64

@@ -19,7 +19,7 @@ import json
 import signal
 import sys
 
-from halfsec.lab.netem.glue import NET_HELP
+from halfsec.lab.netem.path import NET_HELP
 from halfsec.lab.netem.profile import PROFILES, NetSpecError, parse_net
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.lab.netem.udp_relay import UdpRelay

@@ -76,7 +76,7 @@ def ipv4_host_candidate(sdp: str) -> tuple[str, int]:
 def only_candidate(sdp: str, host: str, port: int) -> str:
     """``sdp`` with one host candidate left, at ``host:port``, and every default address
     pointing there too (``rewrite_candidates`` of the Python client does the latter)."""
-    from halfsec.lab.client_rtc import rewrite_candidates
+    from halfsec.lab.clients.webrtc import rewrite_candidates
 
     chosen = ipv4_host_candidate(sdp)
 

@@ -37,17 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from ... import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
-from ...audio.framing import frames_of
-from ...audio.io import load_audio
-from ...audio.timeline import PlaybackTimeline
-from ...clock import now_ns
-from ...config import HalfsecConfig, load_config
-from ...logic.engine import LogicEngine
-from ...runtime.engines import Engines
-from ...runtime.file_run import run_file
-from ...runtime.session import VoiceSession
-from ...turn.reference import voiced_bounds
+from halfsec import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
+from halfsec.audio.framing import frames_of
+from halfsec.audio.io import load_audio
+from halfsec.audio.timeline import PlaybackTimeline
+from halfsec.clock import now_ns
+from halfsec.config import HalfsecConfig, load_config
+from halfsec.logic.engine import LogicEngine
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.runtime.engines import Engines
+from halfsec.runtime.file_run import run_file
+from halfsec.runtime.session import VoiceSession
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -367,7 +367,7 @@ class Comparison:
 
     @staticmethod
     def _pct(xs: list[float], q: float) -> float | None:
-        from ..breakdown import percentile
+        from halfsec.measure.stages import percentile
 
         return percentile(xs, q)
 
@@ -399,7 +399,7 @@ class Comparison:
 
 async def compare(paths: Sequence[Path], config: HalfsecConfig | None = None) -> Comparison:
     """Each file through halfsec, then through Pipecat, alternating, in this process."""
-    from ...runtime.build import build_engines
+    from halfsec.runtime.build import build_engines
 
     cfg = config or load_config()
     engines = build_engines(cfg)  # loads and warms up

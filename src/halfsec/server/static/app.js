@@ -10,7 +10,7 @@
 // times through an NTP-style ping/pong exchange (docs/protocol.md).
 //
 // `window.halfsec` exposes start/stop/status/export so `halfsec bench --client browser`
-// (src/halfsec/lab/browser_client.py) can drive the page and read what it measured.
+// (src/halfsec/lab/clients/browser.py) can drive the page and read what it measured.
 
 const FRAME_MS = 20;
 const AUDIBLE_DBFS = -45; // same threshold as the Python bench
@@ -434,7 +434,7 @@ function firstAudibleMs(fromMs) {
   return null;
 }
 
-// Stages telescope exactly like halfsec.lab.breakdown: each point is clamped between the
+// Stages telescope exactly like halfsec.measure.stages: each point is clamped between the
 // previous one and the first audible sample, so speculative work counts as zero.
 function measureTurn(turn) {
   if (turn.stages || turn.interrupted || !turn.marks["turn.end"]) return;

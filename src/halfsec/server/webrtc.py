@@ -64,11 +64,10 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..clock import now_ns
-from ..frames import EndOfTurn, ErrorFrame, Interruption, ReplyAudio
-from ..runtime.session import VoiceSession
-from .media import InboundAudio, PacedOpusOut
-from .protocol import (
+from halfsec.clock import now_ns
+from halfsec.frames import EndOfTurn, ErrorFrame, Interruption, ReplyAudio
+from halfsec.runtime.session import VoiceSession
+from halfsec.wire.protocol import (
     Ping,
     ProtocolError,
     SessionEnd,
@@ -80,10 +79,11 @@ from .protocol import (
     session_started_event,
     valid_traceparent,
 )
+from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
 
 if TYPE_CHECKING:
-    from ..trace.turns import TurnTraceRecorder
-    from .server import VoiceServer
+    from halfsec.server.app import VoiceServer
+    from halfsec.trace.turns import TurnTraceRecorder
 
 log = logging.getLogger("halfsec.webrtc")
 
@@ -386,7 +386,7 @@ class RtcSession:
                 if ev is not None:
                     await self.send_json(ev)
                 if isinstance(f, EndOfTurn):
-                    from .server import jitter_event
+                    from halfsec.server.app import jitter_event
 
                     await self.send_json(jitter_event(f.turn_id, self.inbound.turn_summary()))
                 if isinstance(f, ErrorFrame) and f.fatal:
@@ -444,7 +444,7 @@ class WebRtcGateway:
     """The ``/webrtc/offer`` route of a ``VoiceServer`` and its open peer sessions."""
 
     def __init__(self, server: VoiceServer) -> None:
-        from .guard import is_loopback
+        from halfsec.server.admission import is_loopback
 
         self.server = server
         self.sessions: dict[str, RtcSession] = {}
@@ -452,7 +452,7 @@ class WebRtcGateway:
             restrict_ice_hosts(["127.0.0.1"])
 
     async def offer(self, request: web.Request) -> web.Response:
-        from .guard import origin_allowed
+        from halfsec.server.admission import origin_allowed
 
         server = self.server
         opt = server.options

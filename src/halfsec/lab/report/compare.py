@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .report_json import stage_names
-from .stats import bootstrap_diff_ci, percentile_np
+from halfsec.lab.report.json import stage_names
+from halfsec.lab.report.stats import bootstrap_diff_ci, percentile_np
 
 __all__ = ["Comparison", "MetricDiff", "compare"]
 

@@ -32,12 +32,12 @@ import aiohttp
 import numpy as np
 from opentelemetry import trace
 
-from .. import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
-from ..audio.framing import frames_of
-from ..audio.timeline import PlaybackTimeline
-from ..clock import now_ns
-from ..trace.client_spans import ClientTurnSpan
-from ..transport.protocol import (
+from halfsec import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
+from halfsec.audio.framing import frames_of
+from halfsec.audio.timeline import PlaybackTimeline
+from halfsec.clock import now_ns
+from halfsec.trace.client_spans import ClientTurnSpan
+from halfsec.wire.protocol import (
     PONG,
     SESSION_STARTED,
     ProtocolError,
@@ -384,8 +384,8 @@ async def _converse(
     run.timeline = timeline
     opus_enc = None
     if opt.codec == "opus":
-        from ..transport.opus import OpusEncoder
-        from .client_rtc import PLAY_RATE, ReplyPlayer
+        from halfsec.lab.clients.webrtc import PLAY_RATE, ReplyPlayer
+        from halfsec.wire.opus import OpusEncoder
 
         opus_enc = OpusEncoder(INTERNAL_RATE, fec=True, expected_loss_pct=5)
         run.output_rate = PLAY_RATE

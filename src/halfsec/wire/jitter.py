@@ -91,7 +91,7 @@ class OpusFrameDecoder:
     """Opus packets -> int16 frames at ``sample_rate`` (16 kHz for the pipeline)."""
 
     def __init__(self, sample_rate: int = INTERNAL_RATE, frame_ms: int = FRAME_MS) -> None:
-        from halfsec.transport.opus import OpusDecoder
+        from halfsec.wire.opus import OpusDecoder
 
         self._dec = OpusDecoder(sample_rate, 1, frame_ms)
         self.frame_samples = self._dec.frame_samples

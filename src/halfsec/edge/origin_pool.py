@@ -31,9 +31,9 @@ from typing import Any
 
 import aiohttp
 
-from .. import INTERNAL_RATE
-from ..clock import now_ns
-from .protocol import (
+from halfsec import INTERNAL_RATE
+from halfsec.clock import now_ns
+from halfsec.wire.protocol import (
     PONG,
     SESSION_STARTED,
     ping_message,

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..stt.wer import word_errors
-from .budget import Budget, budget_table, load_budget, stage_key
-from .stats import _num, percentiles, summarize
+from halfsec.lab.report.budget import Budget, budget_table, load_budget, stage_key
+from halfsec.lab.report.stats import _num, percentiles, summarize
+from halfsec.measure.wer import word_errors
 
 __all__ = [
     "SCHEMA",

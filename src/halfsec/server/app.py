@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .. import INTERNAL_RATE
-from ..audio.io import pcm16_from_bytes
-from ..audio.resample import StreamResampler
-from ..clock import now_ns
-from ..config import HalfsecConfig
-from ..errors import AudioInputError, HalfsecError
-from ..frames import (
+from halfsec import INTERNAL_RATE
+from halfsec.audio.io import pcm16_from_bytes
+from halfsec.audio.resample import StreamResampler
+from halfsec.clock import now_ns
+from halfsec.config import HalfsecConfig
+from halfsec.errors import AudioInputError, HalfsecError
+from halfsec.frames import (
     EndOfTurn,
     ErrorFrame,
     Frame,
@@ -43,13 +43,12 @@ from ..frames import (
     ReplyDone,
     SpeechStarted,
 )
-from ..runtime.engines import Engines
-from ..runtime.session import VoiceSession
-from ..trace.setup import Tracing, configure_tracing
-from ..trace.turns import TurnTraceRecorder, engine_models
-from .guard import RateLimiter, exposure_problem, origin_allowed
-from .media import InboundAudio, PacedOpusOut
-from .protocol import (
+from halfsec.runtime.engines import Engines
+from halfsec.runtime.session import VoiceSession
+from halfsec.server.admission import RateLimiter, exposure_problem, origin_allowed
+from halfsec.trace.setup import Tracing, configure_tracing
+from halfsec.trace.turns import TurnTraceRecorder, engine_models
+from halfsec.wire.protocol import (
     PROTOCOL_VERSION,
     Ping,
     ProtocolError,
@@ -65,6 +64,7 @@ from .protocol import (
     pong_event,
     session_started_event,
 )
+from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
 
 log = logging.getLogger("halfsec.serve")
 
@@ -215,10 +215,10 @@ class VoiceServer:
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/ws", self._ws)
-        from .web_page import add_routes as add_page_routes  # the browser page at /
+        from halfsec.server.page import add_routes as add_page_routes  # the browser page at /
 
         add_page_routes(self.app)
-        from .webrtc import WebRtcGateway  # aiortc is imported only with the server
+        from halfsec.server.webrtc import WebRtcGateway  # aiortc is imported only with the server
 
         self.webrtc = WebRtcGateway(self)
         self.app.router.add_post("/webrtc/offer", self.webrtc.offer)

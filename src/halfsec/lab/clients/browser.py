@@ -5,7 +5,7 @@ Why a browser: the Python client (``lab/client.py``) measures the protocol; user
 through a browser, whose audio stack (getUserMedia, WebAudio scheduling, WebRTC jitter
 buffer, Opus) adds its own delay.  Here the browser *is* the client: Chromium's fake
 capture device plays the recording as its microphone, the page
-(``transport/static/app.js``) streams it, plays the reply through WebAudio and records
+(``server/static/app.js``) streams it, plays the reply through WebAudio and records
 both, frame-exact on the AudioContext clock: what it captured (and sent) and what it
 played.  This module reads both buffers back and computes the record exactly like
 ``lab.bench.make_record`` (it *is* ``make_record``, fed a ``ClientRun`` built from the
@@ -56,15 +56,15 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 import numpy as np
 
-from .. import INTERNAL_RATE
-from ..audio.io import load_audio, write_wav
-from ..audio.resample import resample
-from ..audio.timeline import PlaybackTimeline
-from ..errors import HalfsecError
-from .bench import BenchOptions, empty_record, make_record, server_urls
-from .client import ClientRun, Received, best_clock
-from .corpus import CorpusItem
-from .netem.glue import NetPath
+from halfsec import INTERNAL_RATE
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.audio.resample import resample
+from halfsec.audio.timeline import PlaybackTimeline
+from halfsec.errors import HalfsecError
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.bench.run import BenchOptions, empty_record, make_record, server_urls
+from halfsec.lab.clients.websocket import ClientRun, Received, best_clock
+from halfsec.lab.netem.path import NetPath
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 TRANSPORTS = ("websocket", "webrtc")
@@ -542,7 +542,7 @@ async def page_network(
     if path is None or not path.active:
         yield page_url(server_url, token)
         return
-    from .netem.rtc_path import SignalingProxy
+    from halfsec.lab.netem.rtc_path import SignalingProxy
 
     base = health.rsplit("/healthz", 1)[0]
     async with AsyncExitStack() as stack:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import HalfsecError
+from halfsec.errors import HalfsecError
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import INTERNAL_RATE
-from ..errors import AudioInputError
-from .jitter import JitterBuffer, JitterConfig, JitterPacket, OpusFrameDecoder
-from .opus import OPUS_RATES, FrameResampler, OpusEncoder
+from halfsec import INTERNAL_RATE
+from halfsec.errors import AudioInputError
+from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket, OpusFrameDecoder
+from halfsec.wire.opus import OPUS_RATES, FrameResampler, OpusEncoder
 
 RTP_CLOCK = 48_000
 """Opus RTP timestamps always count 48 kHz samples (RFC 7587), whatever the audio rate."""

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HalfsecError
-from .stats import percentiles
+from halfsec.errors import HalfsecError
+from halfsec.lab.report.stats import percentiles
 
 __all__ = [
     "DEFAULT_BUDGET",

@@ -47,23 +47,23 @@ import aiohttp
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .. import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
-from ..audio.framing import Framer
-from ..audio.io import pcm16_from_bytes
-from ..audio.resample import StreamResampler
-from ..clock import now_ns
-from ..errors import AudioInputError, HalfsecError
-from ..turn.detector import TurnDetector, VadEvent, VadState
-from ..turn.options import TurnOptions
-from .edge_origin import (
+from halfsec import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
+from halfsec.audio.framing import Framer
+from halfsec.audio.io import pcm16_from_bytes
+from halfsec.audio.resample import StreamResampler
+from halfsec.clock import now_ns
+from halfsec.edge.origin_pool import (
     OriginLink,
     OriginOptions,
     OriginPool,
     OriginRefused,
     OriginUnavailable,
 )
-from .guard import RateLimiter, exposure_problem, origin_allowed
-from .protocol import (
+from halfsec.errors import AudioInputError, HalfsecError
+from halfsec.server.admission import RateLimiter, exposure_problem, origin_allowed
+from halfsec.turn.detector import TurnDetector, VadEvent, VadState
+from halfsec.turn.options import TurnOptions
+from halfsec.wire.protocol import (
     AUDIO_HEADER_BYTES,
     AUDIO_MAGIC,
     PROTOCOL_VERSION,

@@ -32,18 +32,18 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from .. import INTERNAL_RATE
-from ..audio.io import load_audio, write_wav
-from ..errors import HalfsecError
-from ..trace.jsonl import read_spans, span_to_dict
-from ..trace.setup import configure_tracing
-from ..turn.reference import voiced_bounds
-from .breakdown import StagePoints, breakdown, client_overhead, dominant_stage
-from .client import ClientOptions, ClientRun, client_cpu_s, run_recording
-from .corpus import CorpusItem
+from halfsec import INTERNAL_RATE
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.errors import HalfsecError
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.clients.websocket import ClientOptions, ClientRun, client_cpu_s, run_recording
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.stages import StagePoints, breakdown, client_overhead, dominant_stage
+from halfsec.trace.jsonl import read_spans, span_to_dict
+from halfsec.trace.setup import configure_tracing
 
 if TYPE_CHECKING:
-    from .netem.glue import NetPath
+    from halfsec.lab.netem.path import NetPath
 
 RECORD_KEYS: tuple[str, ...] = (
     "file",
@@ -443,7 +443,7 @@ async def run_items(
     """Play each item in its own session; returns the records and seconds of audio sent.
 
     ``path``: where ``opts.net`` is applied (default: loopback relays)."""
-    from .netem.glue import NetPath
+    from halfsec.lab.netem.path import NetPath
 
     path = path or NetPath(opts.net)
     records: list[dict[str, Any]] = []
@@ -460,7 +460,7 @@ async def run_items(
             continue
         net_info: dict[str, Any] = {}
         if opts.transport == "webrtc":
-            from .client_rtc import run_recording_webrtc
+            from halfsec.lab.clients.webrtc import run_recording_webrtc
 
             base = url.replace("wss://", "https://").replace("ws://", "http://")
             base = base.split("/ws")[0]
@@ -501,8 +501,8 @@ async def _webrtc_through(
 ) -> ClientRun:
     """The Python WebRTC client behind a signaling proxy that puts ``path``'s relays on
     the media path (namespace mode: its own relays would be on loopback)."""
-    from .client_rtc import run_recording_webrtc
-    from .netem.rtc_path import SignalingProxy
+    from halfsec.lab.clients.webrtc import run_recording_webrtc
+    from halfsec.lab.netem.rtc_path import SignalingProxy
 
     async with path.rtc_relays() as relays, SignalingProxy(base, relays) as proxy:
         run = await run_recording_webrtc(proxy.url, pcm, opts.client)
@@ -522,7 +522,7 @@ async def _run_items_with(
     """Dispatch on ``opts.client_kind``; both clients return the same records."""
     if opts.client_kind == "browser":
         # Imported here: browser_client imports this module.
-        from .browser_client import run_browser_items
+        from halfsec.lab.clients.browser import run_browser_items
 
         return await run_browser_items(
             url, items, opts, on_record, late_ms, transport=opts.transport, path=path
@@ -535,7 +535,7 @@ async def _loopback_server(
     opts: BenchOptions, overrides: list[str], extra: list[str]
 ) -> AsyncIterator[tuple[ServerProcess, NetPath]]:
     """``halfsec serve`` on a free loopback port; ``--net`` applied by loopback relays."""
-    from .netem.glue import NetPath
+    from halfsec.lab.netem.path import NetPath
 
     proc = ServerProcess(
         opts.config, overrides, opts.inject_delay_ms, extra, opts.server_start_timeout_s
@@ -574,7 +574,7 @@ async def run_bench(
     trace_dir = Path(tempfile.mkdtemp(prefix="halfsec-bench-trace-")) if opts.trace else None
     namespace = opts.net_mode == "namespace"
     if namespace:
-        from .bench_ns import check_namespace_options, with_token
+        from halfsec.lab.bench.namespace import check_namespace_options, with_token
 
         check_namespace_options(opts)
         opts = with_token(opts)
@@ -612,7 +612,7 @@ async def run_bench(
                 extra += ["--otlp-endpoint", opts.otlp_endpoint]
             status(f"starting halfsec serve{f' (domain {dom})' if dom else ''}...")
             if namespace:
-                from .bench_ns import namespace_server
+                from halfsec.lab.bench.namespace import namespace_server
 
                 server_cm = namespace_server(opts, overrides, extra)
             else:
@@ -659,8 +659,8 @@ async def run_bench(
 
 
 def minimal_summary(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    """Used only when ``halfsec.lab.report_json`` is not available."""
-    from .breakdown import percentile
+    """Used only when ``halfsec.lab.report.json`` is not available."""
+    from halfsec.measure.stages import percentile
 
     v = [r["v2v_ms"] for r in records if r["ok"] and r["v2v_ms"] is not None]
     return {

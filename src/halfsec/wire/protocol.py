@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..frames import (
+from halfsec.frames import (
     AudioFrame,
     EndOfTurn,
     ErrorFrame,

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .compare import Comparison
+from halfsec.lab.report.compare import Comparison
 
 __all__ = ["print_comparison", "print_runs", "print_summary"]
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HalfsecError
-from ..trace.jsonl import attrs_from_otlp
+from halfsec.errors import HalfsecError
+from halfsec.trace.jsonl import attrs_from_otlp
 
 __all__ = ["SpanRec", "detect_framework", "import_trace", "load_spans"]
 

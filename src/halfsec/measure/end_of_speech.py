@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .vad import speech_segments
+from halfsec.turn.vad import speech_segments
 
 _HOP = 160  # 10 ms at 16 kHz
 

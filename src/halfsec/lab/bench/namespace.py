@@ -29,10 +29,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
-from .bench import BenchError, BenchOptions, ServerProcess
-from .netem.glue import NetPath, no_net
-from .netem.namespaces import NamespaceLab, enter_netns, namespaces_supported
-from .netem.profile import parse_net
+from halfsec.lab.bench.run import BenchError, BenchOptions, ServerProcess
+from halfsec.lab.netem.namespaces import NamespaceLab, enter_netns, namespaces_supported
+from halfsec.lab.netem.path import NetPath, no_net
+from halfsec.lab.netem.profile import parse_net
 
 SERVER_PORT = 8765
 """The server's port inside its own namespace (nothing else lives there)."""

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.io import write_wav
-from ..audio.resample import resample
-from ..errors import HalfsecError
+from halfsec.audio.io import write_wav
+from halfsec.audio.resample import resample
+from halfsec.errors import HalfsecError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 KNOWN_COLUMNS = frozenset(
@@ -325,8 +325,8 @@ def ensure_builtin_corpus(
 
 
 async def _synthesize_all(d: Path, progress: Callable[[int, int], None] | None) -> None:
-    from ..tts.factory import create_tts
-    from ..tts.options import TTSOptions
+    from halfsec.tts.factory import create_tts
+    from halfsec.tts.options import TTSOptions
 
     engines = {s: create_tts(TTSOptions(length_scale=s)) for s in LENGTH_SCALES}
     rows: list[list[str]] = []

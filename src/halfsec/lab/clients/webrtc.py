@@ -34,29 +34,11 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from .. import FRAME_MS, INTERNAL_RATE
-from ..audio.timeline import PlaybackTimeline
-from ..clock import now_ns
-from ..errors import AudioInputError
-from ..transport.jitter import JitterBuffer, JitterConfig, JitterPacket
-from ..transport.media import play_when_due
-from ..transport.opus import OpusDecoder, OpusEncoder
-from ..transport.protocol import (
-    PONG,
-    SESSION_STARTED,
-    ProtocolError,
-    parse_server_event,
-    ping_message,
-    session_end_message,
-    trace_context_message,
-)
-from ..transport.webrtc import (
-    EVENTS_LABEL,
-    intercept_rtp,
-    restrict_ice_hosts,
-    rtc_configuration,
-)
-from .client import (
+from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.audio.timeline import PlaybackTimeline
+from halfsec.clock import now_ns
+from halfsec.errors import AudioInputError
+from halfsec.lab.clients.websocket import (
     ClientError,
     ClientOptions,
     ClientRun,
@@ -66,6 +48,19 @@ from .client import (
     new_traceparent,
     stream_microphone,
 )
+from halfsec.server.webrtc import EVENTS_LABEL, intercept_rtp, restrict_ice_hosts, rtc_configuration
+from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket
+from halfsec.wire.opus import OpusDecoder, OpusEncoder
+from halfsec.wire.protocol import (
+    PONG,
+    SESSION_STARTED,
+    ProtocolError,
+    parse_server_event,
+    ping_message,
+    session_end_message,
+    trace_context_message,
+)
+from halfsec.wire.realtime_audio import play_when_due
 
 PLAY_RATE = 48_000
 """Reply audio is decoded at 48 kHz on the client (what a browser plays)."""
@@ -298,8 +293,8 @@ async def run_recording_webrtc(
             relay_a = relay_b = None
             spec = None
             if net:
-                from .netem.profile import parse_net
-                from .netem.udp_relay import UdpRelay
+                from halfsec.lab.netem.profile import parse_net
+                from halfsec.lab.netem.udp_relay import UdpRelay
 
                 spec = parse_net(net)
                 client_port = _candidate_port(offer)
@@ -328,7 +323,7 @@ async def run_recording_webrtc(
             run.session_id = str(answer.get("session_id", ""))
             asdp = str(answer["sdp"])
             if spec is not None:
-                from .netem.udp_relay import UdpRelay
+                from halfsec.lab.netem.udp_relay import UdpRelay
 
                 server_port = _candidate_port(asdp)
                 relay_a = await stack.enter_async_context(
