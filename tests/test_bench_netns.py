@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from halfsec.cli.bench import bench_command
+from halfsec.lab.bench import namespace as bench_ns
 from halfsec.lab.bench.corpus import CorpusItem, parse_slots
 from halfsec.lab.bench.namespace import namespace_server, with_token
 from halfsec.lab.bench.run import BenchError, BenchOptions, run_items
-from halfsec.lab.bench import namespace as bench_ns
 from halfsec.lab.netem.namespaces import CLI_ADDR, MID_CLI_ADDR, namespaces_supported
 from halfsec.lab.netem.rtc_path import RtcPathError, ipv4_host_candidate, only_candidate
 

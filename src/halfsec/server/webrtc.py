@@ -44,21 +44,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, cast
 
-import aioice.ice
 import av
 from aiohttp import web
 from aiortc import (
-    RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
-    RTCRtpReceiver,
     RTCRtpSender,
     RTCSessionDescription,
 )
@@ -80,6 +76,14 @@ from halfsec.wire.protocol import (
     valid_traceparent,
 )
 from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
+from halfsec.wire.rtc import (
+    EVENTS_LABEL,
+    intercept_rtp,
+    opus_payload_type,
+    prefer_opus,
+    restrict_ice_hosts,
+    rtc_configuration,
+)
 
 if TYPE_CHECKING:
     from halfsec.server.app import VoiceServer
@@ -87,64 +91,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("halfsec.webrtc")
 
-EVENTS_LABEL = "events"
 MAX_SDP_BYTES = 64 * 1024
-_OPUS_PT = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)
-_ice_hosts: list[str] | None = None
-_original_host_addresses = aioice.ice.get_host_addresses
-
-
-def restrict_ice_hosts(hosts: list[str] | None) -> None:
-    """Gather ICE host candidates on exactly ``hosts`` (None: aioice's default, every
-    non-loopback interface).  Process-wide, because aioice reads it at gathering time;
-    the server and the bench set it once at start-up."""
-    global _ice_hosts
-    _ice_hosts = list(hosts) if hosts is not None else None
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        if _ice_hosts is None:
-            return _original_host_addresses(use_ipv4, use_ipv6)
-        return list(_ice_hosts)
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
-def rtc_configuration() -> RTCConfiguration:
-    """No ICE servers: aiortc would otherwise ask Google's STUN server."""
-    return RTCConfiguration(iceServers=[])
-
-
-def opus_payload_type(sdp: str) -> int | None:
-    m = _OPUS_PT.search(sdp)
-    return int(m.group(1)) if m else None
-
-
-def prefer_opus(pc: RTCPeerConnection) -> None:
-    """Negotiate Opus only: our sender hands aiortc pre-encoded Opus packets."""
-    caps = RTCRtpSender.getCapabilities("audio")
-    opus = [c for c in caps.codecs if c.mimeType.lower() == "audio/opus"]
-    for t in pc.getTransceivers():
-        if t.kind == "audio":
-            t.setCodecPreferences(opus)
-
-
-RtpSink = Callable[[int, int, bytes, int], None]
-"""(seq, timestamp, payload, payload_type)."""
-
-
-def intercept_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
-    """Take the decrypted RTP packets of ``receiver`` before aiortc's jitter buffer and
-    decoder (see the module docstring for why)."""
-
-    async def handle(packet: Any, arrival_time_ms: int = 0) -> None:
-        sink(
-            int(packet.sequence_number),
-            int(packet.timestamp),
-            bytes(packet.payload),
-            int(packet.payload_type),
-        )
-
-    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -512,15 +459,4 @@ async def wait_until(pred: Callable[[], bool], timeout_s: float) -> bool:
     return pred()
 
 
-__all__ = [
-    "EVENTS_LABEL",
-    "ReplyTrack",
-    "RtcSession",
-    "WebRtcGateway",
-    "intercept_rtp",
-    "opus_payload_type",
-    "prefer_opus",
-    "restrict_ice_hosts",
-    "rtc_configuration",
-    "wait_until",
-]
+__all__ = ["ReplyTrack", "RtcSession", "WebRtcGateway", "wait_until"]

@@ -48,7 +48,6 @@ from halfsec.lab.clients.websocket import (
     new_traceparent,
     stream_microphone,
 )
-from halfsec.server.webrtc import EVENTS_LABEL, intercept_rtp, restrict_ice_hosts, rtc_configuration
 from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket
 from halfsec.wire.opus import OpusDecoder, OpusEncoder
 from halfsec.wire.protocol import (
@@ -61,6 +60,7 @@ from halfsec.wire.protocol import (
     trace_context_message,
 )
 from halfsec.wire.realtime_audio import play_when_due
+from halfsec.wire.rtc import EVENTS_LABEL, intercept_rtp, restrict_ice_hosts, rtc_configuration
 
 PLAY_RATE = 48_000
 """Reply audio is decoded at 48 kHz on the client (what a browser plays)."""
