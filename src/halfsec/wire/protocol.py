@@ -42,6 +42,7 @@ PROTOCOL_VERSION = 1
 SUPPORTED_ENCODINGS = ("pcm16", "opus")
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
+MAX_TURN_ID = 0xFFFFFFFF  # turn ids travel as uint32 in the audio headers
 
 AUDIO_MAGIC = b"HSA1"
 _AUDIO_HEADER = struct.Struct("<4sIQ")
@@ -113,7 +114,19 @@ class SessionEnd:
     pass
 
 
-ClientMessage = SessionStart | TraceContext | Ping | SessionEnd
+@dataclass(frozen=True, slots=True)
+class PlaybackDone:
+    """The client finished playing turn ``turn_id``'s reply (its last sample left the speaker).
+
+    Only the client knows when playback really ends (its jitter buffer and audio device sit
+    between the server's send and the ear), so the session's barge-in decision uses this
+    instead of its own guess when the client sends it.
+    """
+
+    turn_id: int
+
+
+ClientMessage = SessionStart | TraceContext | Ping | SessionEnd | PlaybackDone
 
 
 def valid_traceparent(value: object) -> bool:
@@ -202,10 +215,18 @@ def parse_client_message(text: str) -> ClientMessage:
         )
     if kind == "session.end":
         return SessionEnd()
+    if kind == "playback.done":
+        turn_id = _int_field(obj, "turn_id", "bad_playback_done")
+        if not 1 <= turn_id <= MAX_TURN_ID:
+            raise ProtocolError(
+                "bad_playback_done",
+                f"turn_id must be a reply's turn id from 1 to {MAX_TURN_ID}, got {turn_id}",
+            )
+        return PlaybackDone(turn_id=turn_id)
     raise ProtocolError(
         "unknown_type",
-        f"unknown message type {kind!r}; expected session.start, trace.context, ping or "
-        "session.end",
+        f"unknown message type {kind!r}; expected session.start, trace.context, ping, "
+        "playback.done or session.end",
     )
 
 
@@ -238,6 +259,11 @@ def ping_message(ping_id: int, t_client_ns: int) -> str:
 
 def session_end_message() -> str:
     return json.dumps({"type": "session.end"})
+
+
+def playback_done_message(turn_id: int) -> str:
+    """Tell the server the reply of ``turn_id`` finished playing on this client."""
+    return json.dumps({"type": "playback.done", "turn_id": turn_id})
 
 
 def encode_pcm16(pcm: np.ndarray) -> bytes:
