@@ -11,6 +11,12 @@ it arrives and reads ``events()``.  Per 20 ms frame:
    (it may look at the speculative transcript); if so the gate opens and the reply flows;
 5. speech during a reply is a barge-in: the reply task is cancelled and an ``Interruption``
    tells the transport to stop playback.
+
+"During a reply" lasts until the client has played the reply's last sample.  Only the
+transport can know when that is (a WebSocket client says ``playback.done``; the WebRTC
+transport adds its jitter estimate to the last packet's send time), so it tells the
+session with ``playback_ended``.  Until a transport has done so once, the session guesses:
+reply audio plays as soon as it is produced, back to back.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ from halfsec.turn.end_of_turn import EndOfTurnPolicy, SilenceWindowPolicy, Trans
 from halfsec.turn.options import TurnOptions
 
 _CLOSED = object()
+
+PLAYBACK_REPORT_GRACE_NS = 1_000_000_000
+"""Once a transport reports playback ends, a reply whose report has not arrived yet is
+taken as still playing for at most this long after the guessed end: the report may be on
+its way (network, client buffer), but a lost one must not make every later word a
+barge-in."""
 
 
 class _Turn:
@@ -95,7 +107,9 @@ class VoiceSession:
         self._reply: TurnTask | None = None  # committed, possibly still speaking
         self._reply_eot_ms = 0.0
         self._reply_audio: list[np.ndarray] = []  # the committed turn's user audio
-        self._play_end_ns = 0
+        self._play_end_ns = 0  # guessed end of playback (see ``_emit``)
+        self._reported_end: tuple[int, int] | None = None  # (turn_id, end ns) from the transport
+        self._transport_reports_playback = False
         self._closed = False
 
     # -- output -------------------------------------------------------------------------
@@ -123,7 +137,28 @@ class VoiceSession:
     @property
     def agent_speaking(self) -> bool:
         r = self._reply
-        return r is not None and (r.running or now_ns() < self._play_end_ns)
+        return r is not None and (r.running or now_ns() < self._playback_end_ns(r.turn_id))
+
+    def playback_ended(self, turn_id: int, at_ns: int | None = None) -> None:
+        """The transport says turn ``turn_id``'s reply finished playing on the client at
+        ``at_ns`` (monotonic ns of this process; may lie ahead; None: now).
+
+        From the first report on, the session trusts reports over its guess (see
+        ``PLAYBACK_REPORT_GRACE_NS``).  A report for any turn but the reply in flight
+        (an interrupted or older one) changes nothing else: its playback no longer
+        decides anything."""
+        self._transport_reports_playback = True
+        r = self._reply
+        if r is not None and r.turn_id == turn_id:
+            self._reported_end = (turn_id, now_ns() if at_ns is None else at_ns)
+
+    def _playback_end_ns(self, turn_id: int) -> int:
+        reported = self._reported_end
+        if reported is not None and reported[0] == turn_id:
+            return reported[1]
+        if self._transport_reports_playback:
+            return self._play_end_ns + PLAYBACK_REPORT_GRACE_NS
+        return self._play_end_ns
 
     @property
     def idle(self) -> bool:
@@ -175,6 +210,7 @@ class VoiceSession:
                 )
             )
             self._play_end_ns = 0
+            self._reported_end = None
             if onset_ms - self._reply_eot_ms <= self.turn_opt.continuation_ms:
                 # The user had only paused: this speech continues the interrupted turn.
                 carried = self._reply_audio
