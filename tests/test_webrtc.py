@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,12 @@ import numpy as np
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import StreamResampler
 from halfsec.config import load_config
-from halfsec.lab.clients.webrtc import PLAY_RATE, rewrite_candidates, run_recording_webrtc
+from halfsec.lab.clients.reply_player import PLAY_RATE
+from halfsec.lab.clients.webrtc import run_recording_webrtc
+from halfsec.lab.netem.sdp import rewrite_candidates
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
 from halfsec.server.app import ServerOptions, VoiceServer, start_server
-from halfsec.server.webrtc import wait_until
 from halfsec.stt.factory import create_stt
 from halfsec.stt.options import STTOptions
 
@@ -31,6 +34,16 @@ async def serving(engines: Engines, **kw: Any) -> AsyncIterator[tuple[VoiceServe
         yield server, f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def wait_until(pred: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``pred`` every 20 ms until it holds or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.02)
+    return pred()
 
 
 def coffee(rows: list[dict[str, str]], speech_dir: Path, n: int = 0) -> np.ndarray:

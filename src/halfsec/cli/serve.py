@@ -10,7 +10,8 @@ from halfsec.cli.common import err, run_service
 from halfsec.config import HalfsecConfig
 from halfsec.errors import HalfsecError
 from halfsec.runtime.build import build_engines
-from halfsec.server.app import ServerOptions, check_bind, start_server
+from halfsec.server.app import start_server
+from halfsec.server.options import ServerOptions, check_bind
 
 
 def serve_command(config: HalfsecConfig, options: ServerOptions) -> int:

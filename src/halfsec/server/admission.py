@@ -1,14 +1,19 @@
-"""Admission guards shared by every endpoint that faces clients (server and edge).
+"""Admission rules shared by every endpoint that faces clients (server and edge).
 
 A voice endpoint is an open microphone into CPU-heavy models: who may connect (loopback,
-token, browser Origin) and how fast they may send (a token bucket per connection) is
-decided here, once, so the server and the edge cannot drift apart."""
+token, browser Origin), how many may be connected at once, and how fast and how much
+each may send is decided here, once, so the server's WebSocket and WebRTC endpoints and
+the edge cannot drift apart."""
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from aiohttp import web
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -48,6 +53,71 @@ def origin_allowed(origin: str | None, allow: tuple[str, ...]) -> bool:
     return is_loopback(host)
 
 
+def presented_token(request: web.Request, body_token: str | None = None) -> str | None:
+    """The token a client presented: ``Authorization: Bearer`` wins, then a token in the
+    request body (WebRTC offers carry one, browsers cannot set headers on a page load),
+    then ``?token=``."""
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth[len("Bearer ") :].strip()
+    if body_token is not None:
+        return body_token
+    return request.query.get("token")
+
+
+def token_matches(given: str | None, token: str | None) -> bool:
+    """No token configured admits everyone; otherwise a constant-time comparison."""
+    if not token:
+        return True
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a connection attempt was turned away: the HTTP status and a sentence that
+    tells the client what to change."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Who may open a session: token, browser Origin and the session cap, in that order."""
+
+    token: str | None
+    allow_origins: tuple[str, ...]
+    max_sessions: int
+
+    def origin_refusal(self, request: web.Request) -> Refusal | None:
+        origin = request.headers.get("Origin")
+        if origin_allowed(origin, self.allow_origins):
+            return None
+        return Refusal(
+            403, f"origin {origin} is not allowed; start the server with --allow-origin {origin}"
+        )
+
+    def refusal(
+        self, request: web.Request, open_sessions: int, body_token: str | None = None
+    ) -> Refusal | None:
+        """None when ``request`` may open one more session next to ``open_sessions``."""
+        if not token_matches(presented_token(request, body_token), self.token):
+            return Refusal(
+                401,
+                "missing or wrong token: send 'Authorization: Bearer <token>' or ?token=",
+            )
+        bad_origin = self.origin_refusal(request)
+        if bad_origin is not None:
+            return bad_origin
+        if open_sessions >= self.max_sessions:
+            return Refusal(
+                503,
+                f"server busy: {self.max_sessions} sessions already open (--max-sessions); "
+                "retry later",
+            )
+        return None
+
+
 class RateLimiter:
     """Token bucket of ``rate`` messages per second, with at most one warning a second
     (a flooding client must not make us flood it back with errors)."""
@@ -73,3 +143,54 @@ class RateLimiter:
             self.last_warning = t
             return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A client message that is dropped; ``message`` None: drop it without a word (the
+    client was already warned this second)."""
+
+    code: str
+    message: str | None
+
+
+class MessageLimits:
+    """Per-connection limits on client messages: rate (token bucket) and size."""
+
+    def __init__(self, max_messages_per_s: float, max_message_bytes: int) -> None:
+        self.max_messages_per_s = max_messages_per_s
+        self.max_message_bytes = max_message_bytes
+        self._limiter = RateLimiter(max_messages_per_s)
+
+    def rejection(self, size: int) -> Rejection | None:
+        """None when a message of ``size`` bytes may be handled now."""
+        if not self._limiter.allow():
+            if not self._limiter.should_warn():
+                return Rejection("rate_limited", None)
+            return Rejection(
+                "rate_limited",
+                f"more than {self.max_messages_per_s:.0f} messages/s; messages are "
+                "being dropped (send 20 ms frames at real-time pace)",
+            )
+        if size > self.max_message_bytes:
+            return Rejection(
+                "message_too_large",
+                f"message of {size} bytes exceeds the {self.max_message_bytes} byte "
+                "limit; send audio in frames of 20-100 ms",
+            )
+        return None
+
+
+def timeout_rejection(started: bool, start_timeout_s: float, idle_timeout_s: float) -> Rejection:
+    """The fatal error for a connection that went quiet: before ``session.start`` it had
+    ``start_timeout_s``, after it ``idle_timeout_s`` (a live microphone never stops)."""
+    if not started:
+        return Rejection(
+            "start_timeout",
+            f"no valid session.start within {start_timeout_s:.0f} s of connecting",
+        )
+    return Rejection(
+        "idle_timeout",
+        f"no message for {idle_timeout_s:.0f} s; send audio (silence counts) or pings to "
+        "keep the session open",
+    )

@@ -5,7 +5,8 @@ Signaling is one HTTP round trip (no trickle): the client gathers its candidates
 "answer", "session_id"}`` back, under the same token / Origin / ``--max-sessions`` rules
 as ``/ws``.  The client's offer carries one audio track (the microphone) and a data
 channel labelled ``events``; the events channel carries exactly the WebSocket protocol's
-JSON events (and accepts ``ping``, ``trace.context`` and ``session.end``).
+JSON events (and accepts ``ping``, ``trace.context``, ``playback.done`` and
+``session.end``).
 
 Where the audio goes, and why not through aiortc's own media path
 -----------------------------------------------------------------
@@ -22,7 +23,7 @@ ends conceal and FEC-recover identically.
 
 The sender side is ours too: aiortc's Opus encoder is fixed at 96 kbit/s stereo without
 FEC, but its sender also accepts pre-encoded ``av.Packet`` s.  ``ReplyTrack`` encodes
-reply audio with ``transport.opus.OpusEncoder`` (mono, voip, 24 kbit/s, in-band FEC with
+reply audio with ``wire.opus.OpusEncoder`` (mono, voip, 24 kbit/s, in-band FEC with
 an expected-loss hint) and releases one packet per 20 ms on a monotonic grid while a
 reply plays.  Between replies nothing is sent (DTX): a reply's first packet leaves the
 moment it is encoded instead of waiting for the next 20 ms slot of a silent stream
@@ -31,7 +32,16 @@ the receiver the sender paused; our ``JitterBuffer`` keeps its jitter estimate a
 such pauses, so a reply after seconds of silence still starts with the margin the link
 needs.  An ``interruption`` drops what is queued.  Each turn's first packet is
 announced on the events channel as ``reply.audio`` with its RTP timestamp, so a client
-can tell which turn it is hearing and when the server let it go (the WebRTC counterpart of the ``HSA1`` header's ``turn_id``/``t_server_ns``).
+can tell which turn it is hearing and when the server let it go (the WebRTC counterpart
+of the ``HSA1`` header's ``turn_id``/``t_server_ns``).
+
+When does the client stop hearing a reply?  After the reply's last packet left, plus the
+delay the client's jitter buffer holds it.  The server cannot see that buffer, but its
+own receive buffer measures the same link, so its target delay stands in for the
+client's: the session is told the reply's playback ends at ``last packet sent + 20 ms +
+jitter estimate`` (``playback_end_ns``), and speech after that is a new turn, not a
+barge-in.  A client that sends ``playback.done`` on the events channel knows better and
+overrides it.
 
 ICE: host candidates only, no STUN server (nothing leaves the machine), and on a loopback
 bind only 127.0.0.1 (aioice skips loopback by default, which would put lab traffic on the
@@ -45,12 +55,12 @@ import contextlib
 import json
 import logging
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import av
+import numpy as np
 from aiohttp import web
 from aiortc import (
     RTCDataChannel,
@@ -60,19 +70,19 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from halfsec import FRAME_MS
 from halfsec.clock import now_ns
-from halfsec.frames import EndOfTurn, ErrorFrame, Interruption, ReplyAudio
-from halfsec.runtime.session import VoiceSession
+from halfsec.server.admission import is_loopback
+from halfsec.server.connection import ClientConnection, SessionServices
 from halfsec.wire.protocol import (
     Ping,
+    PlaybackDone,
     ProtocolError,
     SessionEnd,
     SessionStart,
     TraceContext,
-    error_event,
     parse_client_message,
     pong_event,
-    session_started_event,
     valid_traceparent,
 )
 from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
@@ -85,13 +95,19 @@ from halfsec.wire.rtc import (
     rtc_configuration,
 )
 
-if TYPE_CHECKING:
-    from halfsec.server.app import VoiceServer
-    from halfsec.trace.turns import TurnTraceRecorder
-
 log = logging.getLogger("halfsec.webrtc")
 
 MAX_SDP_BYTES = 64 * 1024
+
+PacketSent = Callable[[int, int, int, bool], None]
+"""(turn_id, RTP media pts, t_server_ns, first packet of the turn) for each reply packet."""
+
+
+def playback_end_ns(last_sent_ns: int, jitter_delay_ms: float) -> int:
+    """When the client hears the end of a reply whose last packet left at
+    ``last_sent_ns``: that packet's own 20 ms, after its jitter buffer held it for
+    ``jitter_delay_ms`` (see the module docstring for why the server's own estimate)."""
+    return last_sent_ns + int((FRAME_MS + jitter_delay_ms) * 1e6)
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -103,16 +119,17 @@ class ReplyTrack(MediaStreamTrack):
     def __init__(
         self,
         out: PacedOpusOut,
-        on_first: Callable[[int, int, int], None] | None = None,
+        is_cancelled: Callable[[int], bool],
+        on_sent: PacketSent | None = None,
     ) -> None:
         super().__init__()
         self.out = out
-        self.on_first = on_first
-        """Called with (turn_id, RTP media pts, t_server_ns) for each turn's first packet."""
+        self.is_cancelled = is_cancelled
+        """The connection's record of interrupted turns, whose packets are never sent."""
+        self.on_sent = on_sent
         self.sender: RTCRtpSender | None = None
         self._prev_pts: int | None = None
         self.rtp_origin: int | None = None
-        self.cancelled: set[int] = set()
 
     def _learn_origin(self) -> None:
         # aiortc adds a random origin to our pts; its sender remembers the last timestamp
@@ -137,7 +154,7 @@ class ReplyTrack(MediaStreamTrack):
         # random origin to our pts that only a sent packet reveals (``_learn_origin``),
         # and each ``reply.audio`` event must name its packet's exact RTP timestamp.
         slot = await self.out.next_slot(continuous=self._prev_pts is None)
-        while slot.turn_id in self.cancelled:
+        while slot.turn_id and self.is_cancelled(slot.turn_id):
             slot = await self.out.next_slot()
         pts = slot.pts
         assert slot.packet is not None
@@ -145,41 +162,35 @@ class ReplyTrack(MediaStreamTrack):
         packet.pts = pts
         packet.time_base = Fraction(1, 48_000)
         self._prev_pts = pts
-        if slot.first_of_turn and slot.turn_id and self.on_first is not None:
-            self.on_first(slot.turn_id, pts, now_ns())
+        if slot.turn_id and self.on_sent is not None:
+            self.on_sent(slot.turn_id, pts, now_ns(), slot.first_of_turn)
         return packet
 
 
-class RtcSession:
-    """One peer connection = one conversation; mirrors ``server._Conn`` for the shared
-    event helpers (trace contexts, recorder)."""
+class RtcSession(ClientConnection):
+    """One peer connection = one conversation."""
 
-    def __init__(self, gateway: WebRtcGateway, traceparent: str | None) -> None:
-        server = gateway.server
-        cfg = server.config
-        self.gateway = gateway
-        self.server = server
-        self.session_id = uuid.uuid4().hex[:12]
+    def __init__(self, services: SessionServices, traceparent: str | None) -> None:
+        super().__init__(services)
         self.pc = RTCPeerConnection(rtc_configuration())
-        self.session = VoiceSession(
-            server.engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate
-        )
-        self.inbound = InboundAudio(self.session.push, on_malformed=self._bad_opus)
-        self.out = PacedOpusOut(cfg.audio.output_rate)
-        self.track = ReplyTrack(self.out, self._on_first_audio)
+        self.open_voice_session(opus_input=True)
+        assert self.inbound is not None
+        self.link_in: InboundAudio = self.inbound
+        self.out = PacedOpusOut(services.config.audio.output_rate)
+        self.paced_out = self.out
+        self.track = ReplyTrack(self.out, self.is_cancelled, self._on_packet_sent)
         self.channel: RTCDataChannel | None = None
         self._pending: list[str] = []
         self.next_traceparent = traceparent
-        self.turn_traces: dict[int, str] = {}
-        self.cancelled_turns: set[int] = set()
-        self.recorder: TurnTraceRecorder | None = None
-        self.closing = False
         self.opus_pt: int | None = None
         self.foreign_packets = 0
         self.created = time.monotonic()
         self.last_rtp = 0.0
+        self._last_sent_ns: dict[int, int] = {}
+        """Turn -> when its latest reply packet left."""
+        self._complete_turns: set[int] = set()
+        """Turns whose ``reply.done`` went out: their latest packet may be their last."""
         self._tasks: list[asyncio.Task[None]] = []
-        self._ended = asyncio.Event()
 
     # -- signaling ----------------------------------------------------------------------
     async def negotiate(self, offer_sdp: str) -> str:
@@ -214,9 +225,19 @@ class RtcSession:
         self.opus_pt = opus_payload_type(sdp)
         if self.opus_pt is None:
             raise ValueError("the offer does not allow Opus at 48 kHz")
-        self._tasks.append(asyncio.create_task(self._sender(), name=f"rtc-send-{self.session_id}"))
-        self._tasks.append(asyncio.create_task(self._watchdog(), name=f"rtc-wd-{self.session_id}"))
+        started = self.services.session_started(
+            self.session_id,
+            input_sample_rate=48_000,
+            encoding="opus",
+            output_encoding="opus",
+            transport="webrtc",
+        )
+        self._spawn(self.run_sender(started), f"rtc-send-{self.session_id}")
+        self._spawn(self._watchdog(), f"rtc-wd-{self.session_id}")
         return str(sdp)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
 
     # -- media in -----------------------------------------------------------------------
     def _on_rtp(self, seq: int, ts: int, payload: bytes, pt: int) -> None:
@@ -226,12 +247,61 @@ class RtcSession:
             self.foreign_packets += 1
             return
         self.last_rtp = time.monotonic()
-        self.inbound.push(seq, ts, payload)
+        self.link_in.push(seq, ts, payload)
 
-    async def _bad_opus(self, n: int) -> None:
-        await self.error("bad_audio", f"{n} Opus packet(s) could not be decoded; concealed")
+    # -- output (ClientConnection) --------------------------------------------------------
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        text = json.dumps(obj)
+        ch = self.channel
+        if ch is not None and ch.readyState == "open" and not self._pending:
+            with contextlib.suppress(Exception):
+                ch.send(text)
+        else:
+            self._pending.append(text)
 
-    # -- events -------------------------------------------------------------------------
+    async def send_reply_audio(self, turn_id: int, pcm: np.ndarray) -> None:
+        self.out.put(turn_id, pcm)  # sent by ``ReplyTrack.recv`` in real time
+
+    def reply_complete(self, turn_id: int) -> None:
+        self._complete_turns.add(turn_id)
+        last = self._last_sent_ns.get(turn_id)
+        if last is not None:
+            self._report_playback_end(turn_id, last)
+        elif self.out.queued_ms == 0:
+            self.playback_ended(turn_id)  # a reply without audio: nothing to hear
+
+    async def end_after_fatal_error(self) -> None:
+        await self.end("fatal error")
+
+    async def shutdown(self) -> None:
+        await self.end("server shutting down")
+
+    def _on_packet_sent(self, turn_id: int, pts: int, t_ns: int, first: bool) -> None:
+        self._last_sent_ns[turn_id] = t_ns
+        if turn_id in self._complete_turns:
+            # Each later packet moves the end on; the last one's report stands.
+            self._report_playback_end(turn_id, t_ns)
+        if first:
+            self._announce_reply_audio(turn_id, pts, t_ns)
+
+    def _report_playback_end(self, turn_id: int, last_sent_ns: int) -> None:
+        jitter_ms = self.link_in.buffer.target_delay_ms
+        self.playback_ended(turn_id, playback_end_ns(last_sent_ns, jitter_ms))
+
+    def _announce_reply_audio(self, turn_id: int, pts: int, t_ns: int) -> None:
+        ev: dict[str, Any] = {
+            "type": "reply.audio",
+            "turn_id": turn_id,
+            "t_server_ns": t_ns,
+            "pts": pts,
+        }
+        if self.track.rtp_origin is not None:
+            ev["rtp_timestamp"] = (self.track.rtp_origin + pts) & 0xFFFFFFFF
+        if self.recorder is not None:
+            self.recorder.audio_sent(turn_id, t_ns)
+        asyncio.ensure_future(self.send_json(ev))
+
+    # -- events channel -----------------------------------------------------------------
     def _attach(self, channel: RTCDataChannel) -> None:
         self.channel = channel
 
@@ -258,18 +328,6 @@ class RtcSession:
         for text in pending:
             ch.send(text)
 
-    async def send_json(self, obj: dict[str, Any]) -> None:
-        text = json.dumps(obj)
-        ch = self.channel
-        if ch is not None and ch.readyState == "open" and not self._pending:
-            with contextlib.suppress(Exception):
-                ch.send(text)
-        else:
-            self._pending.append(text)
-
-    async def error(self, code: str, message: str, fatal: bool = False) -> None:
-        await self.send_json(error_event(code, message, now_ns(), fatal=fatal))
-
     async def _on_message(self, message: str | bytes) -> None:
         if not isinstance(message, str):
             await self.error("bad_message", "the events channel carries JSON text only")
@@ -283,74 +341,22 @@ class RtcSession:
             await self.send_json(pong_event(m, now_ns()))
         elif isinstance(m, TraceContext):
             self.next_traceparent = m.traceparent
+        elif isinstance(m, PlaybackDone):
+            self.playback_ended(m.turn_id)
         elif isinstance(m, SessionStart):
             await self.error("already_started", "a WebRTC session starts with its offer")
         elif isinstance(m, SessionEnd):
             await self.end("session.end")
 
-    def _on_first_audio(self, turn_id: int, pts: int, t_ns: int) -> None:
-        ev: dict[str, Any] = {
-            "type": "reply.audio",
-            "turn_id": turn_id,
-            "t_server_ns": t_ns,
-            "pts": pts,
-        }
-        if self.track.rtp_origin is not None:
-            ev["rtp_timestamp"] = (self.track.rtp_origin + pts) & 0xFFFFFFFF
-        if self.recorder is not None:
-            self.recorder.audio_sent(turn_id, t_ns)
-        asyncio.ensure_future(self.send_json(ev))
-
-    async def _sender(self) -> None:
-        server = self.server
-        cfg = server.config
-        self.recorder = server._recorder(cast(Any, self))
-        await self.send_json(
-            session_started_event(
-                self.session_id,
-                cfg.audio.output_rate,
-                now_ns(),
-                input_sample_rate=48_000,
-                domain=cfg.logic.domain,
-                encoding="opus",
-                output_encoding="opus",
-                transport="webrtc",
-            )
-        )
-        try:
-            async for f in self.session.events():
-                if self.recorder is not None:
-                    self.recorder.frame(f)
-                if isinstance(f, ReplyAudio):
-                    if f.turn_id not in self.cancelled_turns:
-                        self.out.put(f.turn_id, f.pcm)
-                    continue
-                if isinstance(f, Interruption):
-                    self.cancelled_turns.add(f.turn_id)
-                    self.track.cancelled.add(f.turn_id)
-                    self.out.flush(f.turn_id)
-                ev = server._event(cast(Any, self), f)
-                if ev is not None:
-                    await self.send_json(ev)
-                if isinstance(f, EndOfTurn):
-                    from halfsec.server.app import jitter_event
-
-                    await self.send_json(jitter_event(f.turn_id, self.inbound.turn_summary()))
-                if isinstance(f, ErrorFrame) and f.fatal:
-                    await self.end("fatal error")
-                    break
-        finally:
-            if self.recorder is not None:
-                self.recorder.close()
-
+    # -- lifecycle ----------------------------------------------------------------------
     async def _watchdog(self) -> None:
-        opt = self.server.options
+        opt = self.services.options
         while not self.closing:
             await asyncio.sleep(0.5)
             t = time.monotonic()
-            if self.inbound.error is not None:
-                log.error("session %s: audio input failed: %r", self.session_id, self.inbound.error)
-                await self.error("internal_error", str(self.inbound.error), fatal=True)
+            if self.link_in.error is not None:
+                log.error("session %s: audio input failed: %r", self.session_id, self.link_in.error)
+                await self.error("internal_error", str(self.link_in.error), fatal=True)
                 await self.end("audio input failed")
             elif not self.last_rtp and t - self.created > opt.start_timeout_s:
                 await self.error(
@@ -372,11 +378,9 @@ class RtcSession:
             return
         self.closing = True
         log.info("webrtc session %s closed (%s)", self.session_id, reason)
-        self.gateway.sessions.pop(self.session_id, None)
+        self.services.connections.pop(self.session_id, None)
         self._flush()
-        with contextlib.suppress(Exception):
-            await self.session.close()
-        await self.inbound.close()
+        await self.close_session()
         self.track.stop()
         current = asyncio.current_task()
         for t in self._tasks:
@@ -384,30 +388,26 @@ class RtcSession:
                 t.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), timeout=3.0)
-        self._ended.set()
 
 
-class WebRtcGateway:
-    """The ``/webrtc/offer`` route of a ``VoiceServer`` and its open peer sessions."""
+class WebRtcEndpoint:
+    """``POST /webrtc/offer``: admit, negotiate, and keep the peer session running."""
 
-    def __init__(self, server: VoiceServer) -> None:
-        from halfsec.server.admission import is_loopback
-
-        self.server = server
-        self.sessions: dict[str, RtcSession] = {}
-        if is_loopback(server.options.host):
+    def __init__(self, services: SessionServices) -> None:
+        self.services = services
+        if is_loopback(services.options.host):
             restrict_ice_hosts(["127.0.0.1"])
 
-    async def offer(self, request: web.Request) -> web.Response:
-        from halfsec.server.admission import origin_allowed
+    @property
+    def sessions(self) -> dict[str, RtcSession]:
+        """Open WebRTC sessions (the server's registry holds every transport's)."""
+        return {sid: c for sid, c in self.services.connections.items() if isinstance(c, RtcSession)}
 
-        server = self.server
-        opt = server.options
-        origin = request.headers.get("Origin")
-        if not origin_allowed(origin, opt.allow_origins):
-            return _fail(
-                403, f"origin {origin} is not allowed; start the server with --allow-origin"
-            )
+    async def offer(self, request: web.Request) -> web.Response:
+        services = self.services
+        bad_origin = services.options.admission.origin_refusal(request)
+        if bad_origin is not None:  # before reading a body from a page that may not ask
+            return _fail(bad_origin.status, bad_origin.reason)
         raw = await request.content.read(MAX_SDP_BYTES + 1)
         if len(raw) > MAX_SDP_BYTES:
             return _fail(413, f"offer larger than {MAX_SDP_BYTES} bytes")
@@ -418,19 +418,16 @@ class WebRtcGateway:
         if not isinstance(body, dict):
             return _fail(400, "body must be a JSON object {'sdp': ..., 'type': 'offer'}")
         token = body.get("token")
-        if isinstance(token, str) and "Authorization" not in request.headers:
-            request = request.clone(headers={**request.headers, "Authorization": f"Bearer {token}"})
-        if not server._authorized(request):
-            return _fail(401, "missing or wrong token: 'Authorization: Bearer <token>' or 'token'")
-        if server.session_count >= opt.max_sessions:
-            return _fail(503, f"server busy: {opt.max_sessions} sessions already open")
+        refusal = services.refusal(request, token if isinstance(token, str) else None)
+        if refusal is not None:
+            return _fail(refusal.status, refusal.reason)
         sdp, kind, tp = body.get("sdp"), body.get("type"), body.get("traceparent")
         if kind != "offer" or not isinstance(sdp, str) or not sdp.strip():
             return _fail(400, "expected {'sdp': <non-empty string>, 'type': 'offer'}")
         if tp is not None and not valid_traceparent(tp):
             return _fail(400, f"traceparent {tp!r} is not W3C version 00")
-        sess = RtcSession(self, tp)
-        self.sessions[sess.session_id] = sess
+        sess = RtcSession(services, tp)
+        services.connections[sess.session_id] = sess
         try:
             answer = await asyncio.wait_for(sess.negotiate(sdp), timeout=10.0)
         except Exception as e:  # aiortc raises many types for bad SDP; all mean "bad offer"
@@ -440,23 +437,6 @@ class WebRtcGateway:
         log.info("webrtc session %s started", sess.session_id)
         return web.json_response({"sdp": answer, "type": "answer", "session_id": sess.session_id})
 
-    async def shutdown(self, app: web.Application) -> None:
-        for sess in list(self.sessions.values()):
-            await sess.end("server shutting down")
-
 
 def _fail(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-async def wait_until(pred: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``pred`` every 20 ms (test and client helper)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.02)
-    return pred()
-
-
-__all__ = ["ReplyTrack", "RtcSession", "WebRtcGateway", "wait_until"]

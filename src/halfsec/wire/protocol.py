@@ -76,6 +76,12 @@ EVENT_TYPES: dict[type[Frame], str] = {
     ErrorFrame: ERROR,
 }
 
+AUDIO_BEFORE_START = (
+    "audio received before session.start; send "
+    '{"type":"session.start","protocol":1,"sample_rate":16000,"encoding":"pcm16"} first'
+)
+"""Message of the ``not_started`` error, for audio that came before ``session.start``."""
+
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 

@@ -1,0 +1,67 @@
+"""What ``halfsec serve`` is configured with, and the bind check that runs before models load.
+
+Its own module so that every transport (``websocket``, ``webrtc``), the connection they
+share and the app can read the options without importing each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from halfsec.errors import HalfsecError
+from halfsec.server.admission import Admission, exposure_problem
+
+
+class ServeError(HalfsecError):
+    """The server cannot start as configured (unsafe bind, bad option)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    """Shared secret: ``Authorization: Bearer <token>`` or ``?token=<token>``."""
+    allow_origins: tuple[str, ...] = ()
+    """Browser origins allowed to connect.  Empty: loopback origins only
+    (``http://localhost:*``, ``http://127.0.0.1:*``).  ``*`` allows any origin."""
+    max_sessions: int = 8
+    max_message_bytes: int = 64 * 1024
+    """Largest accepted client message.  Larger ones (up to 4x) get an ``error`` event;
+    beyond that the WebSocket layer closes the connection (1009)."""
+    max_messages_per_s: float = 200.0
+    """Token bucket on client messages (burst = one second's worth).  A real-time client
+    sends 50 frames/s; a flood is dropped with one ``rate_limited`` error per second."""
+    idle_timeout_s: float = 30.0
+    """A connection that sends nothing for this long is closed (a live mic never stops)."""
+    start_timeout_s: float = 10.0
+    """Time allowed between the upgrade and a valid ``session.start``."""
+    inject_delay_ms: float = 0.0
+    """Fault injector: delay each reply-audio packet by this much before sending."""
+    trace: bool = False
+    """Emit each committed turn's spans (``halfsec serve`` turns this on).  Off for the
+    library default so embedding the server or testing it writes no files."""
+    trace_file: str | None = None
+    """JSON-lines span file; None: ``halfsec.trace.setup.default_trace_path``."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP collector (``http://127.0.0.1:4318``); exported in batches off the loop."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ServeError(f"port {self.port} is out of range 0..65535 (0 = any free port)")
+        if self.max_sessions < 1:
+            raise ServeError("--max-sessions must be at least 1")
+        if self.inject_delay_ms < 0:
+            raise ServeError("--inject-delay-ms must be >= 0")
+        if self.max_message_bytes < 1024:
+            raise ServeError("max message size must be at least 1024 bytes")
+
+    @property
+    def admission(self) -> Admission:
+        return Admission(self.token, self.allow_origins, self.max_sessions)
+
+
+def check_bind(options: ServerOptions) -> None:
+    """Refuse to expose an unauthenticated voice endpoint beyond this machine."""
+    problem = exposure_problem(options.host, options.token)
+    if problem:
+        raise ServeError(problem)
