@@ -21,8 +21,10 @@ import pytest
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
 from halfsec.edge.gateway import EdgeError, EdgeOptions, EdgeServer, check_edge_bind, start_edge
-from halfsec.edge.origin_pool import OriginOptions, OriginPool
-from halfsec.lab.clients.websocket import ClientRun, run_recording
+from halfsec.edge.origin_link import OriginOptions
+from halfsec.edge.origin_pool import OriginPool
+from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines

@@ -1,0 +1,70 @@
+"""What ``halfsec edge`` is configured with, and its bind check (the origin's rule).
+
+Its own module so that the gate, the per-client conversation and the gateway can read the
+options without importing each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from halfsec import FRAME_MS
+from halfsec.errors import HalfsecError
+from halfsec.server.admission import Admission, exposure_problem
+
+
+class EdgeError(HalfsecError):
+    """The edge cannot start as configured (unsafe bind, bad origin URL or option)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeOptions:
+    origin: str
+    """``ws://host:port/ws`` of the origin ``halfsec serve``."""
+    host: str = "127.0.0.1"
+    port: int = 8766
+    token: str | None = None
+    """Required of clients of the edge (same rules as ``halfsec serve --token``)."""
+    origin_token: str | None = None
+    """Sent to the origin (``Authorization: Bearer``)."""
+    allow_origins: tuple[str, ...] = ()
+    max_sessions: int = 32
+    max_message_bytes: int = 64 * 1024
+    max_messages_per_s: float = 200.0
+    idle_timeout_s: float = 30.0
+    start_timeout_s: float = 10.0
+    pool_size: int = 2
+    preroll_ms: float = 500.0
+    """Audio before the edge's speech onset sent with it.  Longer than the origin's own
+    preroll (300 ms) plus its VAD's confirmation time, so the origin's detector sees a
+    stretch of silence before the onset and its STT hears the onset it detects late."""
+    hold_ms: float = 1000.0
+    """Silence forwarded after the edge's VAD paused, even if the origin has not reported
+    a turn (its ``vad.speech_started`` may still be on the way back)."""
+    max_tail_ms: float = 4000.0
+    """Safety cap: stop forwarding silence this long after the pause even if the origin
+    never ended its turn (it resumes on the next speech)."""
+    speech_batch_ms: float = 40.0
+    """While the user speaks, frames are sent in messages of this much audio (fewer
+    messages on the long path).  Pause and silence frames go one by one, at once: they
+    are what the origin's end-of-turn decision waits for."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise EdgeError(f"port {self.port} is out of range 0..65535 (0 = any free port)")
+        if not self.origin.startswith(("ws://", "wss://")):
+            raise EdgeError(f"--origin {self.origin!r} must be a URL like ws://HOST:PORT/ws")
+        if self.pool_size < 0 or self.max_sessions < 1:
+            raise EdgeError("--pool-size must be >= 0 and --max-sessions >= 1")
+        if self.preroll_ms < 100 or self.speech_batch_ms < FRAME_MS:
+            raise EdgeError("preroll must be >= 100 ms and the speech batch >= 20 ms")
+
+    @property
+    def admission(self) -> Admission:
+        return Admission(self.token, self.allow_origins, self.max_sessions)
+
+
+def check_edge_bind(options: EdgeOptions) -> None:
+    """Same rule as the origin: no unauthenticated voice endpoint beyond this machine."""
+    problem = exposure_problem(options.host, options.token)
+    if problem:
+        raise EdgeError(problem)
