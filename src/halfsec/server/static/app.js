@@ -50,7 +50,7 @@ function freshState(opts) {
     ctxOffset: null,
     capture: { startFrame: null, chunks: [], levels: [] },
     tap: { startFrame: null, chunks: [] },
-    play: { nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set() },
+    play: { nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set() },
     events: [],
     turns: new Map(),
     started: new Set(),
@@ -291,7 +291,10 @@ function onAudio(buf) {
   S.play.nextTime = at + ab.duration;
   if (!S.play.sources.has(turnId)) S.play.sources.set(turnId, new Set());
   S.play.sources.get(turnId).add(src);
-  src.onended = () => S.play.sources.get(turnId)?.delete(src);
+  src.onended = () => {
+    S.play.sources.get(turnId)?.delete(src);
+    sendPlaybackDone(turnId);
+  };
   S.play.chunks.push({
     turn_id: turnId,
     start_ms: at * 1000,
@@ -301,6 +304,18 @@ function onAudio(buf) {
   });
   const turn = getTurn(turnId);
   if (turn.marks["audio.sent"] === undefined) turn.marks["audio.sent"] = serverToPage(tServerNs);
+}
+
+// Over WebSocket the page plays the reply itself, so only the page knows when a reply has
+// played to its end: tell the server (`playback.done`), whose barge-in decision depends on
+// it.  Over WebRTC the server estimates it from its own sending.
+function sendPlaybackDone(turnId) {
+  if (!S || !S.transport || S.transport.kind !== "websocket") return;
+  const turn = S.turns.get(turnId);
+  if (!turn || turn.reply_text === null || S.play.cancelled.has(turnId)) return;
+  if (S.play.sources.get(turnId)?.size || S.play.done.has(turnId)) return;
+  S.play.done.add(turnId);
+  S.transport.sendJson({ type: "playback.done", turn_id: turnId });
 }
 
 function stopTurnAudio(turnId) {
@@ -371,6 +386,7 @@ function onEvent(ev) {
     case "reply.done":
       turn.reply_text = ev.text;
       S.finished.add(tid);
+      sendPlaybackDone(tid); // a reply without audio, or whose audio already played
       break;
     case "reply.audio":
       // WebRTC: the server announces each turn's first reply packet (no HSA1 header).
