@@ -41,7 +41,8 @@ import numpy as np
 from halfsec.audio.io import load_audio
 from halfsec.clock import now_ns
 from halfsec.lab.bench.corpus import CorpusItem
-from halfsec.lab.bench.run import ServerProcess, fetch_health, make_record
+from halfsec.lab.bench.records import make_record
+from halfsec.lab.bench.server_process import ServerProcess, fetch_health
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.measure.end_of_speech import voiced_bounds

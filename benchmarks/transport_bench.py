@@ -46,9 +46,12 @@ import numpy as np
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
 from halfsec.lab.bench.corpus import CorpusItem
-from halfsec.lab.bench.run import ServerProcess, make_record
+from halfsec.lab.bench.records import make_record
+from halfsec.lab.bench.server_process import ServerProcess
+from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.options import ClientOptions
 from halfsec.lab.clients.webrtc import run_recording_webrtc
-from halfsec.lab.clients.websocket import ClientOptions, ClientRun, run_recording
+from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.path import impaired_url
 from halfsec.lab.report.json import default_meta
 from halfsec.measure.end_of_speech import voiced_bounds
@@ -103,8 +106,8 @@ def summarize(mode: str, recs: list[dict[str, Any]], runs: list[ClientRun]) -> d
         for k in ("endpointing_ms", "server_send_ms", "network_buffer_ms")
     }
     net = [r["network_split"]["network_ms"] for r in recs if r.get("network_split")]
-    played = sum(run.player.buffer.stats.played for run in runs if run.player is not None)
-    concealed = sum(run.player.buffer.stats.concealed for run in runs if run.player is not None)
+    played = sum(run.jitter.stats.played for run in runs if run.jitter is not None)
+    concealed = sum(run.jitter.stats.concealed for run in runs if run.jitter is not None)
     return {
         "mode": mode,
         "n": len(recs),

@@ -23,9 +23,14 @@ from aiohttp import WSMsgType, web
 
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.clock import now_ns
-from halfsec.lab.bench.corpus import BUILTIN_QUERIES, CorpusItem, load_corpus, parse_slots
-from halfsec.lab.bench.run import RECORD_KEYS, BenchOptions, ServerProcess, run_items
-from halfsec.lab.clients.websocket import ClientOptions, best_clock
+from halfsec.lab.bench.builtin_corpus import BUILTIN_QUERIES
+from halfsec.lab.bench.corpus import CorpusItem, load_corpus, parse_slots
+from halfsec.lab.bench.options import BenchError, BenchOptions
+from halfsec.lab.bench.records import RECORD_KEYS
+from halfsec.lab.bench.run import run_items
+from halfsec.lab.bench.server_process import ServerProcess, server_urls
+from halfsec.lab.clients.clock_sync import best_clock
+from halfsec.lab.clients.options import ClientOptions
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import STAGES, StagePoints, breakdown, dominant_stage
 
@@ -329,7 +334,5 @@ def test_bench_command_end_to_end(
 
 @pytest.mark.parametrize("bad", ["ws://", "ftp://x"])
 def test_bad_server_url_is_rejected(bad: str) -> None:
-    from halfsec.lab.bench.run import BenchError, server_urls
-
     with pytest.raises(BenchError):
         server_urls(bad)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from halfsec.lab.clients.browser import DEFAULT_CHROMIUM
+from halfsec.lab.clients.chromium import DEFAULT_CHROMIUM
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """``halfsec bench --net-mode namespace``: the bench's client, relays and server in three
-network namespaces joined by veths (``lab/bench_ns.py``), and the WebRTC relay plumbing
-shared with the browser (``netem/rtc_path.py``).
+network namespaces joined by veths (``lab/bench/namespace.py``), and the WebRTC relay
+plumbing shared with the browser (``netem/rtc_path.py``, ``netem/sdp.py``).
 
 The end-to-end test builds real namespaces and starts a real ``halfsec serve`` inside
 the server namespace, so it needs root, iproute2 and nftables: CI runs as root
@@ -19,9 +19,10 @@ from halfsec.cli.bench import bench_command
 from halfsec.lab.bench import namespace as bench_ns
 from halfsec.lab.bench.corpus import CorpusItem, parse_slots
 from halfsec.lab.bench.namespace import namespace_server, with_token
-from halfsec.lab.bench.run import BenchError, BenchOptions, run_items
+from halfsec.lab.bench.options import BenchError, BenchOptions
+from halfsec.lab.bench.run import run_items
 from halfsec.lab.netem.namespaces import CLI_ADDR, MID_CLI_ADDR, namespaces_supported
-from halfsec.lab.netem.rtc_path import RtcPathError, ipv4_host_candidate, only_candidate
+from halfsec.lab.netem.sdp import SdpError, ipv4_host_candidate, only_candidate
 
 NET = "delay=20ms,seed=2"
 
@@ -44,7 +45,7 @@ def test_rtc_path_picks_the_ipv4_candidate_and_drops_the_rest() -> None:
     assert "m=application 40000 " in out and "c=IN IP4 127.0.0.1" in out
     # Chromium's default (mDNS names) cannot be relayed: the error says what to do.
     mdns = "\r\n".join(line for line in OFFER.split("\r\n") if "192.0.2.2" not in line)
-    with pytest.raises(RtcPathError, match="WebRtcHideLocalIpsWithMdns"):
+    with pytest.raises(SdpError, match="WebRtcHideLocalIpsWithMdns"):
         ipv4_host_candidate(mdns)
 
 

@@ -26,15 +26,12 @@ from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.audio.resample import resample
 from halfsec.config import load_config
+from halfsec.lab.bench.browser import run_browser_bench
 from halfsec.lab.bench.corpus import CorpusItem, parse_slots
-from halfsec.lab.bench.run import RECORD_KEYS
-from halfsec.lab.clients.browser import (
-    DEFAULT_CHROMIUM,
-    BrowserOptions,
-    align,
-    page_url,
-    run_browser_bench,
-)
+from halfsec.lab.bench.records import RECORD_KEYS
+from halfsec.lab.clients.browser import BrowserOptions
+from halfsec.lab.clients.browser_page import align, page_url
+from halfsec.lab.clients.chromium import DEFAULT_CHROMIUM
 from halfsec.lab.netem.path import NetPath
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import STAGES

@@ -20,7 +20,8 @@ from otlp_receiver import OTLPReceiver, ReceivedSpan
 
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.lab.bench.corpus import CorpusItem
-from halfsec.lab.bench.run import BenchOptions, run_bench
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.bench.run import run_bench
 from halfsec.measure.end_of_speech import voiced_bounds
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
@@ -159,7 +160,7 @@ def test_collector_down_never_breaks_a_session(tmp_path: Path) -> None:
     """Both processes export to a port nobody listens on: the turn is still answered and
     measured, and the run still ends (exports fail in the batch thread, bounded by the
     exporter's timeout, never on the event loop)."""
-    from halfsec.lab.bench.run import free_port
+    from halfsec.lab.bench.server_process import free_port
 
     pcm = load_audio(SPEECH / RECORDING)
     b = voiced_bounds(pcm)

@@ -33,7 +33,8 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
-from halfsec.lab.clients.websocket import ClientOptions, run_recording
+from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.clients.websocket import run_recording
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
 from halfsec.server.admission import origin_allowed

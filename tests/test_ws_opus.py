@@ -9,8 +9,9 @@ import aiohttp
 import numpy as np
 from test_webrtc import coffee, serving, transcribe
 
-from halfsec.lab.clients.webrtc import PLAY_RATE
-from halfsec.lab.clients.websocket import ClientOptions, run_recording
+from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.clients.reply_player import PLAY_RATE
+from halfsec.lab.clients.websocket import run_recording
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
 from halfsec.wire.protocol import (
@@ -47,8 +48,8 @@ async def test_opus_both_ways_reply_is_heard(
         url = base.replace("http://", "ws://") + "/ws"
         run = await run_recording(url, pcm, ClientOptions(codec="opus"))
     assert run.error is None, run.error
-    assert run.player is not None and run.output_rate == PLAY_RATE  # Opus was negotiated
-    assert run.player.buffer.stats.decoded > 50
+    assert run.jitter is not None and run.output_rate == PLAY_RATE  # Opus was negotiated
+    assert run.jitter.stats.decoded > 50
     assert run.events_of("intent")[-1]["intent"] == "orderDrink"
     assert run.packets and all(p.buffer_ms is not None or p.turn_id for p in run.packets)
     b = voiced_bounds(pcm)

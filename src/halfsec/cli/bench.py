@@ -11,9 +11,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from halfsec.cli.common import err
 from halfsec.errors import HalfsecError
-from halfsec.lab.bench.corpus import Corpus, ensure_builtin_corpus, filter_domain, load_corpus
-from halfsec.lab.bench.run import BenchOptions, minimal_summary, run_bench
-from halfsec.lab.clients.websocket import ClientOptions
+from halfsec.lab.bench.builtin_corpus import ensure_builtin_corpus
+from halfsec.lab.bench.corpus import Corpus, filter_domain, load_corpus
+from halfsec.lab.bench.namespace import namespace_problem
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.bench.run import run_bench
+from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.netem.path import no_net
+from halfsec.lab.netem.profile import parse_net
+from halfsec.lab.report import json as report_json
+from halfsec.lab.report.budget import check_budget, load_budget
+from halfsec.lab.report.html import write_html
+from halfsec.lab.report.store import save_run
+from halfsec.lab.report.term import print_summary
 
 
 def _progress() -> Progress:
@@ -78,13 +88,9 @@ def bench_command(
     if codec not in ("pcm16", "opus"):
         err.print(f"[red]error:[/red] --codec must be pcm16 or opus, not {codec!r}")
         return 2
-    from halfsec.lab.netem.path import no_net
-
     if no_net(net):
         net = None  # "--net none": the same as no --net, handy in scripts that loop
     if net:
-        from halfsec.lab.netem.profile import parse_net
-
         try:
             parse_net(net)
         except (HalfsecError, ValueError) as e:
@@ -93,8 +99,6 @@ def bench_command(
     if net_mode == "namespace":
         # Checked before any corpus is built or server started: a clear refusal, never a
         # silent fall-back to loopback (which would measure another network).
-        from halfsec.lab.bench.namespace import namespace_problem
-
         if not net or net.strip().lower() == "none":
             err.print("[red]error:[/red] --net-mode namespace needs --net PROFILE")
             return 2
@@ -124,8 +128,6 @@ def bench_command(
     budget = None
     if budget_path is not None or fail_over_budget:
         try:
-            from halfsec.lab.report.budget import load_budget
-
             budget = load_budget(budget_path)
         except HalfsecError as e:
             err.print(f"[red]error:[/red] {e}")
@@ -167,21 +169,10 @@ def bench_command(
         return 2
     meta = dict(result.meta)
     meta["corpus"] = str(corpus.source)
-    report: dict[str, Any]
-    try:
-        from halfsec.lab.report import json as report_json
-
-        full_meta = report_json.default_meta("halfsec bench", **meta)
-        full_meta["server_url"] = server or (meta["servers"][0]["url"] if meta["servers"] else None)
-        report = report_json.build_report(result.records, full_meta, budget)
-    except ImportError:  # TODO(lead): remove once lab.report_json is always present
-        report = minimal_summary(result.records, meta)
-    try:
-        from halfsec.lab.report.term import print_summary
-
-        print_summary(report)
-    except ImportError:
-        err.print(json.dumps(report.get("summary", {}), indent=2, default=str))
+    full_meta = report_json.default_meta("halfsec bench", **meta)
+    full_meta["server_url"] = server or (meta["servers"][0]["url"] if meta["servers"] else None)
+    report = report_json.build_report(result.records, full_meta, budget)
+    print_summary(report)
     c = meta["client"]
     err.print(
         f"bench client overhead: {c['cpu_per_audio_s']} CPU s per audio s, send lateness "
@@ -192,27 +183,16 @@ def bench_command(
         json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         err.print(f"wrote {json_out}")
     if html_out is not None:
-        try:
-            from halfsec.lab.report.html import write_html
-
-            write_html(report, html_out)
-            err.print(f"wrote {html_out}")
-        except ImportError:
-            err.print("[yellow]HTML report not available in this build[/yellow]")
+        write_html(report, html_out)
+        err.print(f"wrote {html_out}")
     if store:
         try:
-            from halfsec.lab.report.store import save_run
-
             run_id = save_run(report, spans=result.spans)
             err.print(f"saved as run {run_id}")
-        except ImportError:
-            pass
         except Exception as e:  # the store is a convenience; the run's output is already out
             err.print(f"[yellow]warning:[/yellow] could not save the run ({e})")
     rc = 0
     if fail_over_budget:
-        from halfsec.lab.report.budget import check_budget
-
         violations = check_budget(report, budget)
         for v in violations:
             err.print(f"[red]over budget:[/red] {v}")

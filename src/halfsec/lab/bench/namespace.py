@@ -29,7 +29,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
-from halfsec.lab.bench.run import BenchError, BenchOptions, ServerProcess
+from halfsec.lab.bench.options import BenchError, BenchOptions
+from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.netem.namespaces import NamespaceLab, enter_netns, namespaces_supported
 from halfsec.lab.netem.path import NetPath, no_net
 from halfsec.lab.netem.profile import parse_net

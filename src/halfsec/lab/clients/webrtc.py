@@ -1,19 +1,18 @@
-"""The bench client's Opus halves: a jitter-buffered reply player and a WebRTC client.
+"""The bench's WebRTC client: the recording as an Opus track, events on a data channel.
 
-Measured exactly like the PCM WebSocket client (``lab.client``): frame ``k`` of the
-recording leaves at ``t0 + (k + 1) * 20 ms``, and reply audio is placed on the same
-timeline -- but here at the moment the client's jitter buffer *plays* it (a real
-receiver plays from its buffer, so the buffer's delay is inside voice-to-voice, as it is
-for a user).  Each played frame remembers when its packet arrived, so the lab can split
-the last stage into network and jitter buffer.
+Measured exactly like the WebSocket client (``lab.clients.websocket``): frame ``k`` of
+the recording leaves at ``t0 + (k + 1) * 20 ms`` (``lab.clients.microphone``), and reply
+audio is placed on the same timeline at the moment the client's jitter buffer *plays*
+it (``lab.clients.reply_player``).
 
 WebRTC through the network lab: aiortc only offers ICE host candidates, here pinned to
 127.0.0.1.  Two ``UdpRelay`` s sit on the paths: the answer's candidate is rewritten to
 relay A (in front of the server) and the offer's candidate, before it is sent, to relay B
-(in front of the client).  Neither peer ever learns the other's real port, so whichever
-candidate pair ICE picks (including peer-reflexive ones learnt from relayed checks),
-every packet crosses exactly one relay in each direction: A applies ``up`` to
-client->server and ``down`` to server->client, B the same specs the other way round.
+(in front of the client) (``lab.netem.sdp``).  Neither peer ever learns the other's real
+port, so whichever candidate pair ICE picks (including peer-reflexive ones learnt from
+relayed checks), every packet crosses exactly one relay in each direction: A applies
+``up`` to client->server and ``down`` to server->client, B the same specs the other way
+round.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-import struct
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from fractions import Fraction
 from typing import Any
@@ -34,152 +32,30 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec import INTERNAL_RATE
 from halfsec.audio.timeline import PlaybackTimeline
 from halfsec.clock import now_ns
-from halfsec.errors import AudioInputError
-from halfsec.lab.clients.websocket import (
-    ClientError,
-    ClientOptions,
-    ClientRun,
-    Received,
-    _TurnState,
-    best_clock,
-    new_traceparent,
-    stream_microphone,
-)
-from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket
-from halfsec.wire.opus import OpusDecoder, OpusEncoder
+from halfsec.lab.clients.client_run import ClientRun, Received
+from halfsec.lab.clients.clock_sync import sync_clock
+from halfsec.lab.clients.errors import ClientError
+from halfsec.lab.clients.microphone import stream_microphone
+from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.clients.reply_player import PLAY_RATE, ReplyPlayer
+from halfsec.lab.clients.turn_state import TurnState
+from halfsec.lab.netem.profile import parse_net
+from halfsec.lab.netem.sdp import host_candidate_port, rewrite_candidates
+from halfsec.lab.netem.udp_relay import UdpRelay
+from halfsec.trace.context import make_traceparent
+from halfsec.wire.opus import OpusEncoder
 from halfsec.wire.protocol import (
     PONG,
     SESSION_STARTED,
     ProtocolError,
     parse_server_event,
-    ping_message,
     session_end_message,
     trace_context_message,
 )
-from halfsec.wire.realtime_audio import play_when_due
 from halfsec.wire.rtc import EVENTS_LABEL, intercept_rtp, restrict_ice_hosts, rtc_configuration
-
-PLAY_RATE = 48_000
-"""Reply audio is decoded at 48 kHz on the client (what a browser plays)."""
-_TAG = struct.Struct("<IQ")  # RTP timestamp, arrival ns: carried with each payload
-_FRAME_NS = FRAME_MS * 1_000_000
-_CAND = re.compile(r"^(a=candidate:\S+ \d+ udp \d+ )(\S+) (\d+)( typ host.*)$", re.M | re.I)
-
-
-class _TaggingDecoder:
-    """Opus decoder that knows which packet each played frame came from (the jitter
-    buffer only returns PCM); payloads arrive prefixed with (timestamp, arrival)."""
-
-    def __init__(self, rate: int = PLAY_RATE) -> None:
-        self._dec = OpusDecoder(rate, 1, FRAME_MS)
-        self.frame_samples = self._dec.frame_samples
-        self.ts: int | None = None
-        self.arrival: int | None = None
-
-    def decode(self, payload: bytes) -> np.ndarray:
-        if len(payload) < _TAG.size:
-            raise AudioInputError("untagged payload")
-        self.ts, self.arrival = _TAG.unpack_from(payload)
-        return self._dec.decode(payload[_TAG.size :])
-
-    def conceal(self) -> np.ndarray:
-        self.arrival = None
-        return self._dec.conceal()
-
-    def decode_fec(self, next_payload: bytes) -> np.ndarray | None:
-        self.arrival = None
-        return self._dec.decode_fec(next_payload[_TAG.size :])
-
-
-class ReplyPlayer:
-    """Reply Opus packets -> jitter buffer -> 20 ms playout onto the run's timeline.
-
-    ``turn_of(ts)`` maps a packet's timestamp to (turn_id, t_server_ns); the WebSocket
-    client knows it from each HSO1 header, the WebRTC client from ``reply.audio``."""
-
-    def __init__(self, run: ClientRun, state: _TurnState) -> None:
-        self.run = run
-        self.state = state
-        self.dec = _TaggingDecoder()
-        self.buffer = JitterBuffer(self.dec, JitterConfig())
-        self.turn_marks: list[tuple[int, int, int]] = []  # (rtp ts, turn_id, t_server_ns)
-        self.marked: set[int] = set()
-        self.last_audible_ns = 0
-        self._task: asyncio.Task[None] | None = None
-        self._ts_last: int | None = None
-        self._ts_ext = 0
-        self._wake = asyncio.Event()
-
-    def _unwrap(self, ts: int) -> int:
-        if self._ts_last is None:
-            self._ts_ext = ts
-        else:
-            d = (ts - self._ts_last + (1 << 31)) % (1 << 32) - (1 << 31)
-            if d > 0:
-                self._ts_ext += d
-            else:
-                return self._ts_ext + d
-        self._ts_last = ts
-        return self._ts_ext
-
-    def mark_turn(self, rtp_ts: int, turn_id: int, t_server_ns: int) -> None:
-        self.turn_marks.append((rtp_ts & 0xFFFFFFFF, turn_id, t_server_ns))
-
-    def push(self, seq: int, ts: int, payload: bytes) -> None:
-        t = now_ns()
-        self.buffer.push(JitterPacket(seq, ts, _TAG.pack(ts & 0xFFFFFFFF, t) + payload), t)
-        self._wake.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._playout())
-
-    def _tag(self, ts: int | None) -> tuple[int, int]:
-        if ts is None:
-            return 0, 0
-        best: tuple[int, int, int] | None = None
-        for mark_ts, tid, t_srv in self.turn_marks:
-            d = (ts - mark_ts) & 0xFFFFFFFF
-            if d < (1 << 31) and (best is None or d < best[0]):
-                best = (d, tid, t_srv + d * 1_000_000_000 // PLAY_RATE)
-        return (best[1], best[2]) if best is not None else (0, 0)
-
-    async def _playout(self) -> None:
-        """Play each frame when the jitter buffer says it is due (``play_when_due``, the
-        server's input loop too): a grid fixed at the first packet would add its
-        arbitrary phase (0-20 ms) to every reply, and the server re-anchors each reply's
-        packets at its first one, so no fixed phase could be right for all of them."""
-        await play_when_due(self.buffer, self._play, self._wake)
-
-    def _play(self, pcm: np.ndarray | None, t: int) -> None:
-        timeline = self.run.timeline
-        if pcm is None or timeline is None:  # before t0 nothing is being measured
-            self.dec.ts = None
-            return
-        tid, t_srv = self._tag(self.dec.ts)
-        arrival = self.dec.arrival
-        self.dec.ts = None
-        if tid in self.state.interrupted:
-            return
-        start_sample = timeline.place(pcm, t, tid)
-        if float(np.abs(pcm.astype(np.int32)).max(initial=0)) > 150:
-            self.last_audible_ns = t
-        if tid:
-            rec = Received(t, None, tid, t_srv, start_sample, pcm.size)
-            if arrival is not None:
-                rec.buffer_ms = (t - arrival) / 1e6
-            self.run.packets.append(rec)
-
-    @property
-    def playing(self) -> bool:
-        return now_ns() - self.last_audible_ns < 300_000_000
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
 
 class MicTrack(MediaStreamTrack):
@@ -208,19 +84,11 @@ class MicTrack(MediaStreamTrack):
         return packet
 
 
-def rewrite_candidates(sdp: str, port: int, host: str = "127.0.0.1") -> str:
-    """Point every host candidate (and the m-line's default address) at ``host:port``."""
-    out = _CAND.sub(lambda m: f"{m.group(1)}{host} {port}{m.group(4)}", sdp)
-    out = re.sub(r"^(m=audio )\d+", rf"\g<1>{port}", out, flags=re.M)
-    out = re.sub(r"^(m=application )\d+", rf"\g<1>{port}", out, flags=re.M)
-    return re.sub(r"^c=IN IP4 \S+", f"c=IN IP4 {host}", out, flags=re.M)
-
-
 def _candidate_port(sdp: str) -> int:
-    m = _CAND.search(sdp)
-    if m is None:
+    port = host_candidate_port(sdp)
+    if port is None:
         raise ClientError("the SDP has no host candidate on 127.0.0.1")
-    return int(m.group(3))
+    return port
 
 
 async def run_recording_webrtc(
@@ -230,20 +98,21 @@ async def run_recording_webrtc(
     net: str | None = None,
     net_meta: dict[str, Any] | None = None,
 ) -> ClientRun:
-    """Like ``lab.client.run_recording`` over WebRTC (``base_url``: http://host:port).
+    """Like ``lab.clients.websocket.run_recording`` over WebRTC (``base_url``:
+    http://host:port).  ``net``: put relays A and B with this profile on the media path.
     Never raises for server misbehaviour: ``ClientRun.error`` says what went wrong."""
     opt = options or ClientOptions()
     run = ClientRun()
     restrict_ice_hosts(["127.0.0.1"])
     pc = RTCPeerConnection(rtc_configuration())
     mic = MicTrack()
-    state = _TurnState()
+    state = TurnState()
     player = ReplyPlayer(run, state)
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     channel = pc.createDataChannel(EVENTS_LABEL)
     opened = asyncio.Event()
     run.output_rate = PLAY_RATE
-    run.player = player
+    run.jitter = player.buffer
     stack = AsyncExitStack()
 
     @channel.on("open")
@@ -275,7 +144,7 @@ async def run_recording_webrtc(
         if kind == "reply.audio" and "rtp_timestamp" in ev:
             player.mark_turn(int(ev["rtp_timestamp"]), tid, int(ev["t_server_ns"]))
         elif state.apply(ev, t, run):
-            tp = new_traceparent()
+            tp = make_traceparent()
             run.traceparents.append(tp)
             send(trace_context_message(tp))
 
@@ -293,9 +162,6 @@ async def run_recording_webrtc(
             relay_a = relay_b = None
             spec = None
             if net:
-                from halfsec.lab.netem.profile import parse_net
-                from halfsec.lab.netem.udp_relay import UdpRelay
-
                 spec = parse_net(net)
                 client_port = _candidate_port(offer)
                 # B's "client" is the server: its up is server->client, down the reverse.
@@ -303,7 +169,7 @@ async def run_recording_webrtc(
                     UdpRelay(target=("127.0.0.1", client_port), up=spec, down=spec)
                 )
                 offer = rewrite_candidates(offer, relay_b.port)
-            tp = new_traceparent()
+            tp = make_traceparent()
             run.traceparents.append(tp)
             body = {"sdp": offer, "type": "offer", "traceparent": tp}
             if opt.token:
@@ -323,8 +189,6 @@ async def run_recording_webrtc(
             run.session_id = str(answer.get("session_id", ""))
             asdp = str(answer["sdp"])
             if spec is not None:
-                from halfsec.lab.netem.udp_relay import UdpRelay
-
                 server_port = _candidate_port(asdp)
                 relay_a = await stack.enter_async_context(
                     UdpRelay(target=("127.0.0.1", server_port), up=spec, down=spec)
@@ -361,9 +225,9 @@ async def _converse(
     opt: ClientOptions,
     mic: MicTrack,
     player: ReplyPlayer,
-    state: _TurnState,
+    state: TurnState,
     events: asyncio.Queue[dict[str, Any]],
-    send: Any,
+    send: Callable[[str], None],
 ) -> None:
     # session.started arrives first on the channel.
     deadline = time.monotonic() + opt.connect_timeout_s
@@ -375,19 +239,14 @@ async def _converse(
         if ev["type"] == SESSION_STARTED:
             run.domain = ev.get("domain")
             break
-    exchanges: list[tuple[int, int, int]] = []
-    for i in range(max(1, opt.pings)):
-        t_send = now_ns()
-        send(ping_message(i, t_send))
-        while True:
-            try:
-                ev = await asyncio.wait_for(events.get(), 5.0)
-            except TimeoutError as e:
-                raise ClientError(f"server never answered ping {i}") from e
-            if ev["type"] == PONG and ev.get("id") == i:
-                exchanges.append((t_send, int(ev["t_server_ns"]), now_ns()))
-                break
-    run.clock = best_clock(exchanges)
+
+    async def send_ping(text: str) -> None:
+        send(text)
+
+    async def next_event(wait_s: float) -> dict[str, Any]:
+        return await asyncio.wait_for(events.get(), wait_s)
+
+    run.clock = await sync_clock(max(1, opt.pings), send_ping, next_event)
     run.t0_ns = now_ns() + int(opt.lead_ms * 1e6)
     run.timeline = PlaybackTimeline(PLAY_RATE, run.t0_ns)
 

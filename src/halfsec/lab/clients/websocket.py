@@ -4,41 +4,42 @@ It behaves like a microphone and a speaker on the other side of the network, and
 the only place voice-to-voice is measured, because only the client hears what the user
 hears.  One WebSocket session per recording: each recording is an independent
 conversation (no state, barge-in or turn numbering leaks between files), the clock is
-re-synchronised for each one, and a failure (server gone, never answered) is confined to
-that recording.
+re-synchronised for each one (``lab.clients.clock_sync``), and a failure (server gone,
+never answered) is confined to that recording.
 
 Timeline: sample 0 is the first sent sample at ``t0``; frame ``k`` is sent at
-``t0 + (k + 1) * 20 ms`` (a microphone cannot deliver a frame before its last sample was
-spoken, the rule of ``runtime/file_run.py``).  Reply audio is placed on the same timeline
-at the moment the client *read* its message (``PlaybackTimeline``), so network, buffering
-and the client's own scheduling are inside the measurement, as they are for a user.
-
-Server timestamps are mapped with an NTP-style exchange: of >= 8 pings, the one with the
-smallest round trip gives ``offset = t_server - (t_send + t_recv) / 2`` with uncertainty
-``rtt / 2`` (the server's stamp lies somewhere inside the round trip).
+``t0 + (k + 1) * 20 ms`` (``lab.clients.microphone``).  Reply audio is placed on the
+same timeline at the moment the client *read* its message (``PlaybackTimeline``), or,
+with ``codec="opus"``, when its jitter buffer plays it (``lab.clients.reply_player``),
+so network, buffering and the client's own scheduling are inside the measurement, as
+they are for a user.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
 from opentelemetry import trace
 
-from halfsec import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
-from halfsec.audio.framing import frames_of
+from halfsec import INTERNAL_RATE
 from halfsec.audio.timeline import PlaybackTimeline
 from halfsec.clock import now_ns
+from halfsec.lab.clients.client_run import ClientRun, Received
+from halfsec.lab.clients.clock_sync import sync_clock
+from halfsec.lab.clients.errors import ClientError
+from halfsec.lab.clients.microphone import stream_microphone
+from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.clients.reply_player import PLAY_RATE, ReplyPlayer
+from halfsec.lab.clients.turn_state import TurnState
 from halfsec.trace.client_spans import ClientTurnSpan
+from halfsec.trace.context import make_traceparent
+from halfsec.wire.opus import OpusEncoder
 from halfsec.wire.protocol import (
-    PONG,
     SESSION_STARTED,
     ProtocolError,
     decode_audio,
@@ -46,219 +47,17 @@ from halfsec.wire.protocol import (
     encode_opus_in,
     encode_pcm16,
     parse_server_event,
-    ping_message,
     session_end_message,
     session_start_message,
     trace_context_message,
 )
 
 
-class ClientError(Exception):
-    """The recording could not be played to the server; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOptions:
-    token: str | None = None
-    origin: str | None = None
-    """Send this Origin header (tests of the server's allow-list); None like a non-browser."""
-    pings: int = 8
-    connect_timeout_s: float = 10.0
-    max_tail_s: float = 10.0
-    """After the recording, how long to wait for the reply before declaring the turn
-    failed ("server never answered")."""
-    no_speech_grace_s: float = 3.0
-    """After the recording, how long to wait for the server to report any speech."""
-    settle_s: float = 0.3
-    """Silence kept flowing after the reply finished, so a late second turn is seen."""
-    lead_ms: float = 20.0
-    codec: str = "pcm16"
-    """WebSocket audio encoding both ways: ``pcm16`` or ``opus`` (HSI1/HSO1 packets; the
-    reply goes through the client's jitter buffer, see ``lab.client_rtc.ReplyPlayer``)."""
-
-
-def new_traceparent() -> str:
-    """A fresh W3C trace-context (version 00, sampled) for one turn."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
-@dataclass(frozen=True, slots=True)
-class ClockSync:
-    offset_ns: int
-    """Server clock minus client clock."""
-    uncertainty_ns: int
-    rtt_ns: int
-    samples: int
-
-    def to_client_ns(self, t_server_ns: int) -> int:
-        return t_server_ns - self.offset_ns
-
-
-def best_clock(exchanges: list[tuple[int, int, int]]) -> ClockSync:
-    """Pick the smallest-RTT exchange of ``(t_send, t_server, t_recv)``."""
-    if not exchanges:
-        raise ClientError("clock sync failed: no pong received")
-    t_send, t_server, t_recv = min(exchanges, key=lambda e: e[2] - e[0])
-    rtt = t_recv - t_send
-    offset = t_server - (t_send + t_recv) // 2
-    return ClockSync(offset, rtt // 2, rtt, len(exchanges))
-
-
-@dataclass
-class Received:
-    """One server message as the client saw it."""
-
-    t_recv_ns: int
-    event: dict[str, Any] | None = None
-    turn_id: int = 0
-    t_server_ns: int = 0
-    start_sample: int = 0
-    samples: int = 0
-    buffer_ms: float | None = None
-    """Time the audio sat in the client's jitter buffer (Opus/WebRTC clients only)."""
-
-
-@dataclass
-class ClientRun:
-    """Everything one recording produced, raw; ``lab.bench`` turns it into a record."""
-
-    t0_ns: int = 0
-    output_rate: int = INTERNAL_RATE
-    session_id: str = ""
-    domain: str | None = None
-    clock: ClockSync | None = None
-    timeline: PlaybackTimeline | None = None
-    sent: list[np.ndarray] = field(default_factory=list)
-    late_ms: list[float] = field(default_factory=list)
-    events: list[Received] = field(default_factory=list)
-    packets: list[Received] = field(default_factory=list)
-    traceparents: list[str] = field(default_factory=list)
-    turn_spans: list[ClientTurnSpan] = field(default_factory=list)
-    """With a tracer: one open ``client.turn`` span per trace context sent, in order;
-    ``lab.bench`` closes the ones the server used once it knows v2v."""
-    tracer: trace.Tracer | None = None
-    error: str | None = None
-    closed_by_server: str | None = None
-    player: Any = None
-    """``lab.client_rtc.ReplyPlayer`` when reply audio is Opus (jitter-buffered playout)."""
-
-    def sent_audio(self) -> np.ndarray:
-        return np.concatenate(self.sent) if self.sent else np.zeros(0, dtype=np.int16)
-
-    def received_audio(self) -> np.ndarray:
-        """Reply audio on the sent timeline, at least as long as what was sent."""
-        if self.timeline is None:
-            return np.zeros(0, dtype=np.int16)
-        n = int(self.sent_audio().size * self.output_rate / INTERNAL_RATE)
-        return self.timeline.audio(min_len=n)
-
-    def events_of(self, kind: str) -> list[dict[str, Any]]:
-        return [r.event for r in self.events if r.event is not None and r.event["type"] == kind]
-
-
-class _TurnState:
-    """The client's view of whether the server still owes it something."""
-
-    def __init__(self) -> None:
-        self.started: set[int] = set()
-        self.ended: set[int] = set()
-        self.finished: set[int] = set()  # reply.done, interruption or turn error
-        self.interrupted: set[int] = set()
-        self.changed = asyncio.Event()
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.started - self.ended) or bool(self.ended - self.finished)
-
-    def tail_done(self, elapsed_s: float, playing: bool, opt: ClientOptions) -> bool:
-        """After the recording: may the client stop sending silence?  Raises
-        ``ClientError`` when the server has had its chance and did not answer.  Shared by
-        the WebSocket and WebRTC clients so both give up by the same rule."""
-        if not self.started and elapsed_s >= opt.no_speech_grace_s:
-            raise ClientError(
-                "server never answered: no speech detected and no reply within "
-                f"{opt.no_speech_grace_s:.0f} s after the recording ended"
-            )
-        if elapsed_s > opt.max_tail_s:
-            if self.pending:
-                raise ClientError(
-                    "server never answered: the reply was not finished "
-                    f"{opt.max_tail_s:.0f} s after the recording ended"
-                )
-            return True
-        return bool(self.started) and elapsed_s >= opt.settle_s and not self.pending and not playing
-
-    def apply(self, ev: dict[str, Any], t: int, run: ClientRun) -> bool:
-        """Update from one server event received at ``t``; True on ``turn.end`` (the
-        caller then sends a fresh trace context for the next turn).  Shared by the
-        WebSocket and WebRTC clients so both read the server the same way."""
-        kind, tid = ev["type"], int(ev.get("turn_id", 0) or 0)
-        if kind == "vad.speech_started":
-            self.started.add(tid)
-        elif kind == "turn.end":
-            self.ended.add(tid)
-            return True
-        elif kind == "reply.done":
-            self.finished.add(tid)
-        elif kind == "interruption":
-            self.interrupted.add(tid)
-            self.finished.add(tid)
-            if run.timeline is not None:
-                run.timeline.stop(t)
-        elif kind == "error":
-            if tid:
-                self.finished.add(tid)
-                self.ended.add(tid)
-            if ev.get("fatal"):
-                run.closed_by_server = (
-                    f"server reported a fatal error: {ev.get('code')}: {ev.get('message')}"
-                )
-        return False
-
-
-async def stream_microphone(
-    run: ClientRun,
-    pcm: np.ndarray,
-    opt: ClientOptions,
-    state: _TurnState,
-    playing: Callable[[], bool],
-    send: Callable[[int, np.ndarray], Awaitable[None]],
-    check: Callable[[], None],
-) -> None:
-    """Play the recording as a microphone, then silence until the server is done.
-
-    Frame ``k`` leaves at ``t0 + (k + 1) * 20 ms`` (when a real microphone would have
-    captured its last sample), on absolute deadlines so sleep overshoot never
-    accumulates; how late each one left is recorded.  ``send(k, frame)`` is the
-    transport's part; ``check()`` raises ``ClientError`` when the connection is gone.
-    One loop for every transport, so they are timed by the same rule."""
-    k = 0
-
-    async def one(frame: np.ndarray) -> None:
-        nonlocal k
-        due = run.t0_ns + (k + 1) * FRAME_MS * 1_000_000
-        delay = (due - now_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        check()
-        run.late_ms.append((now_ns() - due) / 1e6)
-        await send(k, frame)
-        run.sent.append(frame)
-        k += 1
-
-    for frame in frames_of(pcm):
-        await one(frame)
-    silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-    t_end = now_ns()
-    while not state.tail_done((now_ns() - t_end) / 1e9, playing(), opt):
-        await one(silence)
-
-
 def _turn_context(run: ClientRun, tracer: trace.Tracer | None, start_mono_ns: int) -> str:
     """The ``traceparent`` for the next turn: a ``client.turn`` span's when tracing (so the
     server's spans become its children), else a bare random one."""
     if tracer is None:
-        tp = new_traceparent()
+        tp = make_traceparent()
     else:
         span = ClientTurnSpan(tracer=tracer, start_mono_ns=start_mono_ns)
         run.turn_spans.append(span)
@@ -318,7 +117,7 @@ async def _next_json(ws: aiohttp.ClientWebSocketResponse, wait_s: float) -> dict
 async def _handshake(
     ws: aiohttp.ClientWebSocketResponse, opt: ClientOptions, run: ClientRun
 ) -> None:
-    tp = new_traceparent()
+    tp = make_traceparent()
     run.traceparents.append(tp)
     if opt.codec == "opus":
         await ws.send_str(session_start_message(48_000, tp, "opus", "opus"))
@@ -347,33 +146,17 @@ async def _handshake(
     # (unreachable)
 
 
-async def sync_clock(
-    ws: aiohttp.ClientWebSocketResponse, n: int, timeout_s: float = 5.0
-) -> ClockSync:
-    """``n`` sequential ping/pong exchanges; the fastest one fixes the offset."""
-    exchanges: list[tuple[int, int, int]] = []
-    for i in range(n):
-        t_send = now_ns()
-        await ws.send_str(ping_message(i, t_send))
-        while True:
-            try:
-                ev = await _next_json(ws, timeout_s)
-            except TimeoutError as e:
-                raise ClientError(f"server never answered ping {i} within {timeout_s:.0f} s") from e
-            if ev["type"] == PONG and ev.get("id") == i:
-                t_recv = now_ns()
-                exchanges.append((t_send, int(ev["t_server_ns"]), t_recv))
-                break
-    return best_clock(exchanges)
-
-
 async def _converse(
     ws: aiohttp.ClientWebSocketResponse, pcm: np.ndarray, opt: ClientOptions, run: ClientRun
 ) -> None:
     await _handshake(ws, opt, run)
-    run.clock = await sync_clock(ws, max(1, opt.pings))
+
+    async def next_json(wait_s: float) -> dict[str, Any]:
+        return await _next_json(ws, wait_s)
+
+    run.clock = await sync_clock(max(1, opt.pings), ws.send_str, next_json)
     send_lock = asyncio.Lock()
-    state = _TurnState()
+    state = TurnState()
 
     async def send_str(text: str) -> None:
         async with send_lock:
@@ -383,19 +166,18 @@ async def _converse(
     timeline = PlaybackTimeline(run.output_rate, run.t0_ns)
     run.timeline = timeline
     opus_enc = None
+    player: ReplyPlayer | None = None
     if opt.codec == "opus":
-        from halfsec.lab.clients.webrtc import PLAY_RATE, ReplyPlayer
-        from halfsec.wire.opus import OpusEncoder
-
         opus_enc = OpusEncoder(INTERNAL_RATE, fec=True, expected_loss_pct=5)
         run.output_rate = PLAY_RATE
         timeline = run.timeline = PlaybackTimeline(PLAY_RATE, run.t0_ns)
-        run.player = ReplyPlayer(run, state)
+        player = ReplyPlayer(run, state)
+        run.jitter = player.buffer
     if run.tracer is not None:
         # The first turn's span starts at sample 0; its context replaces the bare one of
         # session.start (the server takes the latest context before speech starts).
         await send_str(trace_context_message(_turn_context(run, run.tracer, run.t0_ns)))
-    receiver = asyncio.create_task(_receive(ws, run, state, send_str))
+    receiver = asyncio.create_task(_receive(ws, run, state, player, send_str))
 
     async def send_frame(k: int, frame: np.ndarray) -> None:
         async with send_lock:
@@ -409,8 +191,8 @@ async def _converse(
             raise ClientError(run.closed_by_server or "connection lost")
 
     def playing() -> bool:
-        if run.player is not None:
-            return run.player.playing
+        if player is not None:
+            return player.playing
         return now_ns() < timeline.playing_until_ns
 
     try:
@@ -428,31 +210,32 @@ async def _converse(
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await receiver
-        if run.player is not None:
-            await run.player.close()
+        if player is not None:
+            await player.close()
 
 
 async def _receive(
     ws: aiohttp.ClientWebSocketResponse,
     run: ClientRun,
-    state: _TurnState,
-    send_str: Any,
+    state: TurnState,
+    player: ReplyPlayer | None,
+    send_str: Callable[[str], Awaitable[None]],
 ) -> None:
     """Record every server message with the moment it was read."""
     timeline = run.timeline
     assert timeline is not None
     async for msg in ws:
         t = now_ns()
-        if msg.type == aiohttp.WSMsgType.BINARY and run.player is not None:
+        if msg.type == aiohttp.WSMsgType.BINARY and player is not None:
             try:
                 op = decode_opus_out(msg.data)
             except ProtocolError as e:
                 run.events.append(Received(t, {"type": "_client_error", "message": e.message}))
                 continue
-            if op.turn_id not in run.player.marked:
-                run.player.marked.add(op.turn_id)
-                run.player.mark_turn(op.timestamp, op.turn_id, op.t_server_ns)
-            run.player.push(op.seq, op.timestamp, op.packet)
+            if op.turn_id not in player.marked:
+                player.marked.add(op.turn_id)
+                player.mark_turn(op.timestamp, op.turn_id, op.t_server_ns)
+            player.push(op.seq, op.timestamp, op.packet)
         elif msg.type == aiohttp.WSMsgType.BINARY:
             try:
                 pkt = decode_audio(msg.data)
@@ -483,9 +266,3 @@ async def _receive(
         run.closed_by_server = f"server closed the connection mid-turn (close code {ws.close_code})"
     elif run.closed_by_server is None:
         run.closed_by_server = f"server closed the connection (close code {ws.close_code})"
-
-
-def client_cpu_s() -> float:
-    """CPU time of this process (all threads): the bench's own footprint."""
-    t = os.times()
-    return float(t.user + t.system)

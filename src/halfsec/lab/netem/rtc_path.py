@@ -1,6 +1,6 @@
 """WebRTC through the network lab for clients whose SDP the bench cannot touch directly.
 
-The Python WebRTC client (``lab/client_rtc.py``) rewrites its own offer and answer so
+The Python WebRTC client (``lab/clients/webrtc.py``) rewrites its own offer and answer so
 that every media packet crosses a ``UdpRelay`` in each direction: relay A in front of
 the server (the answer's candidate points at A), relay B in front of the client (the
 offer's candidate points at B).  Neither peer learns the other's real port, so every
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
@@ -39,53 +38,16 @@ from aiohttp import web
 from halfsec.errors import HalfsecError
 from halfsec.lab.netem.profile import NetSpec
 from halfsec.lab.netem.relay_base import SocketFactory
+from halfsec.lab.netem.sdp import SdpError, ipv4_host_candidate, only_candidate
 from halfsec.lab.netem.udp_relay import UdpRelay
 
-__all__ = ["RtcPathError", "RtcRelays", "SignalingProxy", "ipv4_host_candidate", "only_candidate"]
+__all__ = ["RtcPathError", "RtcRelays", "SignalingProxy"]
 
-_CAND = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host\b", re.M | re.I)
-_ANY_CAND = re.compile(r"^a=candidate:[^\r\n]*\r?\n", re.M)
 _MAX_BODY = 256 * 1024
 
 
 class RtcPathError(HalfsecError):
-    """The SDP offers nothing a relay can stand in front of."""
-
-
-def ipv4_host_candidate(sdp: str) -> tuple[str, int]:
-    """The first UDP host candidate with an IPv4 address: what relay B forwards to.
-
-    mDNS names (``<uuid>.local``, Chromium's default) and IPv6 cannot be relayed (the
-    relay speaks IPv4 and cannot resolve mDNS), hence the explicit error."""
-    seen = []
-    for m in _CAND.finditer(sdp):
-        host, port = m.group(1), int(m.group(2))
-        seen.append(host)
-        try:
-            if ipaddress.ip_address(host).version == 4:
-                return host, port
-        except ValueError:
-            continue
-    raise RtcPathError(
-        f"the SDP has no IPv4 UDP host candidate (found: {seen or 'none'}); a browser "
-        "must run with --disable-features=WebRtcHideLocalIpsWithMdns and have an IPv4 "
-        "interface with a default route"
-    )
-
-
-def only_candidate(sdp: str, host: str, port: int) -> str:
-    """``sdp`` with one host candidate left, at ``host:port``, and every default address
-    pointing there too (``rewrite_candidates`` of the Python client does the latter)."""
-    from halfsec.lab.clients.webrtc import rewrite_candidates
-
-    chosen = ipv4_host_candidate(sdp)
-
-    def keep_chosen(m: re.Match[str]) -> str:
-        c = _CAND.match(m.group(0))
-        return m.group(0) if c and (c.group(1), int(c.group(2))) == chosen else ""
-
-    # IPv6, TCP and mDNS candidates go: the relay cannot stand in front of them.
-    return rewrite_candidates(_ANY_CAND.sub(keep_chosen, sdp), port, host)
+    """These relays cannot take this session (one offer per session)."""
 
 
 class RtcRelays:
@@ -262,7 +224,7 @@ class SignalingProxy:
                 raise ValueError("expected a JSON object with an sdp string")
             if self.relays is not None:
                 body["sdp"] = await self.relays.rewrite_offer(body["sdp"])
-        except (ValueError, RtcPathError) as e:
+        except (ValueError, RtcPathError, SdpError) as e:
             return web.Response(status=400, text=f"signaling proxy: {e}")
         except OSError as e:  # a relay could not bind
             return web.Response(status=502, text=f"signaling proxy: {type(e).__name__}: {e}")
@@ -276,7 +238,7 @@ class SignalingProxy:
                 answer["sdp"] = await self.relays.rewrite_answer(str(answer["sdp"]))
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             return web.Response(status=502, text=f"upstream {self.upstream}: {e}")
-        except (ValueError, KeyError, RtcPathError) as e:
+        except (ValueError, KeyError, RtcPathError, SdpError) as e:
             return web.Response(status=502, text=f"signaling proxy: bad answer: {e}")
         except Exception as e:  # the page shows only a status: say what failed, not "500"
             return web.Response(status=502, text=f"signaling proxy: {type(e).__name__}: {e}")

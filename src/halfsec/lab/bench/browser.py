@@ -1,0 +1,195 @@
+"""``halfsec bench --client browser``: the corpus through the page in real Chromium.
+
+The bench's part of a browser run: put the simulated network in front of the page
+(``page_network``), run the page (``lab.clients.browser.run_page``), and turn what it
+exported into the bench's record -- ``make_record`` itself, fed the ``ClientRun``
+rebuilt on the page's clock, plus the browser's own fields -- so browser and Python runs
+share one schema and one arithmetic.
+
+Through the network lab (``--net``): over WebSocket the page is told to connect to a
+relayed URL (``?server=ws://127.0.0.1:<relay>/ws``; a loopback origin, which the
+server's Origin guard accepts).  Over WebRTC the page is loaded through the bench's
+``SignalingProxy`` (``netem/rtc_path.py``), which rewrites the offer and the answer so
+every media packet crosses relay A or B in each direction, as the Python client's do.
+In namespace mode Chromium runs in the client namespace and the page is always loaded
+through the proxy, which keeps it on a ``127.0.0.1`` origin: a secure context, where
+``getUserMedia`` and AudioWorklets exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from halfsec import INTERNAL_RATE
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.errors import HalfsecError
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.bench.records import empty_record, make_record
+from halfsec.lab.bench.server_process import server_urls
+from halfsec.lab.clients.browser import TRANSPORTS, BrowserOptions, run_page
+from halfsec.lab.clients.browser_page import PageRun, align, page_url
+from halfsec.lab.clients.chromium import BrowserError
+from halfsec.lab.netem.path import NetPath
+from halfsec.lab.netem.rtc_path import SignalingProxy
+from halfsec.measure.audible import AUDIBLE_DBFS
+
+
+@asynccontextmanager
+async def page_network(
+    server_url: str,
+    transport: str,
+    token: str | None,
+    path: NetPath | None,
+    net_info: dict[str, Any],
+) -> AsyncIterator[str]:
+    """Yield the URL Chromium loads for one recording, with ``path``'s relays (fresh
+    ones for this recording) on the way to the server; ``net_info`` is filled with
+    their counters, read when the recording is over, before the relays close."""
+    ws, health = server_urls(server_url)
+    if path is None or not path.active:
+        yield page_url(server_url, token)
+        return
+    base = health.rsplit("/healthz", 1)[0]
+    async with AsyncExitStack() as stack:
+        relays = (
+            await stack.enter_async_context(path.rtc_relays()) if transport == "webrtc" else None
+        )
+        relay = None
+        relayed: str | None = None
+        if transport == "websocket":
+            relayed, relay = await stack.enter_async_context(path.tcp(ws))
+        page_server = base
+        if relays is not None or path.mode == "namespace":
+            page_server = (await stack.enter_async_context(SignalingProxy(base, relays))).url
+        try:
+            yield page_url(page_server, token, relayed)
+        finally:
+            meta = relays.meta(path.net) if relays is not None else path.tcp_meta(relay)
+            net_info.update(meta or {})
+
+
+def browser_record(
+    item: CorpusItem,
+    original: np.ndarray,
+    pr: PageRun,
+    transport: str,
+    lead_s: float,
+    audible_dbfs: float = AUDIBLE_DBFS,
+) -> dict[str, Any]:
+    """The bench record (``lab.bench.RECORD_KEYS``) plus the browser's own fields."""
+    rec = make_record(item, pr.captured, pr.run, audible_dbfs)
+    ex = pr.export
+    rec["client"] = "browser"
+    rec["transport"] = transport
+    rec["context_rate"] = pr.rate
+    rec["captured_s"] = round(pr.captured.size / INTERNAL_RATE, 3)
+    rec["output_latency_ms"] = round(float(ex.get("output_latency_ms") or 0.0), 2)
+    rec["base_latency_ms"] = round(float(ex.get("base_latency_ms") or 0.0), 2)
+    rec["constraints"] = ex.get("constraints")
+    # The page's own live estimate, for comparison with the offline reference above.
+    page_turns = [t for t in ex.get("turns") or [] if t.get("v2v_ms") is not None]
+    rec["page_v2v_ms"] = round(float(page_turns[-1]["v2v_ms"]), 2) if page_turns else None
+    if pr.captured.size:
+        padded = np.concatenate([np.zeros(int(lead_s * INTERNAL_RATE), np.int16), original])
+        lag, score = align(pr.captured, padded)
+        rec["input_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
+        rec["input_match"] = round(score, 3)
+    return rec
+
+
+async def run_browser_recording(
+    server_url: str,
+    item: CorpusItem,
+    transport: str = "websocket",
+    options: BrowserOptions | None = None,
+    path: NetPath | None = None,
+) -> dict[str, Any]:
+    """One recording through one fresh Chromium; never raises for a failed turn.
+
+    ``path``: the simulated network to cross (``--net``; None: straight to the server)."""
+    opt = options or BrowserOptions()
+    if transport not in TRANSPORTS:
+        raise BrowserError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    try:
+        pcm = load_audio(item.path, max_seconds=opt.max_input_s)
+    except HalfsecError as e:
+        rec = empty_record(item)
+        rec["error"] = f"unreadable audio: {e}"
+        return rec
+    shot = opt.screenshot_dir / f"{item.stem}.png" if opt.screenshot_dir is not None else None
+    net_info: dict[str, Any] = {}
+    try:
+        async with page_network(server_url, transport, opt.token, path, net_info) as url:
+            pr = await run_page(url, pcm, transport, opt, shot)
+    except (BrowserError, aiohttp.ClientError, OSError, TimeoutError) as e:
+        rec = empty_record(item)
+        rec["error"] = f"browser: {type(e).__name__}: {e}"
+        rec["client"] = "browser"
+        rec["transport"] = transport
+        if net_info:
+            rec["net"] = net_info
+        return rec
+    rec = browser_record(item, pcm, pr, transport, opt.lead_s, opt.audible_dbfs)
+    if net_info:
+        rec["net"] = net_info
+    if opt.save_audio is not None and pr.captured.size:
+        opt.save_audio.mkdir(parents=True, exist_ok=True)
+        write_wav(opt.save_audio / f"{item.stem}.sent.wav", pr.captured, INTERNAL_RATE)
+        write_wav(opt.save_audio / f"{item.stem}.received.wav", pr.played, pr.rate)
+    return rec
+
+
+async def run_browser_bench(
+    server_url: str,
+    corpus_items: list[CorpusItem],
+    transport: str = "websocket",
+    options: BrowserOptions | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    path: NetPath | None = None,
+) -> list[dict[str, Any]]:
+    """Every item through the page in its own Chromium; records in the bench's schema."""
+    records = []
+    for item in corpus_items:
+        rec = await run_browser_recording(server_url, item, transport, options, path)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+    return records
+
+
+async def run_browser_items(
+    url: str,
+    items: list[CorpusItem],
+    opts: BenchOptions,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    late_ms: list[float] | None = None,
+    transport: str = "websocket",
+    path: NetPath | None = None,
+) -> tuple[list[dict[str, Any]], float]:
+    """Drop-in for ``lab.bench.run.run_items`` (``halfsec bench --client browser``): same
+    arguments and result (records, seconds of audio sent).  ``late_ms`` stays empty: the
+    browser paces its own microphone.  ``path``: where ``opts.net`` is applied
+    (default: loopback relays)."""
+    path = path or NetPath(opts.net)
+    browser = BrowserOptions(
+        token=opts.token,
+        max_tail_s=opts.client.max_tail_s,
+        audible_dbfs=opts.audible_dbfs,
+        max_input_s=opts.max_input_s,
+        save_audio=opts.save_audio,
+    )
+    records: list[dict[str, Any]] = []
+    audio_s = 0.0
+    for item in items:
+        rec = await run_browser_recording(url, item, transport, browser, path)
+        audio_s += float(rec.get("captured_s") or 0.0)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+    return records, audio_s

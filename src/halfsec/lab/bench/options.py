@@ -1,0 +1,51 @@
+"""What one ``halfsec bench`` run is asked to do, and the error for a run that cannot start.
+
+Kept apart from the run itself so the server launcher, the namespace mode and the
+browser bench can all take a ``BenchOptions`` without importing the loop that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from halfsec.errors import HalfsecError
+from halfsec.lab.clients.options import ClientOptions
+from halfsec.measure.audible import AUDIBLE_DBFS
+
+
+class BenchError(HalfsecError):
+    """The bench cannot run at all (server does not start, bad URL)."""
+
+
+@dataclass
+class BenchOptions:
+    server: str | None = None
+    """``ws://host:port/ws`` or ``http://host:port``; None: start a local server."""
+    token: str | None = None
+    config: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    inject_delay_ms: float = 0.0
+    """Passed to the server the bench starts (the lab's self-test)."""
+    save_audio: Path | None = None
+    audible_dbfs: float = AUDIBLE_DBFS
+    max_input_s: float = 120.0
+    server_start_timeout_s: float = 180.0
+    client: ClientOptions = field(default_factory=ClientOptions)
+    transport: str = "websocket"
+    """``websocket`` (codec from ``client.codec``) or ``webrtc`` (Opus, aiortc client)."""
+    net: str | None = None
+    """``--net`` profile/spec: a TCP relay for WebSocket, two UDP relays for WebRTC."""
+    net_mode: str = "relay"
+    """``relay``: the relays run on 127.0.0.1 in this process.  ``namespace``: client,
+    relays and server sit in three network namespaces joined by veths
+    (``lab.bench.namespace``; root only, needs ``net`` and no ``server``)."""
+    client_kind: str = "python"
+    """``python`` (this package's clients, ``lab.bench.run.run_items``) or ``browser``
+    (headless Chromium playing the page at ``/``, ``lab.bench.browser.run_browser_items``)."""
+    trace: bool = True
+    """One ``client.turn`` span per turn, kept in memory for the run's store (and the
+    server's spans too when the bench starts the server)."""
+    otlp_endpoint: str | None = None
+    """Also export the spans to this OTLP/HTTP collector (and point the server the bench
+    starts at it), so one trace viewer shows client and server of every turn."""

@@ -1,0 +1,157 @@
+"""The page's side of a browser run: its address, and what it exported, as a ``ClientRun``.
+
+The page (``server/static/app.js``) records, frame-exact on its AudioContext clock,
+what it captured (and sent) and what it played, plus every server event with the moment
+it read it.  ``page_run`` rebuilds from that export the same ``ClientRun`` the Python
+clients fill live, so the bench measures a browser run with the same function as any
+other (``lab.bench.records.make_record``).  ``align`` finds where the recording landed
+in the capture: the reference end of speech is computed on what the page captured, not
+on the file.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from halfsec import INTERNAL_RATE
+from halfsec.audio.resample import resample
+from halfsec.audio.timeline import PlaybackTimeline
+from halfsec.lab.clients.client_run import ClientRun, Received
+from halfsec.lab.clients.clock_sync import best_clock
+from halfsec.measure.audible import first_audible_sample
+
+
+def page_url(server_url: str, token: str | None = None, ws_url: str | None = None) -> str:
+    """The page's address from a server URL as the bench takes it (``ws://h:p/ws``...).
+    ``ws_url``: where the page opens its WebSocket (``?server=``; default its own
+    origin's ``/ws``)."""
+    s = server_url if "://" in server_url else f"http://{server_url}"
+    u = urlsplit(s)
+    scheme = "https" if u.scheme in ("wss", "https") else "http"
+    params = {"token": token} if token else {}
+    if ws_url:
+        params["server"] = ws_url
+    return urlunsplit((scheme, u.netloc, "/", urlencode(params), ""))
+
+
+def align(captured: np.ndarray, original: np.ndarray) -> tuple[int, float]:
+    """Where ``original`` starts in ``captured`` (samples, may be negative) and how well it
+    matches there (normalised correlation, 1.0 = identical), both 16 kHz."""
+    a = captured.astype(np.float64)
+    b = original.astype(np.float64)
+    if a.size == 0 or b.size == 0 or not np.any(b) or not np.any(a):
+        return 0, 0.0
+    n = 1 << int(np.ceil(np.log2(a.size + b.size)))
+    corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    lag = int(np.argmax(corr))
+    if lag > n // 2:
+        lag -= n
+    # Normalised over the overlap at that lag.
+    a0, b0 = max(0, lag), max(0, -lag)
+    m = min(a.size - a0, b.size - b0)
+    if m <= 0:
+        return lag, 0.0
+    x, y = a[a0 : a0 + m], b[b0 : b0 + m]
+    den = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
+    return lag, float(np.dot(x, y) / den) if den > 0 else 0.0
+
+
+def _pcm(b64: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64), dtype="<i2").astype(np.int16)
+
+
+@dataclass
+class PageRun:
+    """What one recording produced in the page, decoded."""
+
+    export: dict[str, Any]
+    run: ClientRun
+    captured: np.ndarray
+    """What the page captured and sent, resampled to 16 kHz (sample 0 = ``run.t0_ns``)."""
+    played: np.ndarray
+    """What the page played, at the AudioContext rate, on the same origin."""
+    rate: int
+
+
+def page_run(export: dict[str, Any]) -> PageRun:
+    """Rebuild a ``ClientRun`` on the page's clock (AudioContext ns) from its export."""
+    rate = int(export["context_rate"])
+    cap = export["capture"]
+    run = ClientRun()
+    run.error = export.get("error")
+    run.session_id = str(export.get("session_id") or "")
+    run.domain = export.get("domain")
+    run.output_rate = rate  # the played buffer is at the context rate
+    run.traceparents = list(export.get("traceparents") or [])
+    if cap.get("start_frame") is None:
+        run.error = run.error or "the page captured no audio (microphone never started)"
+        empty = np.zeros(0, dtype=np.int16)
+        return PageRun(export, run, empty, empty, rate)
+    start = int(cap["start_frame"])
+    run.t0_ns = round(start * 1e9 / rate)
+    captured_ctx = _pcm(cap["b64"])
+    captured = resample(captured_ctx, rate, INTERNAL_RATE).astype(np.int16)
+    run.sent = [captured]
+    pings = [(int(a), int(b), int(c)) for a, b, c in export.get("pings") or []]
+    run.clock = best_clock(pings) if pings else None
+    timeline = PlaybackTimeline(rate, run.t0_ns)
+    played = export["played"]
+    if played.get("start_frame") is not None:
+        pcm = _pcm(played["b64"])
+        timeline.place(pcm, round(int(played["start_frame"]) * 1e9 / rate), 0)
+    timeline.chunks.clear()
+    run.timeline = timeline
+    out_rate = int(export.get("output_rate") or rate)
+    for c in export.get("chunks") or []:
+        first = round(float(c["start_ms"]) * rate / 1000.0) - start
+        n = round(int(c["samples"]) * rate / out_rate)
+        t_recv = round(float(c["t_recv_ms"]) * 1e6)
+        run.packets.append(
+            Received(t_recv, None, int(c["turn_id"]), int(c["t_server_ns"]), first, n)
+        )
+    if not run.packets:
+        run.packets = _webrtc_packets(export, run, timeline, rate)
+    for e in export.get("events") or []:
+        ev = e["event"]
+        run.events.append(
+            Received(
+                round(float(e["t_recv_ms"]) * 1e6),
+                ev,
+                int(ev.get("turn_id", 0) or 0),
+                int(ev.get("t_server_ns", 0) or 0),
+            )
+        )
+    return PageRun(export, run, captured, timeline.audio(), rate)
+
+
+def _webrtc_packets(
+    export: dict[str, Any], run: ClientRun, timeline: PlaybackTimeline, rate: int
+) -> list[Received]:
+    """Where each turn's reply starts in the played WebRTC stream.
+
+    A WebRTC track has no per-packet header; the server announces each turn's first
+    packet with a ``reply.audio`` event (``turn_id``, ``t_server_ns``).  That turn's audio
+    is taken to start at the first audible sample played after the event arrived (the
+    packet and the event leave together; the browser's jitter buffer only delays the
+    audio) and to last until the next turn's start."""
+    starts: list[tuple[int, int, int, int]] = []
+    for e in export.get("events") or []:
+        ev = e["event"]
+        if ev.get("type") != "reply.audio":
+            continue
+        t_recv = round(float(e["t_recv_ms"]) * 1e6)
+        first = first_audible_sample(timeline.played, start=timeline.sample_at(t_recv))
+        if first is not None:
+            starts.append((first, int(ev["turn_id"]), int(ev["t_server_ns"]), t_recv))
+    starts.sort()
+    end = timeline.audio().size
+    out = []
+    for i, (first, tid, t_server, t_recv) in enumerate(starts):
+        nxt = starts[i + 1][0] if i + 1 < len(starts) else end
+        out.append(Received(t_recv, None, tid, t_server, first, max(1, nxt - first)))
+    return out
