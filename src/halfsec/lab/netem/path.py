@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from halfsec.lab.netem.namespaces import MID_CLI_ADDR, MID_SRV_ADDR, NamespaceLab
 from halfsec.lab.netem.profile import PROFILES, NetSpec, parse_net
+from halfsec.lab.netem.rtc_path import RtcRelays
 from halfsec.lab.netem.tcp_relay import TcpRelay
-
-if TYPE_CHECKING:
-    from halfsec.lab.netem.namespaces import NamespaceLab
-    from halfsec.lab.netem.rtc_path import RtcRelays
 
 __all__ = ["NET_HELP", "NetPath", "impaired_url", "net_meta", "no_net"]
 
@@ -148,9 +146,6 @@ class NetPath:
 
     def rtc_relays(self) -> RtcRelays:
         """Relays A/B for one WebRTC session (see ``rtc_path``)."""
-        from halfsec.lab.netem.namespaces import MID_CLI_ADDR, MID_SRV_ADDR
-        from halfsec.lab.netem.rtc_path import RtcRelays
-
         assert self.spec is not None, "no --net: nothing to relay"
         if self.lab is None:
             return RtcRelays(self.spec, self.spec)
