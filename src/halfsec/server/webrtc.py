@@ -22,10 +22,10 @@ rate-agnostic).  The bench's WebRTC client does the same for the reply audio, so
 ends conceal and FEC-recover identically.
 
 The sender side is ours too: aiortc's Opus encoder is fixed at 96 kbit/s stereo without
-FEC, but its sender also accepts pre-encoded ``av.Packet`` s.  ``ReplyTrack`` encodes
-reply audio with ``wire.opus.OpusEncoder`` (mono, voip, 24 kbit/s, in-band FEC with
-an expected-loss hint) and releases one packet per 20 ms on a monotonic grid while a
-reply plays.  Between replies nothing is sent (DTX): a reply's first packet leaves the
+FEC, but its sender also accepts pre-encoded ``av.Packet`` s.  ``ReplyTrack`` (in
+``reply_track``) sends reply audio encoded by ``wire.opus.OpusEncoder`` (mono, voip,
+24 kbit/s, in-band FEC with an expected-loss hint), one packet per 20 ms on a monotonic
+grid while a reply plays.  Between replies nothing is sent (DTX): a reply's first packet leaves the
 moment it is encoded instead of waiting for the next 20 ms slot of a silent stream
 (docs/PERFORMANCE.md section 4 has the before and after), and its timestamp jump tells
 the receiver the sender paused; our ``JitterBuffer`` keeps its jitter estimate across
@@ -55,25 +55,23 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from fractions import Fraction
+from collections.abc import Coroutine
 from typing import Any
 
-import av
 import numpy as np
 from aiohttp import web
 from aiortc import (
     RTCDataChannel,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from halfsec import FRAME_MS
 from halfsec.clock import now_ns
 from halfsec.server.admission import is_loopback
 from halfsec.server.connection import ClientConnection, SessionServices
+from halfsec.server.reply_track import ReplyTrack
 from halfsec.wire.protocol import (
     Ping,
     PlaybackDone,
@@ -99,9 +97,6 @@ log = logging.getLogger("halfsec.webrtc")
 
 MAX_SDP_BYTES = 64 * 1024
 
-PacketSent = Callable[[int, int, int, bool], None]
-"""(turn_id, RTP media pts, t_server_ns, first packet of the turn) for each reply packet."""
-
 
 def playback_end_ns(last_sent_ns: int, jitter_delay_ms: float) -> int:
     """When the client hears the end of a reply whose last packet left at
@@ -110,64 +105,7 @@ def playback_end_ns(last_sent_ns: int, jitter_delay_ms: float) -> int:
     return last_sent_ns + int((FRAME_MS + jitter_delay_ms) * 1e6)
 
 
-class ReplyTrack(MediaStreamTrack):
-    """Outgoing audio: pre-encoded Opus packets, one per 20 ms slot while a reply plays,
-    nothing between replies (DTX)."""
-
-    kind = "audio"
-
-    def __init__(
-        self,
-        out: PacedOpusOut,
-        is_cancelled: Callable[[int], bool],
-        on_sent: PacketSent | None = None,
-    ) -> None:
-        super().__init__()
-        self.out = out
-        self.is_cancelled = is_cancelled
-        """The connection's record of interrupted turns, whose packets are never sent."""
-        self.on_sent = on_sent
-        self.sender: RTCRtpSender | None = None
-        self._prev_pts: int | None = None
-        self.rtp_origin: int | None = None
-
-    def _learn_origin(self) -> None:
-        # aiortc adds a random origin to our pts; its sender remembers the last timestamp
-        # it sent (for RTCP SR).  Reading it once lets the events name exact RTP times.
-        if self.rtp_origin is not None or self.sender is None or self._prev_pts is None:
-            return
-        last = getattr(self.sender, "_RTCRtpSender__rtp_timestamp", None)
-        if isinstance(last, int) and last:
-            self.rtp_origin = (last - self._prev_pts) & 0xFFFFFFFF
-
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        self._learn_origin()
-        # DTX: nothing is sent between replies, and a reply's first packet leaves the
-        # moment it is encoded, on a grid anchored then (``PacedOpusOut.next_slot``).  A
-        # continuous silent stream would make it wait for the next 20 ms slot (~10 ms
-        # on average).  The receiver's jitter buffer keeps its link estimate across the
-        # pause (``JitterBuffer`` excludes sender pauses from its window), which is what
-        # made DTX cost concealment at 4g before.
-        # The very first packet is one frame of silence sent at once: aiortc adds a
-        # random origin to our pts that only a sent packet reveals (``_learn_origin``),
-        # and each ``reply.audio`` event must name its packet's exact RTP timestamp.
-        slot = await self.out.next_slot(continuous=self._prev_pts is None)
-        while slot.turn_id and self.is_cancelled(slot.turn_id):
-            slot = await self.out.next_slot()
-        pts = slot.pts
-        assert slot.packet is not None
-        packet = av.Packet(slot.packet)
-        packet.pts = pts
-        packet.time_base = Fraction(1, 48_000)
-        self._prev_pts = pts
-        if slot.turn_id and self.on_sent is not None:
-            self.on_sent(slot.turn_id, pts, now_ns(), slot.first_of_turn)
-        return packet
-
-
-class RtcSession(ClientConnection):
+class WebRtcConnection(ClientConnection):
     """One peer connection = one conversation."""
 
     def __init__(self, services: SessionServices, traceparent: str | None) -> None:
@@ -175,7 +113,7 @@ class RtcSession(ClientConnection):
         self.pc = RTCPeerConnection(rtc_configuration())
         self.open_voice_session(opus_input=True)
         assert self.inbound is not None
-        self.link_in: InboundAudio = self.inbound
+        self.audio_in: InboundAudio = self.inbound
         self.out = PacedOpusOut(services.config.audio.output_rate)
         self.paced_out = self.out
         self.track = ReplyTrack(self.out, self.is_cancelled, self._on_packet_sent)
@@ -247,7 +185,7 @@ class RtcSession(ClientConnection):
             self.foreign_packets += 1
             return
         self.last_rtp = time.monotonic()
-        self.link_in.push(seq, ts, payload)
+        self.audio_in.push(seq, ts, payload)
 
     # -- output (ClientConnection) --------------------------------------------------------
     async def send_json(self, obj: dict[str, Any]) -> None:
@@ -285,7 +223,7 @@ class RtcSession(ClientConnection):
             self._announce_reply_audio(turn_id, pts, t_ns)
 
     def _report_playback_end(self, turn_id: int, last_sent_ns: int) -> None:
-        jitter_ms = self.link_in.buffer.target_delay_ms
+        jitter_ms = self.audio_in.buffer.target_delay_ms
         self.playback_ended(turn_id, playback_end_ns(last_sent_ns, jitter_ms))
 
     def _announce_reply_audio(self, turn_id: int, pts: int, t_ns: int) -> None:
@@ -354,9 +292,11 @@ class RtcSession(ClientConnection):
         while not self.closing:
             await asyncio.sleep(0.5)
             t = time.monotonic()
-            if self.link_in.error is not None:
-                log.error("session %s: audio input failed: %r", self.session_id, self.link_in.error)
-                await self.error("internal_error", str(self.link_in.error), fatal=True)
+            if self.audio_in.error is not None:
+                log.error(
+                    "session %s: audio input failed: %r", self.session_id, self.audio_in.error
+                )
+                await self.error("internal_error", str(self.audio_in.error), fatal=True)
                 await self.end("audio input failed")
             elif not self.last_rtp and t - self.created > opt.start_timeout_s:
                 await self.error(
@@ -399,9 +339,13 @@ class WebRtcEndpoint:
             restrict_ice_hosts(["127.0.0.1"])
 
     @property
-    def sessions(self) -> dict[str, RtcSession]:
+    def sessions(self) -> dict[str, WebRtcConnection]:
         """Open WebRTC sessions (the server's registry holds every transport's)."""
-        return {sid: c for sid, c in self.services.connections.items() if isinstance(c, RtcSession)}
+        return {
+            sid: c
+            for sid, c in self.services.connections.items()
+            if isinstance(c, WebRtcConnection)
+        }
 
     async def offer(self, request: web.Request) -> web.Response:
         services = self.services
@@ -426,7 +370,7 @@ class WebRtcEndpoint:
             return _fail(400, "expected {'sdp': <non-empty string>, 'type': 'offer'}")
         if tp is not None and not valid_traceparent(tp):
             return _fail(400, f"traceparent {tp!r} is not W3C version 00")
-        sess = RtcSession(services, tp)
+        sess = WebRtcConnection(services, tp)
         services.connections[sess.session_id] = sess
         try:
             answer = await asyncio.wait_for(sess.negotiate(sdp), timeout=10.0)
