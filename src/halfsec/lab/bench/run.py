@@ -131,7 +131,7 @@ async def _webrtc_through(
     return run
 
 
-async def _run_items_with(
+async def _run_with_chosen_client(
     url: str,
     items: list[CorpusItem],
     opts: BenchOptions,
@@ -206,7 +206,9 @@ async def run_bench(
                 )
                 run_items_list = [it for it in items if it.domain in (None, dom)]
         servers.append({"url": url, "health": health, "started_by_bench": False})
-        records, audio_s = await _run_items_with(url, run_items_list, opts, on_record, late, tracer)
+        records, audio_s = await _run_with_chosen_client(
+            url, run_items_list, opts, on_record, late, tracer
+        )
     else:
         groups: dict[str | None, list[CorpusItem]] = {}
         for it in items:
@@ -232,7 +234,7 @@ async def run_bench(
             async with server_cm as (proc, path):
                 servers.append({"url": proc.url, "health": proc.health, "started_by_bench": True})
                 status(f"running {len(group)} recording(s) against {proc.url}")
-                recs, secs = await _run_items_with(
+                recs, secs = await _run_with_chosen_client(
                     proc.url, group, opts, on_record, late, tracer, path
                 )
             # The server flushed its spans when it stopped: keep this run's turns'.
