@@ -18,7 +18,9 @@ from halfsec.logic.clauses import ClauseSplitter, split_clauses
 from halfsec.logic.domain import parse_domain, render_template
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.llm import ChatClient, ChatMessage, LLMError, SSEDecoder
-from halfsec.logic.matcher import Matcher, normalize, number_words
+from halfsec.logic.matcher import Matcher
+from halfsec.logic.normalize import normalize
+from halfsec.textnorm import number_words
 
 COFFEE_SLOTS = ("size", "roast", "numberOfShots", "coffeeDrink", "milkAmount", "sugarAmount")
 
@@ -195,6 +197,9 @@ def test_normalize_spells_numbers_and_splits_units() -> None:
     assert normalize("1,250") == ["one", "thousand", "two", "hundred", "fifty"]
     assert normalize("the 2nd I'd") == ["the", "second", "id"]
     assert number_words(105) == "one hundred five"
+    # The matcher reads every number as a cardinal; only WER reads 1100-1999 as years.
+    assert normalize("1455") == "one thousand four hundred fifty five".split()
+    assert number_words(1905, years=True) == "nineteen oh five"
 
 
 # ------------------------------------------------------------------ replies

@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from halfsec.errors import ConfigError
+from halfsec.logic.normalize import normalize
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -261,8 +262,6 @@ class _Builder:
     def _slots(self, raw: Any) -> dict[str, Slot]:
         if not isinstance(raw, dict):
             raise self.fail("field 'slots'", "expected a mapping", "map slot names to values")
-        from halfsec.logic.matcher import normalize  # local: matcher imports this module
-
         slots: dict[str, Slot] = {}
         owner: dict[str, tuple[str, str]] = {}  # normalised phrase -> (slot, canonical)
         for sname, sraw in raw.items():

@@ -6,7 +6,7 @@ matching: recognisers write "12oz", "12-ounce", "capuccino", "expresso", "lotte"
 
 Pipeline, each step cheap:
 
-1. :func:`normalize` -- lower case, accents and punctuation off, hyphens split,
+1. ``logic.normalize`` -- lower case, accents and punctuation off, hyphens split,
    digits spelled out ("12" -> "twelve"), digits split from letters ("12oz").
 2. domain ``aliases`` -- rewrites such as ``oz -> ounce``, ``skimmed -> skim``.
 3. word repair -- a word the domain does not know is fuzzily matched (rapidfuzz) to
@@ -24,90 +24,13 @@ Pipeline, each step cheap:
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
 
 from halfsec.logic.domain import PLACEHOLDER, Domain
 from halfsec.logic.engine import Understanding
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_ORDINAL = {
-    "one": "first",
-    "two": "second",
-    "three": "third",
-    "five": "fifth",
-    "eight": "eighth",
-    "nine": "ninth",
-    "twelve": "twelfth",
-}
-
-
-def number_words(n: int) -> str:
-    """Spell a non-negative integer the way people say it ("twelve", "one hundred five")."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
-    for size, word in (
-        (10**9, "billion"),
-        (10**6, "million"),
-        (1000, "thousand"),
-        (100, "hundred"),
-    ):
-        if n >= size:
-            head, rest = divmod(n, size)
-            return f"{number_words(head)} {word}" + (f" {number_words(rest)}" if rest else "")
-    raise AssertionError("unreachable")
-
-
-def _ordinal_words(n: int) -> str:
-    words = number_words(n).split()
-    last = words[-1]
-    if last in _ORDINAL:
-        words[-1] = _ORDINAL[last]
-    elif last.endswith("y"):
-        words[-1] = last[:-1] + "ieth"
-    else:
-        words[-1] = last + "th"
-    return " ".join(words)
-
-
-_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
-_DECIMAL = re.compile(r"\b(\d+)\.(\d+)\b")
-_DIGITS = re.compile(r"\d+")
-_DIGIT_LETTER = re.compile(r"(?<=\d)(?=[a-z])|(?<=[a-z])(?=\d)")
-_NON_WORD = re.compile(r"[^a-z0-9' ]+")
-
-
-def normalize(text: str) -> list[str]:
-    """Words of ``text`` in the one spelling every comparison uses."""
-    t = unicodedata.normalize("NFKD", text)
-    t = "".join(c for c in t if not unicodedata.combining(c)).lower()
-    t = t.replace("\u2019", "'").replace("&", " and ").replace("%", " percent ")
-    t = _DIGIT_COMMA.sub("", t)
-    t = _ORDINAL_RE.sub(lambda m: f" {_ordinal_words(int(m.group(1)))} ", t)
-    t = _DECIMAL.sub(
-        lambda m: (
-            f" {number_words(int(m.group(1)))} point "
-            + " ".join(_ONES[int(d)] for d in m.group(2))
-            + " "
-        ),
-        t,
-    )
-    t = _DIGIT_LETTER.sub(" ", t)
-    t = _DIGITS.sub(lambda m: f" {number_words(int(m.group(0)))} ", t)
-    t = _NON_WORD.sub(" ", t)
-    return [w.strip("'").replace("'", "") for w in t.split() if w.strip("'")]
-
+from halfsec.logic.normalize import normalize
 
 # Words never "repaired" towards domain words.  Function words and very common verbs
 # and nouns: fuzzy-matching them would invent slots out of ordinary speech.

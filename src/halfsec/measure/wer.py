@@ -3,7 +3,8 @@
 Reference transcripts come from different sources (LibriSpeech is upper case with no
 punctuation, LJSpeech spells numbers out, Whisper writes digits), so comparing raw
 strings would count formatting as recognition errors.  ``normalize_text`` maps both
-sides to lower-case words with numbers spelled out before the edit distance is taken.
+sides to lower-case words with numbers spelled out (``halfsec.textnorm``, the spelling the
+intent matcher uses too) before the edit distance is taken.
 The lab and the benchmarks reuse these two functions so every WER the project reports
 is computed the same way.
 """
@@ -12,23 +13,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["normalize_text", "number_to_words", "word_error_rate", "word_errors"]
+from halfsec.textnorm import number_words, ordinal_words
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((1_000_000_000, "billion"), (1_000_000, "million"), (1_000, "thousand"))
-_ORDINAL_IRREGULAR = {
-    "one": "first",
-    "two": "second",
-    "three": "third",
-    "five": "fifth",
-    "eight": "eighth",
-    "nine": "ninth",
-    "twelve": "twelfth",
-}
+__all__ = ["normalize_text", "word_error_rate", "word_errors"]
+
 # Spoken forms of the abbreviations recognisers emit most often.  Kept short on purpose:
 # every entry is a guess about how the reference spells the word.
 _ABBREVIATIONS = {
@@ -43,64 +31,17 @@ _ABBREVIATIONS = {
 _NUMBER_RE = re.compile(r"(\d+(?:,\d{3})*)(st|nd|rd|th|s)?\b", re.IGNORECASE)
 
 
-def _below_thousand(n: int) -> list[str]:
-    words: list[str] = []
-    hundreds, rest = divmod(n, 100)
-    if hundreds:
-        words += [_ONES[hundreds], "hundred"]
-    if rest >= 20:
-        tens, ones = divmod(rest, 10)
-        words.append(_TENS[tens])
-        if ones:
-            words.append(_ONES[ones])
-    elif rest or not words:
-        words.append(_ONES[rest])
-    return words
-
-
-def number_to_words(n: int) -> str:
-    """Spell a non-negative integer the way people say it ("1455" -> "fourteen fifty five").
-
-    Four-digit numbers from 1100 to 1999 are read as years, because that is how they
-    occur in read speech; everything else is read as a cardinal.
-    """
-    if n < 0:
-        return "minus " + number_to_words(-n)
-    if 1100 <= n <= 1999:
-        high, low = divmod(n, 100)
-        if low == 0:
-            return " ".join(_below_thousand(high) + ["hundred"])
-        low_words = _below_thousand(low) if low >= 10 else ["oh", _ONES[low]]
-        return " ".join(_below_thousand(high) + low_words)
-    words: list[str] = []
-    for scale, name in _SCALES:
-        if n >= scale:
-            count, n = divmod(n, scale)
-            words += [*_below_thousand(count), name]
-    if n or not words:
-        words += _below_thousand(n)
-    return " ".join(words)
-
-
-def _ordinal(words: str) -> str:
-    head, _, last = words.rpartition(" ")
-    if last in _ORDINAL_IRREGULAR:
-        last = _ORDINAL_IRREGULAR[last]
-    elif last.endswith("y"):
-        last = last[:-1] + "ieth"
-    else:
-        last += "th"
-    return f"{head} {last}".strip()
-
-
 def _spell_number(match: re.Match[str]) -> str:
     n = int(match.group(1).replace(",", ""))
     suffix = (match.group(2) or "").lower()
-    words = number_to_words(n)
+    # Four-digit numbers from 1100 to 1999 are read as years, because that is how they
+    # occur in read speech ("1455" -> "fourteen fifty five").
+    words = number_words(n, years=True)
     if suffix in ("st", "nd", "rd", "th"):
-        return " " + _ordinal(words) + " "
+        return " " + ordinal_words(words) + " "
     if suffix == "s":  # "1950s" -> "nineteen fifties"
-        return " " + (_ordinal(words)[:-2] + "s" if words.endswith("y") else words + "s") + " "
+        plural = ordinal_words(words)[:-2] + "s" if words.endswith("y") else words + "s"
+        return " " + plural + " "
     return " " + words + " "
 
 
