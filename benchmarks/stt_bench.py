@@ -41,7 +41,8 @@ from halfsec.measure.wer import word_errors
 from halfsec.stt.engine import STTEngine
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pocketsphinx import PocketSphinxEngine
-from halfsec.stt.whisper import WhisperEngine, packaged_model_path
+from halfsec.stt.whisper import WhisperEngine
+from halfsec.stt.whisper_decoder import packaged_model_path
 
 DEFAULT_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 FRAME = 320

@@ -49,7 +49,7 @@ from halfsec.config import load_config
 from halfsec.lab.report.json import default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.stt.options import STTOptions
-from halfsec.stt.whisper import WhisperDecoder
+from halfsec.stt.whisper_decoder import WhisperDecoder
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 

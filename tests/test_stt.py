@@ -18,12 +18,13 @@ import soundfile as sf
 
 from halfsec.errors import AudioInputError, EngineUnavailable
 from halfsec.measure.wer import normalize_text, word_error_rate, word_errors
-from halfsec.stt._common import cut_repetition_loop
 from halfsec.stt.engine import STTEngine, STTStream
 from halfsec.stt.factory import available_engines, create_stt
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pocketsphinx import PocketSphinxEngine
-from halfsec.stt.whisper import PARTIAL_NICE, WhisperEngine, prompt_text
+from halfsec.stt.repetition import cut_repetition_loop
+from halfsec.stt.whisper import PARTIAL_NICE, WhisperEngine
+from halfsec.stt.whisper_decoder import prompt_text
 
 SPEECH = Path(__file__).parents[1].parent / "shared" / "speech"
 FRAME = 320  # 20 ms at 16 kHz, what the runtime feeds

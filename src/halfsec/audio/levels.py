@@ -28,3 +28,20 @@ def frame_rms_dbfs(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float64) / 32768.0
     rms = float(np.sqrt(np.mean(x * x)))
     return -120.0 if rms <= 1e-6 else 20.0 * float(np.log10(rms))
+
+
+def loudest_frame_dbfs(audio: np.ndarray, frame: int = 320) -> float:
+    """Level of the loudest 20 ms frame of float audio in [-1, 1], in dBFS (-120 floor).
+
+    The loudest frame rather than the mean: a short "yes" in a long silent buffer must
+    not read as silence (the STT's silence gate uses it).
+    """
+    if audio.size == 0:
+        return -120.0
+    n = audio.size // frame * frame
+    if n == 0:
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    else:
+        frames = audio[:n].reshape(-1, frame).astype(np.float64)
+        rms = float(np.sqrt(np.max(np.mean(np.square(frames), axis=1))))
+    return 20.0 * float(np.log10(max(rms, 1e-6)))

@@ -20,6 +20,8 @@ def create_stt(options: STTOptions | None = None) -> STTEngine:
     model is missing, and for an unknown engine name.
     """
     options = options or STTOptions()
+    # Engine modules are imported here, not at the top: each needs its own optional
+    # packages (ctranslate2, pocketsphinx), and a machine with one must still run it.
     if options.engine == "whisper":
         from halfsec.stt.whisper import WhisperEngine
 
@@ -52,7 +54,8 @@ def available_engines() -> list[tuple[str, bool, str]]:
         )
     else:
         try:
-            from halfsec.stt.whisper import packaged_model_path
+            # Lazy, like the engines above: the decoder module is only needed to find the model.
+            from halfsec.stt.whisper_decoder import packaged_model_path
 
             path = packaged_model_path()
             if (path / "model.bin").is_file():
@@ -67,7 +70,7 @@ def available_engines() -> list[tuple[str, bool, str]]:
     if _missing("pocketsphinx"):
         rows.append(("pocketsphinx", False, "pip install 'pocketsphinx>=5'"))
     else:
-        import pocketsphinx
+        import pocketsphinx  # optional package, present (checked above)
 
         model = f"{pocketsphinx.get_model_path()}/en-us"
         rows.append(("pocketsphinx", True, f"bundled en-us model at {model}"))

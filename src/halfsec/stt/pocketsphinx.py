@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from halfsec.errors import EngineUnavailable
-from halfsec.stt._common import SAMPLE_RATE, as_pcm16, inference_executor
+from halfsec.stt.decode_lanes import inference_executor
 from halfsec.stt.engine import STTEngine, STTStream, Transcript
 from halfsec.stt.options import STTOptions
+from halfsec.stt.pcm_input import SAMPLE_RATE, as_pcm16
 
 __all__ = ["PocketSphinxEngine", "PocketSphinxStream"]
 
