@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from halfsec.trace import (
     parse_traceparent,
 )
 from halfsec.trace.jsonl import read_spans
+from halfsec.trace.names import page_span_names
+from halfsec.trace.turns import session_attributes
 
 MS = 1_000_000
 
@@ -152,7 +155,7 @@ def test_otlp_client_and_server_spans_share_one_trace(
         anchor=server_anchor,
         sent_first_audio_ns=t0 + 1238 * MS,
         models={"stt": "whisper-base.en", "tts": "piper-joe"},
-        attributes={"halfsec.session_id": "s1"},
+        attributes=session_attributes("s1", {"stt": "whisper-base.en"}),
     )
     assert trace_id == turn.trace_id
     turn.speech_end(t0 + 1030 * MS)
@@ -202,6 +205,7 @@ def test_otlp_client_and_server_spans_share_one_trace(
     assert s.attributes["halfsec.turn_id"] == 3
     assert s.attributes["halfsec.transcript"] == "a large latte"
     assert s.attributes["halfsec.session_id"] == "s1"
+    assert s.attributes["halfsec.model.stt"] == "whisper-base.en"
     stages = {x.name: x for x in receiver.spans if x.parent_span_id == s.span_id}
     assert set(stages) == {"endpointing", "stt", "logic", "tts", "send"}
     for name, sp in stages.items():
@@ -252,3 +256,15 @@ def test_server_spans_without_or_with_bad_traceparent_start_a_trace(
     assert all(r.parent_span_id == "" for r in roots)
     assert all(r.status_code == 2 for r in roots)  # ERROR
     assert all("halfsec.error" in r.events for r in roots)
+
+
+def test_the_page_reads_every_mark_name_from_the_served_constants() -> None:
+    """app.js ends its waterfall stages on timing marks named by the server
+    (``HALFSEC_CONSTANTS.span_names``): each key it reads must be served, and no served
+    name may also be written into the page as a literal that could drift."""
+    js = (Path(__file__).parents[1] / "src/halfsec/server/static/app.js").read_text()
+    served = page_span_names()
+    used = set(re.findall(r"\bSPAN\.(\w+)", js))
+    assert "HALFSEC_CONSTANTS.span_names" in js
+    assert used and used <= set(served), used - set(served)
+    assert not [name for name in served.values() if f'"{name}"' in js]

@@ -30,6 +30,7 @@ from halfsec.frames import (
 )
 from halfsec.runtime.engines import Engines
 from halfsec.stt.engine import STTStream, Transcript
+from halfsec.trace import names
 
 
 class TurnTask:
@@ -71,7 +72,7 @@ class TurnTask:
         if self.committed:
             return
         self.committed = True
-        self.mark("turn.commit")
+        self.mark(names.MARK_TURN_COMMIT)
         pending, self._pending = self._pending, []
         for f in pending:
             self._emit_out(f)
@@ -110,16 +111,16 @@ class TurnTask:
             self.done.set()
 
     async def _work(self) -> None:
-        self.mark("stt.start")
+        self.mark(names.MARK_STT_START)
         tr = await self.stream.hypothesis(final=True)
         self.transcript = tr
-        self.mark("stt.end", compute_ms=tr.compute_ms, audio_ms=tr.audio_ms)
+        self.mark(names.MARK_STT_END, compute_ms=tr.compute_ms, audio_ms=tr.audio_ms)
         self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
         text = tr.text.strip()
         if not text:
             self._emit(ReplyDone(turn_id=self.turn_id, text=""))
             return
-        self.mark("logic.start")
+        self.mark(names.MARK_LOGIC_START)
         u = self.engines.logic.understand(text)
         self._emit(
             IntentFrame(
@@ -130,27 +131,27 @@ class TurnTask:
         index = 0
         async for clause in self.engines.logic.reply(text, u):
             if index == 0:
-                self.mark("logic.first_clause", source=clause.source)
+                self.mark(names.MARK_LOGIC_FIRST_CLAUSE, source=clause.source)
             self._emit(
                 ReplyText(turn_id=self.turn_id, text=clause.text, index=index, source=clause.source)
             )
             self.reply_text.append(clause.text)
             if index == 0:
-                self.mark("tts.start")
+                self.mark(names.MARK_TTS_START)
             first = True
             async for chunk in self.engines.tts.synthesize(clause.text):
                 out = resampler.process(chunk)
                 if out.size == 0:
                     continue
                 if first and index == 0:
-                    self.mark("tts.first_audio")
+                    self.mark(names.MARK_TTS_FIRST_AUDIO)
                 first = False
                 self._emit(self._audio(out, index))
             index += 1
         tail = resampler.process(np.zeros(0, dtype=np.int16), last=True)
         if tail.size:
             self._emit(self._audio(tail, max(0, index - 1)))
-        self.mark("tts.end")
+        self.mark(names.MARK_TTS_END)
         self._emit(ReplyDone(turn_id=self.turn_id, text=" ".join(self.reply_text)))
 
     def _audio(self, pcm: np.ndarray, clause: int) -> AudioFrame:

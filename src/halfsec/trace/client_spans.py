@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from halfsec.clock import now_ns
+from halfsec.trace import names
 from halfsec.trace.context import ClockAnchor, process_anchor, traceparent_of
 
 __all__ = ["ClientTurnSpan"]
@@ -38,16 +39,16 @@ class ClientTurnSpan:
         file: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
-        self._tracer = tracer or trace.get_tracer("halfsec.bench")
+        self._tracer = tracer or trace.get_tracer(names.TRACER_BENCH)
         self._anchor = anchor or process_anchor()
         self.start_mono_ns = start_mono_ns if start_mono_ns is not None else now_ns()
         attrs: dict[str, Any] = dict(attributes or {})
         if turn_index is not None:
-            attrs["halfsec.turn_index"] = turn_index
+            attrs[names.ATTR_TURN_INDEX] = turn_index
         if file is not None:
-            attrs["halfsec.file"] = file
+            attrs[names.ATTR_FILE] = file
         self.span = self._tracer.start_span(
-            "client.turn",
+            names.SPAN_CLIENT_TURN,
             kind=SpanKind.CLIENT,
             start_time=self._anchor.to_epoch_ns(self.start_mono_ns),
             attributes=attrs,
@@ -69,12 +70,12 @@ class ClientTurnSpan:
     def speech_end(self, mono_ns: int) -> None:
         """The last voiced sample of the user's speech left the client."""
         self.speech_end_ns = mono_ns
-        self.span.add_event("client.speech_end", timestamp=self._anchor.to_epoch_ns(mono_ns))
+        self.span.add_event(names.EVENT_SPEECH_END, timestamp=self._anchor.to_epoch_ns(mono_ns))
 
     def first_audible(self, mono_ns: int) -> None:
         """The first audible reply sample reached the client's playback point."""
         self.first_audible_ns = mono_ns
-        self.span.add_event("client.first_audible", timestamp=self._anchor.to_epoch_ns(mono_ns))
+        self.span.add_event(names.EVENT_FIRST_AUDIBLE, timestamp=self._anchor.to_epoch_ns(mono_ns))
 
     def finish(
         self,
@@ -92,26 +93,27 @@ class ClientTurnSpan:
         a, b = self.speech_end_ns, self.first_audible_ns
         if a is not None and b is not None and b >= a:
             ctx = trace.set_span_in_context(self.span)
+            v2v_ms = round((b - a) / 1e6, 3)
             wait = self._tracer.start_span(
-                "client.v2v",
+                names.SPAN_CLIENT_V2V,
                 context=ctx,
                 kind=SpanKind.INTERNAL,
                 start_time=ep(a),
-                attributes={"halfsec.stage": "v2v", "halfsec.v2v_ms": round((b - a) / 1e6, 3)},
+                attributes={names.ATTR_STAGE: names.STAGE_V2V, names.ATTR_V2V_MS: v2v_ms},
             )
             wait.end(end_time=ep(b))
-            self.span.set_attribute("halfsec.v2v_ms", round((b - a) / 1e6, 3))
+            self.span.set_attribute(names.ATTR_V2V_MS, v2v_ms)
         if record is not None:
             if record.get("v2v_ms") is not None:
-                self.span.set_attribute("halfsec.v2v_ms", float(record["v2v_ms"]))
+                self.span.set_attribute(names.ATTR_V2V_MS, float(record["v2v_ms"]))
             for k, v in (record.get("stages") or {}).items():
                 if v is not None:
-                    key = k if k.endswith("_ms") else f"{k}_ms"
-                    self.span.set_attribute(f"halfsec.stage.{key}", float(v))
+                    self.span.set_attribute(names.stage_attr(k), float(v))
             if record.get("dominant_stage"):
-                self.span.set_attribute("halfsec.dominant_stage", str(record["dominant_stage"]))
+                self.span.set_attribute(names.ATTR_DOMINANT_STAGE, str(record["dominant_stage"]))
             if record.get("clock_offset_ms") is not None:
-                self.span.set_attribute("halfsec.clock_offset_ms", float(record["clock_offset_ms"]))
+                offset = float(record["clock_offset_ms"])
+                self.span.set_attribute(names.ATTR_CLOCK_OFFSET_MS, offset)
             if not error and record.get("ok") is False:
                 error = str(record.get("error") or "turn failed")
         if error:

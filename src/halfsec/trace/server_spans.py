@@ -38,11 +38,10 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
+from halfsec.trace import names
 from halfsec.trace.context import ClockAnchor, context_from_traceparent, process_anchor
 
 __all__ = ["emit_server_turn_spans"]
-
-_STAGE_OPS = {"stt": "speech_to_text", "tts": "text_to_speech"}
 
 
 def _first_mark(frames: Sequence[Frame], name: str) -> TimingMark | None:
@@ -86,7 +85,7 @@ def emit_server_turn_spans(
     fr = sorted((f for f in frames if f.turn_id == turn_id), key=lambda f: f.t_ns)
     if not fr:
         return None
-    tracer = tracer or trace.get_tracer("halfsec.server")
+    tracer = tracer or trace.get_tracer(names.TRACER_SERVER)
     anchor = anchor or process_anchor()
     ep = anchor.to_epoch_ns
     models = models or {}
@@ -98,22 +97,22 @@ def emit_server_turn_spans(
         end_ns = max(end_ns, sent_first_audio_ns)
     start_ns = started.t_ns if started is not None else fr[0].t_ns
 
-    attrs: dict[str, Any] = {"halfsec.turn_id": turn_id, **(attributes or {})}
+    attrs: dict[str, Any] = {names.ATTR_TURN_ID: turn_id, **(attributes or {})}
     if eot is not None:
-        attrs["halfsec.end_of_turn.reason"] = eot.reason
+        attrs[names.ATTR_END_OF_TURN_REASON] = eot.reason
     final = next((f for f in reversed(fr) if isinstance(f, FinalTranscript)), None)
     if final is not None:
-        attrs["halfsec.transcript"] = final.text
+        attrs[names.ATTR_TRANSCRIPT] = final.text
     intent = next((f for f in reversed(fr) if isinstance(f, IntentFrame)), None)
     if intent is not None and intent.intent:
-        attrs["halfsec.intent"] = intent.intent
+        attrs[names.ATTR_INTENT] = intent.intent
     done = next((f for f in reversed(fr) if isinstance(f, ReplyDone)), None)
     if done is not None:
-        attrs["halfsec.reply_text"] = done.text
+        attrs[names.ATTR_REPLY_TEXT] = done.text
 
     parent_ctx = context_from_traceparent(traceparent)
     root = tracer.start_span(
-        "server.turn",
+        names.SPAN_SERVER_TURN,
         context=parent_ctx,
         kind=SpanKind.SERVER,
         start_time=ep(start_ns),
@@ -125,9 +124,9 @@ def emit_server_turn_spans(
         name: str, t0: int, t1: int, stage: str, extra: Mapping[str, Any] | None = None
     ) -> trace.Span:
         a: dict[str, Any] = {
-            "halfsec.turn_id": turn_id,
-            "halfsec.stage": stage,
-            "halfsec.duration_ms": round((t1 - t0) / 1e6, 3),
+            names.ATTR_TURN_ID: turn_id,
+            names.ATTR_STAGE: stage,
+            names.ATTR_DURATION_MS: round((t1 - t0) / 1e6, 3),
             **(extra or {}),
         }
         sp = tracer.start_span(name, context=ctx, start_time=ep(t0), attributes=a)
@@ -138,56 +137,60 @@ def emit_server_turn_spans(
         lag_ns = int(max(0.0, eot.audio_ms - eot.speech_end_ms) * 1e6)
         pause = next((f for f in fr if isinstance(f, SpeechPaused)), None)
         sp = child(
-            "endpointing",
+            names.SPAN_ENDPOINTING,
             eot.t_ns - lag_ns,
             eot.t_ns,
-            "endpointing",
+            names.STAGE_ENDPOINTING,
             {
-                "halfsec.end_of_turn.reason": eot.reason,
-                "halfsec.silence_ms": round(lag_ns / 1e6, 3),
+                names.ATTR_END_OF_TURN_REASON: eot.reason,
+                names.ATTR_SILENCE_MS: round(lag_ns / 1e6, 3),
             },
         )
         if pause is not None:
-            sp.add_event("halfsec.speech_paused", timestamp=ep(pause.t_ns))
+            sp.add_event(names.EVENT_SPEECH_PAUSED, timestamp=ep(pause.t_ns))
         sp.end(end_time=ep(eot.t_ns))
 
-    s0, s1 = _first_mark(fr, "stt.start"), _last_mark(fr, "stt.end")
+    s0, s1 = _first_mark(fr, names.MARK_STT_START), _last_mark(fr, names.MARK_STT_END)
     if s0 is not None and s1 is not None:
-        extra: dict[str, Any] = {"gen_ai.operation.name": _STAGE_OPS["stt"]}
+        extra: dict[str, Any] = {names.ATTR_GEN_AI_OPERATION: names.OP_SPEECH_TO_TEXT}
         for k in ("compute_ms", "audio_ms"):
             if k in s1.attrs:
-                extra[f"halfsec.stt.{k}"] = float(s1.attrs[k])
+                extra[names.stt_attr(k)] = float(s1.attrs[k])
         if "stt" in models:
-            extra["gen_ai.request.model"] = models["stt"]
+            extra[names.ATTR_GEN_AI_MODEL] = models["stt"]
         if eot is not None:
-            extra["halfsec.speculative"] = s0.t_ns < eot.t_ns
-        child("stt", s0.t_ns, s1.t_ns, "stt", extra).end(end_time=ep(s1.t_ns))
+            extra[names.ATTR_SPECULATIVE] = s0.t_ns < eot.t_ns
+        stt = child(names.SPAN_STT, s0.t_ns, s1.t_ns, names.STAGE_STT, extra)
+        stt.end(end_time=ep(s1.t_ns))
 
-    l0, l1 = _first_mark(fr, "logic.start"), _first_mark(fr, "logic.first_clause")
+    l0 = _first_mark(fr, names.MARK_LOGIC_START)
+    l1 = _first_mark(fr, names.MARK_LOGIC_FIRST_CLAUSE)
     if l0 is not None:
         source = str(l1.attrs.get("source", "")) if l1 is not None else ""
-        extra = {"halfsec.logic.source": source} if source else {}
+        extra = {names.ATTR_LOGIC_SOURCE: source} if source else {}
         if source == "llm" or "llm" in models:
-            extra["gen_ai.operation.name"] = "chat"
+            extra[names.ATTR_GEN_AI_OPERATION] = names.OP_CHAT
             if "llm" in models:
-                extra["gen_ai.request.model"] = models["llm"]
+                extra[names.ATTR_GEN_AI_MODEL] = models["llm"]
         texts = [f for f in fr if isinstance(f, ReplyText)]
-        extra["halfsec.logic.clauses"] = len(texts)
+        extra[names.ATTR_LOGIC_CLAUSES] = len(texts)
         t_end = l1.t_ns if l1 is not None else end_ns
-        child("logic", l0.t_ns, t_end, "logic", extra).end(end_time=ep(t_end))
+        logic = child(names.SPAN_LOGIC, l0.t_ns, t_end, names.STAGE_LOGIC, extra)
+        logic.end(end_time=ep(t_end))
 
-    t0, t_end_m = _first_mark(fr, "tts.start"), _last_mark(fr, "tts.end")
-    first_audio = _first_mark(fr, "tts.first_audio")
+    t0, t_end_m = _first_mark(fr, names.MARK_TTS_START), _last_mark(fr, names.MARK_TTS_END)
+    first_audio = _first_mark(fr, names.MARK_TTS_FIRST_AUDIO)
     if t0 is not None:
         t1 = t_end_m.t_ns if t_end_m is not None else end_ns
-        extra = {"gen_ai.operation.name": _STAGE_OPS["tts"]}
+        extra = {names.ATTR_GEN_AI_OPERATION: names.OP_TEXT_TO_SPEECH}
         if "tts" in models:
-            extra["gen_ai.request.model"] = models["tts"]
+            extra[names.ATTR_GEN_AI_MODEL] = models["tts"]
         if first_audio is not None:
-            extra["halfsec.tts.first_audio_ms"] = round((first_audio.t_ns - t0.t_ns) / 1e6, 3)
-        sp = child("tts", t0.t_ns, t1, "tts", extra)
+            first_ms = round((first_audio.t_ns - t0.t_ns) / 1e6, 3)
+            extra[names.ATTR_TTS_FIRST_AUDIO_MS] = first_ms
+        sp = child(names.SPAN_TTS, t0.t_ns, t1, names.STAGE_TTS, extra)
         if first_audio is not None:
-            sp.add_event("tts.first_audio", timestamp=ep(first_audio.t_ns))
+            sp.add_event(names.EVENT_TTS_FIRST_AUDIO, timestamp=ep(first_audio.t_ns))
         sp.end(end_time=ep(t1))
 
     ready = first_audio.t_ns if first_audio is not None else (audio[0].t_ns if audio else None)
@@ -198,22 +201,27 @@ def emit_server_turn_spans(
             else (audio[0].t_ns if audio else ready)
         )
         sent = max(sent, ready)
-        child("send", ready, sent, "server_send", {"halfsec.audio_chunks": len(audio)}).end(
-            end_time=ep(sent)
+        send = child(
+            names.SPAN_SEND,
+            ready,
+            sent,
+            names.STAGE_SERVER_SEND,
+            {names.ATTR_AUDIO_CHUNKS: len(audio)},
         )
+        send.end(end_time=ep(sent))
 
     for f in fr:
         if isinstance(f, Interruption):
             root.add_event(
-                "halfsec.interruption",
+                names.EVENT_INTERRUPTION,
                 timestamp=ep(f.t_ns),
-                attributes={"halfsec.cancel_ms": f.cancel_ms},
+                attributes={names.ATTR_CANCEL_MS: f.cancel_ms},
             )
         elif isinstance(f, ErrorFrame):
             root.add_event(
-                "halfsec.error",
+                names.EVENT_ERROR,
                 timestamp=ep(f.t_ns),
-                attributes={"halfsec.error.code": f.code, "halfsec.error.message": f.message},
+                attributes={names.ATTR_ERROR_CODE: f.code, names.ATTR_ERROR_MESSAGE: f.message},
             )
             root.set_status(Status(StatusCode.ERROR, f"{f.code}: {f.message}"))
     root.end(end_time=ep(end_ns))

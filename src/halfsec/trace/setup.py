@@ -8,6 +8,7 @@ that already installed a global provider.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from halfsec.trace import names
 from halfsec.trace.jsonl import JsonLinesSpanExporter
 
 __all__ = ["Tracing", "configure_tracing", "default_trace_path", "otlp_traces_url"]
@@ -91,6 +93,8 @@ def configure_tracing(
     endpoint = otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     url: str | None = None
     if endpoint:
+        # Imported only when an endpoint is set: it pulls in protobuf and requests, which a
+        # process that writes JSON lines (or no traces) need not load.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         url = otlp_traces_url(endpoint)
@@ -99,13 +103,11 @@ def configure_tracing(
         provider.add_span_processor(proc(exp))
     if set_global:
         trace.set_tracer_provider(provider)
-    return Tracing(provider, provider.get_tracer("halfsec", _version()), path, url)
+    return Tracing(provider, provider.get_tracer(names.TRACER_SERVICE, _version()), path, url)
 
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
-        return version("halfsec")
+        return importlib.metadata.version("halfsec")
     except Exception:  # metadata missing in odd installs: tracing must still work
         return "0"

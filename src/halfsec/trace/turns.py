@@ -26,10 +26,11 @@ from typing import Any
 from opentelemetry import trace
 
 from halfsec.frames import EndOfTurn, ErrorFrame, Frame, Interruption, ReplyAudio, ReplyDone
+from halfsec.trace import names
 from halfsec.trace.context import ClockAnchor, process_anchor
 from halfsec.trace.server_spans import emit_server_turn_spans
 
-__all__ = ["TurnTraceRecorder", "engine_models"]
+__all__ = ["TurnTraceRecorder", "engine_models", "session_attributes"]
 
 log = logging.getLogger("halfsec.trace")
 
@@ -135,6 +136,14 @@ class TurnTraceRecorder:
         for turn_id in [k for k, t in self._turns.items() if t.committed]:
             self._emit(turn_id)
         self._turns.clear()
+
+
+def session_attributes(session_id: str, models: Mapping[str, str]) -> dict[str, Any]:
+    """What every ``server.turn`` of one session carries: the session id, so a viewer can
+    group a conversation's turns, and each engine's model name."""
+    attrs: dict[str, Any] = {names.ATTR_SESSION_ID: session_id}
+    attrs.update({names.model_attr(role): model for role, model in models.items()})
+    return attrs
 
 
 def engine_models(engines: Any, config: Any) -> dict[str, str]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from halfsec.errors import HalfsecError
+from halfsec.trace import names
 from halfsec.trace.jsonl import attrs_from_otlp
 
 __all__ = ["SpanRec", "detect_framework", "import_trace", "load_spans"]
@@ -121,23 +122,28 @@ def load_spans(path: Path | str) -> list[SpanRec]:
 
 
 def detect_framework(spans: Iterable[SpanRec]) -> str:
-    names = {s.name for s in spans}
-    if "client.turn" in names or "server.turn" in names:
+    seen = {s.name for s in spans}
+    if seen & {names.SPAN_CLIENT_TURN, names.SPAN_SERVER_TURN}:
         return "halfsec"
-    if names & {"user_turn", "agent_turn", "eou_wait", "agent_session"}:
+    if seen & {
+        names.LIVEKIT_USER_TURN,
+        names.LIVEKIT_AGENT_TURN,
+        names.LIVEKIT_EOU_WAIT,
+        names.LIVEKIT_AGENT_SESSION,
+    }:
         return "livekit"
-    if "turn" in names and any(_service_kind(n) for n in names):
+    if names.PIPECAT_TURN in seen and any(_service_kind(n) for n in seen):
         return "pipecat"
     raise HalfsecError(
         "unrecognised trace: expected Pipecat (turn/stt/llm/tts), LiveKit Agents "
-        f"(user_turn/agent_turn/...) or halfsec spans; saw {sorted(names)[:12]}"
+        f"(user_turn/agent_turn/...) or halfsec spans; saw {sorted(seen)[:12]}"
     )
 
 
 def _service_kind(name: str) -> str | None:
     """Pipecat names service spans ``stt``/``llm``/``tts`` (older releases:
     ``stt_<service>``)."""
-    for k in ("stt", "llm", "tts"):
+    for k in names.PIPECAT_SERVICE_KINDS:
         if name == k or name.startswith(k + "_"):
             return k
     return None
@@ -214,7 +220,7 @@ def _service_after(spans: list[SpanRec], kind: str, not_before_ns: int) -> SpanR
 
 def _pipecat(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
     by_parent = _by_parent(spans)
-    turns = [s for s in spans if s.name == "turn"]
+    turns = [s for s in spans if s.name == names.PIPECAT_TURN]
     out: list[dict[str, Any]] = []
     for n, turn in enumerate(turns):
         kids = _descendants(turn, by_parent)
@@ -261,10 +267,10 @@ def _pipecat(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
 
 def _livekit(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
     by_parent = _by_parent(spans)
-    waits = [s for s in spans if s.name == "eou_wait"]
-    agent_turns = [s for s in spans if s.name == "agent_turn"]
-    speaking = [s for s in spans if s.name == "agent_speaking"]
-    user_turns = [s for s in spans if s.name == "user_turn"]
+    waits = [s for s in spans if s.name == names.LIVEKIT_EOU_WAIT]
+    agent_turns = [s for s in spans if s.name == names.LIVEKIT_AGENT_TURN]
+    speaking = [s for s in spans if s.name == names.LIVEKIT_AGENT_SPEAKING]
+    user_turns = [s for s in spans if s.name == names.LIVEKIT_USER_TURN]
     out: list[dict[str, Any]] = []
     for n, w in enumerate(waits):
         nxt = waits[n + 1].start_ns if n + 1 < len(waits) else None
@@ -289,10 +295,10 @@ def _livekit(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
             )
             continue
         kids = _descendants(at, by_parent)
-        llm_node = next((s for s in kids if s.name == "llm_node"), None)
-        tts_node = next((s for s in kids if s.name == "tts_node"), None)
-        llm_req = next((s for s in kids if s.name == "llm_request"), None)
-        tts_req = next((s for s in kids if s.name == "tts_request"), None)
+        llm_node = next((s for s in kids if s.name == names.LIVEKIT_LLM_NODE), None)
+        tts_node = next((s for s in kids if s.name == names.LIVEKIT_TTS_NODE), None)
+        llm_req = next((s for s in kids if s.name == names.LIVEKIT_LLM_REQUEST), None)
+        tts_req = next((s for s in kids if s.name == names.LIVEKIT_TTS_REQUEST), None)
         if llm_node is None:
             out.append(_record(name, ok=False, error="no llm_node in agent_turn", **common))
             continue
@@ -310,7 +316,7 @@ def _livekit(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
             (
                 s
                 for s in [*kids, *speaking]
-                if s.name == "agent_speaking" and s.start_ns >= at.start_ns
+                if s.name == names.LIVEKIT_AGENT_SPEAKING and s.start_ns >= at.start_ns
             ),
             None,
         )
@@ -341,19 +347,16 @@ def _livekit(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
 
 def _halfsec(spans: list[SpanRec], label: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for n, s in enumerate(s for s in spans if s.name == "client.turn"):
-        stages = {
-            k[len("halfsec.stage.") :]: float(v)
-            for k, v in s.attrs.items()
-            if k.startswith("halfsec.stage.")
-        }
+    for n, s in enumerate(s for s in spans if s.name == names.SPAN_CLIENT_TURN):
+        prefix = names.ATTR_STAGE_PREFIX
+        stages = {k[len(prefix) :]: float(v) for k, v in s.attrs.items() if k.startswith(prefix)}
         rec = _record(
-            str(s.attrs.get("halfsec.file") or f"{label}#turn-{n + 1}"),
+            str(s.attrs.get(names.ATTR_FILE) or f"{label}#turn-{n + 1}"),
             stages=stages,
             trace_id=s.trace_id,
         )
-        if s.attrs.get("halfsec.v2v_ms") is not None:
-            rec["v2v_ms"] = float(s.attrs["halfsec.v2v_ms"])
+        if s.attrs.get(names.ATTR_V2V_MS) is not None:
+            rec["v2v_ms"] = float(s.attrs[names.ATTR_V2V_MS])
             rec["ok"], rec["error"] = True, None
         out.append(rec)
     return out

@@ -15,13 +15,15 @@
 const FRAME_MS = 20;
 const AUDIBLE_DBFS = -45; // same threshold as the Python bench
 const BUDGET_MS = 500;
+// Timing-mark names, served by the server from halfsec.trace.names (page_span_names).
+const SPAN = HALFSEC_CONSTANTS.span_names;
 const STAGES = [
   // [key, label, colour variable, mark that ends the stage]
   ["endpointing_ms", "endpointing", "--s-endpointing", "turn.end"],
-  ["stt_ms", "STT", "--s-stt", "stt.end"],
-  ["logic_ms", "logic", "--s-logic", "logic.first_clause"],
-  ["tts_ms", "TTS", "--s-tts", "tts.first_audio"],
-  ["server_send_ms", "send", "--s-send", "audio.sent"],
+  ["stt_ms", "STT", "--s-stt", SPAN.stt_end],
+  ["logic_ms", "logic", "--s-logic", SPAN.logic_first_clause],
+  ["tts_ms", "TTS", "--s-tts", SPAN.tts_first_audio],
+  ["server_send_ms", "send", "--s-send", SPAN.audio_sent],
   ["network_buffer_ms", "network+buffer", "--s-network", null],
 ];
 
@@ -303,7 +305,7 @@ function onAudio(buf) {
     t_recv_ms: pageNow(),
   });
   const turn = getTurn(turnId);
-  if (turn.marks["audio.sent"] === undefined) turn.marks["audio.sent"] = serverToPage(tServerNs);
+  if (turn.marks[SPAN.audio_sent] === undefined) turn.marks[SPAN.audio_sent] = serverToPage(tServerNs);
 }
 
 // Over WebSocket the page plays the reply itself, so only the page knows when a reply has
@@ -390,7 +392,7 @@ function onEvent(ev) {
       break;
     case "reply.audio":
       // WebRTC: the server announces each turn's first reply packet (no HSA1 header).
-      if (S.clock) turn.marks["audio.sent"] = turn.marks["audio.sent"] ?? serverToPage(ev.t_server_ns);
+      if (S.clock) turn.marks[SPAN.audio_sent] = turn.marks[SPAN.audio_sent] ?? serverToPage(ev.t_server_ns);
       break;
     case "interruption":
       turn.interrupted = true;
