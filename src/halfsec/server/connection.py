@@ -42,7 +42,7 @@ from halfsec.runtime.session import VoiceSession
 from halfsec.server.admission import Refusal
 from halfsec.server.options import ServerOptions
 from halfsec.trace.setup import Tracing
-from halfsec.trace.turns import TurnTraceRecorder, engine_models
+from halfsec.trace.turns import TurnTraceRecorder, engine_models, session_attributes
 from halfsec.wire.protocol import error_event, frame_to_event, session_started_event
 from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
 
@@ -102,8 +102,7 @@ class SessionServices:
     def trace_recorder(self, session_id: str) -> TurnTraceRecorder | None:
         if self.tracing is None:
             return None
-        attrs = {"halfsec.session_id": session_id}
-        attrs.update({f"halfsec.model.{k}": v for k, v in self.models.items()})
+        attrs = session_attributes(session_id, self.models)
         return TurnTraceRecorder(self.tracing.tracer, models=self.models, attributes=attrs)
 
     def session_started(self, session_id: str, **extra: Any) -> dict[str, Any]:
