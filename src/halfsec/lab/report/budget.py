@@ -32,7 +32,7 @@ __all__ = [
     "load_budget",
 ]
 
-DEFAULT_BUDGET_PATH = Path(__file__).resolve().parents[3] / "budgets" / "default.toml"
+DEFAULT_BUDGET_PATH = Path(__file__).resolve().parents[4] / "budgets" / "default.toml"
 
 
 @dataclass(frozen=True, slots=True)

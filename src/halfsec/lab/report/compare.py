@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from halfsec.lab.report.json import stage_names
-from halfsec.lab.report.stats import bootstrap_diff_ci, percentile_np
+from halfsec.lab.report.stats import bootstrap_diff_ci, percentiles
 
 __all__ = ["Comparison", "MetricDiff", "compare"]
 
@@ -120,13 +120,10 @@ def _diff(
     threshold_pct: float,
     seed: int,
 ) -> MetricDiff:
-    import numpy as np
-
     if not a or not b:
         nan = math.nan
         return MetricDiff(metric, nan, nan, nan, nan, nan, NO_CHANGE, False)
-    pa = float(percentile_np(np.asarray(a), p))
-    pb = float(percentile_np(np.asarray(b), p))
+    pa, pb = percentiles(a, (p,))[p], percentiles(b, (p,))[p]
     point, lo, hi = bootstrap_diff_ci(a, b, p, seed=seed)
     if math.isfinite(lo) and lo > 0:
         verdict = SLOWER
@@ -147,8 +144,9 @@ def compare(
     *,
     seed: int = 7,
 ) -> Comparison:
-    """B relative to A (A is the baseline).  Percentiles here are nearest-rank from the
-    turn records, the same definition the bootstrap uses, so point and CI agree."""
+    """B relative to A (A is the baseline).  Percentiles here are taken from the turn
+    records by the one rule (``halfsec.measure.percentile``), the one the bootstrap and the
+    reports use, so point, CI and each report's own p50/p95 agree."""
     a, b = _v2v(report_a), _v2v(report_b)
     notes: list[str] = []
     if min(len(a), len(b)) < 20:

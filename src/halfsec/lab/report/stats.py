@@ -1,9 +1,8 @@
-"""Latency statistics: HDR-histogram percentiles and seeded bootstrap confidence intervals.
+"""Latency statistics for reports: percentiles and seeded bootstrap confidence intervals.
 
-Why an HDR histogram: latency distributions have long tails, and the numbers we quote
-(p95, p99) must not depend on how samples happen to be interpolated.  The histogram keeps
-3 significant digits over a microsecond-to-hour range, so a percentile is reported with
-a known relative error (<= 0.1 %) and always equals a value that was (nearly) observed.
+Percentiles follow the project's one rule (``halfsec.measure.percentile``, linear
+interpolation between the closest ranks), so a report's p95 is the bench summary's p95
+and the benchmarks' p95 for the same turns.
 
 Why bootstrap: a p95 from 40 turns is a noisy estimate.  Reporting it with a confidence
 interval, and comparing two runs by the interval of their *difference*, stops us from
@@ -17,21 +16,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from hdrh.histogram import HdrHistogram
+
+from halfsec.measure.percentile import percentile, percentile_rows
 
 __all__ = [
     "PERCENTILES",
     "LatencySummary",
     "bootstrap_ci",
     "bootstrap_diff_ci",
-    "percentile_np",
     "percentiles",
     "summarize",
 ]
 
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
-_US_PER_MS = 1000
-_MAX_US = 3_600_000_000  # one hour: anything longer is a hung turn, not a latency
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 20240601
 
@@ -50,28 +47,20 @@ def _clean(values: Iterable[float | int | None]) -> list[float]:
 def percentiles(
     values_ms: Iterable[float | int | None], ps: Sequence[float] = PERCENTILES
 ) -> dict[float, float]:
-    """Percentiles of ``values_ms`` from an HDR histogram (microsecond resolution).
-
-    The histogram returns the upper edge of the bucket holding the nearest-rank sample,
-    which can exceed the largest observation by < 0.1 %; we clamp to the observed range
-    so "p99 = 512.3 ms" never claims a latency nobody measured.
-    """
+    """Percentiles of ``values_ms`` (missing and non-finite values skipped; NaN if none)."""
     vals = _clean(values_ms)
-    if not vals:
-        return {p: math.nan for p in ps}
-    h = HdrHistogram(1, _MAX_US, 3)
-    for v in vals:
-        h.record_value(min(_MAX_US, max(1, round(v * _US_PER_MS))))
-    lo, hi = min(vals), max(vals)
-    return {p: min(hi, max(lo, h.get_value_at_percentile(p) / _US_PER_MS)) for p in ps}
+    out: dict[float, float] = {}
+    for p in ps:
+        got = percentile(vals, p)
+        out[p] = math.nan if got is None else got
+    return out
 
 
-def percentile_np(values: np.ndarray, p: float, axis: int | None = None) -> np.ndarray:
-    """Nearest-rank percentile (numpy ``inverted_cdf``): the definition HDR approximates.
-
-    Used inside the bootstrap, where thousands of resamples make the histogram too slow
-    and where both sides of a comparison must use the same definition."""
-    return np.percentile(values, p, axis=axis, method="inverted_cdf")
+def _central(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` mass of resampled statistics (percentile bootstrap)."""
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    lo, hi = percentile_rows(stats, [tail, 100.0 - tail], axis=None)
+    return (float(lo), float(hi))
 
 
 def bootstrap_ci(
@@ -92,10 +81,7 @@ def bootstrap_ci(
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, vals.size, size=(resamples, vals.size))
-    stats = percentile_np(vals[idx], p, axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
+    return _central(percentile_rows(vals[idx], p, axis=1), confidence)
 
 
 def bootstrap_diff_ci(
@@ -115,16 +101,14 @@ def bootstrap_diff_ci(
     b = np.asarray(_clean(b_ms), dtype=float)
     if a.size == 0 or b.size == 0:
         return (math.nan, math.nan, math.nan)
-    point = float(percentile_np(b, p) - percentile_np(a, p))
+    point = float(percentile_rows(b, p) - percentile_rows(a, p))
     if a.size < 2 or b.size < 2:
         return (point, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     ia = rng.integers(0, a.size, size=(resamples, a.size))
     ib = rng.integers(0, b.size, size=(resamples, b.size))
-    diffs = percentile_np(b[ib], p, axis=1) - percentile_np(a[ia], p, axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
-    return (point, float(lo), float(hi))
+    diffs = percentile_rows(b[ib], p, axis=1) - percentile_rows(a[ia], p, axis=1)
+    return (point, *_central(diffs, confidence))
 
 
 @dataclass(frozen=True, slots=True)
