@@ -60,10 +60,10 @@ Sink = Callable[[np.ndarray], bool]
 """Receives each chunk on the worker thread; returns False to abort synthesis."""
 
 
-class _EspeakLibrary:
+class EspeakLibrary:
     """The one process-wide libespeak-ng instance."""
 
-    _instance: _EspeakLibrary | None = None
+    _instance: EspeakLibrary | None = None
     _instance_lock = threading.Lock()
 
     def __init__(self, library_path: str, data_path: str, chunk_ms: int) -> None:
@@ -109,7 +109,7 @@ class _EspeakLibrary:
         lib.espeak_SetSynthCallback(self._callback)
 
     @classmethod
-    def get(cls, chunk_ms: int) -> _EspeakLibrary:
+    def get(cls, chunk_ms: int) -> EspeakLibrary:
         """Load and initialise the library on first use; later calls share it.
 
         ``chunk_ms`` only takes effect on the first call (espeak-ng fixes its buffer
@@ -182,7 +182,7 @@ class EspeakEngine(TTSEngine):
 
     def __init__(self, options: TTSOptions | None = None) -> None:
         self.options = options or TTSOptions(engine="espeak")
-        self._lib = _EspeakLibrary.get(self.options.espeak_chunk_ms)
+        self._lib = EspeakLibrary.get(self.options.espeak_chunk_ms)
         self.sample_rate = self._lib.sample_rate
         with self._lib.lock:  # fail now, not in the first turn, if the voice is unknown
             self._lib.set_voice(self.options.espeak_voice)

