@@ -19,6 +19,7 @@ from halfsec.measure.audible import AUDIBLE_DBFS
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import StagePoints, breakdown, dominant_stage
 from halfsec.measure.v2v import reply_sample, voice_to_voice
+from halfsec.trace import names
 
 RECORD_KEYS: tuple[str, ...] = (
     "file",
@@ -170,9 +171,9 @@ def make_record(
             StagePoints(
                 ref_end_ms=ref_end_ms,
                 turn_end_ms=client_ms(int(ends[-1]["t_server_ns"])) if ends else None,
-                stt_end_ms=mark("stt.end"),
-                logic_first_clause_ms=mark("logic.first_clause"),
-                tts_first_audio_ms=mark("tts.first_audio"),
+                stt_end_ms=mark(names.MARK_STT_END),
+                logic_first_clause_ms=mark(names.MARK_LOGIC_FIRST_CLAUSE),
+                tts_first_audio_ms=mark(names.MARK_TTS_FIRST_AUDIO),
                 server_send_ms=client_ms(pkt.t_server_ns) if pkt is not None else None,
                 first_audible_ms=audible_ms,
             )
