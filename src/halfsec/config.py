@@ -2,16 +2,20 @@
 
 ``HalfsecConfig`` groups ``AudioOptions``, ``TurnOptions``, ``STTOptions``,
 ``LogicOptions``, ``TTSOptions`` and ``SessionOptions``.  A TOML file has one table per
-concern (``[turn]``, ``[stt]``, ...); the CLI overrides single keys with
-``--set turn.silence_ms=300``.  Unknown keys and wrong types are errors that name the key:
-a typo must not silently fall back to a default."""
+concern (``[turn]``, ``[stt]``, ...); environment variables ``HALFSEC_<SECTION>_<KEY>``
+(``HALFSEC_TURN_SILENCE_MS=250``) override the file, as containers and services set them;
+the CLI overrides single keys last with ``--set turn.silence_ms=300``.  Unknown keys and
+wrong types are errors that name the key (and the variable): a typo must not silently fall
+back to a default."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,10 +106,45 @@ def _build(cls: type, section: str, values: dict[str, Any]) -> Any:
     return cls(**{k: _coerce(section, k, hints[k], v) for k, v in values.items()})
 
 
+ENV_PREFIX = "HALFSEC_"
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """``(section, key) -> (variable, value)`` for every ``HALFSEC_<SECTION>_<KEY>``.
+
+    Only a name whose first word is a section counts: other ``HALFSEC_`` variables
+    (``HALFSEC_DB``, ``HALFSEC_TRACE_DIR``) are not configuration.  A variable naming a
+    key the section does not have, or holding a value of the wrong type, is an error that
+    names the variable."""
+    sections = typing.get_type_hints(HalfsecConfig)
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for var, value in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in sections:
+            continue
+        hints = typing.get_type_hints(sections[section])
+        if key not in {f.name for f in dataclasses.fields(sections[section])}:
+            raise ConfigError(
+                f"environment variable {var}: [{section}] has no key {key!r}; valid keys: "
+                f"{', '.join(sorted(f.name for f in dataclasses.fields(sections[section])))}"
+            )
+        try:
+            _coerce(section, key, hints[key], value)
+        except ConfigError as e:
+            raise ConfigError(f"environment variable {var}: {e}") from e
+        found[(section, key)] = (var, value)
+    return found
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> HalfsecConfig:
-    """Defaults, then the TOML file, then ``section.key=value`` overrides."""
+    """Defaults, then the TOML file, then ``HALFSEC_<SECTION>_<KEY>`` variables of
+    ``environ`` (default: the process environment), then ``section.key=value`` overrides."""
     data: dict[str, dict[str, Any]] = {}
     if path is not None:
         p = Path(path)
@@ -119,6 +158,9 @@ def load_config(
             if not isinstance(v, dict):
                 raise ConfigError(f"{p}: top-level key {k!r} must be a table like [{k}]")
             data[k] = dict(v)
+    from_env = env_settings(os.environ if environ is None else environ)
+    for (sec, key), (_var, value) in from_env.items():
+        data.setdefault(sec, {})[key] = value
     for ov in overrides or []:
         if "=" not in ov or "." not in ov.split("=", 1)[0]:
             raise ConfigError(
@@ -127,6 +169,7 @@ def load_config(
         lhs, rhs = ov.split("=", 1)
         sec, key = lhs.strip().split(".", 1)
         data.setdefault(sec, {})[key] = rhs.strip()
+        from_env.pop((sec.strip(), key.strip()), None)
     sections = {f.name: f for f in dataclasses.fields(HalfsecConfig)}
     unknown = sorted(set(data) - set(sections))
     if unknown:
@@ -136,5 +179,13 @@ def load_config(
     built: dict[str, Any] = {}
     hints = typing.get_type_hints(HalfsecConfig)
     for name in sections:
-        built[name] = _build(hints[name], name, data.get(name, {}))
+        try:
+            built[name] = _build(hints[name], name, data.get(name, {}))
+        except ConfigError as e:  # an options class's own check: say which variable set it
+            named = [
+                var for (sec, key), (var, _) in from_env.items() if sec == name and key in str(e)
+            ]
+            if named:
+                raise ConfigError(f"{e} (set by {', '.join(named)})") from e
+            raise
     return HalfsecConfig(**built)
