@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from halfsec.cli.common import err
+from halfsec.errors import EngineUnavailable
+from halfsec.plugins import LOGIC_GROUP, STT_GROUP, TTS_GROUP, load_plugin, plugin_engines
 from halfsec.stt.factory import available_engines as stt_engines
 from halfsec.tts.factory import available_engines as tts_engines
 from halfsec.turn.vad import silero_model_path
@@ -38,6 +40,7 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
             "detail": "any OpenAI-compatible endpoint (logic.llm_base_url)",
         }
     )
+    rows += plugin_rows()
     if not as_json:
         t = Table(title="halfsec engines")
         for c in ("kind", "name", "usable", "detail"):
@@ -50,4 +53,19 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
                 str(r["detail"]),
             )
         err.print(t)
+    return rows
+
+
+def plugin_rows() -> list[dict[str, object]]:
+    """Engines other packages add through entry points; usable when their module imports."""
+    rows: list[dict[str, object]] = []
+    for kind, group in (("stt", STT_GROUP), ("tts", TTS_GROUP), ("logic", LOGIC_GROUP)):
+        for plugin in plugin_engines(group):
+            origin = f" from {plugin.package}" if plugin.package else ""
+            try:
+                load_plugin(group, plugin.name)
+                ok, detail = True, f"plugin {plugin.target}{origin}"
+            except EngineUnavailable as e:
+                ok, detail = False, str(e)
+            rows.append({"kind": kind, "name": plugin.name, "usable": ok, "detail": detail})
     return rows

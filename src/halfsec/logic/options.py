@@ -13,6 +13,9 @@ from halfsec.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class LogicOptions:
+    engine: str = "domain"
+    """``domain`` (templates for the domain's intents, the LLM for the rest); any other
+    name must be an installed plugin engine (entry-point group ``halfsec.logic``)."""
     domain: str = "coffee"
     """Packaged domain name (``coffee``, ``retail``) or path of a .yaml/.toml file."""
     llm_base_url: str | None = None

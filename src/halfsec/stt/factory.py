@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from halfsec.errors import EngineUnavailable
+from halfsec.plugins import STT_GROUP, create_plugin_engine, plugin_names
 from halfsec.stt.engine import STTEngine
 from halfsec.stt.options import STTOptions
 
@@ -30,8 +31,12 @@ def create_stt(options: STTOptions | None = None) -> STTEngine:
         from halfsec.stt.pocketsphinx import PocketSphinxEngine
 
         return PocketSphinxEngine(options)
+    if options.engine in plugin_names(STT_GROUP):
+        engine: STTEngine = create_plugin_engine(STT_GROUP, options.engine, options, STTEngine)
+        return engine
     raise EngineUnavailable(
-        f"unknown STT engine {options.engine!r}: choose one of {', '.join(ENGINE_NAMES)}"
+        f"unknown STT engine {options.engine!r}: choose one of "
+        f"{', '.join(ENGINE_NAMES + tuple(plugin_names(STT_GROUP)))}"
     )
 
 

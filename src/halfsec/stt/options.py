@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-EngineName = Literal["whisper", "pocketsphinx"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,9 +13,10 @@ class STTOptions:
     ``dataclasses.replace`` (the runtime does this to add the domain ``prompt``).
     """
 
-    engine: EngineName = "whisper"
+    engine: str = "whisper"
     """Whisper is the accurate default; PocketSphinx is the small true-streaming
-    fallback for machines where even Whisper tiny is too slow."""
+    fallback for machines where even Whisper tiny is too slow.  Any other name is looked
+    up among installed plugin engines (entry-point group ``halfsec.stt``)."""
 
     model_path: str | None = None
     """A CTranslate2 Whisper directory (or, for PocketSphinx, an acoustic model

@@ -7,6 +7,7 @@ still run the other, and so that ``available_engines`` never pays for loading a 
 from __future__ import annotations
 
 from halfsec.errors import EngineUnavailable
+from halfsec.plugins import TTS_GROUP, create_plugin_engine, plugin_names
 from halfsec.tts.engine import TTSEngine
 from halfsec.tts.options import ENGINE_NAMES, TTSOptions
 
@@ -26,6 +27,9 @@ def create_tts(options: TTSOptions | None = None) -> TTSEngine:
         from halfsec.tts.espeak import EspeakEngine
 
         return EspeakEngine(options)
+    if options.engine in plugin_names(TTS_GROUP):
+        engine: TTSEngine = create_plugin_engine(TTS_GROUP, options.engine, options, TTSEngine)
+        return engine
     raise EngineUnavailable(  # unreachable through TTSOptions, which validates the name
         f"tts engine {options.engine!r} is unknown; use one of {', '.join(ENGINE_NAMES)}"
     )

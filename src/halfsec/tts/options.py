@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from halfsec.errors import ConfigError
+from halfsec.plugins import TTS_GROUP, plugin_names
 
 EngineName = Literal["piper", "espeak"]
 ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak")
@@ -21,10 +22,11 @@ ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak")
 class TTSOptions:
     """How to synthesize speech.  Defaults are tuned for a 2-core CPU shared with STT/VAD."""
 
-    engine: EngineName = "piper"
+    engine: str = "piper"
     """``piper`` sounds natural (neural VITS voice, ~20-70 ms per clause here);
     ``espeak`` sounds robotic but gives first audio in about a millisecond and needs no
-    model, so it is the fallback and the floor for latency experiments."""
+    model, so it is the fallback and the floor for latency experiments.  Any other name
+    must be an installed plugin engine (entry-point group ``halfsec.tts``)."""
 
     model_path: Path | None = None
     """Piper ONNX voice.  ``None`` uses the packaged en_US-joe-medium voice
@@ -97,9 +99,10 @@ class TTSOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
-        if self.engine not in ENGINE_NAMES:
+        if self.engine not in ENGINE_NAMES and self.engine not in plugin_names(TTS_GROUP):
+            names = ENGINE_NAMES + tuple(plugin_names(TTS_GROUP))
             raise ConfigError(
-                f"tts engine {self.engine!r} is unknown; use one of {', '.join(ENGINE_NAMES)}"
+                f"tts engine {self.engine!r} is unknown; use one of {', '.join(names)}"
             )
         if self.threads < 1:
             raise ConfigError(f"tts threads must be >= 1, got {self.threads}")
