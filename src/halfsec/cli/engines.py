@@ -22,8 +22,24 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
         rows.append({"kind": "vad", "name": "silero", "usable": False, "detail": str(e)})
     for name, ok, detail in stt_engines():
         rows.append({"kind": "stt", "name": name, "usable": ok, "detail": detail})
+    rows.append(
+        {
+            "kind": "stt",
+            "name": "openai",
+            "usable": True,
+            "detail": "any OpenAI-compatible /v1/audio/transcriptions (stt.openai_base_url)",
+        }
+    )
     for name, ok, detail in tts_engines():
         rows.append({"kind": "tts", "name": name, "usable": ok, "detail": detail})
+    rows.append(
+        {
+            "kind": "tts",
+            "name": "openai",
+            "usable": True,
+            "detail": "any OpenAI-compatible /v1/audio/speech (tts.openai_base_url)",
+        }
+    )
     rows.append(
         {
             "kind": "logic",

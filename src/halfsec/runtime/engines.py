@@ -25,7 +25,9 @@ class Engines:
         self.tts.warmup()
 
     async def aclose(self) -> None:
-        """Release network clients (the LLM's HTTP session); models stay until exit."""
-        closer = getattr(self.logic, "aclose", None)
-        if closer is not None:
-            await closer()
+        """Release network clients (the LLM's, a remote STT's or TTS's HTTP session);
+        models stay until exit."""
+        for engine in (self.stt, self.logic, self.tts):
+            closer = getattr(engine, "aclose", None)
+            if closer is not None:
+                await closer()

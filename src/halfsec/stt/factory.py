@@ -11,7 +11,7 @@ from halfsec.stt.options import STTOptions
 
 __all__ = ["ENGINE_NAMES", "available_engines", "create_stt"]
 
-ENGINE_NAMES = ("whisper", "pocketsphinx")
+ENGINE_NAMES = ("whisper", "pocketsphinx", "openai")
 
 
 def create_stt(options: STTOptions | None = None) -> STTEngine:
@@ -31,6 +31,10 @@ def create_stt(options: STTOptions | None = None) -> STTEngine:
         from halfsec.stt.pocketsphinx import PocketSphinxEngine
 
         return PocketSphinxEngine(options)
+    if options.engine == "openai":
+        from halfsec.stt.openai_api import OpenAITranscriptionEngine
+
+        return OpenAITranscriptionEngine(options)
     if options.engine in plugin_names(STT_GROUP):
         engine: STTEngine = create_plugin_engine(STT_GROUP, options.engine, options, STTEngine)
         return engine

@@ -15,8 +15,9 @@ class STTOptions:
 
     engine: str = "whisper"
     """Whisper is the accurate default; PocketSphinx is the small true-streaming
-    fallback for machines where even Whisper tiny is too slow.  Any other name is looked
-    up among installed plugin engines (entry-point group ``halfsec.stt``)."""
+    fallback for machines where even Whisper tiny is too slow; ``openai`` sends the audio
+    to an OpenAI-compatible server (``openai_*`` below).  Any other name is looked up
+    among installed plugin engines (entry-point group ``halfsec.stt``)."""
 
     model_path: str | None = None
     """A CTranslate2 Whisper directory (or, for PocketSphinx, an acoustic model
@@ -83,3 +84,17 @@ class STTOptions:
     """When the short-window decode looks broken (a repetition loop, or it hit the token
     cap), redo the final with the standard 30 s window (~300 ms) rather than return
     garbage.  Partials never fall back: they are cheap previews."""
+
+    openai_base_url: str | None = None
+    """``engine = "openai"``: the server's base URL (``http://127.0.0.1:8000/v1``);
+    halfsec posts to ``{base}/audio/transcriptions``."""
+
+    openai_model: str = "whisper-1"
+    """``model`` field of the request (the server's name for its recognizer)."""
+
+    openai_api_key_env: str | None = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never the key itself); unset: no key."""
+
+    openai_timeout_s: float = 5.0
+    """Longest wait to connect and for the transcription to come back; past it the turn
+    fails with an error that names the server."""

@@ -27,6 +27,10 @@ def create_tts(options: TTSOptions | None = None) -> TTSEngine:
         from halfsec.tts.espeak import EspeakEngine
 
         return EspeakEngine(options)
+    if options.engine == "openai":
+        from halfsec.tts.openai_api import OpenAISpeechEngine
+
+        return OpenAISpeechEngine(options)
     if options.engine in plugin_names(TTS_GROUP):
         engine: TTSEngine = create_plugin_engine(TTS_GROUP, options.engine, options, TTSEngine)
         return engine

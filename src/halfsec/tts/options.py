@@ -14,8 +14,8 @@ from typing import Literal
 from halfsec.errors import ConfigError
 from halfsec.plugins import TTS_GROUP, plugin_names
 
-EngineName = Literal["piper", "espeak"]
-ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak")
+EngineName = Literal["piper", "espeak", "openai"]
+ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak", "openai")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,8 +25,9 @@ class TTSOptions:
     engine: str = "piper"
     """``piper`` sounds natural (neural VITS voice, ~20-70 ms per clause here);
     ``espeak`` sounds robotic but gives first audio in about a millisecond and needs no
-    model, so it is the fallback and the floor for latency experiments.  Any other name
-    must be an installed plugin engine (entry-point group ``halfsec.tts``)."""
+    model, so it is the fallback and the floor for latency experiments; ``openai``
+    streams from an OpenAI-compatible server (``openai_*`` below).  Any other name must
+    be an installed plugin engine (entry-point group ``halfsec.tts``)."""
 
     model_path: Path | None = None
     """Piper ONNX voice.  ``None`` uses the packaged en_US-joe-medium voice
@@ -92,6 +93,30 @@ class TTSOptions:
     first audio reaches the consumer sooner; 20 ms keeps the per-chunk overhead (one
     thread hop onto the event loop) negligible."""
 
+    openai_base_url: str | None = None
+    """``engine = "openai"``: the server's base URL (``http://127.0.0.1:8000/v1``);
+    halfsec posts to ``{base}/audio/speech`` and plays the answer as it streams."""
+
+    openai_model: str = "tts-1"
+    """``model`` field of the request."""
+
+    openai_voice: str = "alloy"
+    """``voice`` field of the request (the server's voice name)."""
+
+    openai_format: Literal["pcm", "wav"] = "pcm"
+    """``response_format``: ``pcm`` (raw 16-bit mono, nothing to parse, the lowest
+    latency) or ``wav`` (for servers that cannot send raw PCM)."""
+
+    openai_sample_rate: int = 24_000
+    """Rate of the server's PCM (OpenAI: 24 kHz).  WAV answers at another rate are
+    resampled to it."""
+
+    openai_api_key_env: str | None = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never the key itself); unset: no key."""
+
+    openai_timeout_s: float = 5.0
+    """Longest wait to connect, for the first audio, and between two pieces of it."""
+
     def __post_init__(self) -> None:
         """Reject bad values at construction, where the message can name the field."""
         # Config files and CLI flags hand paths over as strings; store Paths regardless.
@@ -103,6 +128,12 @@ class TTSOptions:
             names = ENGINE_NAMES + tuple(plugin_names(TTS_GROUP))
             raise ConfigError(
                 f"tts engine {self.engine!r} is unknown; use one of {', '.join(names)}"
+            )
+        if self.openai_timeout_s <= 0:
+            raise ConfigError(f"tts openai_timeout_s must be > 0, got {self.openai_timeout_s}")
+        if not 8000 <= self.openai_sample_rate <= 48000:
+            raise ConfigError(
+                f"tts openai_sample_rate must be in 8000..48000 Hz, got {self.openai_sample_rate}"
             )
         if self.threads < 1:
             raise ConfigError(f"tts threads must be >= 1, got {self.threads}")
