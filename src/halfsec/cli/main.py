@@ -15,6 +15,46 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from halfsec.cli.version import version_lines
+
+        typer.echo("\n".join(version_lines()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print halfsec's version and its engine packages' versions, then exit.",
+    ),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help="debug | info | warning | error (default: per command)."
+    ),
+    log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line."),
+) -> None:
+    # Options that come before the command and hold for every command.
+    if log_level is None and not log_json:
+        return
+    import logging
+
+    from halfsec import __version__
+    from halfsec.cli.logs import configure_logging
+
+    try:
+        configure_logging(log_level or "info", log_json)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-level") from e
+    logging.getLogger("halfsec.cli").debug(
+        "halfsec %s: %s", __version__, ctx.invoked_subcommand or "-"
+    )
+
+
 @app.command()
 def run(
     files: list[Path] = typer.Argument(..., help="Audio files (WAV, FLAC, any rate)."),
