@@ -223,6 +223,29 @@ def bench(
     )
 
 
+@app.command()
+def wyoming(
+    uri: str = typer.Option(
+        "tcp://127.0.0.1:10300", help="tcp://HOST:PORT (port 0: any free port) or unix://PATH."
+    ),
+    allow_remote: bool = typer.Option(
+        False, help="Listen on a non-loopback address (Wyoming has no authentication)."
+    ),
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = SetOpt,
+    stt: str | None = typer.Option(None, help="STT engine: whisper | pocketsphinx | openai."),
+    tts: str | None = typer.Option(None, help="TTS engine: piper | espeak | openai."),
+    domain: str | None = typer.Option(
+        None, help="Logic domain for intents: coffee | retail | path to a YAML file."
+    ),
+) -> None:
+    """Serve speech to text, text to speech and intents to Home Assistant (Wyoming)."""
+    from halfsec.cli.wyoming import wyoming_command
+
+    cfg = config_from_cli(config, overrides, stt, tts, domain)
+    raise typer.Exit(wyoming_command(cfg, uri, allow_remote))
+
+
 # --- edge command (edge gateway) ---
 
 
