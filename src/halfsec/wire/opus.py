@@ -81,6 +81,10 @@ _lib: ctypes.CDLL | None = None
 def _candidate_paths() -> list[str]:
     paths: list[str] = []
     try:
+        # PyAV only to find the libopus its wheel ships; a system libopus (below) is
+        # enough to decode, so its absence is not an error.  Imported here, like in the
+        # encoder, because PyAV loads FFmpeg's libraries, and importing this module (the
+        # jitter buffer's codecs do) should not cost that before anything is encoded.
         import av
 
         libs = os.path.join(os.path.dirname(os.path.dirname(av.__file__)), "av.libs")
@@ -160,7 +164,7 @@ class OpusEncoder:
         expected_loss_pct: int = 5,
         application: str = "voip",
     ) -> None:
-        import av
+        import av  # not at module level: see _candidate_paths (FFmpeg only to encode)
 
         _check_rate(sample_rate)
         if channels not in (1, 2):
@@ -186,12 +190,11 @@ class OpusEncoder:
         }
         ctx.open()
         self._ctx = ctx
+        self._audio_frame = av.AudioFrame
         self._pts = 0
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """Encode exactly one frame (``frame_samples`` int16 samples per channel)."""
-        import av
-
         a = np.asarray(pcm)
         if a.dtype != np.int16:
             raise AudioInputError(f"Opus encoder wants int16 PCM, got {a.dtype}")
@@ -201,7 +204,7 @@ class OpusEncoder:
                 f"({self.frame_ms} ms at {self.sample_rate} Hz), got {a.size}; "
                 "buffer or pad to whole frames (FrameResampler does)"
             )
-        frame = av.AudioFrame.from_ndarray(
+        frame = self._audio_frame.from_ndarray(
             np.ascontiguousarray(a.reshape(1, -1)), format="s16", layout=self._layout
         )
         frame.sample_rate = self.sample_rate
