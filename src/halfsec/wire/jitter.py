@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.audio.levels import frame_rms_dbfs
 from halfsec.errors import AudioInputError
 
 __all__ = [
@@ -203,13 +204,6 @@ class _Unwrapper:
         if ext > self._last:
             self._last = ext
         return ext
-
-
-def _rms_dbfs(pcm: np.ndarray) -> float:
-    if pcm.size == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
-    return 20.0 * np.log10(rms / 32768.0 + 1e-9)
 
 
 class JitterBuffer:
@@ -434,7 +428,7 @@ class JitterBuffer:
                 return self.decoder.conceal()
             self._count("decoded", delay_ms)
             surplus = cur - self._frame_ns - self._target_ns
-            silent = _rms_dbfs(pcm) < self.cfg.silence_dbfs
+            silent = frame_rms_dbfs(pcm) < self.cfg.silence_dbfs
             if surplus >= 0 and (silent or surplus >= 2 * self._frame_ns):
                 nxt = self._next
                 if nxt in self._packets:
