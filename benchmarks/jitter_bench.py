@@ -39,13 +39,8 @@ import numpy as np
 import soundfile as sf
 
 from halfsec.lab.report.json import default_meta
-from halfsec.wire.jitter import (
-    PROFILES,
-    JitterBuffer,
-    OpusFrameDecoder,
-    run_simulation,
-    simulate_arrivals,
-)
+from halfsec.wire.frame_decoders import OpusFrameDecoder
+from halfsec.wire.jitter import PROFILES, JitterBuffer, run_simulation, simulate_arrivals
 from halfsec.wire.opus import OpusDecoder, OpusEncoder, libopus_version
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"

@@ -11,19 +11,19 @@ import numpy as np
 import soundfile as sf
 
 from halfsec import FRAME_SAMPLES
+from halfsec.wire.frame_decoders import OpusFrameDecoder, Pcm16FrameDecoder
 from halfsec.wire.jitter import (
     PROFILES,
     JitterBuffer,
     JitterConfig,
     JitterPacket,
     LinkProfile,
-    OpusFrameDecoder,
-    Pcm16FrameDecoder,
-    playout_loop,
     run_simulation,
     simulate_arrivals,
 )
 from halfsec.wire.opus import OpusEncoder
+from halfsec.wire.playout import play_when_due, playout_loop
+from halfsec.wire.realtime_audio import FRAME_TICKS, PacedOpusOut
 
 MS = 1_000_000
 TS = 960  # 20 ms at the 48 kHz RTP clock
@@ -249,8 +249,6 @@ def test_next_due_is_send_time_plus_min_transit_plus_target() -> None:
 
 
 async def test_play_when_due_hands_frames_on_within_a_few_ms() -> None:
-    from halfsec.wire.realtime_audio import play_when_due
-
     frames = tagged_frames(15)
     jb = JitterBuffer(Pcm16FrameDecoder())
     wake = asyncio.Event()
@@ -280,8 +278,6 @@ async def test_play_when_due_hands_frames_on_within_a_few_ms() -> None:
 async def test_reply_pacing_reanchors_at_each_replys_first_packet() -> None:
     """A reply queued between slots leaves at once (not on the previous reply's grid),
     with its exact elapsed time as timestamp; later frames follow every 20 ms."""
-    from halfsec.wire.realtime_audio import FRAME_TICKS, PacedOpusOut
-
     out = PacedOpusOut(16_000)
     first = await out.next_slot(continuous=True)  # the session's first (silent) packet
     t_origin = time.monotonic_ns()
@@ -327,7 +323,7 @@ def test_jitter_estimate_survives_sender_pauses() -> None:
     events.sort(key=lambda e: e[0])
     first_targets: list[float] = []
     second: dict[str, Any] | None = None
-    # Popped the way ``transport.media.play_when_due`` pops: at each frame's due time,
+    # Popped the way ``wire.playout.play_when_due`` pops: at each frame's due time,
     # never while nothing is buffered (so nothing runs during the pause).
     t, k, last = events[0][0], 0, None
     end = events[-1][0] + 1_000 * MS

@@ -23,8 +23,8 @@ This buffer holds packets just long enough that almost all arrive before they ar
   their frame was played are dropped as late; playout order is strictly by sequence.
 
 Time is injected: ``push(packet, arrival_ns)`` and ``pop(now_ns)`` take monotonic
-nanoseconds, so tests and benchmarks run simulated time without sleeping;
-``playout_loop`` drives ``pop`` every 20 ms in real time with asyncio.
+nanoseconds, so tests and benchmarks run simulated time without sleeping; ``wire.playout`` holds the loops that pop it in real
+time, and ``wire.frame_decoders`` the codecs (Opus, PCM16) it plays out.
 
 Delay reported per played frame is the honest one: ``now - arrival`` of the packet that
 frame came from (the time the audio sat in this buffer), which the lab shows as the
@@ -33,37 +33,41 @@ frame came from (the time the audio sat in this buffer), which the lab shows as 
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec import FRAME_MS
 from halfsec.audio.levels import frame_rms_dbfs
 from halfsec.errors import AudioInputError
+from halfsec.measure.percentile import percentile
+from halfsec.wire.frame_decoders import FrameDecoder
 
 __all__ = [
-    "FrameDecoder",
+    "RTP_CLOCK",
+    "SEQ_MOD",
+    "TS_MOD",
     "JitterBuffer",
     "JitterConfig",
     "JitterPacket",
     "JitterStats",
     "LinkProfile",
     "PROFILES",
-    "OpusFrameDecoder",
-    "Pcm16FrameDecoder",
-    "playout_loop",
     "run_simulation",
     "simulate_arrivals",
 ]
 
-_SEQ_MOD = 1 << 16
-_TS_MOD = 1 << 32
+RTP_CLOCK = 48_000
+"""Opus RTP timestamps always count 48 kHz samples (RFC 7587), whatever the audio rate."""
+SEQ_MOD = 1 << 16
+"""RTP sequence numbers are 16 bits and wrap."""
+TS_MOD = 1 << 32
+"""RTP timestamps are 32 bits and wrap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,75 +80,13 @@ class JitterPacket:
     payload: bytes
 
 
-class FrameDecoder(Protocol):
-    """What the buffer needs from a codec: decode, conceal, and (optionally) FEC."""
-
-    frame_samples: int
-
-    def decode(self, payload: bytes) -> np.ndarray: ...
-
-    def conceal(self) -> np.ndarray: ...
-
-    def decode_fec(self, next_payload: bytes) -> np.ndarray | None: ...
-
-
-class OpusFrameDecoder:
-    """Opus packets -> int16 frames at ``sample_rate`` (16 kHz for the pipeline)."""
-
-    def __init__(self, sample_rate: int = INTERNAL_RATE, frame_ms: int = FRAME_MS) -> None:
-        from halfsec.wire.opus import OpusDecoder
-
-        self._dec = OpusDecoder(sample_rate, 1, frame_ms)
-        self.frame_samples = self._dec.frame_samples
-
-    def decode(self, payload: bytes) -> np.ndarray:
-        return self._dec.decode(payload)
-
-    def conceal(self) -> np.ndarray:
-        return self._dec.conceal()
-
-    def decode_fec(self, next_payload: bytes) -> np.ndarray | None:
-        return self._dec.decode_fec(next_payload)
-
-
-class Pcm16FrameDecoder:
-    """Raw little-endian int16 frames.  No FEC; PLC repeats the last frame, faded by
-    ``fade`` per repetition, so a gap sounds like a short sustain, not a click or a
-    hard drop to zero."""
-
-    def __init__(self, frame_samples: int = INTERNAL_RATE * FRAME_MS // 1000, fade: float = 0.5):
-        self.frame_samples = frame_samples
-        self._fade = fade
-        self._last = np.zeros(frame_samples, np.int16)
-        self._gain = 1.0
-
-    def decode(self, payload: bytes) -> np.ndarray:
-        if len(payload) != self.frame_samples * 2:
-            raise AudioInputError(
-                f"PCM16 frame must be {self.frame_samples * 2} bytes, got {len(payload)}"
-            )
-        pcm = np.frombuffer(payload, dtype="<i2").astype(np.int16)
-        self._last = pcm
-        self._gain = 1.0
-        return pcm
-
-    def conceal(self) -> np.ndarray:
-        start = self._gain
-        self._gain *= self._fade
-        ramp = np.linspace(start, self._gain, self.frame_samples)
-        return (self._last.astype(np.float32) * ramp).astype(np.int16)
-
-    def decode_fec(self, next_payload: bytes) -> np.ndarray | None:
-        return None
-
-
 @dataclass
 class JitterConfig:
     """Tuning.  Defaults meet <= 40 ms median buffer delay with <= 1 % concealed
     frames on a 4G-like link (30 ms one way, +/-15 ms jitter, 1 % loss)."""
 
     frame_ms: int = FRAME_MS
-    clock_rate: int = 48000
+    clock_rate: int = RTP_CLOCK
     min_delay_ms: float = 0.0
     max_delay_ms: float = 300.0
     quantile: float = 0.98
@@ -178,8 +120,8 @@ class JitterStats:
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
         delays = d.pop("delays_ms")
-        d["delay_p50_ms"] = float(np.percentile(delays, 50)) if delays else None
-        d["delay_p95_ms"] = float(np.percentile(delays, 95)) if delays else None
+        d["delay_p50_ms"] = percentile(delays, 50)
+        d["delay_p95_ms"] = percentile(delays, 95)
         d["concealed_pct"] = 100.0 * self.concealed / self.played if self.played else 0.0
         synthetic = self.concealed + self.stretched
         d["synthetic_pct"] = 100.0 * synthetic / self.played if self.played else 0.0
@@ -225,8 +167,8 @@ class JitterBuffer:
         self.cfg = config or JitterConfig()
         self.clock = clock
         self._frame_ns = self.cfg.frame_ms * 1_000_000
-        self._seq = _Unwrapper(_SEQ_MOD)
-        self._ts = _Unwrapper(_TS_MOD)
+        self._seq = _Unwrapper(SEQ_MOD)
+        self._ts = _Unwrapper(TS_MOD)
         self._packets: dict[int, tuple[int, int, bytes]] = {}  # seq -> (ts_ns, arrival, payload)
         self._window: deque[tuple[int, int]] = deque()  # (arrival_ns, transit_ns)
         self._sorted: list[int] = []  # transits in the window, sorted
@@ -341,7 +283,7 @@ class JitterBuffer:
         grid's arbitrary phase costs 0-20 ms per frame (10 on average), and when its
         phase happens to sit just before the packets arrive, every jitter blip is an
         underrun.  While packet ``n`` is missing the due time is in the past (the
-        caller conceals at its own real-time pace; see ``transport.media.play_when_due``).
+        caller conceals at its own real-time pace; see ``wire.playout.play_when_due``).
         A packet whose timestamp jumped ahead of the expected one (the sender paused:
         RTP silence is a timestamp jump) is due at its own timestamp, not early."""
         base = self._sorted[0] if self._sorted else 0
@@ -486,42 +428,6 @@ class JitterBuffer:
         return d
 
 
-async def playout_loop(
-    buffer: JitterBuffer,
-    sink: Callable[[np.ndarray], Awaitable[None] | None],
-    stop: asyncio.Event,
-    fill_silence: bool = False,
-) -> None:
-    """Call ``buffer.pop`` every ``frame_ms`` on absolute deadlines (no drift from
-    sleep overshoot) and hand each frame to ``sink``; with ``fill_silence`` a zero frame
-    is sent when there is nothing to play, for sinks that need a continuous stream."""
-    period = buffer.cfg.frame_ms * 1_000_000
-    silence = np.zeros(buffer.decoder.frame_samples, np.int16)
-    start = buffer.clock()
-    k = 0
-    while not stop.is_set():
-        deadline = start + k * period
-        delay = (deadline - buffer.clock()) / 1e9
-        if delay > 0:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-                break
-            except TimeoutError:
-                pass
-        now = buffer.clock()
-        # If we fell more than a frame behind (a stalled loop), skip the missed ticks
-        # rather than bursting frames out to catch up.
-        k = max(k + 1, (now - start) // period)
-        frame = buffer.pop(now)
-        if frame is None:
-            if not fill_silence:
-                continue
-            frame = silence
-        res = sink(frame)
-        if res is not None:
-            await res
-
-
 # ---------------------------------------------------------------------- simulation
 @dataclass(frozen=True)
 class LinkProfile:
@@ -557,7 +463,7 @@ def simulate_arrivals(
     payloads: list[bytes],
     seed: int = 0,
     frame_ms: int = FRAME_MS,
-    clock_rate: int = 48000,
+    clock_rate: int = RTP_CLOCK,
     start_ns: int = 1_000_000_000,
 ) -> list[tuple[int, JitterPacket]]:
     """(arrival_ns, packet) for ``payloads`` sent every ``frame_ms`` over ``profile``,
@@ -574,7 +480,7 @@ def simulate_arrivals(
             phase = (i * frame_ms) % (profile.spike_every_s * 1000.0)
             if phase < profile.spike_len_ms:
                 delay += profile.spike_ms * (1.0 - phase / profile.spike_len_ms)
-        pkt = JitterPacket(i % _SEQ_MOD, (i * step_ts) % _TS_MOD, payload)
+        pkt = JitterPacket(i % SEQ_MOD, (i * step_ts) % TS_MOD, payload)
         copies = 2 if rng.random() * 100.0 < profile.dup_pct else 1
         for c in range(copies):
             events.append((sent + int(max(0.0, delay) * 1e6) + c * 3_000_000, pkt))

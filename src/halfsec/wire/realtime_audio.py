@@ -8,11 +8,7 @@ compare them fairly:
   frames at real-time pace, straight into ``VoiceSession.push``.  libopus decodes at
   16 kHz itself (the wire format is rate-agnostic), which is cheaper than decoding at 48
   kHz and resampling with soxr and gives the same 16 kHz signal.  Each frame is popped
-  the moment it is due (``JitterBuffer.next_due_ns``: its send time + the smallest
-  transit + the target delay), so on a clean link a frame is handed on a few ms after it
-  arrived.  A grid fixed at the first packet would instead keep that packet's phase for
-  the whole session: 0-20 ms of extra wait per frame, or underruns when the first
-  packet happened to be early.
+  the moment it is due (``wire.playout.play_when_due``, which says why not on a grid).
 * ``PacedOpusOut``: reply audio (any output rate) is cut into exact 20 ms frames
   (soxr to 48 kHz only when the rate is not one libopus accepts), Opus-encoded with
   in-band FEC, and released one frame per 20 ms on an absolute monotonic grid -- the
@@ -22,9 +18,8 @@ compare them fairly:
   encoded, not on the previous reply's grid, which would cost 10 ms on average), and
   ``pts`` is the exact elapsed time in 48 kHz ticks (RTP convention: silence is a jump
   in timestamp, not in sequence), so the receiver's jitter buffer sees true transit
-  times.  A
-  timestamp rounded up to the old grid would look up to 20 ms "early" to the receiver,
-  lower its minimum transit and so raise its target delay by as much.
+  times.  A timestamp rounded up to the old grid would look up to 20 ms "early" to the
+  receiver, lower its minimum transit and so raise its target delay by as much.
 """
 
 from __future__ import annotations
@@ -39,60 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from halfsec import INTERNAL_RATE
-from halfsec.errors import AudioInputError
-from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket, OpusFrameDecoder
+from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.wire.frame_decoders import OpusFrameDecoder
+from halfsec.wire.jitter import RTP_CLOCK, JitterBuffer, JitterConfig, JitterPacket
 from halfsec.wire.opus import OPUS_RATES, FrameResampler, OpusEncoder
+from halfsec.wire.playout import play_when_due
 
-RTP_CLOCK = 48_000
-"""Opus RTP timestamps always count 48 kHz samples (RFC 7587), whatever the audio rate."""
-FRAME_MS = 20
+__all__ = ["FRAME_TICKS", "InboundAudio", "OutFrame", "PacedOpusOut"]
+
 FRAME_TICKS = RTP_CLOCK * FRAME_MS // 1000
+"""One 20 ms packet in RTP timestamp ticks."""
 _FRAME_NS = FRAME_MS * 1_000_000
-
-
-FrameHandler = Callable[[np.ndarray | None, int], Awaitable[None] | None]
-"""(frame or None, monotonic ns it was popped) -> optional awaitable."""
-
-
-async def play_when_due(buffer: JitterBuffer, handle: FrameHandler, wake: asyncio.Event) -> None:
-    """Pop ``buffer`` at each frame's due time and hand the result to ``handle``, forever.
-
-    Why not a fixed 20 ms grid: see the module docstring.  At most one frame per 20 ms
-    after the previous pop (a receiver plays in real time; while a packet is missing the
-    due time stays in the past and concealment must not burst), except that a stalled
-    loop catches up rather than adding its stall to every later frame.  With nothing
-    buffered it sleeps until ``wake`` is set (the caller sets it on every push); while
-    waiting for a due time it re-reads it after each push, because a late packet raises
-    the target and with it the due time."""
-    last: int | None = None
-    while True:
-        due = buffer.next_due_ns()
-        if due is None:
-            wake.clear()
-            await wake.wait()
-            continue
-        if last is not None:
-            due = max(due, last + _FRAME_NS)
-        now = time.monotonic_ns()
-        if due > now:
-            # asyncio timers never fire early, so the pop below is never before ``due``.
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), (due - now) / 1e9)
-            continue
-        try:
-            frame = buffer.pop(now)
-        except AudioInputError:  # a malformed successor during FEC recovery
-            buffer.stats.malformed += 1
-            frame = buffer.decoder.conceal()
-        if frame is not None:
-            # Pace from the nominal time (no drift from wake-up lateness), unless the
-            # loop stalled for over two frames: then re-base rather than burst.
-            last = due if now - due <= 2 * _FRAME_NS else now
-        res = handle(frame, now)
-        if res is not None:
-            await res
 
 
 class InboundAudio:
