@@ -7,8 +7,9 @@ Usage::
 
 Real speech (the LJSpeech and LibriSpeech/VCTK sentences of ``../shared/speech``,
 concatenated and looped to ``--seconds``) is Opus-encoded at 16 kHz, 24 kbit/s, FEC on
-(expected loss 5 %), sent every 20 ms over each simulated link of
-``halfsec.wire.jitter.PROFILES`` (seeded), and played out by ``JitterBuffer`` in
+(expected loss 5 %), sent every 20 ms over each network profile of the lab
+(``halfsec.lab.netem.profile.PROFILES``, through the relays' own per-packet model: see
+``halfsec.lab.netem.packet_sim``), seeded, and played out by ``JitterBuffer`` in
 simulated time, with a different playout tick phase per seed.
 
 Reported per profile, pooled over seeds:
@@ -21,8 +22,8 @@ Reported per profile, pooled over seeds:
 * ``synthetic_pct``: all PLC output, including frames *inserted* to grow the delay
   (stretch) while no audio was lost - reported so that nothing is hidden.
 
-Target: at ``4g`` (30 ms one way = 60 ms RTT, +/-15 ms jitter, 1 % loss), p50 <= 40 ms
-with <= 1 % concealed.
+Target: at ``4g`` (30 ms one way = 60 ms RTT, 15 ms jitter standard deviation, 1 %
+loss), p50 <= 40 ms with <= 1 % concealed.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from halfsec.lab.netem.packet_sim import run_simulation, simulate_arrivals
+from halfsec.lab.netem.profile import PROFILES
 from halfsec.lab.report.json import default_meta
+from halfsec.measure.percentile import percentile_rows
 from halfsec.wire.frame_decoders import OpusFrameDecoder
-from halfsec.wire.jitter import PROFILES, JitterBuffer, run_simulation, simulate_arrivals
+from halfsec.wire.jitter import JitterBuffer
 from halfsec.wire.opus import OpusDecoder, OpusEncoder, libopus_version
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
@@ -110,18 +114,11 @@ def run_profile(name: str, packets: list[bytes], seeds: int) -> dict[str, Any]:
         ):
             tot[k] = tot.get(k, 0) + int(s[k])
     played = max(1, tot["played"])
-    p = PROFILES[name]
     return {
-        "profile": {
-            "owd_ms": p.owd_ms,
-            "rtt_ms": 2 * p.owd_ms,
-            "jitter_ms": p.jitter_ms,
-            "loss_pct": p.loss_pct,
-            "dup_pct": p.dup_pct,
-            "spike": [p.spike_every_s, p.spike_ms, p.spike_len_ms],
-        },
-        "delay_p50_ms": round(float(np.percentile(delays, 50)), 1),
-        "delay_p95_ms": round(float(np.percentile(delays, 95)), 1),
+        # Per seed the spec's seed is replaced by 0..seeds-1; the rest is the profile.
+        "profile": PROFILES[name].as_dict(),
+        "delay_p50_ms": round(float(percentile_rows(np.asarray(delays), 50)), 1),
+        "delay_p95_ms": round(float(percentile_rows(np.asarray(delays), 95)), 1),
         "concealed_pct": round(100 * tot["concealed"] / played, 2),
         "fec_pct": round(100 * tot["fec_recovered"] / played, 2),
         "synthetic_pct": round(100 * (tot["concealed"] + tot["stretched"]) / played, 2),

@@ -1,4 +1,4 @@
-"""Adaptive jitter buffer under simulated (seeded) networks, in simulated time."""
+"""Adaptive jitter buffer under the lab's network profiles (seeded), in simulated time."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ import numpy as np
 import soundfile as sf
 
 from halfsec import FRAME_SAMPLES
+from halfsec.lab.netem.packet_sim import run_simulation, simulate_arrivals
+from halfsec.lab.netem.profile import PROFILES, NetSpec
 from halfsec.wire.frame_decoders import OpusFrameDecoder, Pcm16FrameDecoder
-from halfsec.wire.jitter import (
-    PROFILES,
-    JitterBuffer,
-    JitterConfig,
-    JitterPacket,
-    LinkProfile,
-    run_simulation,
-    simulate_arrivals,
-)
+from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket
 from halfsec.wire.opus import OpusEncoder
 from halfsec.wire.playout import play_when_due, playout_loop
 from halfsec.wire.realtime_audio import FRAME_TICKS, PacedOpusOut
@@ -54,14 +48,17 @@ def pkt(i: int, payload: bytes) -> JitterPacket:
 def test_reordering_and_duplicates_play_in_order() -> None:
     n = 1500
     frames = tagged_frames(n)
-    prof = LinkProfile("reorder", 30.0, 25.0, 0.0, dup_pct=3.0)
+    prof = NetSpec(delay_ms=30.0, jitter_ms=25.0, reorder=0.05, dup=0.03, name="reorder")
     events = simulate_arrivals(prof, frames, seed=7)
     arrival_order = [e[1].seq for e in events]
     inversions = sum(a > b for a, b in zip(arrival_order, arrival_order[1:], strict=False))
     assert inversions > 50  # the network really reordered
     jb = JitterBuffer(Pcm16FrameDecoder())
     out = run_simulation(jb, events, n)
-    tags = [int(f[-1]) for f in out if int(f[0]) == 3000]  # real frames (not PLC)
+    # Real frames, not PLC: a PLC frame starts at the last frame's level and fades, so
+    # its first sample alone does not tell (netem's reordering makes the buffer stretch
+    # right after a real frame).
+    tags = [int(f[-1]) for f in out if int(f[0]) == 3000 and int(f[-2]) == 3000]
     assert tags == sorted(tags) and len(set(tags)) == len(tags)
     assert len(tags) >= n * 0.99
     assert jb.stats.duplicates >= 20
@@ -69,6 +66,10 @@ def test_reordering_and_duplicates_play_in_order() -> None:
 
 
 def test_4g_opus_speech_meets_delay_and_concealment_targets(speech_dir: Path) -> None:
+    """The lab's ``4g``: its jitter is normal (sd 15 ms) and in order, so a p98 target
+    sits about two standard deviations (~31 ms) above the median transit, and the
+    simulation's fixed 20 ms pop grid adds 0-20 ms: a median near 40 ms (38.7 and 40.2
+    on these seeds).  45 ms is that, not the 40 ms once met on a uniform +/-15 ms link."""
     pcm = speech(speech_dir)
     enc = OpusEncoder(16000, expected_loss_pct=5)
     packets = [enc.encode(pcm[i * 320 : (i + 1) * 320]) for i in range(pcm.size // 320)]
@@ -82,7 +83,7 @@ def test_4g_opus_speech_meets_delay_and_concealment_targets(speech_dir: Path) ->
         assert all(f.size == FRAME_SAMPLES for f in out)
         assert s["concealed_pct"] <= 1.0, s
         assert s["fec_recovered"] > 0, s
-        assert s["delay_p50_ms"] <= 40.0, s
+        assert s["delay_p50_ms"] <= 45.0, s
         assert abs(len(out) - len(packets)) <= 30, (len(out), len(packets))
 
 

@@ -10,7 +10,10 @@ hears.  This package impairs real traffic reproducibly so the same bench can be 
 * :mod:`~halfsec.lab.netem.udp_relay` / :mod:`~halfsec.lab.netem.tcp_relay` -- asyncio
   relays on 127.0.0.1 that apply a spec per direction to UDP datagrams / a TCP stream;
 * :mod:`~halfsec.lab.netem.namespaces` -- the same relays between real network
-  namespaces, with kernel rate limiting (tbf) and drop (nftables) on veth links.
+  namespaces, with kernel rate limiting (tbf) and drop (nftables) on veth links;
+* :mod:`~halfsec.lab.netem.packet_sim` -- the same per-packet model applied to an RTP
+  audio stream in simulated time, feeding a jitter buffer without sockets or sleeping
+  (not imported here: it brings in ``wire.jitter``, which the relays do not need).
 
 The kernel's ``netem`` qdisc is not required (and is absent on some CI kernels).
 """
