@@ -32,6 +32,7 @@ from halfsec.lab.netem import (
 )
 from halfsec.lab.netem.impair import Impairment, TcpImpairment
 from halfsec.lab.netem.namespaces import NamespaceLab, namespaces_supported, remove_stale
+from halfsec.lab.netem.packet_sim import SRTP_OVERHEAD_BYTES, simulate_arrivals
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.lab.netem.udp_relay import UdpRelay
 
@@ -168,6 +169,23 @@ def test_rate_cap_queues_and_tail_drops() -> None:
     # A paced stream under the cap sees only serialization delay.
     ok = simulate(parse_spec("rate=1mbit"), 500, interval_ms=20, size=200)
     assert all(d.delay_ms == pytest.approx(1.6, abs=0.01) for d in ok)
+
+
+def test_packet_sim_is_the_relays_model_for_an_audio_stream() -> None:
+    """The jitter buffer's simulated links are the lab's profiles, packet for packet:
+    the arrivals are exactly the UDP relay model's decisions for that stream (one model,
+    no second table of link numbers to drift)."""
+    spec = PROFILES["3g"]  # delay, jitter, random and burst loss, reordering, a rate cap
+    n, size, start = 3000, 60, 1_000_000_000
+    events = simulate_arrivals(spec, [bytes(size)] * n, seed=4)
+    step = 20 * 1_000_000
+    got = sorted((p.seq, t - start - p.seq * step) for t, p in events)
+    model = simulate(spec.with_seed(4), n, size=size + SRTP_OVERHEAD_BYTES)
+    want = sorted((d.seq, t - d.arrival_ns) for d in model for t in d.departures)
+    assert got == want
+    assert len({seq for seq, _ in got}) < n  # the profile's loss reached the stream
+    timestamps = {p.seq: p.timestamp for _, p in events}
+    assert all(ts == seq * 960 for seq, ts in timestamps.items())  # 20 ms at 48 kHz
 
 
 def test_tcp_model_turns_loss_into_in_order_delay() -> None:
