@@ -21,6 +21,7 @@ import soundfile as sf
 import yaml
 from aiohttp import WSMsgType, web
 
+from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.clock import now_ns
 from halfsec.lab.bench.builtin_corpus import BUILTIN_QUERIES
@@ -31,8 +32,11 @@ from halfsec.lab.bench.run import run_items
 from halfsec.lab.bench.server_process import ServerProcess, server_urls
 from halfsec.lab.clients.clock_sync import best_clock
 from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.clients.websocket import run_recording
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import STAGES, StagePoints, breakdown, dominant_stage
+from halfsec.wire.opus import OpusEncoder
+from halfsec.wire.protocol import encode_audio, encode_opus_out
 
 DELAY_MS = 150.0
 
@@ -217,6 +221,120 @@ async def test_failed_turns_have_reasons_and_the_run_continues(
     # Nobody listening at all.
     recs, _ = await run_items("ws://127.0.0.1:9/ws", [CorpusItem(word)], opts)
     assert "cannot connect" in recs[0]["error"]
+
+
+# -- playback.done ------------------------------------------------------------------------
+TONE_S = 0.5
+
+
+async def _replying_server(
+    codec: str, log: list[tuple[dict[str, Any], int]], sent: dict[str, int]
+) -> tuple[web.AppRunner, str]:
+    """A server that answers turn 1 with 0.5 s of tone, cuts turn 2's reply with an
+    interruption while it plays, and answers turn 3 with no audio at all.  Every client
+    JSON message is logged with the moment it arrived; ``sent`` gets when each reply's
+    audio began to leave and when its ``reply.done`` left.
+
+    Turn 1's Opus leaves one packet per 20 ms, as the real server paces it (a burst would
+    make the client's jitter buffer drop frames to catch up); PCM and turn 2 leave at
+    once, so the reply is still playing long after ``reply.done``."""
+    tone = 8000 * np.sin(2 * np.pi * 440 * np.arange(int(TONE_S * 16000)) / 16000)
+    tone = tone.astype(np.int16)
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        lock = asyncio.Lock()
+        enc = OpusEncoder(16000)
+        seq, t_first = 0, now_ns()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def event(kind: str, tid: int, **extra: Any) -> None:
+            async with lock:
+                await ws.send_json({"type": kind, "turn_id": tid, "t_server_ns": now_ns(), **extra})
+
+        async def reply(tid: int, paced: bool) -> None:
+            nonlocal seq
+            await event("vad.speech_started", tid, audio_ms=0.0)
+            await event("turn.end", tid, reason="silence")
+            t0 = sent[f"audio{tid}"] = now_ns()
+            ts0 = (t0 - t_first) * 48 // 1_000_000  # RTP: 48 kHz ticks, pauses included
+            for k, frame in enumerate(frames_of(tone)):
+                if paced:
+                    await asyncio.sleep(max(0.0, (t0 + k * 20_000_000 - now_ns()) / 1e9))
+                async with lock:
+                    if codec == "opus":
+                        packet = encode_opus_out(
+                            tid, now_ns(), seq, ts0 + k * 960, enc.encode(frame)
+                        )
+                        await ws.send_bytes(packet)
+                        seq += 1
+                    else:
+                        await ws.send_bytes(encode_audio(tid, now_ns(), frame))
+            sent[f"done{tid}"] = now_ns()
+            await event("reply.done", tid, text="ok")
+
+        frames = 0
+        async for msg in ws:
+            t = now_ns()
+            if msg.type == WSMsgType.TEXT:
+                m = json.loads(msg.data)
+                log.append((m, t))
+                if m["type"] == "session.start":
+                    await event(
+                        "session.started", 0, session_id="fake", protocol=1,
+                        output_sample_rate=16000,
+                    )  # fmt: skip
+                elif m["type"] == "ping":
+                    await event("pong", 0, id=m["id"], t_client_ns=m["t_client_ns"])
+                elif m["type"] == "session.end":
+                    await ws.close()
+            elif msg.type == WSMsgType.BINARY:
+                frames += 1
+                if frames == 10:
+                    tasks.append(asyncio.create_task(reply(1, paced=codec == "opus")))
+                elif frames == 50:
+                    await reply(2, paced=False)
+                elif frames == 55:  # 100 ms into turn 2's playback: the user barges in
+                    await event("interruption", 2)
+                    await event("vad.speech_started", 3, audio_ms=0.0)
+                elif frames == 100:  # turn 2's audio would have ended 0.5 s ago
+                    await event("turn.end", 3, reason="silence")
+                    sent["done3"] = now_ns()
+                    await event("reply.done", 3, text="ok")
+        await asyncio.gather(*tasks)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"ws://127.0.0.1:{port}/ws"
+
+
+@pytest.mark.parametrize("codec", ["pcm16", "opus"])
+async def test_client_says_playback_done_when_its_reply_ends(codec: str) -> None:
+    """The WebSocket client reports ``playback.done`` when the end of a turn's reply audio
+    is played: no earlier than the audio's length after it was sent (it is played from
+    its arrival), at once for a reply without audio, never for an interrupted turn."""
+    log: list[tuple[dict[str, Any], int]] = []
+    sent: dict[str, int] = {}
+    runner, url = await _replying_server(codec, log, sent)
+    try:
+        run = await run_recording(url, np.zeros(16000, np.int16), ClientOptions(codec=codec))
+    finally:
+        await runner.cleanup()
+    assert run.error is None, run.error
+    done = [(m["turn_id"], t) for m, t in log if m["type"] == "playback.done"]
+    assert [tid for tid, _ in done] == [1, 3], done
+    after_ms = (done[0][1] - sent["audio1"]) / 1e6
+    # Opus adds the client's jitter buffer (its target delay) before the audio is played.
+    slack_ms = 300 if codec == "pcm16" else 500
+    assert TONE_S * 1000 - 5 <= after_ms <= TONE_S * 1000 + slack_ms, after_ms
+    assert (done[1][1] - sent["done3"]) / 1e6 < 200, "a reply without audio is done at once"
 
 
 # -- the self-test ------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class ReplyPlayer:
         self.last_audible_ns = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._played = asyncio.Event()
 
     def mark_turn(self, rtp_ts: int, turn_id: int, t_server_ns: int) -> None:
         self.turn_marks.append((rtp_ts & 0xFFFFFFFF, turn_id, t_server_ns))
@@ -100,6 +101,7 @@ class ReplyPlayer:
         await play_when_due(self.buffer, self._play, self._wake)
 
     def _play(self, pcm: np.ndarray | None, t: int) -> None:
+        self._played.set()
         timeline = self.run.timeline
         if pcm is None or timeline is None:  # before t0 nothing is being measured
             self.dec.ts = None
@@ -117,6 +119,13 @@ class ReplyPlayer:
             if arrival is not None:
                 rec.buffer_ms = (t - arrival) / 1e6
             self.run.packets.append(rec)
+
+    async def drained(self) -> None:
+        """Return once every packet pushed so far has been played (or dropped as late):
+        from then on, all of their audio is on the run's timeline."""
+        while self.buffer.buffered > 0:
+            self._played.clear()
+            await self._played.wait()
 
     @property
     def playing(self) -> bool:

@@ -12,7 +12,9 @@ Timeline: sample 0 is the first sent sample at ``t0``; frame ``k`` is sent at
 same timeline at the moment the client *read* its message (``PlaybackTimeline``), or,
 with ``codec="opus"``, when its jitter buffer plays it (``lab.clients.reply_player``),
 so network, buffering and the client's own scheduling are inside the measurement, as
-they are for a user.
+they are for a user.  When the timeline reaches the end of a turn's reply, the client
+says so (``playback.done``, ``lab.clients.playback_done``): the server's barge-in
+decision relies on it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from halfsec.lab.clients.clock_sync import sync_clock
 from halfsec.lab.clients.errors import ClientError
 from halfsec.lab.clients.microphone import stream_microphone
 from halfsec.lab.clients.options import ClientOptions
+from halfsec.lab.clients.playback_done import PlaybackDoneReporter
 from halfsec.lab.clients.reply_player import PLAY_RATE, ReplyPlayer
 from halfsec.lab.clients.turn_state import TurnState
 from halfsec.trace.client_spans import ClientTurnSpan
@@ -173,11 +176,12 @@ async def _converse(
         timeline = run.timeline = PlaybackTimeline(PLAY_RATE, run.t0_ns)
         player = ReplyPlayer(run, state)
         run.jitter = player.buffer
+    reporter = PlaybackDoneReporter(run, state, send_str, player)
     if run.tracer is not None:
         # The first turn's span starts at sample 0; its context replaces the bare one of
         # session.start (the server takes the latest context before speech starts).
         await send_str(trace_context_message(_turn_context(run, run.tracer, run.t0_ns)))
-    receiver = asyncio.create_task(_receive(ws, run, state, player, send_str))
+    receiver = asyncio.create_task(_receive(ws, run, state, player, reporter, send_str))
 
     async def send_frame(k: int, frame: np.ndarray) -> None:
         async with send_lock:
@@ -210,6 +214,7 @@ async def _converse(
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await receiver
+        await reporter.close()
         if player is not None:
             await player.close()
 
@@ -219,6 +224,7 @@ async def _receive(
     run: ClientRun,
     state: TurnState,
     player: ReplyPlayer | None,
+    reporter: PlaybackDoneReporter,
     send_str: Callable[[str], Awaitable[None]],
 ) -> None:
     """Record every server message with the moment it was read."""
@@ -260,6 +266,8 @@ async def _receive(
                 tp = _turn_context(run, run.tracer, t)
                 with contextlib.suppress(Exception):
                     await send_str(trace_context_message(tp))
+            elif ev["type"] == "reply.done":
+                reporter.reply_done(int(ev.get("turn_id", 0) or 0))
         else:
             break
     if run.closed_by_server is None and state.pending:
