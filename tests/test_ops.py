@@ -87,6 +87,7 @@ def test_environment_sits_between_the_file_and_set(tmp_path: Path) -> None:
         "HALFSEC_SESSION_SPECULATE": "false",
         "HALFSEC_TTS_ENGINE": "espeak",
         "HALFSEC_STT_OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+        "HALFSEC_TTS_MODEL_PATH": "/voices/en_US-joe-medium.onnx",  # a Path key
         "HALFSEC_DB": "/tmp/not-config.db",  # other HALFSEC_ variables are not config
         "PATH": "/usr/bin",
     }
@@ -94,6 +95,7 @@ def test_environment_sits_between_the_file_and_set(tmp_path: Path) -> None:
     assert c.turn.silence_ms == 250.0 and c.turn.threshold == 0.6  # env over file
     assert c.session.speculate is False and c.tts.engine == "espeak"
     assert c.stt.openai_base_url == "http://127.0.0.1:8000/v1"
+    assert c.tts.model_path == Path("/voices/en_US-joe-medium.onnx")
     c = load_config(toml, ["turn.silence_ms=180"], environ=env)
     assert c.turn.silence_ms == 180.0  # --set over env
 

@@ -84,6 +84,9 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
     elif typ is str:
         if isinstance(value, str):
             return value
+    elif typ is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
     elif origin in (tuple, list):
         if isinstance(value, (list, tuple)):
             return tuple(value) if origin is tuple else list(value)
