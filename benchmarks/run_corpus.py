@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 from halfsec.cli.run import run_one
 from halfsec.config import load_config
+from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 
@@ -37,7 +37,8 @@ console = Console(stderr=True)
 
 
 def pct(xs: list[float], q: float) -> float | None:
-    return round(float(np.percentile(xs, q)), 1) if xs else None
+    p = percentile(xs, q)
+    return None if p is None else round(p, 1)
 
 
 def main() -> None:

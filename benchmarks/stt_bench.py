@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.stt.engine import STTEngine
 from halfsec.stt.options import STTOptions
@@ -90,7 +91,8 @@ class Column:
 
     def summary(self) -> dict[str, Any]:
         def pct(xs: list[float], q: float) -> float | None:
-            return round(float(np.percentile(xs, q)), 1) if xs else None
+            p = percentile(xs, q)
+            return None if p is None else round(p, 1)
 
         return {
             "wer": round(100.0 * self.errors / max(1, self.words), 2),

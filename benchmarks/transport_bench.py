@@ -55,7 +55,7 @@ from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.path import impaired_url
 from halfsec.lab.report.json import default_meta
 from halfsec.measure.end_of_speech import voiced_bounds
-from halfsec.measure.stages import percentile
+from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.file_run import run_file
 from halfsec.runtime.session import VoiceSession
@@ -145,7 +145,7 @@ def paired(
             return {"median_ms": None, "ci95_ms": None, "n": 0}
         a = np.asarray(xs)
         boots = np.median(rng.choice(a, (2000, a.size)), axis=1)
-        lo, hi = np.percentile(boots, [2.5, 97.5])
+        lo, hi = percentile_rows(boots, [2.5, 97.5])
         return {
             "median_ms": round(float(np.median(a)), 1),
             "ci95_ms": [round(float(lo), 1), round(float(hi), 1)],

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from halfsec.clock import ms_since, now_ns
+from halfsec.measure.percentile import percentile_rows
 from halfsec.tts import TTSEngine, TTSOptions, create_tts
 
 CLAUSES = (
@@ -65,8 +66,8 @@ class EngineResult:
             "sample_rate": self.sample_rate,
             "load_ms": round(self.load_ms, 1),
             "warmup_ms": round(self.warmup_ms, 1),
-            "first_audio_p50_ms": round(float(np.percentile(first, 50)), 2),
-            "first_audio_p95_ms": round(float(np.percentile(first, 95)), 2),
+            "first_audio_p50_ms": round(float(percentile_rows(first, 50)), 2),
+            "first_audio_p95_ms": round(float(percentile_rows(first, 95)), 2),
             "first_audio_max_ms": round(float(first.max()), 2),
             "rtf": round(self.compute_s / self.audio_s, 4) if self.audio_s else None,
             "samples": int(first.size),

@@ -25,6 +25,7 @@ import numpy as np
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
 from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.percentile import percentile_rows
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
 from halfsec.turn.vad import WINDOW, SileroVAD
@@ -93,7 +94,7 @@ def main() -> None:
         est_err.append(after[0].speech_ms - ref_end_ms)
 
     def q(xs: list[float]) -> dict[str, float]:
-        return {f"p{p}": round(float(np.percentile(xs, p)), 1) for p in (5, 50, 95)}
+        return {f"p{p}": round(float(percentile_rows(np.asarray(xs), p)), 1) for p in (5, 50, 95)}
 
     out = {
         "silero_us_per_window": round(silero, 1),

@@ -34,6 +34,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 from halfsec.lab.netem.profile import NetSpec
+from halfsec.measure.percentile import percentile
 
 __all__ = ["Decision", "ImpairStats", "Impairment", "LossModel", "TcpImpairment", "simulate"]
 
@@ -85,18 +86,10 @@ class ImpairStats:
             "dropped_by": dict(self.dropped),
             "duplicated": self.duplicated,
             "reordered": self.reordered,
-            "delay_ms_p50": percentile(ds, 0.50),
-            "delay_ms_p95": percentile(ds, 0.95),
+            "delay_ms_p50": percentile(ds, 50),
+            "delay_ms_p95": percentile(ds, 95),
             "delay_ms_mean": sum(ds) / len(ds) if ds else None,
         }
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list (``None`` when empty)."""
-    if not sorted_values:
-        return None
-    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[i]
 
 
 class LossModel:

@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from halfsec.measure.percentile import percentile
+
 __all__ = ["PathReport", "summarize"]
 
 
@@ -31,13 +33,6 @@ class PathReport:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    i = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return values[i]
 
 
 def summarize(sent: int, arrivals: Iterable[tuple[int, int, int]]) -> PathReport:
@@ -80,7 +75,6 @@ def summarize(sent: int, arrivals: Iterable[tuple[int, int, int]]) -> PathReport
             run += 1
     if run:
         bursts.append(run)
-    ordered = sorted(delays)
     mean = sum(delays) / len(delays) if delays else None
     std = (
         math.sqrt(sum((d - mean) ** 2 for d in delays) / (len(delays) - 1))
@@ -93,8 +87,8 @@ def summarize(sent: int, arrivals: Iterable[tuple[int, int, int]]) -> PathReport
         duplicates=dups,
         loss=1.0 - received / sent if sent else 0.0,
         reordered=reordered,
-        delay_ms_p50=_pct(ordered, 0.50),
-        delay_ms_p95=_pct(ordered, 0.95),
+        delay_ms_p50=percentile(delays, 50),
+        delay_ms_p95=percentile(delays, 95),
         delay_ms_mean=mean,
         delay_ms_std=std,
         jitter_ms=jitter if len(delays) > 1 else None,

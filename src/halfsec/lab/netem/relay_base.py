@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from halfsec.lab.netem.impair import percentile
 from halfsec.lab.netem.profile import NetSpec, parse_net
+from halfsec.measure.percentile import percentile
 
 __all__ = ["Relay", "SocketFactory", "as_spec", "delay_percentiles", "delay_window"]
 
@@ -46,12 +46,12 @@ def delay_window() -> deque[float]:
 def delay_percentiles(prefix: str, delays_ms: Iterable[float]) -> dict[str, float | None]:
     """``{prefix}_p50`` and ``{prefix}_p95`` of ``delays_ms`` (``None`` without samples).
 
-    Nearest rank, the same definition the impairment model's own counters use, so the
-    chosen delay and the actual delay of one direction can be compared directly."""
-    ordered = sorted(delays_ms)
+    The project's one percentile rule, the one the impairment model's own counters use,
+    so the chosen delay and the actual delay of one direction can be compared directly."""
+    delays = list(delays_ms)
     return {
-        f"{prefix}_p50": percentile(ordered, 0.50),
-        f"{prefix}_p95": percentile(ordered, 0.95),
+        f"{prefix}_p50": percentile(delays, 50),
+        f"{prefix}_p95": percentile(delays, 95),
     }
 
 
