@@ -10,10 +10,10 @@ import soundfile as sf
 
 from halfsec.audio.framing import Framer, frames_of
 from halfsec.audio.io import load_audio, pcm16_from_bytes, to_pcm16
-from halfsec.audio.levels import first_audible_sample
 from halfsec.audio.resample import StreamResampler, resample
 from halfsec.audio.timeline import PlaybackTimeline
 from halfsec.errors import AudioInputError
+from halfsec.measure.audible import first_audible_sample
 
 
 def test_load_flac_16k(speech_dir: Path) -> None:

@@ -1,4 +1,7 @@
-"""Loudness helpers used to find the first audible and last voiced samples."""
+"""Level arithmetic in dB full scale (dBFS) for int16 PCM.
+
+Only the conversions live here; what counts as *audible* is a measurement rule and lives
+in ``halfsec.measure.audible``."""
 
 from __future__ import annotations
 
@@ -8,17 +11,6 @@ import numpy as np
 def dbfs_to_int16(dbfs: float) -> float:
     """Amplitude of a full-scale-relative level in int16 units."""
     return float(32768.0 * 10 ** (dbfs / 20.0))
-
-
-def first_audible_sample(pcm: np.ndarray, dbfs: float = -45.0, start: int = 0) -> int | None:
-    """Index of the first sample at or after ``start`` whose magnitude exceeds ``dbfs``.
-
-    This is the "first audible sample" that stops the voice-to-voice clock: a peak
-    criterion is used (not RMS) because the ear hears the onset, not the window mean."""
-    thr = dbfs_to_int16(dbfs)
-    seg = np.abs(pcm[start:].astype(np.int32))
-    idx = np.flatnonzero(seg > thr)
-    return None if idx.size == 0 else start + int(idx[0])
 
 
 def frame_rms_dbfs(pcm: np.ndarray) -> float:

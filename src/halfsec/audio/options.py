@@ -12,5 +12,6 @@ class AudioOptions:
     max_input_s: float = 120.0
     """Longest input file ``halfsec run`` accepts.  A file is played at real-time pace, so a
     10-minute file would tie a run up for 10 minutes: reject it with a clear message instead."""
-    audible_dbfs: float = -45.0
-    """Level above which a reply sample counts as audible (the stop of the v2v clock)."""
+    audible_dbfs: float | None = None
+    """Level above which a reply sample counts as audible (the stop of the v2v clock);
+    None: the one rule's ``halfsec.measure.audible.AUDIBLE_DBFS``."""

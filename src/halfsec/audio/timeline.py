@@ -3,13 +3,12 @@
 Reply audio is placed at the moment it *arrived at the client*, on the input's timeline
 (sample 0 = the input's first sample), and played back to back from there, like a
 speaker with no extra buffering.  An interruption stops playback at the moment it was
-received.  The first audible sample of this buffer stops the voice-to-voice clock."""
+received.  The first audible sample of ``played`` stops the voice-to-voice clock
+(``halfsec.measure.v2v``); the timeline itself only places audio and knows no threshold."""
 
 from __future__ import annotations
 
 import numpy as np
-
-from halfsec.audio.levels import first_audible_sample
 
 
 class PlaybackTimeline:
@@ -53,11 +52,14 @@ class PlaybackTimeline:
     def playing_until_ns(self) -> int:
         return self.t0_ns + int(self.cursor * 1e9 / self.rate)
 
+    @property
+    def played(self) -> np.ndarray:
+        """What has been played so far, sample 0 = the input's first sample (a view, no copy)."""
+        return self._buf[: self._len]
+
     def audio(self, min_len: int = 0) -> np.ndarray:
+        """A copy of ``played``, zero-padded to at least ``min_len`` samples."""
         n = max(self._len, min_len)
         out = np.zeros(n, dtype=np.int16)
         out[: self._len] = self._buf[: self._len]
         return out
-
-    def first_audible(self, after_sample: int = 0, dbfs: float = -45.0) -> int | None:
-        return first_audible_sample(self._buf[: self._len], dbfs, start=after_sample)

@@ -4,8 +4,9 @@ This is the in-process client behind ``halfsec run``.  Frame ``k`` (samples
 ``[k*320, (k+1)*320)``) is handed to the session at ``t0 + (k+1) * 20 ms``: a real
 microphone cannot deliver a frame before its last sample was spoken, so the 20 ms framing
 cost is inside the measurement.  After the file, silence keeps flowing until the reply has
-finished playing.  Voice-to-voice is measured on this client's timeline: from the last
-voiced input sample (reference VAD on the clean file) to the first audible reply sample."""
+finished playing.  Voice-to-voice is measured on this client's timeline by the one rule
+of ``halfsec.measure.v2v``: from the last voiced input sample (reference end of speech on
+the clean file) to the first audible reply sample."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
+from halfsec.measure.audible import AUDIBLE_DBFS
 from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.v2v import reply_sample, voice_to_voice
 from halfsec.runtime.session import VoiceSession
 
 
@@ -76,7 +79,8 @@ class FileRun:
         done = [t for t in self.turns.values() if t.eot_ns is not None and not t.interrupted]
         return done[-1] if done else None
 
-    def summary(self, audible_dbfs: float = -45.0) -> dict[str, Any]:
+    def summary(self, audible_dbfs: float | None = None) -> dict[str, Any]:
+        """What ``halfsec run`` prints for one file; ``audible_dbfs`` None = ``AUDIBLE_DBFS``."""
         t = self.answer_turn()
         out: dict[str, Any] = {
             "transcript": t.transcript if t else "",
@@ -95,22 +99,22 @@ class FileRun:
         rate = self.timeline.rate
         last_voiced = self.voiced[1]
         t_last_ns = self.t0_ns + int(last_voiced * 1e9 / INTERNAL_RATE)
-        start = int(last_voiced * rate / INTERNAL_RATE)
+        start = reply_sample(last_voiced, rate)
         premature = [
             x
             for x in self.turns.values()
             if x.first_audio_sample is not None and x.first_audio_sample < start
         ]
         out["premature_replies"] = len(premature)
-        audible = self.timeline.first_audible(after_sample=start, dbfs=audible_dbfs)
-        if audible is None or t is None:
+        dbfs = AUDIBLE_DBFS if audible_dbfs is None else audible_dbfs
+        v = voice_to_voice(self.timeline.played, rate, last_voiced, dbfs=dbfs)
+        if v is None or t is None:
             out["errors"].append("no audible reply after the end of speech")
             return out
-        v2v = (audible - start) * 1000.0 / rate
-        out["v2v_ms"] = round(v2v, 1)
-        out["last_voiced_ms"] = round(last_voiced * 1000.0 / INTERNAL_RATE, 1)
-        out["first_audible_ms"] = round(audible * 1000.0 / rate, 1)
-        out["stages"] = self._stages(t, t_last_ns, audible)
+        out["v2v_ms"] = round(v.v2v_ms, 1)
+        out["last_voiced_ms"] = round(v.ref_end_ms, 1)
+        out["first_audible_ms"] = round(v.first_audible_ms, 1)
+        out["stages"] = self._stages(t, t_last_ns, v.first_audible_sample)
         return out
 
     def _stages(self, t: TurnRecord, t_last_ns: int, audible: int) -> dict[str, float]:

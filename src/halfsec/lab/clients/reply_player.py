@@ -20,6 +20,7 @@ from halfsec.clock import now_ns
 from halfsec.errors import AudioInputError
 from halfsec.lab.clients.client_run import ClientRun, Received
 from halfsec.lab.clients.turn_state import TurnState
+from halfsec.measure.audible import is_audible
 from halfsec.wire.jitter import JitterBuffer, JitterConfig, JitterPacket
 from halfsec.wire.opus import OpusDecoder
 from halfsec.wire.playout import play_when_due
@@ -112,7 +113,7 @@ class ReplyPlayer:
         if tid in self.state.interrupted:
             return
         start_sample = timeline.place(pcm, t, tid)
-        if float(np.abs(pcm.astype(np.int32)).max(initial=0)) > 150:
+        if is_audible(pcm):
             self.last_audible_ns = t
         if tid:
             rec = Received(t, None, tid, t_srv, start_sample, pcm.size)

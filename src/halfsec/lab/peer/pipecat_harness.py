@@ -8,8 +8,9 @@ client rule, the one of ``halfsec.runtime.file_run``:
   then silence keeps flowing until the reply has played out;
 * reply audio is placed on a ``PlaybackTimeline`` at the moment it reaches the end of
   the pipeline (queued behind audio still playing);
-* voice-to-voice = first sample louder than -45 dBFS after the reference end of speech
-  (``voiced_bounds`` on the clean recording) minus that end of speech.
+* voice-to-voice by the one rule of ``halfsec.measure.v2v``: first audible reply sample
+  after the reference end of speech (``voiced_bounds`` on the clean recording) minus
+  that end of speech.
 
 Both run in this process, in-process transport on both sides (no sockets), so the
 comparison is of the pipelines, not of their network stacks.  Pipecat is configured
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,8 @@ from halfsec.clock import now_ns
 from halfsec.config import HalfsecConfig, load_config
 from halfsec.logic.engine import LogicEngine
 from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.percentile import percentile
+from halfsec.measure.v2v import voice_to_voice
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.file_run import run_file
 from halfsec.runtime.session import VoiceSession
@@ -62,7 +64,6 @@ __all__ = [
 ]
 
 PIPECAT_VERSION_SPEC = "1.14"
-AUDIBLE_DBFS = -45.0
 
 
 @dataclass
@@ -94,16 +95,13 @@ def _points(pcm: np.ndarray, t0_ns: int, marks: dict[str, int | None]) -> dict[s
 
 
 def client_v2v(pcm: np.ndarray, timeline: PlaybackTimeline) -> float | None:
-    """The single measurement rule for both frameworks (``FileRun.summary``'s rule):
-    first audible reply sample after the reference end of speech, minus that end."""
+    """The single measurement rule for both frameworks (``halfsec.measure.v2v``, the one
+    ``halfsec run`` and the bench use), rounded as ``halfsec run`` prints it."""
     b = voiced_bounds(pcm)
     if b is None:
         return None
-    start = int(b[1] * timeline.rate / INTERNAL_RATE)
-    audible = timeline.first_audible(after_sample=start, dbfs=AUDIBLE_DBFS)
-    if audible is None:
-        return None
-    return round((audible - start) * 1000.0 / timeline.rate, 1)
+    v = voice_to_voice(timeline.played, timeline.rate, b[1])
+    return None if v is None else round(v.v2v_ms, 1)
 
 
 # -- halfsec ----------------------------------------------------------------------------
@@ -366,24 +364,17 @@ class Comparison:
         return [r.v2v_ms for r in rs if r.v2v_ms is not None]
 
     @staticmethod
-    def _pct(xs: list[float], q: float) -> float | None:
-        from halfsec.measure.stages import percentile
-
-        return percentile(xs, q)
-
-    @staticmethod
     def _median_point(rs: Sequence[PeerResult], key: str) -> float | None:
-        xs = [r.points_ms[key] for r in rs if key in r.points_ms]
-        return round(statistics.median(xs), 1) if xs else None
+        p50 = percentile([r.points_ms[key] for r in rs if key in r.points_ms], 50)
+        return None if p50 is None else round(p50, 1)
 
     def summary(self) -> dict[str, Any]:
         h, p = self._values(self.halfsec), self._values(self.pipecat)
-        hm = statistics.median(h) if h else None
-        pm = statistics.median(p) if p else None
+        hm, pm = percentile(h, 50), percentile(p, 50)
         return {
             "n": len(self.halfsec),
-            "halfsec": {"ok": len(h), "p50_ms": hm, "p95_ms": self._pct(h, 95)},
-            "pipecat": {"ok": len(p), "p50_ms": pm, "p95_ms": self._pct(p, 95)},
+            "halfsec": {"ok": len(h), "p50_ms": hm, "p95_ms": percentile(h, 95)},
+            "pipecat": {"ok": len(p), "p50_ms": pm, "p95_ms": percentile(p, 95)},
             "points_p50_ms": {
                 name: {
                     k: self._median_point(rs, k)
