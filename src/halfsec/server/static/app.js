@@ -13,7 +13,10 @@
 // (src/halfsec/lab/clients/browser.py) can drive the page and read what it measured.
 
 const FRAME_MS = 20;
-const AUDIBLE_DBFS = -45; // same threshold as the Python bench
+// The v2v rule's audible threshold, served by the server from halfsec.measure.audible
+// (/constants.js): the page and the Python clients stop the clock at the same level.
+const AUDIBLE_DBFS = HALFSEC_CONSTANTS.audible_dbfs;
+const AUDIBLE_INT16 = 32768 * 10 ** (AUDIBLE_DBFS / 20); // the same level in sample units
 const BUDGET_MS = 500;
 // Timing-mark names, served by the server from halfsec.trace.names (page_span_names).
 const SPAN = HALFSEC_CONSTANTS.span_names;
@@ -441,7 +444,7 @@ function refEndMs(turn) {
 // First sample of the played audio louder than the audible threshold after `fromMs`.
 function firstAudibleMs(fromMs) {
   const rate = S.ctx.sampleRate;
-  const thr = 32768 * 10 ** (AUDIBLE_DBFS / 20);
+  const thr = AUDIBLE_INT16;
   const fromFrame = (fromMs / 1000) * rate;
   for (const [start, pcm] of S.tap.chunks) {
     if (start + pcm.length <= fromFrame) continue;
@@ -689,7 +692,7 @@ function status() {
 }
 
 function lastAudibleMs() {
-  const thr = 32768 * 10 ** (AUDIBLE_DBFS / 20);
+  const thr = AUDIBLE_INT16;
   for (let c = S.tap.chunks.length - 1; c >= 0; c--) {
     const [start, pcm] = S.tap.chunks[c];
     for (let i = pcm.length - 1; i >= 0; i--) {
