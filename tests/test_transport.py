@@ -41,11 +41,13 @@ from halfsec.server.admission import origin_allowed
 from halfsec.server.app import ServeError, ServerOptions, VoiceServer, check_bind, start_server
 from halfsec.wire.protocol import (
     AUDIO_HEADER_BYTES,
+    PlaybackDone,
     ProtocolError,
     decode_audio,
     encode_audio,
     frame_to_event,
     parse_client_message,
+    playback_done_message,
     session_start_message,
 )
 
@@ -152,11 +154,16 @@ def test_client_message_validation() -> None:
         ('{"type":"session.start","protocol":2,"sample_rate":16000}', "unsupported_protocol"),
         ('{"type":"trace.context","traceparent":"00-xyz"}', "bad_traceparent"),
         ('{"type":"ping","id":"a","t_client_ns":1}', "bad_ping"),
+        ('{"type":"playback.done"}', "bad_playback_done"),
+        ('{"type":"playback.done","turn_id":0}', "bad_playback_done"),
+        ('{"type":"playback.done","turn_id":true}', "bad_playback_done"),
+        ('{"type":"playback.done","turn_id":4294967296}', "bad_playback_done"),
     ]:
         with pytest.raises(ProtocolError) as e:
             parse_client_message(bad)
         assert e.value.code == code, bad
     assert parse_client_message(session_start_message(44100)).sample_rate == 44100  # type: ignore[union-attr]
+    assert parse_client_message(playback_done_message(7)) == PlaybackDone(turn_id=7)
 
 
 def test_non_loopback_bind_without_token_is_refused() -> None:
@@ -239,6 +246,8 @@ async def test_junk_gets_error_events_and_server_keeps_serving(
         ws = await http.ws_connect(url)
         await ws.send_bytes(b"\x00\x00" * 160)
         assert (await _json(ws))["code"] == "not_started"
+        await ws.send_str(playback_done_message(1))
+        assert (await _json(ws))["code"] == "not_started"
         await ws.send_str("{not json")
         assert (await _json(ws))["code"] == "bad_json"
         await ws.send_str('{"type":"frobnicate"}')
@@ -260,6 +269,10 @@ async def test_junk_gets_error_events_and_server_keeps_serving(
         await ws.send_bytes(b"\x00" * (100 * 1024))
         ev = await _json(ws)
         assert ev["type"] == "error" and ev["code"] == "message_too_large" and not ev["fatal"]
+        await ws.send_str('{"type":"playback.done","turn_id":-1}')
+        ev = await _json(ws)
+        assert ev["code"] == "bad_playback_done" and not ev["fatal"]
+        await ws.send_str(playback_done_message(3))  # no such reply playing: ignored
         await ws.send_str('{"type":"ping","id":5,"t_client_ns":42}')
         pong = await _json(ws)
         assert pong["type"] == "pong" and pong["id"] == 5 and pong["t_client_ns"] == 42
