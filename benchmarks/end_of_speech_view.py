@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from halfsec.audio.io import load_audio
+from halfsec.measure.percentile import percentile_rows
 
 RATE = 16_000
 WIDTH = 1200
@@ -58,7 +59,7 @@ def _guess_center(x: np.ndarray) -> int:
     db = _rms_db(x, 80, 80)
     if db.size == 0:
         return x.size // 2
-    floor = float(np.percentile(db, 10))
+    floor = float(percentile_rows(db, 10))
     idx = np.flatnonzero(db > max(floor + 20, float(db.max()) - 50))
     return x.size // 2 if idx.size == 0 else int(idx[-1] + 1) * 80
 

@@ -428,7 +428,7 @@ function onClosed(why) {
 
 // End of speech: last 10 ms block before the end-of-turn decision that stands 12 dB
 // above the noise floor and within 35 dB of the speech peak (the rule of the bench's
-// reference, turn/reference.py, without its neural VAD) and above -55 dBFS.
+// reference, halfsec/measure/end_of_speech.py, without its neural VAD) and above -55 dBFS.
 function refEndMs(turn) {
   const until = turn.marks["turn.end"];
   const lv = S.capture.levels.filter(([t]) => until === undefined || until === null || t <= until + 10);
