@@ -1,6 +1,7 @@
 """``halfsec serve``: the aiohttp application around engines loaded once.
 
-Routes: the browser page at ``/``, ``/healthz``, the WebSocket endpoint ``/ws``
+Routes: the browser page at ``/``, ``/healthz``, Prometheus ``/metrics`` (``metrics.py``),
+the WebSocket endpoint ``/ws``
 (``websocket.py``) and WebRTC signaling ``POST /webrtc/offer`` (``webrtc.py``).  Both
 transports turn a client into a ``connection.ClientConnection`` over the same
 ``SessionServices``, so one ``--max-sessions`` caps their sum and one shutdown closes
@@ -62,6 +63,7 @@ class VoiceServer:
         self.webrtc = WebRtcEndpoint(self.services)
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/metrics", self.services.metrics.handle)
         self.app.router.add_get("/ws", self.websocket.handle)
         self.app.router.add_post("/webrtc/offer", self.webrtc.offer)
         add_page_routes(self.app)

@@ -40,6 +40,7 @@ from halfsec.frames import (
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.session import VoiceSession
 from halfsec.server.admission import Refusal
+from halfsec.server.metrics import ServerMetrics
 from halfsec.server.options import ServerOptions
 from halfsec.trace.setup import Tracing
 from halfsec.trace.turns import TurnTraceRecorder, engine_models, session_attributes
@@ -87,13 +88,19 @@ class SessionServices:
     connections: dict[str, ClientConnection] = field(default_factory=dict)
     """Open connections of every transport, by session id."""
     models: dict[str, str] = field(init=False)
+    metrics: ServerMetrics = field(init=False)
+    """This server's Prometheus metrics (``GET /metrics``)."""
 
     def __post_init__(self) -> None:
         self.models = engine_models(self.engines, self.config)
+        self.metrics = ServerMetrics(lambda: len(self.connections))
 
     def refusal(self, request: web.Request, body_token: str | None = None) -> Refusal | None:
         """Why ``request`` may not open a session now (token, Origin, session cap)."""
-        return self.options.admission.refusal(request, len(self.connections), body_token)
+        refusal = self.options.admission.refusal(request, len(self.connections), body_token)
+        if refusal is not None:
+            self.metrics.refusal(refusal.status)
+        return refusal
 
     def voice_session(self) -> VoiceSession:
         cfg = self.config
@@ -178,6 +185,7 @@ class ClientConnection(ABC):
         await self.error("bad_audio", f"{n} Opus packet(s) could not be decoded; concealed")
 
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
+        self.services.metrics.error(code)
         await self.send_json(error_event(code, message, now_ns(), fatal=fatal))
 
     def is_cancelled(self, turn_id: int) -> bool:
@@ -221,6 +229,7 @@ class ClientConnection(ABC):
         session = self.session
         assert session is not None
         self.recorder = self.services.trace_recorder(self.session_id)
+        metrics = self.services.metrics.session()
         await self.send_json(started)
         delay_ms = self.services.options.inject_delay_ms
         delay_ns = int(delay_ms * 1e6)
@@ -230,6 +239,7 @@ class ClientConnection(ABC):
             async for f in session.events():
                 if self.recorder is not None:
                     self.recorder.frame(f)
+                metrics.frame(f)
                 if isinstance(f, ReplyAudio):
                     if self.is_cancelled(f.turn_id):
                         continue
@@ -266,6 +276,7 @@ class ClientConnection(ABC):
                     delay_task.cancel()
             if self.recorder is not None:
                 self.recorder.close()
+            metrics.close()
 
     async def _send_reply_done(self, turn_id: int, ev: dict[str, Any]) -> None:
         await self.send_json(ev)
