@@ -6,6 +6,7 @@ from rich.table import Table
 
 from halfsec.cli.common import err
 from halfsec.errors import EngineUnavailable
+from halfsec.models import PINNED, checks
 from halfsec.plugins import LOGIC_GROUP, STT_GROUP, TTS_GROUP, load_plugin, plugin_engines
 from halfsec.stt.factory import available_engines as stt_engines
 from halfsec.tts.factory import available_engines as tts_engines
@@ -57,6 +58,7 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
         }
     )
     rows += plugin_rows()
+    rows += model_rows()
     if not as_json:
         t = Table(title="halfsec engines")
         for c in ("kind", "name", "usable", "detail"):
@@ -69,6 +71,18 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
                 str(r["detail"]),
             )
         err.print(t)
+    return rows
+
+
+def model_rows() -> list[dict[str, object]]:
+    """The SHA-256 check of each packaged model file the rows above located."""
+    rows: list[dict[str, object]] = []
+    for c in checks():
+        pin = PINNED[c.key]
+        detail = f"SHA-256 verified ({pin.package} {pin.version})"
+        if not c.ok:
+            detail = f"SHA-256 {c.actual} at {c.path}, pinned {pin.sha256}: reinstall {pin.package}"
+        rows.append({"kind": "model", "name": c.key, "usable": c.ok, "detail": detail})
     return rows
 
 

