@@ -35,8 +35,8 @@ from halfsec.lab.clients.options import ClientOptions
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import STAGES, StagePoints, breakdown, dominant_stage
+from halfsec.wire.audio_packets import encode_audio, encode_opus_out
 from halfsec.wire.opus import OpusEncoder
-from halfsec.wire.protocol import encode_audio, encode_opus_out
 
 DELAY_MS = 150.0
 

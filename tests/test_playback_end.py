@@ -30,7 +30,13 @@ from halfsec.runtime.engines import Engines
 from halfsec.runtime.session import VoiceSession
 from halfsec.server.app import start_server
 from halfsec.server.options import ServerOptions
-from halfsec.wire.protocol import encode_pcm16, playback_done_message, session_start_message
+from halfsec.wire.audio_packets import (
+    encode_pcm16,
+)
+from halfsec.wire.protocol import (
+    playback_done_message,
+    session_start_message,
+)
 
 STOP = "audio/speechcommands_stop_a9abc695_nohash_1.flac"
 SILENCE = np.zeros(320, np.int16)

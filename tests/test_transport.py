@@ -39,12 +39,14 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
 from halfsec.server.admission import origin_allowed
 from halfsec.server.app import ServeError, ServerOptions, VoiceServer, check_bind, start_server
-from halfsec.wire.protocol import (
+from halfsec.wire.audio_packets import (
     AUDIO_HEADER_BYTES,
-    PlaybackDone,
-    ProtocolError,
     decode_audio,
     encode_audio,
+)
+from halfsec.wire.protocol import (
+    PlaybackDone,
+    ProtocolError,
     frame_to_event,
     parse_client_message,
     playback_done_message,

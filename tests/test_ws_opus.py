@@ -14,12 +14,14 @@ from halfsec.lab.clients.reply_player import PLAY_RATE
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
-from halfsec.wire.protocol import (
-    ProtocolError,
+from halfsec.wire.audio_packets import (
     decode_opus_in,
     decode_opus_out,
     encode_opus_in,
     encode_opus_out,
+)
+from halfsec.wire.protocol import (
+    ProtocolError,
     parse_client_message,
     session_start_message,
 )

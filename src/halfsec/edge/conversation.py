@@ -10,7 +10,6 @@ pings), as the protocol defines ``t_server_ns``.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,22 +19,7 @@ from halfsec.clock import now_ns
 from halfsec.edge.gate import EdgeGate
 from halfsec.edge.origin_link import OriginLink
 from halfsec.server.client_socket import ClientSocket
-
-_T_SERVER_NS = struct.Struct("<Q")
-"""``t_server_ns`` of the HSA1 header, 8 bytes in."""
-_T_SERVER_NS_OFFSET = 8
-
-
-def audio_sent_ns(packet: bytes) -> int:
-    """``t_server_ns`` of an HSA1 reply-audio packet."""
-    return int(_T_SERVER_NS.unpack_from(packet, _T_SERVER_NS_OFFSET)[0])
-
-
-def restamped(packet: bytes, t_ns: int) -> bytes:
-    """The HSA1 packet with ``t_server_ns`` replaced by ``t_ns``."""
-    buf = bytearray(packet)
-    _T_SERVER_NS.pack_into(buf, _T_SERVER_NS_OFFSET, t_ns)
-    return bytes(buf)
+from halfsec.wire.audio_packets import restamp_audio
 
 
 class PositionMap:
@@ -90,7 +74,7 @@ class EdgeConversation:
         await self.socket.send_json(obj)
 
     async def send_audio_packet(self, packet: bytes) -> None:
-        await self.socket.send_stamped(lambda t: restamped(packet, t))
+        await self.socket.send_stamped(lambda t: restamp_audio(packet, t))
 
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
         await self.socket.error(code, message, fatal=fatal)

@@ -45,7 +45,7 @@ from halfsec import FRAME_MS, INTERNAL_RATE
 from halfsec.audio.io import pcm16_from_bytes
 from halfsec.audio.resample import StreamResampler
 from halfsec.clock import now_ns
-from halfsec.edge.conversation import EdgeConversation, EdgeSessionStats, audio_sent_ns
+from halfsec.edge.conversation import EdgeConversation, EdgeSessionStats
 from halfsec.edge.gate import EdgeGate
 from halfsec.edge.options import EdgeError, EdgeOptions, check_edge_bind
 from halfsec.edge.origin_link import OriginOptions, OriginRefused, OriginUnavailable
@@ -56,10 +56,9 @@ from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.listen import listen
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
+from halfsec.wire.audio_packets import audio_header
 from halfsec.wire.protocol import (
     AUDIO_BEFORE_START,
-    AUDIO_HEADER_BYTES,
-    AUDIO_MAGIC,
     PROTOCOL_VERSION,
     Ping,
     PlaybackDone,
@@ -324,12 +323,13 @@ class EdgeServer:
             return
         if msg.type == aiohttp.WSMsgType.BINARY:
             data: bytes = msg.data
-            if len(data) < AUDIO_HEADER_BYTES or data[:4] != AUDIO_MAGIC:
+            header = audio_header(data)
+            if header is None:
                 return
-            turn_id = int.from_bytes(data[4:8], "little")
+            turn_id, t_origin_ns = header
             if turn_id not in conn.first_audio_turns:
                 conn.first_audio_turns.add(turn_id)
-                sent = link.to_edge_ns(audio_sent_ns(data))
+                sent = link.to_edge_ns(t_origin_ns)
                 await conn.mark(
                     "edge.reply.first_audio",
                     turn_id=turn_id,

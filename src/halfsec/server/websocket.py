@@ -27,6 +27,11 @@ from halfsec.errors import AudioInputError
 from halfsec.server.admission import MessageLimits
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.connection import ClientConnection, SessionServices
+from halfsec.wire.audio_packets import (
+    decode_opus_in,
+    encode_audio,
+    encode_opus_out,
+)
 from halfsec.wire.protocol import (
     AUDIO_BEFORE_START,
     Ping,
@@ -35,9 +40,6 @@ from halfsec.wire.protocol import (
     SessionEnd,
     SessionStart,
     TraceContext,
-    decode_opus_in,
-    encode_audio,
-    encode_opus_out,
     parse_client_message,
     pong_event,
 )

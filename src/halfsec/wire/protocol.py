@@ -1,8 +1,8 @@
 """The WebSocket protocol, version 1: one definition shared by server, bench and browser.
 
-Every frame type of a ``VoiceSession`` has exactly one JSON event shape here, and reply
-audio has one binary layout, so the server that writes them and the clients that read
-them (``halfsec bench``, a browser page) can never drift apart.  ``docs/protocol.md`` is
+Every frame type of a ``VoiceSession`` has exactly one JSON event shape here (and audio
+one binary layout each way, in ``wire/audio_packets.py``), so the server that writes them
+and the clients that read them (``halfsec bench``, a browser page) can never drift apart.  ``docs/protocol.md`` is
 the prose version of this module; change both together and bump ``PROTOCOL_VERSION`` for
 anything a deployed client would misread.
 
@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from halfsec.frames import (
     AudioFrame,
@@ -43,19 +40,6 @@ SUPPORTED_ENCODINGS = ("pcm16", "opus")
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
 MAX_TURN_ID = 0xFFFFFFFF  # turn ids travel as uint32 in the audio headers
-
-AUDIO_MAGIC = b"HSA1"
-_AUDIO_HEADER = struct.Struct("<4sIQ")
-AUDIO_HEADER_BYTES = _AUDIO_HEADER.size  # 16: magic, uint32 turn_id, uint64 t_server_ns
-
-# Opus on the WebSocket: one packet per binary message, with RTP-style sequence number and
-# 48 kHz timestamp so the receiver's jitter buffer can reorder, conceal and use FEC.
-OPUS_IN_MAGIC = b"HSI1"
-_OPUS_IN_HEADER = struct.Struct("<4sHI")
-OPUS_IN_HEADER_BYTES = _OPUS_IN_HEADER.size  # 10: magic, uint16 seq, uint32 timestamp
-OPUS_OUT_MAGIC = b"HSO1"
-_OPUS_OUT_HEADER = struct.Struct("<4sIQHI")
-OPUS_OUT_HEADER_BYTES = _OPUS_OUT_HEADER.size  # 22: magic, turn_id, t_server_ns, seq, ts
 
 # Server -> client event types.
 SESSION_STARTED = "session.started"
@@ -272,27 +256,6 @@ def playback_done_message(turn_id: int) -> str:
     return json.dumps({"type": "playback.done", "turn_id": turn_id})
 
 
-def encode_pcm16(pcm: np.ndarray) -> bytes:
-    return pcm.astype("<i2", copy=False).tobytes()
-
-
-def encode_opus_in(seq: int, timestamp: int, packet: bytes) -> bytes:
-    """Client -> server Opus message: ``HSI1``, uint16 seq, uint32 48 kHz timestamp."""
-    return _OPUS_IN_HEADER.pack(OPUS_IN_MAGIC, seq & 0xFFFF, timestamp & 0xFFFFFFFF) + packet
-
-
-def decode_opus_in(data: bytes) -> tuple[int, int, bytes]:
-    """(seq, timestamp, Opus packet); raises ``ProtocolError`` on a bad header."""
-    if len(data) <= OPUS_IN_HEADER_BYTES:
-        raise ProtocolError(
-            "bad_audio", f"Opus message of {len(data)} bytes has no header and packet"
-        )
-    magic, seq, ts = _OPUS_IN_HEADER.unpack_from(data)
-    if magic != OPUS_IN_MAGIC:
-        raise ProtocolError("bad_audio", f"Opus message magic {magic!r} is not {OPUS_IN_MAGIC!r}")
-    return int(seq), int(ts), bytes(data[OPUS_IN_HEADER_BYTES:])
-
-
 # -- server -> client ---------------------------------------------------------------------
 def frame_to_event(frame: Frame) -> dict[str, Any] | None:
     """The JSON event for a frame, or None for audio (sent as a binary message)."""
@@ -375,68 +338,6 @@ def pong_event(ping: Ping, t_server_ns: int) -> dict[str, Any]:
         "t_client_ns": ping.t_client_ns,
         "t_server_ns": t_server_ns,
     }
-
-
-def encode_audio(turn_id: int, t_server_ns: int, pcm: np.ndarray) -> bytes:
-    """Reply audio packet: 16-byte header then PCM16 LE at the session's output rate."""
-    return _AUDIO_HEADER.pack(AUDIO_MAGIC, turn_id & 0xFFFFFFFF, t_server_ns) + encode_pcm16(pcm)
-
-
-@dataclass(frozen=True, slots=True)
-class AudioPacket:
-    turn_id: int
-    t_server_ns: int
-    pcm: np.ndarray
-
-
-def decode_audio(data: bytes) -> AudioPacket:
-    """Parse a reply audio packet; raises ``ProtocolError`` on a bad header or odd length."""
-    if len(data) < AUDIO_HEADER_BYTES:
-        raise ProtocolError("bad_audio_packet", f"audio packet of {len(data)} bytes has no header")
-    magic, turn_id, t_ns = _AUDIO_HEADER.unpack_from(data)
-    if magic != AUDIO_MAGIC:
-        raise ProtocolError(
-            "bad_audio_packet", f"audio packet magic {magic!r} is not {AUDIO_MAGIC!r}"
-        )
-    body = data[AUDIO_HEADER_BYTES:]
-    if len(body) % 2:
-        raise ProtocolError("bad_audio_packet", "audio packet body is not 16-bit PCM (odd length)")
-    pcm = np.frombuffer(body, dtype="<i2").astype(np.int16)
-    return AudioPacket(turn_id=int(turn_id), t_server_ns=int(t_ns), pcm=pcm)
-
-
-def encode_opus_out(
-    turn_id: int, t_server_ns: int, seq: int, timestamp: int, packet: bytes
-) -> bytes:
-    """Server -> client Opus reply packet: ``HSO1`` header (22 bytes) then one packet."""
-    return (
-        _OPUS_OUT_HEADER.pack(
-            OPUS_OUT_MAGIC, turn_id & 0xFFFFFFFF, t_server_ns, seq & 0xFFFF, timestamp & 0xFFFFFFFF
-        )
-        + packet
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class OpusPacket:
-    turn_id: int
-    t_server_ns: int
-    seq: int
-    timestamp: int
-    packet: bytes
-
-
-def decode_opus_out(data: bytes) -> OpusPacket:
-    if len(data) <= OPUS_OUT_HEADER_BYTES:
-        raise ProtocolError("bad_audio_packet", f"Opus packet of {len(data)} bytes has no body")
-    magic, turn_id, t_ns, seq, ts = _OPUS_OUT_HEADER.unpack_from(data)
-    if magic != OPUS_OUT_MAGIC:
-        raise ProtocolError(
-            "bad_audio_packet", f"audio packet magic {magic!r} is not {OPUS_OUT_MAGIC!r}"
-        )
-    return OpusPacket(
-        int(turn_id), int(t_ns), int(seq), int(ts), bytes(data[OPUS_OUT_HEADER_BYTES:])
-    )
 
 
 def parse_server_event(text: str) -> dict[str, Any]:

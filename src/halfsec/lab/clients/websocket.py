@@ -41,14 +41,16 @@ from halfsec.lab.clients.reply_player import PLAY_RATE, ReplyPlayer
 from halfsec.lab.clients.turn_state import TurnState
 from halfsec.trace.client_spans import ClientTurnSpan
 from halfsec.trace.context import make_traceparent
-from halfsec.wire.opus import OpusEncoder
-from halfsec.wire.protocol import (
-    SESSION_STARTED,
-    ProtocolError,
+from halfsec.wire.audio_packets import (
     decode_audio,
     decode_opus_out,
     encode_opus_in,
     encode_pcm16,
+)
+from halfsec.wire.opus import OpusEncoder
+from halfsec.wire.protocol import (
+    SESSION_STARTED,
+    ProtocolError,
     parse_server_event,
     session_end_message,
     session_start_message,
