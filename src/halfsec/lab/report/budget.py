@@ -5,9 +5,10 @@ sentence that tells someone what to fix.  Lines are checked on the per-turn *sum
 stages (the network line adds ``server_send`` and ``network_buffer`` turn by turn) and
 then the percentile is taken: the sum of two p95s is not the p95 of a sum.
 
-The default budget lives in ``budgets/default.toml`` at the repository root; the same
-numbers are in ``DEFAULT_BUDGET`` so an installed wheel without the repo still works (a
-test keeps the two equal).
+The default budget is one file, ``default_budget.toml`` beside this module, shipped in
+the wheel as package data (an installed halfsec has no repository around it);
+``budgets/default.toml`` at the repository root is a symbolic link to it, where people
+look for it.  ``DEFAULT_BUDGET`` is that file, parsed once.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = [
     "load_budget",
 ]
 
-DEFAULT_BUDGET_PATH = Path(__file__).resolve().parents[4] / "budgets" / "default.toml"
+DEFAULT_BUDGET_PATH = Path(__file__).resolve().with_name("default_budget.toml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,20 +94,6 @@ class Violation:
         }
 
 
-DEFAULT_BUDGET = Budget(
-    name="guide-split",
-    percentile=95.0,
-    v2v_ms=500.0,
-    lines=(
-        BudgetLine("endpointing", 250.0, ("endpointing",)),
-        BudgetLine("stt", 200.0, ("stt",)),
-        BudgetLine("logic", 150.0, ("logic",)),
-        BudgetLine("tts", 50.0, ("tts",)),
-        BudgetLine("network", 100.0, ("server_send", "network_buffer")),
-    ),
-)
-
-
 def stage_key(name: str) -> str:
     """Stage names without the record's ``_ms`` suffix (``stt_ms`` -> ``stt``)."""
     return name[:-3] if name.endswith("_ms") else name
@@ -142,13 +129,8 @@ def parse_budget(data: Mapping[str, Any], source: str = "<dict>") -> Budget:
 
 
 def load_budget(path: Path | str | None = None) -> Budget:
-    """The budget in ``path``; with no path, ``budgets/default.toml`` or the builtin copy."""
-    if path is None:
-        if DEFAULT_BUDGET_PATH.is_file():
-            path = DEFAULT_BUDGET_PATH
-        else:
-            return DEFAULT_BUDGET
-    p = Path(path)
+    """The budget in ``path``; with no path, the default (``DEFAULT_BUDGET_PATH``)."""
+    p = DEFAULT_BUDGET_PATH if path is None else Path(path)
     try:
         data = tomllib.loads(p.read_text())
     except FileNotFoundError as e:
@@ -156,6 +138,10 @@ def load_budget(path: Path | str | None = None) -> Budget:
     except tomllib.TOMLDecodeError as e:
         raise HalfsecError(f"{p}: invalid TOML: {e}") from e
     return parse_budget(data, str(p))
+
+
+DEFAULT_BUDGET = load_budget(DEFAULT_BUDGET_PATH)
+"""The default budget (``default_budget.toml``)."""
 
 
 def _ok_turns(turns: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
