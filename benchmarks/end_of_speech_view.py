@@ -10,7 +10,8 @@ One PNG, three panels:
   above the recording's quietest tenth and within 50 dB of its loudest, a deliberately
   generous guess that only places the zoom): the waveform (linear, and magnified x10 so
   decays and soft fricatives show), the 2.5 ms RMS envelope in dBFS on a -100..0 grid
-  (red: full band; blue: above 3 kHz, where fricatives live and rumble does not), and a
+  (red: above 250 Hz, leaving out hum and rumble; blue: above 3 kHz, where fricatives
+  live), and a
   spectrogram (16 ms Hann window, 2 ms hop, 0-8 kHz, 80 dB range);
 * a ruler every 10 ms (labelled every 50 ms) across the zoom, plus any ``--mark-ms``
   drawn in red, so a candidate mark can be checked against the picture.
@@ -100,14 +101,18 @@ def render(pcm: np.ndarray, center: int | None, span_ms: float, marks: list[floa
     d.text((4, top), "waveform (dark) and x10 (light)", fill=(0, 0, 0))
 
     top += h_wave
-    e = _rms_db(seg, 40, 8)  # 2.5 ms window, 0.5 ms hop
+    # The envelope leaves out what is under 250 Hz: mains hum, rumble and wind on the
+    # microphone live there, and every voiced sound has energy above it.
+    spec_voice = np.fft.rfft(x)
+    spec_voice[np.fft.rfftfreq(x.size, 1 / RATE) < 250] = 0
+    e = _rms_db(np.fft.irfft(spec_voice, x.size)[a:b], 40, 8)  # 2.5 ms window, 0.5 ms hop
     for lvl in range(-100, 1, 10):
         y = top + h_env - (lvl + 100) / 100 * h_env
         d.line([0, y, WIDTH, y], fill=(220, 220, 220) if lvl % 20 else (170, 170, 170))
         if lvl % 20 == 0:
             d.text((2, y - 11), f"{lvl}", fill=(100, 100, 100))
-    # Red: the whole band.  Blue: above 3 kHz only, where fricatives live and room
-    # rumble does not, so a soft final /s/ shows even when the full-band level hides it.
+    # Blue: above 3 kHz only, where fricatives live, so a soft final /s/ shows even when
+    # the vowel band's level hides it.
     spec_hi = np.fft.rfft(x)  # whole file: no wrap-around at the zoom's edges
     spec_hi[np.fft.rfftfreq(x.size, 1 / RATE) < 3000] = 0
     high = np.fft.irfft(spec_hi, x.size)[a:b]
