@@ -8,7 +8,8 @@ from aiohttp.web import AppRunner
 
 from halfsec.cli.common import err, run_service
 from halfsec.config import HalfsecConfig
-from halfsec.edge.gateway import EdgeOptions, check_edge_bind, start_edge
+from halfsec.edge.gateway import start_edge
+from halfsec.edge.options import EdgeOptions, check_edge_bind
 from halfsec.errors import HalfsecError
 
 
