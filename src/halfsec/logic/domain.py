@@ -28,9 +28,17 @@ File layout (YAML, or TOML when the name ends in ``.toml``)::
         examples: ["can I get a {size} {coffeeDrink}", ...]
         slots: [size, coffeeDrink]     # optional: defaults to slots used in examples
         required: [coffeeDrink]
+        follow_up: [size]              # optional: asked once the required are there
         ask: {coffeeDrink: "What would you like to drink?"}
+        confirm:                       # optional: read back, "yes" places the request
+          - "One[ {size}] {coffeeDrink}. Is that right?"
         reply:                         # clauses; [a|b] = first alternative whose
           - "One[ {size}] {coffeeDrink}, coming right up."   # slots are all filled
+
+How a conversation uses these (``halfsec.logic.dialogue``): a request missing a required
+slot asks for it; then each ``follow_up`` slot is asked for once; then ``confirm`` is read
+back (or, without it, ``reply`` is said and the request is done).  Later answers fill or
+correct the open request's slots ("Large.", "no, make it iced").
 """
 
 from __future__ import annotations
@@ -46,8 +54,21 @@ import yaml
 
 from halfsec.errors import ConfigError
 from halfsec.logic.normalize import normalize
+from halfsec.logic.templates import PLACEHOLDER, render_template, template_problem
 
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``PLACEHOLDER`` and ``render_template`` live in ``templates``; importing them from here
+# (their old home) keeps working.
+__all__ = [
+    "PLACEHOLDER",
+    "Domain",
+    "Intent",
+    "Slot",
+    "SlotValue",
+    "load_domain",
+    "parse_domain",
+    "render_template",
+]
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PACKAGED_DOMAINS = ("coffee", "retail")
 DEFAULT_FALLBACK = "Sorry, I didn't catch that. Could you say it again?"
@@ -91,6 +112,12 @@ class Intent:
     required: tuple[str, ...] = ()
     ask: dict[str, str] = field(default_factory=dict)
     reply: tuple[str, ...] = ()
+    follow_up: tuple[str, ...] = ()
+    """Slots asked for once the required ones are there, each at most once (a request
+    without them is still complete: the turn ends on the short window)."""
+    confirm: tuple[str, ...] = ()
+    """Read-back clauses: when given, a complete request is read back and ``reply`` is
+    said only once the user agrees."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +367,7 @@ class _Builder:
                 raise self.fail(where, "bad intent name", "use letters, digits and '_'")
             if not isinstance(iraw, dict):
                 raise self.fail(where, "is empty", "give it 'examples:' and 'reply:'")
-            allowed = ("examples", "slots", "required", "ask", "reply")
+            allowed = ("examples", "slots", "required", "follow_up", "ask", "reply", "confirm")
             for key in iraw:
                 if key not in allowed:
                     raise self.fail(
@@ -376,6 +403,15 @@ class _Builder:
                         f"slot {s!r} is required but not among the intent's slots",
                         "add it to 'slots' or to an example",
                     )
+            follow_up = self._str_list(iraw.get("follow_up"), f"{where}, field 'follow_up'")
+            for s in follow_up:
+                self._known_slot(s, slots, f"{where}, field 'follow_up'", s)
+                if s not in islots or s in required:
+                    raise self.fail(
+                        f"{where}, field 'follow_up'",
+                        f"slot {s!r} is required or not among the intent's slots",
+                        "list optional slots of this intent only",
+                    )
             ask_raw = iraw.get("ask") or {}
             if not isinstance(ask_raw, dict):
                 raise self.fail(f"{where}, field 'ask'", "expected a mapping", "map slot: question")
@@ -388,13 +424,16 @@ class _Builder:
                 raise self.fail(
                     f"{where}, field 'reply'", "has no reply", "add at least one reply clause"
                 )
-            for text in (*reply, *ask.values()):
-                problem = _template_problem(text)
+            confirm = self._str_list(iraw.get("confirm"), f"{where}, field 'confirm'")
+            for text in (*reply, *ask.values(), *confirm):
+                problem = template_problem(text)
                 if problem:
                     raise self.fail(f"{where}, field 'reply'", problem, "fix the brackets")
                 for s in PLACEHOLDER.findall(text):
                     self._known_slot(s, slots, f"{where}, field 'reply'", text)
-            intents[iname] = Intent(iname, examples, islots, required, ask, reply)
+            intents[iname] = Intent(
+                iname, examples, islots, required, ask, reply, follow_up, confirm
+            )
         return intents
 
     def _known_slot(self, name: str, slots: dict[str, Slot], where: str, text: str) -> None:
@@ -404,39 +443,3 @@ class _Builder:
                 f"unknown slot {name!r} in {text!r}",
                 f"declare it under 'slots' or use one of: {', '.join(slots) or '(none)'}",
             )
-
-
-def _template_problem(text: str) -> str:
-    """Why the ``[...]`` groups of a template are malformed ('' when they are fine)."""
-    depth = 0
-    for ch in text:
-        if ch == "[":
-            depth += 1
-            if depth > 1:
-                return f"nested '[' in {text!r} (optional groups cannot nest)"
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                return f"unbalanced ']' in {text!r}"
-    return f"unclosed '[' in {text!r}" if depth else ""
-
-
-_GROUP = re.compile(r"\[([^\[\]]*)\]")
-
-
-def render_template(template: str, values: dict[str, str]) -> str:
-    """Fill ``{slot}`` placeholders; ``[a|b|c]`` keeps the first alternative whose
-    placeholders all have values (a plain alternative always fits, so ``[{n}|one]``
-    means "n, else one").  Missing values in bare placeholders render as nothing.
-    """
-
-    def group(m: re.Match[str]) -> str:
-        for alt in m.group(1).split("|"):
-            if all(values.get(s) for s in PLACEHOLDER.findall(alt)):
-                return PLACEHOLDER.sub(lambda p: values[p.group(1)], alt)
-        return ""
-
-    text = _GROUP.sub(group, template)
-    text = PLACEHOLDER.sub(lambda p: values.get(p.group(1), ""), text)
-    text = re.sub(r"\s+([,.!?;:])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
-    return text[:1].upper() + text[1:]

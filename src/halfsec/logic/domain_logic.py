@@ -10,19 +10,27 @@ Order of preference, and why:
    is still writing the rest;
 4. without an LLM -- or when it fails or is too slow -- a short polite fallback
    (source ``fallback``), because a voice agent that says nothing sounds broken.
+
+Within a conversation (:meth:`DomainLogic.respond`) the same order holds, with the
+dialogue policy (``logic.dialogue``) deciding from the conversation so far: follow-up
+questions, corrections and the read-back come from the domain, and the LLM gets the
+conversation's chat history (within ``llm_history_tokens``) and the open request.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
-from halfsec.logic.clauses import ClauseSplitter, split_clauses
-from halfsec.logic.domain import Domain, render_template
-from halfsec.logic.engine import LogicEngine, ReplyClause, Understanding
-from halfsec.logic.llm import ChatClient, ChatMessage, LLMError
+from halfsec.logic.clauses import ClauseSplitter
+from halfsec.logic.dialogue import DialoguePolicy, Move
+from halfsec.logic.domain import Domain
+from halfsec.logic.engine import DialogueTurn, LogicEngine, ReplyClause, Understanding
+from halfsec.logic.llm import ChatClient, ChatMessage, LLMError, trim_history
 from halfsec.logic.matcher import Matcher
 from halfsec.logic.options import LogicOptions
+from halfsec.logic.state import DialogueState
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ class DomainLogic(LogicEngine):
         self.domain = domain
         self.options = options or LogicOptions(domain=domain.name)
         self.matcher = Matcher(domain, min_confidence=self.options.min_confidence)
+        self.policy = DialoguePolicy(domain, self.options.min_clause_chars)
         self.llm: ChatClient | None = None
         if self.options.llm_base_url:
             self.llm = ChatClient.from_env(
@@ -62,19 +71,28 @@ class DomainLogic(LogicEngine):
     def understand(self, text: str) -> Understanding:
         return self.matcher.understand(text)
 
-    def is_complete(self, text: str) -> bool | None:
-        """Complete when an intent matched and every required slot is filled."""
-        u = self.understand(text)
-        if u.intent is None or u.intent not in self.domain.intents:
+    def is_complete(self, text: str, state: DialogueState | None = None) -> bool | None:
+        """Unfinished when the turn would only ask for a required slot ("a large,"
+        with no drink yet); finished when it moves the conversation on otherwise
+        (answers the question, corrects, confirms); None when it is not about the
+        domain at all (the LLM's, or the fallback's)."""
+        move = self.policy.step(text, self.understand(text), state or DialogueState())
+        if move.act == "chat":
             return None
-        return all(s in u.slots for s in self.domain.intents[u.intent].required)
+        request = move.state.request
+        asking = move.state.asking
+        if move.act == "ask" and request is not None and asking is not None:
+            return asking not in self.domain.intents[request.intent].required
+        return True
 
     def stt_prompt(self) -> str:
         """Vocabulary hint for the recogniser (see :meth:`Domain.stt_prompt`)."""
         return self.domain.stt_prompt()
 
     def template_reply(self, understanding: Understanding) -> list[str]:
-        """Clauses of the domain's answer to a matched intent (empty: not ours)."""
+        """Clauses of the domain's answer to a matched intent on its own, outside any
+        conversation: the question for a missing required slot, else the intent's reply
+        (no follow-up questions, no read-back).  Empty: not ours."""
         intent = self.domain.intents.get(understanding.intent or "")
         if intent is None:
             return []
@@ -83,53 +101,78 @@ class DomainLogic(LogicEngine):
             if slot not in filled:
                 question = intent.ask.get(slot) or self.domain.slots[slot].question
                 question = question or f"Which {slot} would you like?"
-                return split_clauses(render_template(question, self._spoken(filled)))
-        spoken = self._spoken(filled)
-        clauses: list[str] = []
-        for template in intent.reply:
-            text = render_template(template, spoken)
-            if text:
-                clauses += split_clauses(text, self.options.min_clause_chars)
-        return clauses
+                return list(self.policy.render((question,), filled))
+        return list(self.policy.render(intent.reply, filled))
 
-    def _spoken(self, slots: dict[str, str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, canonical in slots.items():
-            slot = self.domain.slots.get(name)
-            value = slot.value(canonical) if slot else None
-            out[name] = value.spoken if value else canonical
-        return out
+    def respond(self, text: str, state: DialogueState) -> DialogueTurn:
+        """The next turn of the conversation ``state``; ``state`` itself is untouched."""
+        u = self.understand(text)
+        move = self.policy.step(text, u, state)
+        budget = self.options.llm_history_tokens
+        heard = replace(
+            move.state, history=trim_history((*state.history, ChatMessage("user", text)), budget)
+        )
+
+        def remember(said: str) -> DialogueState:
+            if not said.strip():
+                return heard
+            history = (*heard.history, ChatMessage("assistant", said.strip()))
+            return replace(heard, history=trim_history(history, budget))
+
+        return DialogueTurn(u, heard, self._answer(move, heard), remember)
+
+    async def _answer(self, move: Move, heard: DialogueState) -> AsyncIterator[ReplyClause]:
+        if move.say:
+            for text in move.say:
+                yield ReplyClause(text, "domain")
+            return
+        otherwise = [ReplyClause(c, "domain") for c in move.retry] or [
+            ReplyClause(self.domain.fallback, "fallback")
+        ]
+        system = self.system_prompt
+        if heard.request is not None:
+            system += f" The customer's request so far: {self.policy.describe(heard.request)}."
+        async for clause in self._from_llm(
+            [ChatMessage("system", system), *heard.history], otherwise
+        ):
+            yield clause
 
     async def reply(self, text: str, understanding: Understanding) -> AsyncIterator[ReplyClause]:
         clauses = self.template_reply(understanding)
         if clauses:
-            for clause in clauses:
-                yield ReplyClause(clause, "domain")
+            for said in clauses:
+                yield ReplyClause(said, "domain")
             return
-        if self.llm is not None and text.strip():
-            said_something = False
+        fallback = [ReplyClause(self.domain.fallback, "fallback")]
+        if not text.strip():
+            yield fallback[0]
+            return
+        messages = [ChatMessage("system", self.system_prompt), ChatMessage("user", text)]
+        async for clause in self._from_llm(messages, fallback):
+            yield clause
+
+    async def _from_llm(
+        self, messages: Sequence[ChatMessage], otherwise: Sequence[ReplyClause]
+    ) -> AsyncIterator[ReplyClause]:
+        """The LLM's answer, clause by clause; ``otherwise`` when there is no LLM, or it
+        fails or says nothing before its first clause (after one, the user already heard
+        an answer: no apology over it)."""
+        said_something = False
+        if self.llm is not None:
+            splitter = ClauseSplitter(min_chars=self.options.min_clause_chars)
             try:
-                async for clause in self._llm_clauses(text):
+                async for delta in self.llm.stream(messages):
+                    for text in splitter.feed(delta):
+                        said_something = True
+                        yield ReplyClause(text, "llm")
+                for text in splitter.flush():
                     said_something = True
-                    yield ReplyClause(clause, "llm")
+                    yield ReplyClause(text, "llm")
             except LLMError as e:
                 log.warning("LLM failed, answering with the fallback: %s", e)
-                if said_something:
-                    return  # the user already heard an answer; don't apologise over it
-            else:
-                if said_something:
-                    return
-        yield ReplyClause(self.domain.fallback, "fallback")
-
-    async def _llm_clauses(self, text: str) -> AsyncIterator[str]:
-        assert self.llm is not None
-        splitter = ClauseSplitter(min_chars=self.options.min_clause_chars)
-        messages = [ChatMessage("system", self.system_prompt), ChatMessage("user", text)]
-        async for delta in self.llm.stream(messages):
-            for clause in splitter.feed(delta):
+        if not said_something:
+            for clause in otherwise:
                 yield clause
-        for clause in splitter.flush():
-            yield clause
 
     async def aclose(self) -> None:
         """Close the LLM connection pool (call at shutdown)."""

@@ -36,6 +36,40 @@ class ChatMessage:
     content: str
 
 
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens a chat template adds around each message (role markers, separators)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count of English text: one token per ~4 characters.
+
+    halfsec talks to any OpenAI-compatible server and cannot know its tokenizer; the
+    budget only has to keep a long conversation from crowding out the model's context
+    and slowing its first token, and 4 characters a token is the usual figure for
+    English with BPE vocabularies (short words count at least one)."""
+    return max(len(text.split()), (len(text) + 3) // 4)
+
+
+def trim_history(messages: Sequence[ChatMessage], budget_tokens: int) -> tuple[ChatMessage, ...]:
+    """The most recent messages that fit in ``budget_tokens``, oldest first.
+
+    Whole exchanges are dropped from the start, so the model never sees an answer
+    without the question it answered; the latest message is always kept, even alone
+    over budget (the user's current words must reach the model)."""
+    kept: list[ChatMessage] = []
+    used = 0
+    for m in reversed(messages):
+        cost = estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS
+        if kept and used + cost > budget_tokens:
+            break
+        kept.append(m)
+        used += cost
+    kept.reverse()
+    while len(kept) > 1 and kept[0].role == "assistant":
+        kept.pop(0)
+    return tuple(kept)
+
+
 class SSEDecoder:
     """Server-sent-events framing: lines in, complete ``data`` payloads out.
 
@@ -94,7 +128,9 @@ class ChatClient:
     """Streams chat completions; one client keeps its HTTP connection pool warm.
 
     ``first_token_timeout_s`` bounds the time from sending the request to the first
-    text delta (what the user waits for); ``stall_timeout_s`` bounds each later gap.
+    text delta (what the user waits for); ``stall_timeout_s`` bounds each later gap
+    between text deltas (SSE comments and empty deltas, which servers send as
+    keep-alives, do not count as text).
     """
 
     def __init__(
@@ -161,10 +197,13 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {self.api_key}"
         session = self._get_session()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.first_token_timeout_s
         got_first = False
         try:
-            async with asyncio.timeout_at(deadline) as first_token:
+            # One timer: first token, then each gap between text deltas.  It is re-armed
+            # only by text, so keep-alive comments cannot hold a stalled stream open, and
+            # it is off while the consumer holds a delta (the gap is the server's, not
+            # the consumer's; and a timer firing then would cancel the consumer's task).
+            async with asyncio.timeout_at(loop.time() + self.first_token_timeout_s) as timer:
                 async with session.post(self.url, json=body, headers=headers) as resp:
                     if resp.status != 200:
                         text = (await resp.text())[:200]
@@ -180,14 +219,15 @@ class ChatClient:
                             return
                         delta = parse_delta(data)
                         if delta:
-                            if not got_first:
-                                got_first = True
-                                first_token.reschedule(None)
+                            got_first = True
+                            timer.reschedule(None)
                             yield delta
+                            timer.reschedule(loop.time() + self.stall_timeout_s)
                     data = decoder.end()
                     if data is not None and data.strip() != "[DONE]":
                         delta = parse_delta(data)
                         if delta:
+                            timer.reschedule(None)
                             yield delta
         except TimeoutError as e:
             if not got_first:
@@ -195,7 +235,11 @@ class ChatClient:
                     f"no reply from the LLM at {self.url} within {self.first_token_timeout_s:g} s"
                 ) from e
             raise LLMError(
-                f"the LLM at {self.url} stalled for more than {self.stall_timeout_s:g} s"
+                f"the LLM at {self.url} stalled: no text for more than {self.stall_timeout_s:g} s"
             ) from e
+        except LLMError:
+            raise
         except aiohttp.ClientError as e:
             raise LLMError(f"cannot reach the LLM at {self.url}: {e}") from e
+        except Exception as e:  # an over-long line, a broken payload: still the LLM failing
+            raise LLMError(f"the LLM stream from {self.url} broke: {type(e).__name__}: {e}") from e

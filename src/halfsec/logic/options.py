@@ -30,6 +30,10 @@ class LogicOptions:
     llm_temperature: float = 0.3
     llm_system_prompt: str | None = None
     """None: a prompt built from the domain's description (short spoken answers)."""
+    llm_history_tokens: int = 800
+    """Chat history a session keeps for the LLM (estimated tokens, oldest exchanges
+    dropped first): enough for the last several turns of an order, small enough that
+    the prompt does not slow the model's first token as a call goes on."""
     min_confidence: float = 0.5
     """Below this the utterance has no intent (and goes to the LLM or the fallback)."""
     min_clause_chars: int = 12
@@ -45,6 +49,8 @@ class LogicOptions:
                 raise ConfigError(f"logic option {name!r} must be > 0 seconds")
         if self.llm_max_tokens <= 0:
             raise ConfigError("logic option 'llm_max_tokens' must be > 0")
+        if self.llm_history_tokens < 0:
+            raise ConfigError("logic option 'llm_history_tokens' must be >= 0")
         if self.llm_base_url is not None and not self.llm_base_url.startswith(
             ("http://", "https://")
         ):
