@@ -17,6 +17,10 @@ transport can know when that is (a WebSocket client says ``playback.done``; the 
 transport adds its jitter estimate to the last packet's send time), so it tells the
 session with ``playback_ended``.  Until a transport has done so once, the session guesses:
 reply audio plays as soon as it is produced, back to back.
+
+The session owns its conversation's dialogue state (``dialogue``); the engines it shares
+with other sessions keep none.  A turn task starts from the committed state and hands its
+next state back only through its gate (see ``TurnTask``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
+from halfsec.logic.state import DialogueState
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.options import SessionOptions
 from halfsec.runtime.turn_task import TurnTask
@@ -85,15 +90,21 @@ class VoiceSession:
         turn: TurnOptions | None = None,
         options: SessionOptions | None = None,
         output_rate: int = INTERNAL_RATE,
+        dialogue: DialogueState | None = None,
     ) -> None:
         self.engines = engines
+        self.dialogue = dialogue if dialogue is not None else DialogueState()
+        """This conversation's state after its last released turn."""
         self.turn_opt = turn or TurnOptions()
         self.opt = options or SessionOptions()
         self.output_rate = output_rate
         self.detector = TurnDetector(self.turn_opt)
         self.policy: EndOfTurnPolicy = (
             TranscriptAwarePolicy(
-                self.turn_opt, engines.logic.is_complete if engines.logic else None
+                self.turn_opt,
+                (lambda text: engines.logic.is_complete(text, self.dialogue))
+                if engines.logic
+                else None,
             )
             if self.opt.end_of_turn == "transcript"
             else SilenceWindowPolicy(self.turn_opt)
@@ -212,8 +223,10 @@ class VoiceSession:
             self._play_end_ns = 0
             self._reported_end = None
             if onset_ms - self._reply_eot_ms <= self.turn_opt.continuation_ms:
-                # The user had only paused: this speech continues the interrupted turn.
+                # The user had only paused: this speech continues the interrupted turn,
+                # which is answered afresh from the conversation as it was before it.
                 carried = self._reply_audio
+                self.dialogue = reply.dialogue_before
             self._reply = None
         turn_id = self._next_turn_id
         self._next_turn_id += 1
@@ -250,9 +263,20 @@ class VoiceSession:
         turn.held.clear()
 
     def _start_task(self, turn: _Turn) -> None:
-        task = TurnTask(turn.id, turn.stream, self.engines, self.output_rate, self._emit)
+        task = TurnTask(
+            turn.id,
+            turn.stream,
+            self.engines,
+            self.output_rate,
+            self._emit,
+            dialogue=self.dialogue,
+            on_dialogue=self._commit_dialogue,
+        )
         task.start()
         turn.task = task
+
+    def _commit_dialogue(self, state: DialogueState) -> None:
+        self.dialogue = state
 
     async def _maybe_end_turn(self, turn: _Turn) -> None:
         silence = self.detector.silence_ms

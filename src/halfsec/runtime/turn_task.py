@@ -4,7 +4,13 @@ The work starts *speculatively* when the user pauses, and its frames are held be
 gate until the session commits the turn (end-of-turn decision).  If the user resumes
 speaking, the task is cancelled and nothing it produced is ever seen.  After the commit
 the gate is open and frames flow out as they are produced.  Cancelling the task (barge-in)
-stops everything the turn still had queued or in flight."""
+stops everything the turn still had queued or in flight.
+
+The conversation's next dialogue state goes through the same gate: the task computes it
+from the state it started with (a value) and hands it to ``on_dialogue`` only once the
+gate is open, so a cancelled speculative turn leaves the session's state untouched.  Once
+the reply has been said (or cut off by a barge-in) the state with the exchange in its chat
+history follows."""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ from halfsec.frames import (
     ReplyText,
     TimingMark,
 )
+from halfsec.logic.engine import DialogueTurn
+from halfsec.logic.state import DialogueState
 from halfsec.runtime.engines import Engines
 from halfsec.stt.engine import STTStream, Transcript
 from halfsec.trace import names
@@ -41,6 +49,8 @@ class TurnTask:
         engines: Engines,
         output_rate: int,
         emit: Callable[[Frame], None],
+        dialogue: DialogueState | None = None,
+        on_dialogue: Callable[[DialogueState], None] | None = None,
     ) -> None:
         self.turn_id = turn_id
         self.stream = stream
@@ -54,6 +64,12 @@ class TurnTask:
         self.reply_text: list[str] = []
         self.task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
+        self.dialogue_before = dialogue if dialogue is not None else DialogueState()
+        """The conversation as this turn found it (what a continuation goes back to)."""
+        self._on_dialogue = on_dialogue
+        self._held_dialogue: DialogueState | None = None
+        self._answer: DialogueTurn | None = None
+        self._said_all = False
 
     # -- gate ---------------------------------------------------------------------------
     def _emit(self, frame: Frame) -> None:
@@ -67,6 +83,14 @@ class TurnTask:
         self.marks[name] = t
         self._emit(TimingMark(turn_id=self.turn_id, t_ns=t, name=name, attrs=attrs))
 
+    def _offer_dialogue(self, state: DialogueState) -> None:
+        """The next dialogue state, through the gate like a frame."""
+        if self.committed:
+            if self._on_dialogue is not None:
+                self._on_dialogue(state)
+        else:
+            self._held_dialogue = state
+
     def commit(self) -> None:
         """Open the gate: release held frames in order, then stream the rest live."""
         if self.committed:
@@ -76,6 +100,9 @@ class TurnTask:
         pending, self._pending = self._pending, []
         for f in pending:
             self._emit_out(f)
+        held, self._held_dialogue = self._held_dialogue, None
+        if held is not None:
+            self._offer_dialogue(held)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -89,6 +116,7 @@ class TurnTask:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
         self._pending.clear()
+        self._held_dialogue = None
         return (now_ns() - t0) / 1e6
 
     @property
@@ -100,6 +128,10 @@ class TurnTask:
         try:
             await self._work()
         except asyncio.CancelledError:
+            answer = self._answer
+            if self.committed and answer is not None and not self._said_all:
+                # Barge-in: the history keeps what the agent had said up to here.
+                self._offer_dialogue(answer.remember(" ".join(self.reply_text)))
             raise
         except Exception as e:  # one failing engine call must not end the session
             self._emit(
@@ -121,7 +153,10 @@ class TurnTask:
             self._emit(ReplyDone(turn_id=self.turn_id, text=""))
             return
         self.mark(names.MARK_LOGIC_START)
-        u = self.engines.logic.understand(text)
+        answer = self.engines.logic.respond(text, self.dialogue_before)
+        self._answer = answer
+        u = answer.understanding
+        self._offer_dialogue(answer.state)
         self._emit(
             IntentFrame(
                 turn_id=self.turn_id, intent=u.intent, slots=dict(u.slots), confidence=u.confidence
@@ -129,7 +164,7 @@ class TurnTask:
         )
         resampler = StreamResampler(self.engines.tts.sample_rate, self.output_rate)
         index = 0
-        async for clause in self.engines.logic.reply(text, u):
+        async for clause in answer.clauses:
             if index == 0:
                 self.mark(names.MARK_LOGIC_FIRST_CLAUSE, source=clause.source)
             self._emit(
@@ -152,6 +187,8 @@ class TurnTask:
         if tail.size:
             self._emit(self._audio(tail, max(0, index - 1)))
         self.mark(names.MARK_TTS_END)
+        self._said_all = True
+        self._offer_dialogue(answer.remember(" ".join(self.reply_text)))
         self._emit(ReplyDone(turn_id=self.turn_id, text=" ".join(self.reply_text)))
 
     def _audio(self, pcm: np.ndarray, clause: int) -> AudioFrame:
