@@ -62,6 +62,12 @@ def run(
         Path("out"), "--out-dir", "-o", help="Where <stem>.reply.wav files go."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input on stdout."),
+    conversation: bool = typer.Option(
+        False,
+        "--conversation",
+        help="Play the files as one conversation in one session, each after the previous "
+        "reply has finished playing; each line adds the dialogue state.",
+    ),
     config: Path | None = ConfigOpt,
     overrides: list[str] | None = SetOpt,
     stt: str | None = typer.Option(None, help="STT engine: whisper | pocketsphinx."),
@@ -74,7 +80,7 @@ def run(
     from halfsec.cli.run import run_command
 
     cfg = config_from_cli(config, overrides, stt, tts, domain)
-    raise typer.Exit(run_command(files, out_dir, as_json, cfg))
+    raise typer.Exit(run_command(files, out_dir, as_json, cfg, conversation=conversation))
 
 
 @app.command()

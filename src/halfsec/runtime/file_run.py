@@ -6,7 +6,9 @@ microphone cannot deliver a frame before its last sample was spoken, so the 20 m
 cost is inside the measurement.  After the file, silence keeps flowing until the reply has
 finished playing.  Voice-to-voice is measured on this client's timeline by the one rule
 of ``halfsec.measure.v2v``: from the last voiced input sample (reference end of speech on
-the clean file) to the first audible reply sample."""
+the clean file) to the first audible reply sample.  ``run_conversation`` plays several
+recordings into one session, each after the previous reply (``halfsec run
+--conversation``), and measures each the same way."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
+from halfsec.logic.state import DialogueState
 from halfsec.measure.audible import AUDIBLE_DBFS
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.v2v import reply_sample, voice_to_voice
@@ -68,6 +71,8 @@ class FileRun:
     voiced: tuple[int, int] | None
     errors: list[str]
     interruptions: list[Interruption]
+    dialogue: DialogueState | None = None
+    """The session's dialogue state once this recording's reply had played."""
 
     def reply_audio(self) -> np.ndarray:
         """Reply audio on the input's timeline, at least as long as the input."""
@@ -154,22 +159,50 @@ async def run_file(
     settle_s: float = 0.3,
 ) -> FileRun:
     """Feed ``pcm`` at real-time pace, then silence until the reply has played out."""
+    runs = await run_conversation(session, [pcm], max_tail_s=max_tail_s, settle_s=settle_s)
+    return runs[0]
+
+
+async def run_conversation(
+    session: VoiceSession,
+    pcms: list[np.ndarray],
+    *,
+    max_tail_s: float = 10.0,
+    settle_s: float = 0.3,
+) -> list[FileRun]:
+    """Play ``pcms`` into one session as one conversation, each once the reply to the
+    previous one has finished playing (silence flows in between, as from a live
+    microphone).  One :class:`FileRun` per recording, on a timeline that starts where
+    the recording starts, with the session's dialogue state after its reply."""
+    if not pcms:
+        return []
     lead_ns = 20_000_000
     t0 = now_ns() + lead_ns
-    timeline = PlaybackTimeline(session.output_rate, t0)
-    turns: dict[int, TurnRecord] = {}
-    errors: list[str] = []
-    interruptions: list[Interruption] = []
+    runs: list[FileRun] = []
+    k = 0  # frames pushed so far; frame k is due at t0 + (k + 1) * 20 ms
+
+    def begin(pcm: np.ndarray) -> FileRun:
+        t_start = t0 + k * 20_000_000
+        run = FileRun(
+            pcm, t_start, PlaybackTimeline(session.output_rate, t_start), {}, None, [], []
+        )
+        runs.append(run)
+        return run
+
+    def owner(f: Frame) -> FileRun:
+        """The recording a frame's turn belongs to (a late frame of an earlier turn
+        still goes to its own recording)."""
+        return next((r for r in reversed(runs) if f.turn_id in r.turns), runs[-1])
 
     def rec(f: Frame) -> TurnRecord:
-        return turns.setdefault(f.turn_id, TurnRecord(f.turn_id))
+        return owner(f).turns.setdefault(f.turn_id, TurnRecord(f.turn_id))
 
     async def collect() -> None:
         async for f in session.events():
             t_recv = now_ns()
             if isinstance(f, ReplyAudio):
                 r = rec(f)
-                start = timeline.place(f.pcm, t_recv, f.turn_id)
+                start = owner(f).timeline.place(f.pcm, t_recv, f.turn_id)
                 if r.first_audio_ns is None:
                     r.first_audio_ns, r.first_audio_sample = t_recv, start
             elif isinstance(f, SpeechStarted):
@@ -193,13 +226,12 @@ async def run_file(
                 rec(f).partials += 1
             elif isinstance(f, Interruption):
                 rec(f).interrupted = True
-                interruptions.append(f)
-                timeline.stop(t_recv)
+                owner(f).interruptions.append(f)
+                owner(f).timeline.stop(t_recv)
             elif isinstance(f, ErrorFrame):
-                errors.append(f"{f.code}: {f.message}")
+                owner(f).errors.append(f"{f.code}: {f.message}")
 
     collector = asyncio.create_task(collect())
-    k = 0
 
     async def push_frame(frame: np.ndarray) -> None:
         nonlocal k
@@ -211,22 +243,28 @@ async def run_file(
         k += 1
 
     try:
-        for frame in frames_of(pcm):
-            await push_frame(frame)
-        silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        t_end = now_ns()
-        while True:
-            elapsed = (now_ns() - t_end) / 1e9
-            if elapsed > max_tail_s:
-                if not session.idle:
-                    errors.append(f"reply not finished {max_tail_s:.0f} s after the input ended")
-                break
-            playing = now_ns() < timeline.playing_until_ns
-            if elapsed >= settle_s and session.idle and not playing:
-                break
-            await push_frame(silence)
+        for pcm in pcms:
+            run = begin(pcm)
+            for frame in frames_of(pcm):
+                await push_frame(frame)
+            silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            t_end = now_ns()
+            while True:
+                elapsed = (now_ns() - t_end) / 1e9
+                if elapsed > max_tail_s:
+                    if not session.idle:
+                        run.errors.append(
+                            f"reply not finished {max_tail_s:.0f} s after the input ended"
+                        )
+                    break
+                playing = now_ns() < run.timeline.playing_until_ns
+                if elapsed >= settle_s and session.idle and not playing:
+                    break
+                await push_frame(silence)
+            run.dialogue = session.dialogue
     finally:
         await session.close()
         await collector
-    voiced = voiced_bounds(pcm)
-    return FileRun(pcm, t0, timeline, turns, voiced, errors, interruptions)
+    for run in runs:
+        run.voiced = voiced_bounds(run.pcm)
+    return runs
