@@ -24,6 +24,7 @@ NEEDS_ENGINES = {
     "open_session",
     "VoiceSession",
     "run_file",
+    "run_conversation",
     "FileRun",
     "VoiceServer",
     "ServerOptions",
