@@ -113,8 +113,14 @@ async def test_scrape_after_a_spoken_turn(engines: Engines) -> None:
     async with serving(engines, token="s3cret") as (_server, host):
         before = await scrape(host)
         assert value(before, "halfsec_turns_total", outcome="answered") == 0
-        async with aiohttp.ClientSession() as http, http.get(f"http://{host}/ws") as r:
-            assert r.status == 401
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://{host}/ws") as r:
+                assert r.status == 401
+            evil = {"Origin": "https://evil.example", "Authorization": "Bearer s3cret"}
+            async with http.get(f"http://{host}/ws", headers=evil) as r:
+                assert r.status == 403
+            async with http.post(f"http://{host}/webrtc/offer", headers=evil, json={}) as r:
+                assert r.status == 403
         run = await run_recording(f"ws://{host}/ws", pcm, ClientOptions(token="s3cret"))
         assert run.error is None, run.error
         during = await scrape(host)
@@ -128,6 +134,7 @@ async def test_scrape_after_a_spoken_turn(engines: Engines) -> None:
     assert value(during, "halfsec_turns_total", outcome="answered") == 1
     assert value(during, "halfsec_sessions_total") == 1
     assert value(during, "halfsec_refused_sessions_total", reason="unauthorized") == 1
+    assert value(during, "halfsec_refused_sessions_total", reason="origin") == 2  # ws, webrtc
     assert value(during, "halfsec_server_v2v_seconds_count") == 1
     v2v_s = value(during, "halfsec_server_v2v_seconds_sum")
     assert 0.0 < v2v_s < 2.0, v2v_s

@@ -351,6 +351,7 @@ class WebRtcEndpoint:
         services = self.services
         bad_origin = services.options.admission.origin_refusal(request)
         if bad_origin is not None:  # before reading a body from a page that may not ask
+            services.metrics.refusal(bad_origin.status)
             return _fail(bad_origin.status, bad_origin.reason)
         raw = await request.content.read(MAX_SDP_BYTES + 1)
         if len(raw) > MAX_SDP_BYTES:
