@@ -338,3 +338,30 @@ def test_span_names_come_from_the_trace_names_module() -> None:
             ):
                 bad.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not bad, f"span names written as literals: {bad}"
+
+
+def test_internal_code_never_uses_the_top_level_api() -> None:
+    """``halfsec/__init__.py`` re-exports the public API lazily (``_API``, PEP 562), which
+    points from the core up into the runtime and the server.  That edge is for users only:
+    a halfsec module importing an ``_API`` name from ``halfsec`` would hide a real upward
+    import from the rules above, so every module imports from the defining module."""
+    init = ast.parse((PKG / "__init__.py").read_text())
+    api: set[str] = set()
+    for node in init.body:
+        if (
+            isinstance(node, ast.AnnAssign | ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and "_API" in ast.unparse(node)
+        ):
+            api = {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    assert api, "halfsec/__init__.py has no _API table (update this test with the new design)"
+    bad = []
+    for m, path in MODULES.items():
+        if m == "halfsec":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "halfsec" and not node.level:
+                used = {a.name for a in node.names} & api
+                if used:
+                    bad.append(f"{path.relative_to(SRC)}:{node.lineno}: {sorted(used)}")
+    assert not bad, f"internal imports of the lazy top-level API: {bad}"
