@@ -1,13 +1,33 @@
-"""The worker threads STT decodes run on ("lanes"), one decode at a time, off the event loop."""
+"""The worker threads STT decodes run on ("lanes"), one decode at a time, off the event loop.
+
+A lane is shared by every session of a process, so one decode that never ends would stall
+every session behind it, and CTranslate2 cannot abort a decode.  ``ReplaceableLane``
+therefore lets a caller *abandon* a decode it no longer waits for: a queued one is
+dropped, and a running one that is still running once it has hung (or with other work
+queued behind it) loses its worker.  A fresh worker with its own model takes over the
+queue (a warm standby when the lane keeps one), and the old thread is left to finish its
+decode and exit.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+T = TypeVar("T")
 
 
-def inference_executor(name: str, nice: int = 0) -> ThreadPoolExecutor:
+def inference_executor(name: str, nice: int = 0) -> concurrent.futures.ThreadPoolExecutor:
     """One worker thread: decodes run one at a time, in order, off the event loop.
 
     ``nice`` > 0 sets the worker's nice value, i.e. lowers its CPU priority (Linux:
@@ -25,6 +45,217 @@ def inference_executor(name: str, nice: int = 0) -> ThreadPoolExecutor:
             except OSError:  # not permitted here: run at normal priority
                 pass
 
-    return ThreadPoolExecutor(
+    return concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix=f"halfsec-stt-{name}", initializer=lower_priority
     )
+
+
+class _Worker(Generic[M]):
+    """One thread and the model loaded on it (loaded there, so it inherits the thread's
+    priority; see ``inference_executor``)."""
+
+    def __init__(
+        self, name: str, load: Callable[[], M], nice: int, warm: Callable[[M], None] | None
+    ) -> None:
+        self.executor = inference_executor(name, nice)
+        self.loaded = self.executor.submit(self._load, load, warm)
+        self.jobs: list[_Job] = []
+
+    @staticmethod
+    def _load(load: Callable[[], M], warm: Callable[[M], None] | None) -> M:
+        model = load()
+        if warm is not None:
+            warm(model)
+        return model
+
+    @property
+    def model(self) -> M:
+        """The model (waits for the load on a fresh worker; only its own jobs and the
+        caller's blocking tools ask before it is ready)."""
+        return self.loaded.result()
+
+
+@dataclass(eq=False)
+class _Job:
+    fn: Callable[[Any], Any]
+    result: asyncio.Future[Any]
+    handle: concurrent.futures.Future[Any] | None = None
+    worker: _Worker[Any] | None = None
+    started: float | None = None
+    """``time.monotonic()`` when the worker began it (set on the worker thread)."""
+    abandoned: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+def _running(job: _Job) -> bool:
+    return job.handle is not None and job.handle.running()
+
+
+class ReplaceableLane(Generic[M]):
+    """Jobs ``fn(model)`` run one at a time on a worker that is replaced when one hangs.
+
+    ``abandon(future)`` says nobody waits for that job any more.  Queued: it is dropped.
+    Running: once it has run ``hung_after_s``, or at once when other jobs wait behind it
+    (``replace_when_waiting``), the worker is replaced.  ``standby`` keeps a second worker loaded and warm, so a
+    replacement costs nothing on the critical path (the next standby loads in the
+    background).  At most ``max_hung`` replaced workers may still be running their hung
+    job; past that the lane keeps its worker (and the callers' deadlines answer)."""
+
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[], M],
+        *,
+        nice: int = 0,
+        warm: Callable[[M], None] | None = None,
+        standby: bool = False,
+        hung_after_s: float = 1.0,
+        replace_when_waiting: bool = True,
+        max_hung: int = 4,
+    ) -> None:
+        self.name = name
+        self._load = load
+        self._nice = nice
+        self._warm = warm
+        self._keep_standby = standby
+        self.hung_after_s = hung_after_s
+        self.replace_when_waiting = replace_when_waiting
+        self.max_hung = max_hung
+        self._active: _Worker[M] = _Worker(name, load, nice, None)
+        self._active.model  # noqa: B018 - a model that cannot load fails here, at start-up
+        self._standby: _Worker[M] | None = self._new_worker() if standby else None
+        self._hung: list[_Worker[M]] = []
+        self._jobs: dict[asyncio.Future[Any], _Job] = {}
+        self.replacements = 0
+        """How many times a hung worker was replaced (tests, logs)."""
+
+    def _new_worker(self) -> _Worker[M]:
+        return _Worker(self.name, self._load, self._nice, self._warm)
+
+    @property
+    def model(self) -> M:
+        """The active worker's model."""
+        return self._active.model
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The active worker's thread (tests check its priority)."""
+        return self._active.executor
+
+    @property
+    def hung_workers(self) -> int:
+        """Replaced workers still running the job they hung on."""
+        return len(self._hung)
+
+    def submit(self, fn: Callable[[M], T]) -> asyncio.Future[T]:
+        """Run ``fn(model)`` on the lane; the future settles on the event loop."""
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, loop.create_future())
+        running = next((j for j in self._active.jobs if _running(j)), None)
+        if running is not None and running.abandoned and self.replace_when_waiting:
+            self._replace(self._active)  # never queue behind a decode nobody waits for
+        self._dispatch(job, loop)
+        self._jobs[job.result] = job
+        return job.result
+
+    def _dispatch(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        worker = self._active
+
+        def run() -> Any:
+            job.started = time.monotonic()
+            return job.fn(worker.model)
+
+        def done(handle: concurrent.futures.Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._settle, job, handle)
+            except RuntimeError:  # the loop is gone: nobody is waiting
+                pass
+
+        job.worker = worker
+        job.started = None
+        job.handle = worker.executor.submit(run)
+        worker.jobs.append(job)
+        job.handle.add_done_callback(done)
+
+    def _settle(self, job: _Job, handle: concurrent.futures.Future[Any]) -> None:
+        worker = job.worker
+        if job.handle is not handle:
+            return  # moved to another worker; that one settles it
+        if worker is not None and job in worker.jobs:
+            worker.jobs.remove(job)
+        if worker is not None and worker in self._hung and not worker.jobs:
+            self._hung.remove(worker)
+        self._jobs.pop(job.result, None)
+        if job.timer is not None:
+            job.timer.cancel()
+        if job.result.done():
+            return
+        if handle.cancelled():
+            job.result.cancel()
+        elif (exc := handle.exception()) is not None:
+            job.result.set_exception(exc)
+        else:
+            job.result.set_result(handle.result())
+
+    def abandon(self, future: asyncio.Future[Any]) -> None:
+        """Nobody waits for ``future``'s job any more (see the class docstring)."""
+        job = self._jobs.get(future)
+        if job is None or job.handle is None or job.abandoned:
+            return
+        job.abandoned = True
+        if job.handle.cancel() or job.handle.done():  # still queued (never runs) or over
+            return
+        elapsed = time.monotonic() - (job.started or time.monotonic())
+        worker = job.worker
+        waiting = self.replace_when_waiting and any(
+            j is not job and j.handle is not None and not j.handle.done()
+            for j in (worker.jobs if worker is not None else [])
+        )
+        if waiting or elapsed >= self.hung_after_s:
+            if worker is not None:
+                self._replace(worker)
+            return
+        loop = asyncio.get_running_loop()
+        job.timer = loop.call_later(self.hung_after_s - elapsed, self._check_hung, job)
+
+    def _check_hung(self, job: _Job) -> None:
+        if job.worker is not None and job in job.worker.jobs and _running(job):
+            self._replace(job.worker)
+
+    def _replace(self, worker: _Worker[M]) -> None:
+        if worker is not self._active:
+            return
+        if len(self._hung) >= self.max_hung:
+            log.warning(
+                "STT lane %s: a decode hangs but %d replaced workers still run theirs; "
+                "keeping this one",
+                self.name,
+                len(self._hung),
+            )
+            return
+        self._active = self._standby if self._standby is not None else self._new_worker()
+        self._standby = self._new_worker() if self._keep_standby else None
+        loop = asyncio.get_running_loop()
+        for job in list(worker.jobs):
+            if job.handle is not None and job.handle.cancel():
+                worker.jobs.remove(job)
+                if not job.abandoned:
+                    self._dispatch(job, loop)
+                else:
+                    self._jobs.pop(job.result, None)
+                    job.result.cancel()
+        worker.executor.shutdown(wait=False)  # its thread exits after the hung job
+        if worker.jobs:
+            self._hung.append(worker)
+        self.replacements += 1
+        log.warning(
+            "STT lane %s: a decode nobody waits for is still running; a fresh worker took "
+            "over (%d replaced so far)",
+            self.name,
+            self.replacements,
+        )
+
+    def close(self) -> None:
+        for worker in (self._active, self._standby, *self._hung):
+            if worker is not None:
+                worker.executor.shutdown(wait=False, cancel_futures=True)

@@ -9,12 +9,13 @@ never decodes the same audio twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 
-from halfsec.stt.decode_lanes import inference_executor
+from halfsec.stt.decode_lanes import ReplaceableLane
 from halfsec.stt.engine import STTEngine, STTStream, Transcript
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pcm_input import SAMPLE_RATE, as_pcm16
@@ -28,6 +29,12 @@ PARTIAL_NICE = 19
 weight 15 against 1024 for a normal thread): a preview must not slow the final or TTS.  Measured with
 ``benchmarks/run_corpus.py --only coffee --limit 20`` on a 2-core AVX2 EPYC: v2v p50/p95
 523/781 ms at nice 10, 489/730 ms at nice 19 (one run each)."""
+
+
+PARTIAL_HUNG_FACTOR = 5.0
+"""A partial is hung only after this many times the final's hung time, and a partial
+queued behind an abandoned one simply waits: previews are slow at low priority on a busy
+machine, and loading a fresh model for a preview would cost more than it saves."""
 
 
 class WhisperEngine(STTEngine):
@@ -47,14 +54,67 @@ class WhisperEngine(STTEngine):
 
     def __init__(self, options: STTOptions | None = None) -> None:
         self.options = options or STTOptions()
-        self.decoder = WhisperDecoder(self.options)
-        self._executor = inference_executor(self.name)
-        self._partial_executor = inference_executor(f"{self.name}-partial", nice=PARTIAL_NICE)
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
+
+        def warm_final(decoder: WhisperDecoder) -> None:
+            decoder.decode(noise, final=False)
+            decoder.decode_padded(noise.astype(np.float32) / 32768.0, 1.0)
+
+        # A hung final stalls every session's turn: the lane keeps a warm standby model
+        # so that replacing a hung worker costs no load on the critical path.
+        self._final_lane: ReplaceableLane[WhisperDecoder] = ReplaceableLane(
+            self.name,
+            lambda: WhisperDecoder(self.options),
+            warm=warm_final,
+            standby=True,
+        )
         # Loaded on its own worker so that CTranslate2's compute thread inherits the
         # worker's lower priority.
-        self.partial_decoder = self._partial_executor.submit(
-            WhisperDecoder, replace(self.options, cpu_threads=1)
-        ).result()
+        self._partial_lane: ReplaceableLane[WhisperDecoder] = ReplaceableLane(
+            f"{self.name}-partial",
+            lambda: WhisperDecoder(replace(self.options, cpu_threads=1)),
+            nice=PARTIAL_NICE,
+            hung_after_s=PARTIAL_HUNG_FACTOR * self._final_lane.hung_after_s,
+            replace_when_waiting=False,
+        )
+        self._noise = noise
+        self.fault_hook: Callable[[bool], Callable[[], None] | None] | None = None
+        """Fault injection (``runtime.faults``): called on the event loop for each decode
+        (``final`` flag); what it returns runs on the lane's worker before the decode, so
+        an injected stall holds the worker as a hung CTranslate2 decode would."""
+
+    @property
+    def decoder(self) -> WhisperDecoder:
+        """The final lane's model (a replaced worker brings a new one)."""
+        return self._final_lane.model
+
+    @property
+    def partial_decoder(self) -> WhisperDecoder:
+        return self._partial_lane.model
+
+    @property
+    def _executor(self) -> ThreadPoolExecutor:
+        return self._final_lane.executor
+
+    @property
+    def _partial_executor(self) -> ThreadPoolExecutor:
+        return self._partial_lane.executor
+
+    @property
+    def hung_after_ms(self) -> float:
+        """An abandoned final still decoding this long after it started loses its worker."""
+        return self._final_lane.hung_after_s * 1000.0
+
+    @hung_after_ms.setter
+    def hung_after_ms(self, value: float) -> None:
+        self._final_lane.hung_after_s = value / 1000.0
+        self._partial_lane.hung_after_s = PARTIAL_HUNG_FACTOR * value / 1000.0
+
+    @property
+    def replaced_workers(self) -> int:
+        """Hung workers replaced so far, both lanes."""
+        return self._final_lane.replacements + self._partial_lane.replacements
 
     def open_stream(self) -> WhisperStream:
         return WhisperStream(self)
@@ -62,31 +122,40 @@ class WhisperEngine(STTEngine):
     def warmup(self) -> None:
         """Decodes on both lanes (short window and 30 s fallback) so buffers are
         allocated and the first user's final costs what every later one does."""
-        rng = np.random.default_rng(0)
-        noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
-        self.decoder.decode(noise, final=False)
-        self.decoder.decode_padded(noise.astype(np.float32) / 32768.0, 1.0)
-        self._partial_executor.submit(self.partial_decoder.decode, noise, final=False).result()
+        self.decoder.decode(self._noise, final=False)
+        self.decoder.decode_padded(self._noise.astype(np.float32) / 32768.0, 1.0)
+        self._partial_executor.submit(
+            self.partial_decoder.decode, self._noise, final=False
+        ).result()
 
     def run_blocking(self, pcm: np.ndarray, final: bool = True) -> Decoded:
         """Decode on the caller's thread: for benchmarks and tools, not the event loop."""
         return self.decoder.decode(as_pcm16(pcm), final=final)
 
-    def submit(self, pcm: np.ndarray, final: bool, short: Decoded | None) -> Awaitable[Decoded]:
+    def submit(
+        self, pcm: np.ndarray, final: bool, short: Decoded | None
+    ) -> asyncio.Future[Decoded]:
         """Schedule a decode on its lane: finals on the final worker, partials on the
         low-priority one."""
-        loop = asyncio.get_running_loop()
-        if final:
-            return loop.run_in_executor(
-                self._executor, lambda: self.decoder.decode(pcm, final=True, short=short)
-            )
-        return loop.run_in_executor(
-            self._partial_executor, lambda: self.partial_decoder.decode(pcm, final=False)
-        )
+        fault = self.fault_hook(final) if self.fault_hook is not None else None
+
+        def job(decoder: WhisperDecoder) -> Decoded:
+            if fault is not None:
+                fault()
+            if final:
+                return decoder.decode(pcm, final=True, short=short)
+            return decoder.decode(pcm, final=False)
+
+        return (self._final_lane if final else self._partial_lane).submit(job)
+
+    def abandon(self, future: asyncio.Future[Decoded], final: bool) -> None:
+        """Nobody waits for this decode any more: drop it if queued; a running one that
+        hangs loses its worker (``ReplaceableLane``)."""
+        (self._final_lane if final else self._partial_lane).abandon(future)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._partial_executor.shutdown(wait=False, cancel_futures=True)
+        self._final_lane.close()
+        self._partial_lane.close()
 
 
 class WhisperStream(STTStream):
@@ -104,7 +173,10 @@ class WhisperStream(STTStream):
     * a partial while an older partial is still in flight: that partial's result (a
       slightly stale preview), so partials never pile up;
     * a final never waits for a partial of *older* audio: it starts at once on the
-      final lane (the stale partial finishes on its own, at low priority).
+      final lane (the stale partial finishes on its own, at low priority);
+    * a decode whose every waiter was cancelled (a deadline, a resumed user, a barge-in)
+      is abandoned: dropped from its lane if queued, and its worker replaced if it hangs,
+      so it never holds up another session's final.
     """
 
     def __init__(self, engine: WhisperEngine) -> None:
@@ -113,6 +185,7 @@ class WhisperStream(STTStream):
         self._samples = 0
         self._done: dict[bool, tuple[int, Decoded]] = {}
         self._inflight: dict[bool, tuple[int, asyncio.Future[Decoded]]] = {}
+        self._waiters: dict[asyncio.Future[Decoded], int] = {}
 
     def feed(self, pcm: np.ndarray) -> None:
         chunk = as_pcm16(pcm)
@@ -137,9 +210,26 @@ class WhisperStream(STTStream):
             audio_ms=version * 1000.0 / SAMPLE_RATE,
         )
 
+    async def _wait(self, future: asyncio.Future[Decoded], final: bool) -> Decoded:
+        """Await a decode that other callers may share; the last waiter to be cancelled
+        abandons it."""
+        self._waiters[future] = self._waiters.get(future, 0) + 1
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done() and self._waiters.get(future) == 1:
+                self._engine.abandon(future, final)
+            raise
+        finally:
+            left = self._waiters.get(future, 1) - 1
+            if left:
+                self._waiters[future] = left
+            else:
+                self._waiters.pop(future, None)
+
     def _start(self, final: bool, short: Decoded | None) -> asyncio.Future[Decoded]:
         version = self._samples
-        future = asyncio.ensure_future(self._engine.submit(self._snapshot(), final, short))
+        future = self._engine.submit(self._snapshot(), final, short)
         self._inflight[final] = (version, future)
 
         def settle(f: asyncio.Future[Decoded]) -> None:
@@ -165,7 +255,7 @@ class WhisperStream(STTStream):
     async def _final(self, version: int) -> Transcript:
         inflight = self._inflight.get(True)
         if inflight is not None and inflight[0] == version:
-            d = await asyncio.shield(inflight[1])
+            d = await self._wait(inflight[1], True)
             return self._transcript(d, True, version, cached=False)
         short: Decoded | None = None
         promoted_ms = 0.0
@@ -174,7 +264,7 @@ class WhisperStream(STTStream):
         if done_partial is not None and done_partial[0] == version:
             short = done_partial[1]
         elif partial_inflight is not None and partial_inflight[0] == version:
-            short = await asyncio.shield(partial_inflight[1])
+            short = await self._wait(partial_inflight[1], False)
             promoted_ms = short.compute_ms
             if self._samples != version:  # fed while we waited: decode afresh
                 return await self.hypothesis(final=True)
@@ -185,7 +275,7 @@ class WhisperStream(STTStream):
             d = Decoded(short.text, False, promoted_ms, no_speech_prob=short.no_speech_prob)
             self._done[True] = (version, d)
             return self._transcript(d, True, version, cached=False)
-        d = await asyncio.shield(self._start(True, short))
+        d = await self._wait(self._start(True, short), True)
         return self._transcript(d, True, version, cached=False)
 
     async def _partial(self, version: int) -> Transcript:
@@ -194,9 +284,9 @@ class WhisperStream(STTStream):
             return self._transcript(done[1], False, version, cached=True)
         inflight = self._inflight.get(False)
         if inflight is not None:
-            d = await asyncio.shield(inflight[1])
+            d = await self._wait(inflight[1], False)
             return self._transcript(d, False, inflight[0], cached=inflight[0] != version)
-        d = await asyncio.shield(self._start(False, None))
+        d = await self._wait(self._start(False, None), False)
         return self._transcript(d, False, version, cached=False)
 
     def close(self) -> None:
