@@ -113,7 +113,7 @@ def test_environment_sits_between_the_file_and_set(tmp_path: Path) -> None:
         ),
         (
             {"HALFSEC_TTS_THREADS": "0"},
-            "threads must be >= 1, got 0 \\(set by HALFSEC_TTS_THREADS\\)",
+            "tts.threads must be a whole number in 1..256, got 0; .*\\(set by HALFSEC_TTS_THREADS\\)",
         ),
     ],
 )

@@ -4,14 +4,17 @@
 ``LogicOptions``, ``TTSOptions`` and ``SessionOptions``.  A TOML file has one table per
 concern (``[turn]``, ``[stt]``, ...); environment variables ``HALFSEC_<SECTION>_<KEY>``
 (``HALFSEC_TURN_SILENCE_MS=250``) override the file, as containers and services set them;
-the CLI overrides single keys last with ``--set turn.silence_ms=300``.  Unknown keys and
-wrong types are errors that name the key (and the variable): a typo must not silently fall
-back to a default."""
+the CLI overrides single keys last with ``--set turn.silence_ms=300``.  Unknown keys,
+wrong types and values out of range (each options class declares its ranges and checks
+them with ``halfsec.options_check``: ``nan``, ``0`` Hz, ``--2``) are ``ConfigError``s that
+name the key (and the variable), the value and what is allowed: a typo must not silently
+fall back to a default, and a bad number must not surface later as a crash."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -23,6 +26,7 @@ from typing import Any
 from halfsec.audio.options import AudioOptions
 from halfsec.errors import ConfigError
 from halfsec.logic.options import LogicOptions
+from halfsec.options_check import ConfigKeys
 from halfsec.runtime.options import SessionOptions
 from halfsec.stt.options import STTOptions
 from halfsec.tts.options import TTSOptions
@@ -40,6 +44,18 @@ class HalfsecConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_KINDS: dict[Any, str] = {
+    int: "int (a whole number such as 2)",
+    float: "float (a number such as 0.5)",
+    bool: "bool (true or false)",
+    str: "str (text)",
+    Path: "a path",
+}
+
+_INT = re.compile(r"[+-]?[0-9]+")
+"""A whole number as typed: one optional sign (``--2`` is not a number, not minus minus 2)."""
 
 
 def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
@@ -69,17 +85,17 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
     elif typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        # float() of a huge TOML integer overflows; "nan"/"inf" parse here and are
+        # refused by the options' own range check, which can say what is allowed.
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
                 return float(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 pass
     elif typ is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lstrip("-").isdigit():
+        if isinstance(value, str) and _INT.fullmatch(value.strip()):
             return int(value)
     elif typ is str:
         if isinstance(value, str):
@@ -95,7 +111,10 @@ def _coerce(section: str, key: str, typ: Any, value: Any) -> Any:
             return tuple(items) if origin is tuple else items
     elif typ is Any:
         return value
-    raise ConfigError(f"{section}.{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+    raise ConfigError(
+        f"{section}.{key}: expected {_KINDS.get(typ, getattr(typ, '__name__', typ))}, "
+        f"got {value!r}; {ConfigKeys(section).fix(key)}"
+    )
 
 
 def _build(cls: type, section: str, values: dict[str, Any]) -> Any:
@@ -152,9 +171,13 @@ def load_config(
     if path is not None:
         p = Path(path)
         try:
-            raw = tomllib.loads(p.read_text())
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
-            raise ConfigError(f"config file {p} not found") from e
+            raise ConfigError(f"config file {p} not found; check the --config path") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e}); a config file is TOML text") from e
+        except OSError as e:  # a directory, no permission
+            raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: invalid TOML ({e})") from e
         for k, v in raw.items():
@@ -186,7 +209,9 @@ def load_config(
             built[name] = _build(hints[name], name, data.get(name, {}))
         except ConfigError as e:  # an options class's own check: say which variable set it
             named = [
-                var for (sec, key), (var, _) in from_env.items() if sec == name and key in str(e)
+                var
+                for (sec, key), (var, _) in from_env.items()
+                if sec == name and f"{sec}.{key}" in str(e)
             ]
             if named:
                 raise ConfigError(f"{e} (set by {', '.join(named)})") from e

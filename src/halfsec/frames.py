@@ -104,6 +104,11 @@ class ReplyDone(Frame):
     """The turn's reply has been fully synthesized (playback may still be running)."""
 
     text: str
+    fallbacks: tuple[str, ...] = ()
+    """The fallback rungs that answered the turn, in order (``runtime/fallback.py``):
+    empty when every stage answered on time."""
+    faults: tuple[str, ...] = ()
+    """Injected faults that fired in the turn (``halfsec serve --fault``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

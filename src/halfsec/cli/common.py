@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from aiohttp.web import AppRunner
 from rich.console import Console
+from rich.markup import escape
 
 from halfsec.config import HalfsecConfig, load_config
 from halfsec.errors import HalfsecError
@@ -35,7 +36,7 @@ def config_from_cli(
     try:
         return load_config(config, ov)
     except HalfsecError as e:
-        err.print(f"[red]config error:[/red] {e}")
+        err.print(f"[red]config error:[/red] {escape(str(e))}")  # "[turn]" is not markup
         raise typer.Exit(2) from e
 
 

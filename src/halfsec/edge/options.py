@@ -9,11 +9,41 @@ from dataclasses import dataclass
 
 from halfsec import FRAME_MS
 from halfsec.errors import HalfsecError
+from halfsec.options_check import (
+    CommandFlags,
+    Range,
+    at_least,
+    between,
+    check_fields,
+    flags_of,
+    positive,
+)
 from halfsec.server.admission import Admission, exposure_problem
 
 
 class EdgeError(HalfsecError):
     """The edge cannot start as configured (unsafe bind, bad origin URL or option)."""
+
+
+_RULES = {
+    "port": Range(0, 65535, note="0: any free port"),
+    "max_sessions": between(1, 100_000),
+    "max_message_bytes": at_least(1024, "bytes", at_most=64 * 1024 * 1024),
+    "max_messages_per_s": positive(at_most=1_000_000),
+    "idle_timeout_s": positive("s", at_most=86_400),
+    "start_timeout_s": positive("s", at_most=86_400),
+    "pool_size": between(0, 1000),
+    # The origin's detector needs silence before the onset (see ``preroll_ms``).
+    "preroll_ms": between(100, 10_000, "ms"),
+    "hold_ms": between(0, 60_000, "ms"),
+    "max_tail_ms": positive("ms", at_most=600_000),
+    "speech_batch_ms": between(FRAME_MS, 1000, "ms"),
+}
+_KEYS = CommandFlags(
+    "halfsec edge",
+    "EdgeOptions",
+    flags_of("origin", "port", "pool_size", "preroll_ms", "max_sessions"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +79,9 @@ class EdgeOptions:
     are what the origin's end-of-turn decision waits for."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise EdgeError(f"port {self.port} is out of range 0..65535 (0 = any free port)")
+        check_fields(self, _RULES, _KEYS, EdgeError)
         if not self.origin.startswith(("ws://", "wss://")):
             raise EdgeError(f"--origin {self.origin!r} must be a URL like ws://HOST:PORT/ws")
-        if self.pool_size < 0 or self.max_sessions < 1:
-            raise EdgeError("--pool-size must be >= 0 and --max-sessions >= 1")
-        if self.preroll_ms < 100 or self.speech_batch_ms < FRAME_MS:
-            raise EdgeError("preroll must be >= 100 ms and the speech batch >= 20 ms")
 
     @property
     def admission(self) -> Admission:

@@ -18,11 +18,13 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from halfsec.clock import now_ns
 from halfsec.errors import HalfsecError
 
 
@@ -68,6 +70,25 @@ def trim_history(messages: Sequence[ChatMessage], budget_tokens: int) -> tuple[C
     while len(kept) > 1 and kept[0].role == "assistant":
         kept.pop(0)
     return tuple(kept)
+
+
+@dataclass
+class StreamActivity:
+    """Text deltas an LLM stream has received, for whoever waits on its clauses.
+
+    A reply that has not finished its first clause may come from an LLM that is silent
+    or from one that is still writing it; only the stream can tell.  The runtime puts one
+    of these in ``STREAM_ACTIVITY`` for the task that reads a reply, and every
+    ``ChatClient.stream`` in that task counts its deltas here."""
+
+    deltas: int = 0
+    last_ns: int = 0
+    """``clock.now_ns()`` of the latest delta (0: none yet)."""
+
+
+STREAM_ACTIVITY: ContextVar[StreamActivity | None] = ContextVar(
+    "halfsec_llm_stream_activity", default=None
+)
 
 
 class SSEDecoder:
@@ -198,6 +219,7 @@ class ChatClient:
         session = self._get_session()
         loop = asyncio.get_running_loop()
         got_first = False
+        activity = STREAM_ACTIVITY.get()
         try:
             # One timer: first token, then each gap between text deltas.  It is re-armed
             # only by text, so keep-alive comments cannot hold a stalled stream open, and
@@ -221,6 +243,9 @@ class ChatClient:
                         if delta:
                             got_first = True
                             timer.reschedule(None)
+                            if activity is not None:
+                                activity.deltas += 1
+                                activity.last_ns = now_ns()
                             yield delta
                             timer.reschedule(loop.time() + self.stall_timeout_s)
                     data = decoder.end()

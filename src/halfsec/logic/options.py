@@ -9,6 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from halfsec.errors import ConfigError
+from halfsec.options_check import ConfigKeys, between, check_fields, positive
+
+_RULES = {
+    "llm_timeout_s": positive("s", at_most=600),
+    "llm_connect_timeout_s": positive("s", at_most=600),
+    "llm_max_tokens": between(1, 100_000),
+    # OpenAI-compatible servers accept 0..2.
+    "llm_temperature": between(0, 2),
+    "llm_history_tokens": between(0, 1_000_000),
+    "min_confidence": between(0, 1),
+    "min_clause_chars": between(0, 10_000),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +52,16 @@ class LogicOptions:
     """A comma only ends a clause after this many characters (no one-word clauses)."""
 
     def __post_init__(self) -> None:
+        check_fields(self, _RULES, ConfigKeys("logic"))
         if not self.domain.strip():
-            raise ConfigError("logic option 'domain' is empty; name a domain or a file")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError(f"logic option 'min_confidence' is {self.min_confidence}; use 0..1")
-        for name in ("llm_timeout_s", "llm_connect_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"logic option {name!r} must be > 0 seconds")
-        if self.llm_max_tokens <= 0:
-            raise ConfigError("logic option 'llm_max_tokens' must be > 0")
-        if self.llm_history_tokens < 0:
-            raise ConfigError("logic option 'llm_history_tokens' must be >= 0")
+            raise ConfigError(
+                "logic.domain is empty; name a packaged domain (coffee, retail) or a "
+                ".yaml/.toml file"
+            )
         if self.llm_base_url is not None and not self.llm_base_url.startswith(
             ("http://", "https://")
         ):
             raise ConfigError(
-                f"logic option 'llm_base_url' is {self.llm_base_url!r}; "
-                "give an http(s) URL such as http://127.0.0.1:8000/v1"
+                f"logic.llm_base_url must be an http(s) URL, got {self.llm_base_url!r}; "
+                "give one such as http://127.0.0.1:8000/v1"
             )

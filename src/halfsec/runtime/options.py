@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from halfsec.options_check import ConfigKeys, OneOf, Rule, check_fields, positive
+
+_RULES: dict[str, Rule] = {
+    "partial_interval_ms": positive("ms", at_most=60_000),
+    "end_of_turn": OneOf(("transcript", "silence")),
+    "max_turn_s": positive("s", at_most=3600),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
@@ -22,3 +30,6 @@ class SessionOptions:
     max_turn_s: float = 30.0
     """A turn longer than this is ended by force (a stuck-open VAD must not hold the
     session forever)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _RULES, ConfigKeys("session"))

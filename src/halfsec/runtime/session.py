@@ -48,7 +48,9 @@ from halfsec.frames import (
     TimingMark,
 )
 from halfsec.logic.state import DialogueState
+from halfsec.runtime.deadlines import Deadlines
 from halfsec.runtime.engines import Engines
+from halfsec.runtime.ladder import HeardSoFar
 from halfsec.runtime.options import SessionOptions
 from halfsec.runtime.turn_task import TurnTask
 from halfsec.stt.engine import STTStream
@@ -77,6 +79,8 @@ class _Turn:
         self.task: TurnTask | None = None
         self.fed_since_partial_ms = 0.0
         self.partial_task: asyncio.Task[None] | None = None
+        self.heard = HeardSoFar(self.audio)
+        """The STT fallback's material: this audio and the latest partial transcript."""
 
     def feed(self, frame: np.ndarray) -> None:
         self.stream.feed(frame)
@@ -97,6 +101,9 @@ class VoiceSession:
         """This conversation's state after its last released turn."""
         self.turn_opt = turn or TurnOptions()
         self.opt = options or SessionOptions()
+        self.deadlines = Deadlines.from_options(self.opt)
+        self.faults = engines.faults.session() if engines.faults is not None else None
+        """This session's share of the lab's ``--fault`` plan (None: no plan)."""
         self.output_rate = output_rate
         self.detector = TurnDetector(self.turn_opt)
         self.policy: EndOfTurnPolicy = (
@@ -271,6 +278,9 @@ class VoiceSession:
             self._emit,
             dialogue=self.dialogue,
             on_dialogue=self._commit_dialogue,
+            deadlines=self.deadlines,
+            heard=turn.heard,
+            faults=self.faults,
         )
         task.start()
         turn.task = task
@@ -338,6 +348,7 @@ class VoiceSession:
             self._emit(ErrorFrame(turn_id=turn.id, code="stt_partial_failed", message=str(e)))
             return
         if tr.text and self._turn is turn:
+            turn.heard.partial, turn.heard.partial_audio_ms = tr.text, tr.audio_ms
             self._emit(PartialTranscript(turn_id=turn.id, text=tr.text))
 
     # -- shutdown -----------------------------------------------------------------------

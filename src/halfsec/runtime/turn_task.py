@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 
-from halfsec.audio.resample import StreamResampler
+from halfsec.audio.resample import StreamResampler, resample
 from halfsec.clock import now_ns
 from halfsec.frames import (
     AudioFrame,
@@ -34,9 +34,14 @@ from halfsec.frames import (
     ReplyText,
     TimingMark,
 )
-from halfsec.logic.engine import DialogueTurn
+from halfsec.logic.engine import DialogueTurn, ReplyClause
 from halfsec.logic.state import DialogueState
+from halfsec.runtime.deadlines import Deadlines
 from halfsec.runtime.engines import Engines
+from halfsec.runtime.fallback import APOLOGY_TEXT
+from halfsec.runtime.faults import FaultSpec, SessionFaults, TurnFaults, enter_turn
+from halfsec.runtime.ladder import HeardSoFar, TurnLadder
+from halfsec.runtime.options import SessionOptions
 from halfsec.stt.engine import STTStream, Transcript
 from halfsec.trace import names
 
@@ -51,6 +56,9 @@ class TurnTask:
         emit: Callable[[Frame], None],
         dialogue: DialogueState | None = None,
         on_dialogue: Callable[[DialogueState], None] | None = None,
+        deadlines: Deadlines | None = None,
+        heard: HeardSoFar | None = None,
+        faults: SessionFaults | None = None,
     ) -> None:
         self.turn_id = turn_id
         self.stream = stream
@@ -70,6 +78,13 @@ class TurnTask:
         self._held_dialogue: DialogueState | None = None
         self._answer: DialogueTurn | None = None
         self._said_all = False
+        self.deadlines = deadlines or Deadlines.from_options(SessionOptions())
+        self.heard = heard
+        self._session_faults = faults
+        self._faults: TurnFaults | None = None
+        self._ladder: TurnLadder | None = None
+        self._resampler: StreamResampler | None = None
+        self._spoke = False
 
     # -- gate ---------------------------------------------------------------------------
     def _emit(self, frame: Frame) -> None:
@@ -134,23 +149,73 @@ class TurnTask:
                 self._offer_dialogue(answer.remember(" ".join(self.reply_text)))
             raise
         except Exception as e:  # one failing engine call must not end the session
-            self._emit(
-                ErrorFrame(
-                    turn_id=self.turn_id, code="turn_failed", message=f"{type(e).__name__}: {e}"
-                )
-            )
+            self._fail(f"{type(e).__name__}: {e}")
         finally:
             self.done.set()
 
+    def _fail(self, reason: str) -> None:
+        """Total failure: the apology (rendered at start-up) and ``reply.done`` when the
+        user has heard nothing yet; ``turn_failed`` only when there is no apology."""
+        clip = None if self._spoke or self._ladder is None else self._ladder.apology(reason)
+        if clip is not None:
+            pcm, rate = clip
+            index = len(self.reply_text)
+            self._emit(
+                ReplyText(turn_id=self.turn_id, text=APOLOGY_TEXT, index=index, source="fallback")
+            )
+            self.reply_text = [APOLOGY_TEXT]  # what was heard: clauses before it were not
+            self._mark_once(names.MARK_TTS_START)
+            self._mark_once(names.MARK_TTS_FIRST_AUDIO)
+            self._emit(self._audio(resample(pcm, rate, self.output_rate), index))
+            self._spoke = True
+        elif not self._spoke:
+            self._emit(ErrorFrame(turn_id=self.turn_id, code="turn_failed", message=reason))
+            self.reply_text = []
+        self._reply_done()
+
+    def _mark_once(self, name: str) -> None:
+        if name not in self.marks:
+            self.mark(name)
+
+    def _reply_done(self) -> None:
+        self._emit(
+            ReplyDone(
+                turn_id=self.turn_id,
+                text=" ".join(self.reply_text),
+                fallbacks=tuple(self._ladder.used) if self._ladder is not None else (),
+                faults=tuple(self._faults.fired) if self._faults is not None else (),
+            )
+        )
+
+    def _enter_faults(self) -> TurnFaults | None:
+        """This turn's share of the lab's fault plan, visible to the engine wrappers."""
+        if self._session_faults is None or not self._session_faults.armed:
+            return None
+        faults = self._session_faults.turn(self.turn_id, self._fault_fired)
+        enter_turn(faults)
+        self.mark(names.MARK_FAULTS_ARMED)
+        return faults
+
+    def _fault_fired(self, spec: FaultSpec) -> None:
+        self.mark(names.MARK_FAULT, fault=spec.kind, spec=str(spec))
+
     async def _work(self) -> None:
+        self._faults = faults = self._enter_faults()
+        ladder = TurnLadder(self.engines, self.deadlines, self.heard, faults, self.mark)
+        self._ladder = ladder
+        if faults is not None:
+            faults.stall_loop()
         self.mark(names.MARK_STT_START)
-        tr = await self.stream.hypothesis(final=True)
+        tr = await ladder.transcript(self.stream, self.marks[names.MARK_STT_START])
+        if tr is None:
+            self._fail(f"{ladder.stt_failure} (and no fallback transcript)")
+            return
         self.transcript = tr
         self.mark(names.MARK_STT_END, compute_ms=tr.compute_ms, audio_ms=tr.audio_ms)
         self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
         text = tr.text.strip()
         if not text:
-            self._emit(ReplyDone(turn_id=self.turn_id, text=""))
+            self._reply_done()
             return
         self.mark(names.MARK_LOGIC_START)
         answer = self.engines.logic.respond(text, self.dialogue_before)
@@ -162,9 +227,12 @@ class TurnTask:
                 turn_id=self.turn_id, intent=u.intent, slots=dict(u.slots), confidence=u.confidence
             )
         )
-        resampler = StreamResampler(self.engines.tts.sample_rate, self.output_rate)
         index = 0
-        async for clause in answer.clauses:
+
+        def again() -> AsyncIterator[ReplyClause]:
+            return self.engines.logic.respond(text, self.dialogue_before).clauses
+
+        async for clause in ladder.clauses(answer.clauses, again, u):
             if index == 0:
                 self.mark(names.MARK_LOGIC_FIRST_CLAUSE, source=clause.source)
             self._emit(
@@ -174,22 +242,36 @@ class TurnTask:
             if index == 0:
                 self.mark(names.MARK_TTS_START)
             first = True
-            async for chunk in self.engines.tts.synthesize(clause.text):
-                out = resampler.process(chunk)
+            async for chunk, rate in ladder.speak(clause.text):
+                out = self._resample(chunk, rate, index)
                 if out.size == 0:
                     continue
                 if first and index == 0:
                     self.mark(names.MARK_TTS_FIRST_AUDIO)
                 first = False
                 self._emit(self._audio(out, index))
+                self._spoke = True
             index += 1
-        tail = resampler.process(np.zeros(0, dtype=np.int16), last=True)
-        if tail.size:
-            self._emit(self._audio(tail, max(0, index - 1)))
+        self._flush_resampler(max(0, index - 1))
         self.mark(names.MARK_TTS_END)
         self._said_all = True
         self._offer_dialogue(answer.remember(" ".join(self.reply_text)))
-        self._emit(ReplyDone(turn_id=self.turn_id, text=" ".join(self.reply_text)))
+        self._reply_done()
+
+    def _resample(self, pcm: np.ndarray, rate: int, clause: int) -> np.ndarray:
+        """Reply audio at the output rate; a fallback voice at another rate gets a
+        resampler of its own, after the previous one's tail."""
+        if self._resampler is None or self._resampler.in_rate != rate:
+            self._flush_resampler(clause)
+            self._resampler = StreamResampler(rate, self.output_rate)
+        return self._resampler.process(pcm)
+
+    def _flush_resampler(self, clause: int) -> None:
+        if self._resampler is not None:
+            tail = self._resampler.process(np.zeros(0, dtype=np.int16), last=True)
+            if tail.size:
+                self._emit(self._audio(tail, clause))
+            self._resampler = None
 
     def _audio(self, pcm: np.ndarray, clause: int) -> AudioFrame:
         return ReplyAudio(

@@ -8,11 +8,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from halfsec.errors import HalfsecError
+from halfsec.options_check import (
+    CommandFlags,
+    Range,
+    at_least,
+    between,
+    check_fields,
+    flags_of,
+    positive,
+)
 from halfsec.server.admission import Admission, exposure_problem
 
 
 class ServeError(HalfsecError):
     """The server cannot start as configured (unsafe bind, bad option)."""
+
+
+_RULES = {
+    "port": Range(0, 65535, note="0: any free port"),
+    "max_sessions": between(1, 100_000),
+    "max_message_bytes": at_least(1024, "bytes", at_most=64 * 1024 * 1024),
+    "max_messages_per_s": positive(at_most=1_000_000),
+    "idle_timeout_s": positive("s", at_most=86_400),
+    "start_timeout_s": positive("s", at_most=86_400),
+    "inject_delay_ms": between(0, 60_000, "ms"),
+}
+_KEYS = CommandFlags(
+    "halfsec serve",
+    "ServerOptions",
+    flags_of("port", "max_sessions", "inject_delay_ms", "idle_timeout_s"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +71,7 @@ class ServerOptions:
     """OTLP/HTTP collector (``http://127.0.0.1:4318``); exported in batches off the loop."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port < 65536:
-            raise ServeError(f"port {self.port} is out of range 0..65535 (0 = any free port)")
-        if self.max_sessions < 1:
-            raise ServeError("--max-sessions must be at least 1")
-        if self.inject_delay_ms < 0:
-            raise ServeError("--inject-delay-ms must be >= 0")
-        if self.max_message_bytes < 1024:
-            raise ServeError("max message size must be at least 1024 bytes")
+        check_fields(self, _RULES, _KEYS, ServeError)
 
     @property
     def admission(self) -> Admission:

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from halfsec.options_check import ConfigKeys, at_least, between, check_fields, positive
+
+_RULES = {
+    "cpu_threads": between(1, 256),
+    "beam_size": between(1, 32),
+    "partial_interval_ms": positive("ms", at_most=60_000),
+    # Whisper's encoder window is 30 s: a longer minimum cannot be decoded.
+    "min_window_s": positive("s", at_most=30),
+    "tail_pad_s": between(0, 30, "s"),
+    "max_tokens_per_second": positive(at_most=100),
+    # 448 is Whisper's whole decoder context.
+    "min_tokens": between(0, 448),
+    "no_speech_threshold": between(0, 1),
+    "logprob_threshold": at_least(-100, at_most=0),
+    "silence_dbfs": between(-120, 0, "dBFS"),
+    "openai_timeout_s": positive("s", at_most=600),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class STTOptions:
@@ -98,3 +116,6 @@ class STTOptions:
     openai_timeout_s: float = 5.0
     """Longest wait to connect and for the transcription to come back; past it the turn
     fails with an error that names the server."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _RULES, ConfigKeys("stt"))

@@ -12,7 +12,7 @@ A turn's trace, and where each name appears::
       events: client.speech_end, client.first_audible
       client.v2v                     speech end -> first audible sample (the user's wait)
       server.turn                    speech start -> last frame of the turn
-        events: halfsec.interruption, halfsec.error
+        events: halfsec.interruption, halfsec.error, halfsec.fallback, halfsec.fault
         endpointing                  estimated end of speech -> end-of-turn decision
           event: halfsec.speech_paused
         stt                          mark stt.start -> stt.end
@@ -53,6 +53,10 @@ EVENT_SPEECH_PAUSED = "halfsec.speech_paused"
 EVENT_TTS_FIRST_AUDIO = "tts.first_audio"
 EVENT_INTERRUPTION = "halfsec.interruption"
 EVENT_ERROR = "halfsec.error"
+EVENT_FALLBACK = "halfsec.fallback"
+"""A rung of the fallback ladder answered (``runtime/fallback.py``)."""
+EVENT_FAULT = "halfsec.fault"
+"""An injected fault fired (``halfsec serve --fault``)."""
 
 # -- timing marks (TimingMark.name) ------------------------------------------------------
 MARK_STT_START = "stt.start"
@@ -63,6 +67,13 @@ MARK_TTS_START = "tts.start"
 MARK_TTS_FIRST_AUDIO = "tts.first_audio"
 MARK_TTS_END = "tts.end"
 MARK_TURN_COMMIT = "turn.commit"
+MARK_FALLBACK = "fallback"
+"""A fallback rung answered; attrs ``rung`` (``runtime/fallback.RUNGS``) and ``reason``."""
+MARK_FAULT = "fault"
+"""An injected fault fired; attrs ``fault`` (its kind) and ``spec``."""
+MARK_FAULTS_ARMED = "faults.armed"
+"""The turn's session is armed by ``--fault`` (once per turn, fired or not): the bench
+tells faulted sessions from healthy ones beside them by it."""
 MARK_AUDIO_SENT = "audio.sent"
 """A client's own mark: when the server wrote the turn's first reply audio (from the audio
 header's server time, or WebRTC's ``reply.audio`` event).  Ends the ``server_send`` stage."""
@@ -100,6 +111,13 @@ ATTR_AUDIO_CHUNKS = "halfsec.audio_chunks"
 ATTR_CANCEL_MS = "halfsec.cancel_ms"
 ATTR_ERROR_CODE = "halfsec.error.code"
 ATTR_ERROR_MESSAGE = "halfsec.error.message"
+ATTR_FALLBACKS = "halfsec.fallbacks"
+"""``server.turn``: the fallback rungs that answered the turn, in order."""
+ATTR_FAULTS = "halfsec.faults"
+"""``server.turn``: the injected faults that fired in the turn."""
+ATTR_FALLBACK_RUNG = "halfsec.fallback.rung"
+ATTR_FALLBACK_REASON = "halfsec.fallback.reason"
+ATTR_FAULT_KIND = "halfsec.fault.kind"
 ATTR_STAGE_PREFIX = "halfsec.stage."
 """``client.turn`` carries the turn record's stages as ``halfsec.stage.<stage>_ms``."""
 

@@ -14,6 +14,9 @@ Spans (all children of ``server.turn``, itself the child of the client's span wh
 * ``logic``       -- ``logic.start`` -> ``logic.first_clause``
 * ``tts``         -- first ``tts.start`` -> ``tts.end``, event at ``tts.first_audio``
 * ``send``        -- first reply audio ready -> first audio written to the socket
+
+``server.turn`` also carries the fallback rungs that answered (``halfsec.fallbacks``) and
+the injected faults that fired (``halfsec.faults``), with an event at each.
 """
 
 from __future__ import annotations
@@ -109,6 +112,10 @@ def emit_server_turn_spans(
     done = next((f for f in reversed(fr) if isinstance(f, ReplyDone)), None)
     if done is not None:
         attrs[names.ATTR_REPLY_TEXT] = done.text
+        if done.fallbacks:
+            attrs[names.ATTR_FALLBACKS] = list(done.fallbacks)
+        if done.faults:
+            attrs[names.ATTR_FAULTS] = list(done.faults)
 
     parent_ctx = context_from_traceparent(traceparent)
     root = tracer.start_span(
@@ -211,7 +218,20 @@ def emit_server_turn_spans(
         send.end(end_time=ep(sent))
 
     for f in fr:
-        if isinstance(f, Interruption):
+        if isinstance(f, TimingMark) and f.name in (names.MARK_FALLBACK, names.MARK_FAULT):
+            root.add_event(
+                names.EVENT_FALLBACK if f.name == names.MARK_FALLBACK else names.EVENT_FAULT,
+                timestamp=ep(f.t_ns),
+                attributes=(
+                    {
+                        names.ATTR_FALLBACK_RUNG: str(f.attrs.get("rung", "")),
+                        names.ATTR_FALLBACK_REASON: str(f.attrs.get("reason", "")),
+                    }
+                    if f.name == names.MARK_FALLBACK
+                    else {names.ATTR_FAULT_KIND: str(f.attrs.get("fault", ""))}
+                ),
+            )
+        elif isinstance(f, Interruption):
             root.add_event(
                 names.EVENT_INTERRUPTION,
                 timestamp=ep(f.t_ns),

@@ -12,10 +12,25 @@ from pathlib import Path
 from typing import Literal
 
 from halfsec.errors import ConfigError
+from halfsec.options_check import ConfigKeys, between, check_fields, positive
 from halfsec.plugins import TTS_GROUP, plugin_names
 
 EngineName = Literal["piper", "espeak", "openai"]
 ENGINE_NAMES: tuple[EngineName, ...] = ("piper", "espeak", "openai")
+
+_RULES = {
+    "threads": between(1, 256),
+    "length_scale": positive(at_most=10),
+    "noise_scale": positive(at_most=10),
+    "noise_w_scale": positive(at_most=10),
+    "volume": between(0, 100),
+    "silence_threshold": between(0, 32767),
+    "keep_leading_ms": between(0, 1000, "ms"),
+    "espeak_rate": between(80, 450, "wpm"),
+    "espeak_chunk_ms": between(1, 1000, "ms"),
+    "openai_sample_rate": between(8000, 48000, "Hz"),
+    "openai_timeout_s": positive("s", at_most=600),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,29 +142,7 @@ class TTSOptions:
         if self.engine not in ENGINE_NAMES and self.engine not in plugin_names(TTS_GROUP):
             names = ENGINE_NAMES + tuple(plugin_names(TTS_GROUP))
             raise ConfigError(
-                f"tts engine {self.engine!r} is unknown; use one of {', '.join(names)}"
+                f"tts.engine {self.engine!r} is unknown; use one of {', '.join(names)} "
+                "(or install the plugin package that provides it)"
             )
-        if self.openai_timeout_s <= 0:
-            raise ConfigError(f"tts openai_timeout_s must be > 0, got {self.openai_timeout_s}")
-        if not 8000 <= self.openai_sample_rate <= 48000:
-            raise ConfigError(
-                f"tts openai_sample_rate must be in 8000..48000 Hz, got {self.openai_sample_rate}"
-            )
-        if self.threads < 1:
-            raise ConfigError(f"tts threads must be >= 1, got {self.threads}")
-        for name in ("length_scale", "noise_scale", "noise_w_scale"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"tts {name} must be > 0, got {value}")
-        if self.volume < 0:
-            raise ConfigError(f"tts volume must be >= 0, got {self.volume}")
-        if not 0 <= self.silence_threshold < 32768:
-            raise ConfigError(
-                f"tts silence_threshold must be in 0..32767, got {self.silence_threshold}"
-            )
-        if self.keep_leading_ms < 0:
-            raise ConfigError(f"tts keep_leading_ms must be >= 0, got {self.keep_leading_ms}")
-        if not 80 <= self.espeak_rate <= 450:
-            raise ConfigError(f"tts espeak_rate must be in 80..450 wpm, got {self.espeak_rate}")
-        if not 1 <= self.espeak_chunk_ms <= 1000:
-            raise ConfigError(f"tts espeak_chunk_ms must be in 1..1000, got {self.espeak_chunk_ms}")
+        check_fields(self, _RULES, ConfigKeys("tts"))

@@ -4,6 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from halfsec.errors import ConfigError
+from halfsec.options_check import ConfigKeys, Range, at_least, between, check_fields
+
+_WINDOW = at_least(0, "ms", at_most=60_000)
+"""A wait or stretch of audio: never negative, and a minute is surely a unit mistake."""
+
+_RULES = {
+    "threshold": Range(0, 1, low_inclusive=False),
+    "neg_threshold": between(0, 1),
+    "min_speech_ms": _WINDOW,
+    "silence_ms": _WINDOW,
+    "vad_lag_ms": _WINDOW,
+    "incomplete_silence_ms": _WINDOW,
+    "uncertain_silence_ms": _WINDOW,
+    "max_wait_for_transcript_ms": _WINDOW,
+    "preroll_ms": _WINDOW,
+    "continuation_ms": _WINDOW,
+    "barge_in_min_speech_ms": _WINDOW,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class TurnOptions:
@@ -37,3 +57,12 @@ class TurnOptions:
     that turn (the user had only paused): STT hears the whole utterance."""
     barge_in_min_speech_ms: float = 64.0
     """Speech needed to interrupt a reply that is playing."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _RULES, ConfigKeys("turn"))
+        if self.neg_threshold > self.threshold:  # hysteresis upside down: a turn flaps
+            raise ConfigError(
+                f"turn.neg_threshold ({self.neg_threshold}) must not exceed turn.threshold "
+                f"({self.threshold}): speech pauses below the first and starts above the second; "
+                "set both, e.g. --set turn.threshold=0.3 --set turn.neg_threshold=0.2"
+            )

@@ -280,7 +280,7 @@ def frame_to_event(frame: Frame) -> dict[str, Any] | None:
     elif isinstance(frame, ReplyText):
         ev.update(text=frame.text, index=frame.index, source=frame.source)
     elif isinstance(frame, ReplyDone):
-        ev["text"] = frame.text
+        ev.update(text=frame.text, fallbacks=list(frame.fallbacks), faults=list(frame.faults))
     elif isinstance(frame, Interruption):
         ev.update(audio_ms=frame.audio_ms, cancel_ms=frame.cancel_ms)
     elif isinstance(frame, TimingMark):

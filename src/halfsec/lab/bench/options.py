@@ -12,10 +12,27 @@ from pathlib import Path
 from halfsec.errors import HalfsecError
 from halfsec.lab.clients.options import ClientOptions
 from halfsec.measure.audible import AUDIBLE_DBFS
+from halfsec.options_check import CommandFlags, OneOf, Range, Rule, check_fields, flags_of, positive
 
 
 class BenchError(HalfsecError):
-    """The bench cannot run at all (server does not start, bad URL)."""
+    """The bench cannot run at all (server does not start, bad URL, bad option)."""
+
+
+_RULES: dict[str, Rule] = {
+    "inject_delay_ms": Range(0, 60_000, unit="ms"),
+    "audible_dbfs": Range(-120, 0, high_inclusive=False, unit="dBFS"),
+    "max_input_s": positive("s"),
+    "server_start_timeout_s": positive("s", at_most=86_400),
+    "transport": OneOf(("websocket", "webrtc", "twilio")),
+    "net_mode": OneOf(("relay", "namespace")),
+    "client_kind": OneOf(("python", "browser")),
+}
+_KEYS = CommandFlags(
+    "halfsec bench",
+    "BenchOptions",
+    {**flags_of("inject_delay_ms", "transport", "net_mode"), "client_kind": "--client"},
+)
 
 
 @dataclass
@@ -49,3 +66,6 @@ class BenchOptions:
     otlp_endpoint: str | None = None
     """Also export the spans to this OTLP/HTTP collector (and point the server the bench
     starts at it), so one trace viewer shows client and server of every turn."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _RULES, _KEYS, BenchError)

@@ -41,6 +41,9 @@ RECORD_KEYS: tuple[str, ...] = (
     "interruptions",
     "premature_replies",
     "server_events",
+    "fallbacks",
+    "faults",
+    "faults_armed",
 )
 
 
@@ -69,6 +72,9 @@ def empty_record(item: CorpusItem) -> dict[str, Any]:
         "interruptions": 0,
         "premature_replies": 0,
         "server_events": [],
+        "fallbacks": [],
+        "faults": [],
+        "faults_armed": False,
         "domain": item.domain,
     }
 
@@ -102,6 +108,9 @@ def make_record(
         for r in run.events
         if r.event is not None and r.event["type"] != "pong"
     ]
+    rec["faults_armed"] = any(
+        e["type"] == "timing" and e.get("name") == names.MARK_FAULTS_ARMED for e in events
+    )
     interrupted = {e["turn_id"] for e in events if e["type"] == "interruption"}
     rec["interruptions"] = len(interrupted)
     committed = [e["turn_id"] for e in events if e["type"] == "turn.end"]
@@ -122,6 +131,9 @@ def make_record(
         done = of_turn("reply.done", answer)
         texts = of_turn("reply.text", answer)
         rec["reply_text"] = done[-1]["text"] if done else " ".join(t["text"] for t in texts) or None
+        # Which fallback rungs answered the turn and which injected faults fired in it.
+        rec["fallbacks"] = list(done[-1].get("fallbacks") or []) if done else []
+        rec["faults"] = list(done[-1].get("faults") or []) if done else []
         ends = of_turn("turn.end", answer)
         rec["eot_reason"] = ends[-1].get("reason") if ends else None
         tp = next((e.get("traceparent") for e in ends if e.get("traceparent")), None)

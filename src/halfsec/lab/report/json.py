@@ -189,6 +189,22 @@ def _dominant(turns: Sequence[Mapping[str, Any]], stages: list[str]) -> dict[str
     return {"name": name, "turns": dict(counts.most_common())}
 
 
+def _reliability(turns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Injected faults that fired and fallback rungs that answered, counted over turns
+    (a turn counts once per kind), and how many turns ran in a faulted session."""
+    faults: Counter[str] = Counter()
+    fallbacks: Counter[str] = Counter()
+    for t in turns:
+        faults.update(set(t.get("faults") or []))
+        fallbacks.update(set(t.get("fallbacks") or []))
+    return {
+        "faults_fired": dict(faults.most_common()),
+        "fallbacks": dict(fallbacks.most_common()),
+        "turns_in_faulted_sessions": sum(1 for t in turns if t.get("faults_armed")),
+        "turns_with_fallback": sum(1 for t in turns if t.get("fallbacks")),
+    }
+
+
 def build_report(
     turns: list[dict[str, Any]],
     meta: dict[str, Any] | None = None,
@@ -251,6 +267,7 @@ def build_report(
         "interruptions": sum(int(t.get("interruptions") or 0) for t in turns),
         "premature_replies": sum(int(t.get("premature_replies") or 0) for t in turns),
         "mean_v2v_ms": _num(mean_v2v),
+        "reliability": _reliability(turns),
     }
     return {
         "schema": SCHEMA,

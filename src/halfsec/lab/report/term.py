@@ -148,6 +148,18 @@ def print_summary(report: Mapping[str, Any], console: Console | None = None) -> 
         if len(failed) > 20:
             ft.add_row("…", f"{len(failed) - 20} more", "")
         con.print(ft)
+    rel = s.get("reliability") or {}
+    if rel.get("faults_fired") or rel.get("fallbacks"):
+
+        def counts(d: Mapping[str, Any]) -> str:
+            return ", ".join(f"{k} ×{v}" for k, v in d.items()) or "none"
+
+        con.print(
+            f"  faults fired: {counts(rel.get('faults_fired') or {})}   "
+            f"fallbacks answered: {counts(rel.get('fallbacks') or {})}   "
+            f"[dim]({rel.get('turns_in_faulted_sessions', 0)} turns in faulted sessions, "
+            f"{rel.get('turns_with_fallback', 0)} answered by a fallback)[/dim]"
+        )
     extra = []
     if s.get("interruptions"):
         extra.append(f"interruptions {s['interruptions']}")
