@@ -6,10 +6,18 @@ from dataclasses import dataclass
 
 from halfsec.options_check import ConfigKeys, OneOf, Rule, check_fields, positive
 
+_DEADLINE = positive("ms", at_most=60_000)
+
 _RULES: dict[str, Rule] = {
     "partial_interval_ms": positive("ms", at_most=60_000),
     "end_of_turn": OneOf(("transcript", "silence")),
     "max_turn_s": positive("s", at_most=3600),
+    "stt_deadline_ms": _DEADLINE,
+    "logic_deadline_ms": _DEADLINE,
+    "logic_retry_ms": _DEADLINE,
+    "logic_gap_ms": _DEADLINE,
+    "tts_deadline_ms": _DEADLINE,
+    "stt_hung_ms": _DEADLINE,
 }
 
 
@@ -30,6 +38,33 @@ class SessionOptions:
     max_turn_s: float = 30.0
     """A turn longer than this is ended by force (a stuck-open VAD must not hold the
     session forever)."""
+    stt_deadline_ms: float = 450.0
+    """The final transcript is late this long after STT started (the pause, when
+    speculating): the turn goes on with the best partial transcript, or PocketSphinx when
+    there is none.  Default: the budget's endpointing + stt lines (250 + 200 ms,
+    ``budgets/default.toml``): the speculative final starts at the pause, so by the
+    budget's own account it is due when both have passed.  See ``runtime/deadlines.py``."""
+    logic_deadline_ms: float = 300.0
+    """No first reply clause this long after logic started: "One moment." is spoken and
+    the reply is asked for once more.  Default: twice the budget's logic line."""
+    logic_retry_ms: float = 500.0
+    """How long the retry may take (while "One moment." plays) before the domain's
+    templates answer.  Default: the v2v budget, what a fault may add to a turn."""
+    logic_gap_ms: float = 2000.0
+    """A reply that goes quiet this long between two clauses (an LLM stalling after its
+    first words) ends there, with what was said.  Default: twice the fault target."""
+    tts_deadline_ms: float = 300.0
+    """A clause with no audio this long after its synthesis started (or a gap this long
+    between its chunks) is spoken by espeak-ng.  Default: twice the budget's tts +
+    network lines (the tts line alone, 50 ms, is below Piper's healthy p95 on 2 cores)."""
+    stt_hung_ms: float = 1000.0
+    """An abandoned final decode still running this long after it started is hung: its
+    worker is replaced (CTranslate2 cannot abort a decode).  Default: twice the v2v
+    budget, the most a faulted turn may take."""
+    fallback_engines: bool = True
+    """Load the fallback engines the deadlines switch to (PocketSphinx for STT, espeak-ng
+    for TTS) and render the apology once at start-up.  Off: a late or failed stage can
+    only fall back to partial transcripts and templates."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, ConfigKeys("session"))
