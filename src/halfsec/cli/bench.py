@@ -71,6 +71,8 @@ def bench_command(
     net: str | None = None,
     client: str = "python",
     net_mode: str = "relay",
+    faults: list[str] | None = None,
+    fault_seed: int = 0,
 ) -> int:
     if client not in ("python", "browser"):
         err.print(f"[red]error:[/red] --client must be python or browser, not {client!r}")
@@ -87,6 +89,12 @@ def bench_command(
         return 2
     if codec not in ("pcm16", "opus"):
         err.print(f"[red]error:[/red] --codec must be pcm16 or opus, not {codec!r}")
+        return 2
+    if faults and server is not None:
+        err.print(
+            "[red]error:[/red] --fault applies to the server the bench starts; drop --server "
+            "(or start that server with halfsec serve --fault)"
+        )
         return 2
     if no_net(net):
         net = None  # "--net none": the same as no --net, handy in scripts that loop
@@ -145,6 +153,8 @@ def bench_command(
         net=net,
         net_mode=net_mode,
         client_kind=client,
+        faults=list(faults or []),
+        fault_seed=fault_seed,
     )
     progress = _progress()
 

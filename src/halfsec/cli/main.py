@@ -121,6 +121,17 @@ def serve(
         help="JSON-lines span file (default ~/.local/share/halfsec/traces/halfsec-server.jsonl).",
     ),
     trace: bool = typer.Option(True, help="Record each turn's OpenTelemetry spans."),
+    fault: list[str] | None = typer.Option(
+        None,
+        "--fault",
+        help="Lab: inject a fault, KIND[:DURATION][@PROBABILITY] (repeatable): stt.stall:5s, "
+        "stt.error, tts.stall:2s, tts.error@0.3, llm.stall, llm.error, loop.stall:200ms. "
+        "See docs/reliability.md.",
+    ),
+    fault_seed: int = typer.Option(0, help="Seed of the --fault draws (same seed, same run)."),
+    fault_every: int = typer.Option(
+        1, help="Arm --fault in one session of every N (1: all; 2: sessions 1, 3, 5...)."
+    ),
 ) -> None:
     """Serve the pipeline over WebSocket (/ws, protocol in docs/protocol.md) and /healthz."""
     from halfsec.cli.serve import serve_command
@@ -143,7 +154,7 @@ def serve(
     except ServeError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
-    raise typer.Exit(serve_command(cfg, opts))
+    raise typer.Exit(serve_command(cfg, opts, list(fault or []), fault_seed, fault_every))
 
 
 @app.command()
@@ -198,6 +209,13 @@ def bench(
         help="Where --net is applied: relay (loopback relays) or namespace (client, relays "
         "and server in network namespaces over veths; root). See docs/network-lab.md.",
     ),
+    fault: list[str] | None = typer.Option(
+        None,
+        "--fault",
+        help="Inject this fault in the server the bench starts (repeatable; as halfsec serve "
+        "--fault). The report says which faults fired and which fallback answered each turn.",
+    ),
+    fault_seed: int = typer.Option(0, help="Seed of the --fault draws."),
 ) -> None:
     """Measure voice-to-voice at a real client: play a corpus over WebSocket or WebRTC."""
     from halfsec.cli.bench import bench_command
@@ -225,6 +243,8 @@ def bench(
             net,
             client,
             net_mode,
+            list(fault or []),
+            fault_seed,
         )
     )
 

@@ -63,6 +63,11 @@ class BenchOptions:
     trace: bool = True
     """One ``client.turn`` span per turn, kept in memory for the run's store (and the
     server's spans too when the bench starts the server)."""
+    faults: list[str] = field(default_factory=list)
+    """``--fault`` specs for the server the bench starts (``halfsec serve --fault``)."""
+    fault_seed: int = 0
+    fault_every: int = 1
+    """Arm the faults in one session of this many (``halfsec serve --fault-every``)."""
     otlp_endpoint: str | None = None
     """Also export the spans to this OTLP/HTTP collector (and point the server the bench
     starts at it), so one trace viewer shows client and server of every turn."""

@@ -120,6 +120,14 @@ async def run_items(
     return records, audio_s
 
 
+def fault_args(opts: BenchOptions) -> list[str]:
+    """``halfsec serve`` arguments for the bench's ``--fault`` specs (none: none)."""
+    if not opts.faults:
+        return []
+    args = [a for f in opts.faults for a in ("--fault", f)]
+    return [*args, "--fault-seed", str(opts.fault_seed), "--fault-every", str(opts.fault_every)]
+
+
 async def _webrtc_through(
     path: NetPath, base: str, pcm: np.ndarray, opts: BenchOptions, net_info: dict[str, Any]
 ) -> ClientRun:
@@ -218,6 +226,7 @@ async def run_bench(
             if dom is not None:
                 overrides.append(f"logic.domain={dom}")
             extra = ["--token", opts.token] if opts.token else []
+            extra += fault_args(opts)
             trace_file = None
             if trace_dir is not None:
                 trace_file = trace_dir / f"server-{len(servers)}.jsonl"
@@ -253,6 +262,8 @@ async def run_bench(
         "codec": "opus" if opts.transport == "webrtc" else opts.client.codec,
         "net": opts.net,
         "net_mode": opts.net_mode if opts.net else None,
+        "faults": list(opts.faults),
+        "fault_seed": opts.fault_seed if opts.faults else None,
         "overrides": list(opts.overrides),
         "audible_dbfs": opts.audible_dbfs,
         "client": client_overhead(client_cpu_s() - cpu0, audio_s, late),
