@@ -1,11 +1,12 @@
 """``halfsec serve``: the aiohttp application around engines loaded once.
 
 Routes: the browser page at ``/``, ``/healthz``, Prometheus ``/metrics`` (``metrics.py``),
-the WebSocket endpoint ``/ws``
-(``websocket.py``) and WebRTC signaling ``POST /webrtc/offer`` (``webrtc.py``).  Both
-transports turn a client into a ``connection.ClientConnection`` over the same
-``SessionServices``, so one ``--max-sessions`` caps their sum and one shutdown closes
-them all.  The server binds loopback unless a token protects it (``check_bind``).
+the WebSocket endpoint ``/ws`` (``websocket.py``), WebRTC signaling ``POST
+/webrtc/offer`` (``webrtc.py``) and phone calls over Twilio Media Streams at ``/twilio``
+(``twilio.py``).  Every transport turns a client into a ``connection.ClientConnection``
+over the same ``SessionServices``, so one ``--max-sessions`` caps their sum and one
+shutdown closes them all.  The server binds loopback unless a token protects it
+(``check_bind``).
 
 ``inject_delay_ms`` holds every reply-audio packet back before it is handed to the
 transport.  It exists so the latency lab can prove it measures what it claims: a known
@@ -26,6 +27,7 @@ from halfsec.server.connection import ClientConnection, SessionServices
 from halfsec.server.listen import listen
 from halfsec.server.options import ServeError, ServerOptions, check_bind
 from halfsec.server.page import add_routes as add_page_routes
+from halfsec.server.twilio import TwilioEndpoint
 from halfsec.server.webrtc import WebRtcEndpoint
 from halfsec.server.websocket import WebSocketEndpoint
 from halfsec.trace.setup import Tracing, configure_tracing
@@ -61,11 +63,13 @@ class VoiceServer:
         self.services = SessionServices(engines, config, self.options, self.tracing)
         self.websocket = WebSocketEndpoint(self.services)
         self.webrtc = WebRtcEndpoint(self.services)
+        self.twilio = TwilioEndpoint(self.services)
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/metrics", self.services.metrics.handle)
         self.app.router.add_get("/ws", self.websocket.handle)
         self.app.router.add_post("/webrtc/offer", self.webrtc.offer)
+        self.app.router.add_get("/twilio", self.twilio.handle)
         add_page_routes(self.app)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_cleanup.append(self._close_tracing)
@@ -86,7 +90,7 @@ class VoiceServer:
                 "status": "ok",
                 "protocol": PROTOCOL_VERSION,
                 "sessions": self.session_count,
-                "transports": ["websocket", "webrtc"],
+                "transports": ["websocket", "webrtc", "twilio"],
                 "encodings": ["pcm16", "opus"],
                 "max_sessions": self.options.max_sessions,
                 "output_sample_rate": self.config.audio.output_rate,

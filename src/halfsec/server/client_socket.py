@@ -42,11 +42,15 @@ class ClientSocket:
         return self.ws.closed
 
     async def send_json(self, obj: dict[str, Any]) -> None:
+        await self.send_str(json.dumps(obj))
+
+    async def send_str(self, text: str) -> None:
+        """Send one text message (a protocol whose messages are built elsewhere)."""
         if self.ws.closed:
             return
         async with self._lock:
             with contextlib.suppress(*_SEND_ERRORS):
-                await self.ws.send_str(json.dumps(obj))
+                await self.ws.send_str(text)
 
     async def send_stamped(self, build: Callable[[int], bytes]) -> int | None:
         """Send ``build(t)``, ``t`` being the moment the packet is handed to the socket

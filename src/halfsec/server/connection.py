@@ -44,6 +44,7 @@ from halfsec.server.metrics import ServerMetrics
 from halfsec.server.options import ServerOptions
 from halfsec.trace.setup import Tracing
 from halfsec.trace.turns import TurnTraceRecorder, engine_models, session_attributes
+from halfsec.turn.options import TurnOptions
 from halfsec.wire.protocol import error_event, frame_to_event, session_started_event
 from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
 
@@ -102,9 +103,13 @@ class SessionServices:
             self.metrics.refusal(refusal.status)
         return refusal
 
-    def voice_session(self) -> VoiceSession:
+    def voice_session(self, turn: TurnOptions | None = None) -> VoiceSession:
+        """A conversation on the shared engines; ``turn`` replaces the configured turn
+        options (a phone line's band-limited audio needs other VAD thresholds)."""
         cfg = self.config
-        return VoiceSession(self.engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate)
+        return VoiceSession(
+            self.engines, turn or cfg.turn, cfg.session, output_rate=cfg.audio.output_rate
+        )
 
     def trace_recorder(self, session_id: str) -> TurnTraceRecorder | None:
         if self.tracing is None:
@@ -172,10 +177,10 @@ class ClientConnection(ABC):
         """The server is going down: close this connection now."""
 
     # -- shared -------------------------------------------------------------------------
-    def open_voice_session(self, opus_input: bool) -> VoiceSession:
+    def open_voice_session(self, opus_input: bool, turn: TurnOptions | None = None) -> VoiceSession:
         """Start the conversation; with ``opus_input`` its audio comes in through a
         jitter buffer (``InboundAudio``) that reports undecodable packets to the client."""
-        session = self.services.voice_session()
+        session = self.services.voice_session(turn)
         self.session = session
         if opus_input:
             self.inbound = InboundAudio(session.push, on_malformed=self._bad_opus)
