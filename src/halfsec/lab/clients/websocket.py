@@ -58,7 +58,7 @@ from halfsec.wire.protocol import (
 )
 
 
-def _turn_context(run: ClientRun, tracer: trace.Tracer | None, start_mono_ns: int) -> str:
+def turn_context(run: ClientRun, tracer: trace.Tracer | None, start_mono_ns: int) -> str:
     """The ``traceparent`` for the next turn: a ``client.turn`` span's when tracing (so the
     server's spans become its children), else a bare random one."""
     if tracer is None:
@@ -91,21 +91,28 @@ async def run_recording(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=opt.connect_timeout_s)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            try:
-                ws = await http.ws_connect(
-                    url, headers=headers, max_msg_size=16 * 1024 * 1024, autoping=True
-                )
-            except aiohttp.WSServerHandshakeError as e:
-                raise ClientError(f"server refused the WebSocket ({e.status}: {e.message})") from e
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                raise ClientError(
-                    f"cannot connect to {url} ({type(e).__name__}: {e}); is `halfsec serve` running?"
-                ) from e
-            async with ws:
+            async with await open_websocket(http, url, headers) as ws:
                 await _converse(ws, pcm, opt, run)
     except ClientError as e:
         run.error = str(e)
     return run
+
+
+async def open_websocket(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> aiohttp.ClientWebSocketResponse:
+    """Connect to a server's WebSocket endpoint; a refusal or an unreachable server is a
+    ``ClientError`` that says which."""
+    try:
+        return await http.ws_connect(
+            url, headers=headers, max_msg_size=16 * 1024 * 1024, autoping=True
+        )
+    except aiohttp.WSServerHandshakeError as e:
+        raise ClientError(f"server refused the WebSocket ({e.status}: {e.message})") from e
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        raise ClientError(
+            f"cannot connect to {url} ({type(e).__name__}: {e}); is `halfsec serve` running?"
+        ) from e
 
 
 async def _next_json(ws: aiohttp.ClientWebSocketResponse, wait_s: float) -> dict[str, Any]:
@@ -182,7 +189,7 @@ async def _converse(
     if run.tracer is not None:
         # The first turn's span starts at sample 0; its context replaces the bare one of
         # session.start (the server takes the latest context before speech starts).
-        await send_str(trace_context_message(_turn_context(run, run.tracer, run.t0_ns)))
+        await send_str(trace_context_message(turn_context(run, run.tracer, run.t0_ns)))
     receiver = asyncio.create_task(_receive(ws, run, state, player, reporter, send_str))
 
     async def send_frame(k: int, frame: np.ndarray) -> None:
@@ -265,7 +272,7 @@ async def _receive(
             )
             if state.apply(ev, t, run):
                 # A fresh trace context parents the *next* turn's spans.
-                tp = _turn_context(run, run.tracer, t)
+                tp = turn_context(run, run.tracer, t)
                 with contextlib.suppress(Exception):
                     await send_str(trace_context_message(tp))
             elif ev["type"] == "reply.done":
