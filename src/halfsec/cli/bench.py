@@ -84,8 +84,14 @@ def bench_command(
     if net_mode not in ("relay", "namespace"):
         err.print(f"[red]error:[/red] --net-mode must be relay or namespace, not {net_mode!r}")
         return 2
-    if transport not in ("websocket", "webrtc"):
-        err.print(f"[red]error:[/red] --transport must be websocket or webrtc, not {transport!r}")
+    if transport not in ("websocket", "webrtc", "twilio"):
+        err.print(
+            f"[red]error:[/red] --transport must be websocket, webrtc or twilio, not {transport!r}"
+        )
+        return 2
+    if transport == "twilio" and (codec != "pcm16" or client != "python"):
+        # A phone line carries mu-law at 8 kHz, and only the Python client plays Twilio.
+        err.print("[red]error:[/red] --transport twilio takes no --codec and no --client browser")
         return 2
     if codec not in ("pcm16", "opus"):
         err.print(f"[red]error:[/red] --codec must be pcm16 or opus, not {codec!r}")

@@ -50,7 +50,9 @@ class BenchOptions:
     server_start_timeout_s: float = 180.0
     client: ClientOptions = field(default_factory=ClientOptions)
     transport: str = "websocket"
-    """``websocket`` (codec from ``client.codec``) or ``webrtc`` (Opus, aiortc client)."""
+    """``websocket`` (codec from ``client.codec``), ``webrtc`` (Opus, aiortc client) or
+    ``twilio`` (a phone call over Twilio Media Streams: mu-law at 8 kHz,
+    ``lab.clients.twilio``)."""
     net: str | None = None
     """``--net`` profile/spec: a TCP relay for WebSocket, two UDP relays for WebRTC."""
     net_mode: str = "relay"
@@ -74,3 +76,8 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, _KEYS, BenchError)
+
+    @property
+    def codec(self) -> str:
+        """The audio codec on the wire: the transport's own, or the WebSocket client's."""
+        return {"webrtc": "opus", "twilio": "mulaw"}.get(self.transport, self.client.codec)

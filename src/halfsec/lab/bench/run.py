@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from opentelemetry import trace
@@ -34,6 +35,7 @@ from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.records import empty_record, finish_client_spans, make_record
 from halfsec.lab.bench.server_process import ServerProcess, fetch_health, server_urls
 from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.twilio import run_recording_twilio
 from halfsec.lab.clients.webrtc import run_recording_webrtc
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.path import NetPath
@@ -92,13 +94,17 @@ async def run_items(
                 run = await _webrtc_through(path, base, pcm, opts, net_info)
             else:
                 run = await run_recording_webrtc(base, pcm, opts.client, path.net, net_info)
+        elif opts.transport == "twilio":
+            async with path.tcp(twilio_url(url)) as (relayed, relay):
+                run = await run_recording_twilio(relayed, pcm, opts.client, tracer=tracer)
+                net_info = path.tcp_meta(relay) or {}
         else:
             async with path.tcp(url) as (relayed, relay):
                 run = await run_recording(relayed, pcm, opts.client, tracer=tracer)
                 net_info = path.tcp_meta(relay) or {}
         rec = make_record(item, pcm, run, opts.audible_dbfs)
-        rec["transport"] = opts.transport if opts.transport == "webrtc" else "websocket"
-        rec["codec"] = "opus" if opts.transport == "webrtc" else opts.client.codec
+        rec["transport"] = opts.transport if opts.transport in ("webrtc", "twilio") else "websocket"
+        rec["codec"] = opts.codec
         if net_info:
             rec["net"] = net_info
         finish_client_spans(run, rec)
@@ -126,6 +132,12 @@ def fault_args(opts: BenchOptions) -> list[str]:
         return []
     args = [a for f in opts.faults for a in ("--fault", f)]
     return [*args, "--fault-seed", str(opts.fault_seed), "--fault-every", str(opts.fault_every)]
+
+
+def twilio_url(url: str) -> str:
+    """The server's ``/twilio`` endpoint next to its ``/ws`` (``ws://host:port/ws``)."""
+    u = urlsplit(url)
+    return urlunsplit((u.scheme, u.netloc, "/twilio", u.query, ""))
 
 
 async def _webrtc_through(
@@ -259,7 +271,7 @@ async def run_bench(
         "inject_delay_ms": opts.inject_delay_ms,
         "transport": opts.transport,
         "client_kind": opts.client_kind,
-        "codec": "opus" if opts.transport == "webrtc" else opts.client.codec,
+        "codec": opts.codec,
         "net": opts.net,
         "net_mode": opts.net_mode if opts.net else None,
         "faults": list(opts.faults),
