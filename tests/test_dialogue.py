@@ -64,8 +64,8 @@ def order(state: DialogueState) -> dict[str, str] | None:
 async def test_a_follow_up_question_and_its_answer_complete_the_order(coffee: DomainLogic) -> None:
     state, replies = await conversation(coffee, "I'd like a latte", "Large.", "Iced, please.")
     assert "what size" in replies[0].lower()
-    assert replies[1] == "Okay. One large latte. Is that right?"
-    assert replies[2] == "Okay. One large iced latte. Is that right?"
+    assert replies[1] == "Sure. One large latte. Is that right?"
+    assert replies[2] == "Sure. One large iced latte. Is that right?"
     assert order(state) == {"coffeeDrink": "latte", "size": "large", "temperature": "iced"}
     assert state.confirming and state.request is not None and state.turns == 3
 
@@ -76,7 +76,7 @@ async def test_a_correction_replaces_the_slot_and_yes_places_the_order(
     state, replies = await conversation(
         coffee, "A small americano.", "No, make it a large.", "Yes."
     )
-    assert replies[1] == "Okay. One large americano. Is that right?"
+    assert replies[1] == "Sure. One large americano. Is that right?"
     assert replies[2].startswith("Got it. One large americano, coming right up.")
     assert state.request is None and not state.confirming
     assert [dict(r.slots) for r in state.done] == [{"size": "large", "coffeeDrink": "americano"}]
@@ -85,7 +85,7 @@ async def test_a_correction_replaces_the_slot_and_yes_places_the_order(
 async def test_no_asks_what_to_change_and_the_answer_is_read_back(coffee: DomainLogic) -> None:
     state, replies = await conversation(coffee, "a large mocha", "no", "a small one")
     assert replies[1] == "Okay. What would you like to change?"
-    assert replies[2] == "Okay. One small mocha. Is that right?"
+    assert replies[2] == "Sure. One small mocha. Is that right?"
     assert order(state) == {"size": "small", "coffeeDrink": "mocha"}
 
 
@@ -102,7 +102,7 @@ async def test_cancel_drops_the_open_request(coffee: DomainLogic) -> None:
 
 async def test_a_declined_follow_up_is_not_asked_again(coffee: DomainLogic) -> None:
     state, replies = await conversation(coffee, "a latte", "doesn't matter")
-    assert replies[1] == "Okay. One latte. Is that right?"
+    assert replies[1] == "Sure. One latte. Is that right?"
     assert state.confirming and order(state) == {"coffeeDrink": "latte"}
 
 
@@ -139,7 +139,7 @@ async def test_respond_leaves_the_state_it_was_given_alone(coffee: DomainLogic) 
     before = (start.request, start.asking, start.confirming, start.done, start.history)
     turn = coffee.respond("Large.", start)
     [c async for c in turn.clauses]
-    turn.remember("Okay. One large latte. Is that right?")
+    turn.remember("Sure. One large latte. Is that right?")
     assert (start.request, start.asking, start.confirming, start.done, start.history) == before
     assert start.request is not None and dict(start.request.slots) == {"coffeeDrink": "latte"}
     with pytest.raises(TypeError):
@@ -256,10 +256,10 @@ async def test_a_barge_in_keeps_what_was_said_in_the_history(coffee: DomainLogic
     task = _task(coffee, "a large latte", DialogueState(), committed, tts)
     task.commit()  # sequential turn: the gate is open from the start
     task.start()
-    await asyncio.wait_for(tts.speaking.wait(), 5)  # the first clause, "Okay.", is out
+    await asyncio.wait_for(tts.speaking.wait(), 5)  # the first clause, "Sure.", is out
     await task.cancel()
     assert committed[0].confirming and len(committed) == 2
-    assert committed[-1].history[-1] == ChatMessage("assistant", "Okay.")
+    assert committed[-1].history[-1] == ChatMessage("assistant", "Sure.")
 
 
 # ------------------------------------------------------------------ the real pipeline

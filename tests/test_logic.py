@@ -191,6 +191,13 @@ def test_ordinary_words_are_not_repaired_into_slots(coffee: DomainLogic) -> None
     assert coffee.understand("I need a break").slots == {}
 
 
+def test_an_article_glued_to_a_drink_is_split(coffee: DomainLogic) -> None:
+    # Whisper wrote "Alothe, please." for Piper's "A latte, please."
+    assert coffee.understand("Alothe, please.").slots == {"coffeeDrink": "latte"}
+    assert coffee.understand("anamericano please").slots == {"coffeeDrink": "americano"}
+    assert coffee.understand("alarm please").slots == {}
+
+
 def test_normalize_spells_numbers_and_splits_units() -> None:
     assert normalize("12oz") == ["twelve", "oz"]
     assert normalize("A 12-ounce, Latté!") == ["a", "twelve", "ounce", "latte"]

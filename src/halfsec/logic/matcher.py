@@ -10,8 +10,9 @@ Pipeline, each step cheap:
    digits spelled out ("12" -> "twelve"), digits split from letters ("12oz").
 2. domain ``aliases`` -- rewrites such as ``oz -> ounce``, ``skimmed -> skim``.
 3. word repair -- a word the domain does not know is fuzzily matched (rapidfuzz) to
-   a domain word; two unknown neighbours are also tried joined ("capu chino"), and a
-   known run-together phrase is split ("doubleshot").  Common English words are
+   a domain word; two unknown neighbours are also tried joined ("capu chino"), a
+   known run-together phrase is split ("doubleshot"), and so is an article glued to a
+   domain word ("alothe" -> "a lotte" -> latte).  Common English words are
    never "repaired", so "break" does not become "bread" just because it is close.
 4. slot spotting -- exact phrase lookup on the repaired words, choosing the set of
    non-overlapping phrases that covers most words with the fewest phrases (dynamic
@@ -200,14 +201,29 @@ class Matcher:
                     i += 2
                     continue
             single = self._fuzzy(tok)
+            glued = None if single else self._glued_article(tok)
             if single:
                 out.extend(single[0])
                 quality.extend([single[1]] * len(single[0]))
+            elif glued:
+                out.extend(glued[0])
+                quality.extend([glued[1]] * len(glued[0]))
             else:
                 out.append(tok)
                 quality.append(1.0)
             i += 1
         return out, quality
+
+    def _glued_article(self, tok: str) -> tuple[tuple[str, ...], float] | None:
+        """Recognisers glue a short article to the next word ("alothe" for "a latte",
+        "anamericano"): an unknown word whose rest is a domain word is the two words."""
+        for article in ("an", "a"):
+            rest = tok[len(article) :]
+            if tok.startswith(article) and len(rest) >= 4:
+                hit = self._fuzzy(rest)
+                if hit:
+                    return (article, *hit[0]), hit[1]
+        return None
 
     def _spot(self, tokens: list[str]) -> list[tuple[int, int, _Phrase]]:
         """Best non-overlapping phrase cover: most words covered, then fewest phrases."""
