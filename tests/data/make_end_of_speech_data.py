@@ -1,6 +1,6 @@
 """Writes the recordings for the end-of-speech marks (run by hand; output is committed).
 
-    python tests/data/make_end_of_speech_data.py
+    python tests/data/make_end_of_speech_data.py [--force]
 
 Three kinds the shared corpus lacks, written to ``tests/data/end_of_speech/``:
 
@@ -20,6 +20,7 @@ audio is committed rather than regenerated: the hand marks belong to these exact
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +112,24 @@ def phone(pcm16k: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    """Writes the files that are missing; ``--force`` rewrites all of them (and then every
+    mark of a rewritten studio file has to be read again: the audio will differ)."""
+    force = "--force" in sys.argv[1:]
     OUT.mkdir(exist_ok=True)
     made: dict[str, np.ndarray] = {}
     for name, engine, text, peak in STUDIO:
+        path = OUT / f"{name}.flac"
+        if path.exists() and not force:
+            made[name] = load_audio(path)
+            continue
         made[name] = studio(engine, text, peak)
-        sf.write(OUT / f"{name}.flac", made[name], RATE, subtype="PCM_16")
+        sf.write(path, made[name], RATE, subtype="PCM_16")
     for name, source in PHONE:
+        path = OUT / f"{name}.flac"
+        if path.exists() and not force:
+            continue
         src = made[source] if source in made else load_audio(SHARED / source)
-        sf.write(OUT / f"{name}.flac", phone(src), 8000, subtype="PCM_16")
+        sf.write(path, phone(src), 8000, subtype="PCM_16")
     total = sum(p.stat().st_size for p in OUT.glob("*.flac"))
     print(f"{len(STUDIO) + len(PHONE)} files, {total / 1024:.0f} KiB in {OUT}")
 
