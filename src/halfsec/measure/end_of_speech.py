@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from halfsec.measure.percentile import percentile
+
 _RATE = 16_000
 _WIN = 256
 """16 ms analysis window: long enough to resolve 250 Hz bands (62.5 Hz bins), short
@@ -172,7 +174,8 @@ def _floors(levels: np.ndarray) -> np.ndarray:
         band = levels[:, b]
         quiet = band[band < band.max() - _QUIET_DB]
         pool = quiet if quiet.size >= _FLOOR_MIN_FRAMES else band
-        out[b] = max(float(np.percentile(pool, _FLOOR_PERCENTILE)), _ABS_FLOOR_DB)
+        noise = percentile(pool, _FLOOR_PERCENTILE)
+        out[b] = _ABS_FLOOR_DB if noise is None else max(noise, _ABS_FLOOR_DB)
     return out
 
 
