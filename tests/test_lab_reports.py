@@ -26,7 +26,13 @@ from halfsec.lab.report.html import render_html, write_html
 from halfsec.lab.report.import_trace import import_trace
 from halfsec.lab.report.json import SCHEMA, build_report, default_meta, parse_slots
 from halfsec.lab.report.stats import bootstrap_ci, bootstrap_diff_ci, percentiles
-from halfsec.lab.report.store import journal_mode, list_runs, load_run, save_run
+from halfsec.lab.report.store import (
+    SCHEMA_VERSION,
+    journal_mode,
+    list_runs,
+    load_run,
+    save_run,
+)
 from halfsec.measure.percentile import percentile
 
 DATA = Path(__file__).parent / "data"
@@ -223,7 +229,7 @@ def test_store_round_trip_wal(tmp_path: Path) -> None:
     assert rows[0]["n_turns"] == 13 and rows[0]["n_failed"] == 1
     # A second reader while a connection is open (WAL: readers do not block).
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert con.execute("SELECT count(*) FROM spans").fetchone()[0] == 1
     assert load_run(rid, db)["summary"]["n_turns"] == 13
     con.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from halfsec.errors import HalfsecError
 from halfsec.lab.report.budget import check_budget, load_budget
@@ -26,8 +28,26 @@ err = Console(stderr=True)
 
 
 def _fail(e: Exception) -> int:
-    err.print(f"[red]error:[/red] {e}")
+    err.print(f"[red]error:[/red] {escape(str(e))}")
     return 2
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def _stored(ref: str, db: Path | None) -> dict[str, Any]:
+    """A stored run as a full report.  A run cut short (its bench was killed) was saved
+    turn by turn without a summary: rebuild it from the turns it holds, and say so."""
+    report = load_run(ref, db)
+    meta = report.get("meta") or {}
+    if not meta.get("incomplete"):
+        return report
+    err.print(
+        f"[yellow]warning:[/yellow] run {meta.get('run_id')} is incomplete (its bench "
+        f"stopped mid-run): {len(report['turns'])} finished turn(s), summary rebuilt from them"
+    )
+    return build_report(report["turns"], dict(meta))
 
 
 def runs_command(db: Path | None, limit: int, as_json: bool) -> int:
@@ -41,6 +61,11 @@ def runs_command(db: Path | None, limit: int, as_json: bool) -> int:
         out.print("no runs stored yet: `halfsec bench` saves one")
     else:
         print_runs(rows, out)
+        if not all(r["complete"] for r in rows):
+            out.print(
+                "incomplete: the bench stopped mid-run (killed, crashed); the run holds "
+                "every turn it finished (`halfsec report ID` summarises them)"
+            )
     return 0
 
 
@@ -54,7 +79,7 @@ def report_command(
 ) -> int:
     """Re-render a stored run; with ``--budget`` the budget section is recomputed."""
     try:
-        report = load_run(run, db)
+        report = _stored(run, db)
         if budget is not None:
             meta = dict(report.get("meta") or {})
             report = build_report(report.get("turns") or [], meta, load_budget(budget))
@@ -98,7 +123,7 @@ def _load_any(ref: str, db: Path | None) -> dict[str, object]:
         if not isinstance(data, dict) or "turns" not in data:
             raise HalfsecError(f"{p}: not a halfsec report (no 'turns')")
         return data
-    return load_run(ref, db)
+    return _stored(ref, db)
 
 
 def import_trace_command(
@@ -121,7 +146,7 @@ def import_trace_command(
         if html is not None:
             out.print(f"HTML report: {write_html(report, html)}")
         if store:
-            out.print(f"saved as run {save_run(report, db)}")
+            out.print(f"saved as run {save_run(report, db, warn=_warn)}")
     except HalfsecError as e:
         return _fail(e)
     return 1 if fail_over_budget and check_budget(report, b) else 0

@@ -192,7 +192,9 @@ def print_runs(runs: list[dict[str, Any]], console: Console | None = None) -> No
             str(r.get("date") or ""),
             str(r.get("command") or ""),
             str(r.get("server_url") or ""),
-            str(r.get("n_turns")),
+            # A run whose bench was killed holds the turns it finished: say so by them.
+            f"{r.get('n_turns')}"
+            + ("" if r.get("complete", True) else " [yellow]incomplete[/yellow]"),
             str(r.get("n_failed")),
             _ms(r.get("v2v_p50")),
             _ms(r.get("v2v_p95")),
