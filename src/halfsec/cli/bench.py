@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from halfsec.cli.common import err
+from halfsec.config import load_config
 from halfsec.errors import HalfsecError
 from halfsec.lab.bench.builtin_corpus import ensure_builtin_corpus
 from halfsec.lab.bench.corpus import Corpus, filter_domain, load_corpus
@@ -22,7 +24,7 @@ from halfsec.lab.netem.profile import parse_net
 from halfsec.lab.report import json as report_json
 from halfsec.lab.report.budget import check_budget, load_budget
 from halfsec.lab.report.html import write_html
-from halfsec.lab.report.store import save_run
+from halfsec.lab.report.store import RunWriter, save_run
 from halfsec.lab.report.term import print_summary
 
 
@@ -47,6 +49,56 @@ def builtin_corpus() -> Corpus:
 
         manifest = ensure_builtin_corpus(progress=tick)
     return load_corpus(manifest)
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+class _TurnSaver:
+    """Saves each finished turn as it comes (``RunWriter``), so a bench killed mid-run
+    leaves a run holding every turn it finished.  The run is stored with its first
+    turn: a bench that fails before any (no server) leaves nothing behind.  The store is
+    a convenience: a failure is said once and the run goes on (the final save tries
+    again with every turn)."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.meta = meta
+        self.writer: RunWriter | None = None
+        self.failed = False
+
+    def add_turn(self, rec: dict[str, Any]) -> None:
+        if self.failed:
+            return
+        try:
+            if self.writer is None:
+                self.writer = RunWriter.begin(self.meta)
+            self.writer.add_turn(rec)
+        except HalfsecError as e:
+            self.failed = True
+            _warn(f"could not save the turn that just finished ({e}); saving at the end")
+
+    def finish(self, report: dict[str, Any], spans: list[dict[str, Any]]) -> None:
+        """The whole report in place of the turns saved so far (or a new run if none
+        were).  The run's output is already out, so a failure here is a warning."""
+        try:
+            if self.writer is not None:
+                run_id = self.writer.finish(report, spans, warn=_warn)
+            else:
+                run_id = save_run(report, spans=spans, warn=_warn)
+            err.print(f"saved as run {run_id}")
+        except HalfsecError as e:
+            _warn(f"could not save the run ({e})")
+
+
+def _turn_saver(store: bool, corpus: Path, opts: BenchOptions) -> _TurnSaver | None:
+    if not store:
+        return None
+    meta = report_json.default_meta(
+        "halfsec bench", corpus=str(corpus), transport=opts.transport, net=opts.net
+    )
+    meta["server_url"] = opts.server
+    return _TurnSaver(meta)
 
 
 def bench_command(
@@ -126,10 +178,18 @@ def bench_command(
         if problem is not None:
             err.print(f"[red]error:[/red] {problem}")
             return 2
+    if server is None:
+        # The server the bench starts reads the same configuration: a bad key or value
+        # fails here in milliseconds, with its message, not as a server that never starts.
+        try:
+            load_config(config, overrides)
+        except HalfsecError as e:
+            err.print(f"[red]config error:[/red] {escape(str(e))}")
+            return 2
     try:
         corpus = load_corpus(corpus_path) if corpus_path is not None else builtin_corpus()
     except HalfsecError as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     for w in corpus.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}")
@@ -144,24 +204,29 @@ def bench_command(
         try:
             budget = load_budget(budget_path)
         except HalfsecError as e:
-            err.print(f"[red]error:[/red] {e}")
+            err.print(f"[red]error:[/red] {escape(str(e))}")
             return 2
-    opts = BenchOptions(
-        server=server,
-        token=token,
-        config=config,
-        overrides=overrides,
-        inject_delay_ms=inject_delay_ms,
-        save_audio=save_audio,
-        client=ClientOptions(token=token, max_tail_s=timeout_s, codec=codec),
-        otlp_endpoint=otlp_endpoint,
-        transport=transport,
-        net=net,
-        net_mode=net_mode,
-        client_kind=client,
-        faults=list(faults or []),
-        fault_seed=fault_seed,
-    )
+    try:
+        opts = BenchOptions(
+            server=server,
+            token=token,
+            config=config,
+            overrides=overrides,
+            inject_delay_ms=inject_delay_ms,
+            save_audio=save_audio,
+            client=ClientOptions(token=token, max_tail_s=timeout_s, codec=codec),
+            otlp_endpoint=otlp_endpoint,
+            transport=transport,
+            net=net,
+            net_mode=net_mode,
+            client_kind=client,
+            faults=list(faults or []),
+            fault_seed=fault_seed,
+        )
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        return 2
+    saver = _turn_saver(store, corpus.source, opts)
     progress = _progress()
 
     async def main() -> Any:
@@ -169,6 +234,8 @@ def bench_command(
             task = progress.add_task("bench", total=len(items))
 
             def on_record(rec: dict[str, Any]) -> None:
+                if saver is not None:  # stored before it is shown: a turn seen is kept
+                    saver.add_turn(rec)
                 v = rec.get("v2v_ms")
                 tag = f"{v:.0f} ms" if v is not None else f"[red]failed[/red]: {rec.get('error')}"
                 progress.console.print(f"{Path(rec['file']).name}: {tag}", highlight=False)
@@ -181,7 +248,7 @@ def bench_command(
     try:
         result = asyncio.run(main())
     except HalfsecError as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
     meta = dict(result.meta)
     meta["corpus"] = str(corpus.source)
@@ -201,12 +268,8 @@ def bench_command(
     if html_out is not None:
         write_html(report, html_out)
         err.print(f"wrote {html_out}")
-    if store:
-        try:
-            run_id = save_run(report, spans=result.spans)
-            err.print(f"saved as run {run_id}")
-        except Exception as e:  # the store is a convenience; the run's output is already out
-            err.print(f"[yellow]warning:[/yellow] could not save the run ({e})")
+    if saver is not None:
+        saver.finish(report, result.spans)
     rc = 0
     if fail_over_budget:
         violations = check_budget(report, budget)

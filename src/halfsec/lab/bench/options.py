@@ -27,6 +27,7 @@ _RULES: dict[str, Rule] = {
     "transport": OneOf(("websocket", "webrtc", "twilio")),
     "net_mode": OneOf(("relay", "namespace")),
     "client_kind": OneOf(("python", "browser")),
+    "fault_every": Range(1, 1_000_000),
 }
 _KEYS = CommandFlags(
     "halfsec bench",
