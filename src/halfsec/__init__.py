@@ -19,7 +19,7 @@ The shared floor
   ``wire`` what client and server both speak (protocol, Opus, jitter buffer, RTC);
   ``measure`` the one rule for each measurement (end of speech, audible, v2v, stages,
   percentiles, WER); ``trace`` OpenTelemetry and every span name; ``frames``, ``clock``,
-  ``errors``.
+  ``errors``, ``options_check`` (the one range check every options object runs).
 
 ``cli`` is the command line on top of both wings.
 
