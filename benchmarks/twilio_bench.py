@@ -1,0 +1,169 @@
+"""Phone calls against the WebSocket PCM path: the same recordings, paired, in one run.
+
+    python benchmarks/twilio_bench.py [--limit 16] [--reps 2] [--eot silence] [--json OUT]
+
+One ``halfsec serve`` subprocess; each recording is played twice back to back, once by
+the WebSocket client (PCM16 at 16 kHz both ways) and once by the lab's phone client over
+``/twilio`` (the recording band-limited to 300-3400 Hz and mu-law coded at 8 kHz, reply
+audio mu-law at 8 kHz; ``halfsec.lab.clients.twilio``), alternating which goes first.
+Both are measured by the bench's one rule (first audible reply sample at the client
+minus the recording's reference end of speech, ``halfsec.lab.bench.records``).
+
+Recordings (from the shared real speech, ``../shared/speech``): the ``--limit`` shortest
+coffee orders (scored by command acceptance) and the ``--limit`` shortest sentences with
+a verbatim transcript (three words or more, scored by WER), each cut to 0.3 s before and
+1 s after its speech.
+
+Reported per transport: v2v p50/p95, pooled WER, command acceptance, premature replies;
+and ``paired``: the median of per-recording differences twilio - websocket with a
+bootstrap 95 % CI, raw and less each run's own compute (``transport_bench.paired``).
+Checks: twilio's v2v p50 within +30 ms of the WebSocket's (and the paired median), WER
+within +3 points.  The figures are only as quiet as the machine: ``meta.loadavg`` is
+recorded with them; on a shared 2-core box rerun on a quiet one before trusting 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transport_bench import paired
+
+from halfsec.audio.io import load_audio
+from halfsec.lab.bench.corpus import CorpusItem, load_corpus
+from halfsec.lab.bench.records import make_record
+from halfsec.lab.bench.run import twilio_url
+from halfsec.lab.bench.server_process import ServerProcess
+from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.twilio import run_recording_twilio
+from halfsec.lab.clients.websocket import run_recording
+from halfsec.lab.report.json import build_report, default_meta
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.percentile import percentile
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+MODES = ("websocket", "twilio")
+V2V_TARGET_MS = 30.0
+WER_TARGET_POINTS = 3.0
+
+
+def _sentence(item: CorpusItem) -> bool:
+    """A transcribed recording of three words or more (single words say little about WER)."""
+    return not item.intent and len((item.transcript or "").split()) >= 3
+
+
+def recordings(limit: int) -> list[tuple[CorpusItem, np.ndarray]]:
+    """The ``limit`` shortest coffee orders and transcribed recordings, speech-trimmed."""
+    with open(SPEECH / "manifest.tsv", newline="") as f:
+        seconds = {
+            Path(r["file"]).name: float(r["duration_s"]) for r in csv.DictReader(f, delimiter="\t")
+        }
+    items = load_corpus(SPEECH / "manifest.tsv").items
+    chosen: list[CorpusItem] = []
+    for wanted in (lambda it: bool(it.intent), _sentence):
+        group = sorted((it for it in items if wanted(it)), key=lambda it: seconds[it.path.name])
+        chosen += group[:limit]
+    out = []
+    for it in chosen:
+        pcm = load_audio(it.path)
+        b = voiced_bounds(pcm)
+        if b is not None:
+            out.append((it, pcm[max(0, b[0] - 4800) : b[1] + 16000]))
+    return out
+
+
+def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = build_report(recs, default_meta())["summary"]
+    acc = summary["accuracy"]
+    wer, cmd = acc["wer"], acc["command_acceptance"]
+    v = [r["v2v_ms"] for r in recs if r.get("ok") and r.get("v2v_ms") is not None]
+    return {
+        "n": len(recs),
+        "ok": len(v),
+        "v2v_p50_ms": percentile(v, 50),
+        "v2v_p95_ms": percentile(v, 95),
+        "wer_pct": None if not wer or wer["rate"] is None else round(100 * wer["rate"], 2),
+        "wer_words": wer["words"] if wer else 0,
+        "command_acceptance": None if not cmd else cmd["rate"],
+        "premature_replies": summary["premature_replies"],
+        "errors": [r.get("error") for r in recs if not r.get("ok")],
+    }
+
+
+async def play(mode: str, url: str, pcm: np.ndarray) -> ClientRun:
+    if mode == "twilio":
+        return await run_recording_twilio(twilio_url(url), pcm)
+    return await run_recording(url, pcm)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    recs_in = recordings(args.limit)
+    overrides = ["session.end_of_turn=silence"] if args.eot == "silence" else []
+    recs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    async with ServerProcess(overrides=overrides) as proc:
+        for rep in range(args.reps):
+            for i, (item, pcm) in enumerate(recs_in):
+                order = MODES if (i + rep) % 2 == 0 else MODES[::-1]
+                runs = {m: await play(m, proc.url, pcm) for m in order}
+                for m in MODES:
+                    recs[m].append(make_record(item, pcm, runs[m]))
+                print(
+                    f"{rep + 1}/{args.reps} {item.path.name}: "
+                    + ", ".join(f"{m} {recs[m][-1].get('v2v_ms')}" for m in MODES),
+                    file=sys.stderr,
+                )
+    results = {m: summarize(recs[m]) for m in MODES}
+    pair = paired(recs["websocket"], recs["twilio"])
+    ws, tw = results["websocket"], results["twilio"]
+    p50_diff = _diff(tw["v2v_p50_ms"], ws["v2v_p50_ms"])
+    wer_diff = _diff(tw["wer_pct"], ws["wer_pct"])
+    checks = {
+        "v2v_p50_twilio_minus_websocket_ms": p50_diff,
+        "v2v_paired_median_ms": pair["raw"]["median_ms"],
+        "v2v_target_le_30ms": None if p50_diff is None else p50_diff <= V2V_TARGET_MS,
+        "wer_twilio_minus_websocket_points": wer_diff,
+        "wer_target_le_3_points": None if wer_diff is None else wer_diff <= WER_TARGET_POINTS,
+    }
+    meta = default_meta("python " + " ".join(sys.argv))
+    meta["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    meta["cpus"] = os.cpu_count()
+    meta["eot"] = args.eot
+    return {
+        "meta": meta,
+        "results": results,
+        "paired_twilio_minus_websocket": pair,
+        "checks": checks,
+        "records": recs if args.records else None,
+    }
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 1)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--limit", type=int, default=16, help="recordings of each kind (16: every sentence)")
+    ap.add_argument("--reps", type=int, default=1, help="passes over the recordings")
+    ap.add_argument(
+        "--eot",
+        choices=("default", "silence"),
+        default="default",
+        help="end-of-turn policy: the configured one (default: what a caller gets) or a "
+        "fixed silence window (the decision then depends on the audio frames only)",
+    )
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--records", action="store_true", help="include every record in --json")
+    a = ap.parse_args()
+    out = asyncio.run(main(a))
+    text = json.dumps(out, indent=2, default=str)
+    print(text)
+    if a.json:
+        a.json.write_text(text + "\n")
