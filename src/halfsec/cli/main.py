@@ -191,7 +191,9 @@ def bench(
         help="Export client spans (and the local server's) over OTLP/HTTP to this collector.",
     ),
     transport: str = typer.Option(
-        "websocket", help="websocket or webrtc (aiortc client, Opus, events data channel)."
+        "websocket",
+        help="websocket, webrtc (aiortc client, Opus, events data channel) or twilio (a "
+        "phone call over Twilio Media Streams, mu-law 8 kHz; docs/twilio.md).",
     ),
     codec: str = typer.Option("pcm16", help="WebSocket audio both ways: pcm16 or opus."),
     net: str | None = typer.Option(
@@ -217,7 +219,8 @@ def bench(
     ),
     fault_seed: int = typer.Option(0, help="Seed of the --fault draws."),
 ) -> None:
-    """Measure voice-to-voice at a real client: play a corpus over WebSocket or WebRTC."""
+    """Measure voice-to-voice at a real client: play a corpus over WebSocket, WebRTC or a
+    phone call (Twilio Media Streams)."""
     from halfsec.cli.bench import bench_command
 
     raise typer.Exit(
