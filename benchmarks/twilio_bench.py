@@ -150,7 +150,9 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--limit", type=int, default=16, help="recordings of each kind (16: every sentence)")
+    ap.add_argument(
+        "--limit", type=int, default=16, help="recordings of each kind (16: every sentence)"
+    )
     ap.add_argument("--reps", type=int, default=1, help="passes over the recordings")
     ap.add_argument(
         "--eot",
