@@ -4,9 +4,16 @@ A lane is shared by every session of a process, so one decode that never ends wo
 every session behind it, and CTranslate2 cannot abort a decode.  ``ReplaceableLane``
 therefore lets a caller *abandon* a decode it no longer waits for: a queued one is
 dropped, and a running one that is still running once it has hung (or with other work
-queued behind it) loses its worker.  A fresh worker with its own model takes over the
-queue (a warm standby when the lane keeps one), and the old thread is left to finish its
-decode and exit.
+queued behind it) loses its worker.  Another worker with its own model takes over the
+queue, and the old thread is left to finish its decode.
+
+With a standby (the final lane) a swap loads nothing: the standby is loaded and warm, a
+decode never waits behind one that has already run ``busy_after_s`` (it moves to the
+standby), and a worker whose long or hung decode ends becomes the standby again.  Only a
+swap with no standby left (decodes that really hang, one after another) loads a model,
+and the job that needs it waits for it.  Loading in the background instead was measured
+to cost the other sessions more: on 2 cores a load and warm-up (~0.5 CPU s) at every
+hung decode made their TTS miss its deadline.
 """
 
 from __future__ import annotations
@@ -96,10 +103,11 @@ class ReplaceableLane(Generic[M]):
 
     ``abandon(future)`` says nobody waits for that job any more.  Queued: it is dropped.
     Running: once it has run ``hung_after_s``, or at once when other jobs wait behind it
-    (``replace_when_waiting``), the worker is replaced.  ``standby`` keeps a second worker loaded and warm, so a
-    replacement costs nothing on the critical path (the next standby loads in the
-    background).  At most ``max_hung`` replaced workers may still be running their hung
-    job; past that the lane keeps its worker (and the callers' deadlines answer)."""
+    (``replace_when_waiting``), the worker is replaced.  ``standby`` keeps a second worker
+    loaded and warm (see the module docstring); ``busy_after_s``: a job submitted while
+    the active worker's decode has run this long goes to the standby instead of queueing.
+    At most ``max_hung`` replaced workers may still be running their job; past that the
+    lane keeps its worker (and the callers' deadlines answer)."""
 
     def __init__(
         self,
@@ -110,6 +118,7 @@ class ReplaceableLane(Generic[M]):
         warm: Callable[[M], None] | None = None,
         standby: bool = False,
         hung_after_s: float = 1.0,
+        busy_after_s: float | None = None,
         replace_when_waiting: bool = True,
         max_hung: int = 4,
     ) -> None:
@@ -119,6 +128,7 @@ class ReplaceableLane(Generic[M]):
         self._warm = warm
         self._keep_standby = standby
         self.hung_after_s = hung_after_s
+        self.busy_after_s = busy_after_s
         self.replace_when_waiting = replace_when_waiting
         self.max_hung = max_hung
         self._active: _Worker[M] = _Worker(name, load, nice, None)
@@ -127,7 +137,11 @@ class ReplaceableLane(Generic[M]):
         self._hung: list[_Worker[M]] = []
         self._jobs: dict[asyncio.Future[Any], _Job] = {}
         self.replacements = 0
-        """How many times a hung worker was replaced (tests, logs)."""
+        """How many times a worker running an abandoned decode was replaced (tests, logs)."""
+        self.overflows = 0
+        """How many times a job went to the standby rather than wait behind a long decode."""
+        self.loads = 0
+        """Models loaded after start-up (a replaced worker that did not come back)."""
 
     def _new_worker(self) -> _Worker[M]:
         return _Worker(self.name, self._load, self._nice, self._warm)
@@ -150,11 +164,19 @@ class ReplaceableLane(Generic[M]):
     def submit(self, fn: Callable[[M], T]) -> asyncio.Future[T]:
         """Run ``fn(model)`` on the lane; the future settles on the event loop."""
         loop = asyncio.get_running_loop()
+        self._reap()
         job = _Job(fn, loop.create_future())
         running = next((j for j in self._active.jobs if _running(j)), None)
         if running is not None and running.abandoned and self.replace_when_waiting:
             self._replace(self._active)  # never queue behind a decode nobody waits for
+        elif running is not None and self._standby_ready() and self._long(running):
+            self._swap(self._active)  # nor behind a long one, with a warm standby at hand
+            self.overflows += 1
         self._dispatch(job, loop)
+        if running is not None and job.worker is running.worker and self.busy_after_s:
+            # Queued behind a decode that is not long yet: look again once it would be.
+            left = self.busy_after_s - (time.monotonic() - (running.started or time.monotonic()))
+            job.timer = loop.call_later(max(0.0, left), self._overflow, job, running)
         self._jobs[job.result] = job
         return job.result
 
@@ -177,6 +199,44 @@ class ReplaceableLane(Generic[M]):
         worker.jobs.append(job)
         job.handle.add_done_callback(done)
 
+    def _overflow(self, job: _Job, running: _Job) -> None:
+        """``job`` still waits behind ``running``, which has now run ``busy_after_s``:
+        the standby takes the queue."""
+        job.timer = None
+        worker = running.worker
+        if (
+            worker is self._active
+            and worker is not None
+            and job.worker is worker
+            and _running(running)
+            and job.handle is not None
+            and not job.handle.running()
+            and not job.handle.done()
+            and self._standby_ready()
+        ):
+            self._swap(worker)
+            self.overflows += 1
+
+    def _reap(self) -> None:
+        """Replaced workers whose decode ended without being settled (its event loop had
+        closed: one engine may outlive several loops) come back now."""
+        for worker in list(self._hung):
+            if all(j.handle is None or j.handle.done() for j in worker.jobs):
+                worker.jobs.clear()
+                self._hung.remove(worker)
+                self._come_back(worker)
+
+    def _standby_ready(self) -> bool:
+        return self._standby is not None and self._standby.loaded.done()
+
+    def _long(self, job: _Job) -> bool:
+        started = job.started
+        return (
+            self.busy_after_s is not None
+            and started is not None
+            and time.monotonic() - started >= self.busy_after_s
+        )
+
     def _settle(self, job: _Job, handle: concurrent.futures.Future[Any]) -> None:
         worker = job.worker
         if job.handle is not handle:
@@ -185,6 +245,7 @@ class ReplaceableLane(Generic[M]):
             worker.jobs.remove(job)
         if worker is not None and worker in self._hung and not worker.jobs:
             self._hung.remove(worker)
+            self._come_back(worker)
         self._jobs.pop(job.result, None)
         if job.timer is not None:
             job.timer.cancel()
@@ -223,6 +284,7 @@ class ReplaceableLane(Generic[M]):
             self._replace(job.worker)
 
     def _replace(self, worker: _Worker[M]) -> None:
+        """``worker`` runs a decode nobody waits for: another worker takes over."""
         if worker is not self._active:
             return
         if len(self._hung) >= self.max_hung:
@@ -233,8 +295,23 @@ class ReplaceableLane(Generic[M]):
                 len(self._hung),
             )
             return
-        self._active = self._standby if self._standby is not None else self._new_worker()
-        self._standby = self._new_worker() if self._keep_standby else None
+        self._swap(worker)
+        self.replacements += 1
+        log.warning(
+            "STT lane %s: a decode nobody waits for is still running; another worker took "
+            "over (%d replaced so far)",
+            self.name,
+            self.replacements,
+        )
+
+    def _swap(self, worker: _Worker[M]) -> None:
+        """The standby (or a fresh worker) becomes active and takes ``worker``'s queue;
+        ``worker`` finishes its decode and comes back as the standby (``_come_back``)."""
+        if self._standby is not None:
+            self._active, self._standby = self._standby, None
+        else:  # the job waits for this load, so no warm-up on top of it
+            self.loads += 1
+            self._active = _Worker(self.name, self._load, self._nice, None)
         loop = asyncio.get_running_loop()
         for job in list(worker.jobs):
             if job.handle is not None and job.handle.cancel():
@@ -244,16 +321,16 @@ class ReplaceableLane(Generic[M]):
                 else:
                     self._jobs.pop(job.result, None)
                     job.result.cancel()
-        worker.executor.shutdown(wait=False)  # its thread exits after the hung job
         if worker.jobs:
             self._hung.append(worker)
-        self.replacements += 1
-        log.warning(
-            "STT lane %s: a decode nobody waits for is still running; a fresh worker took "
-            "over (%d replaced so far)",
-            self.name,
-            self.replacements,
-        )
+        else:
+            self._come_back(worker)
+
+    def _come_back(self, worker: _Worker[M]) -> None:
+        if self._keep_standby and self._standby is None and worker is not self._active:
+            self._standby = worker
+        elif worker is not self._active:
+            worker.executor.shutdown(wait=False)
 
     def close(self) -> None:
         for worker in (self._active, self._standby, *self._hung):

@@ -37,6 +37,13 @@ queued behind an abandoned one simply waits: previews are slow at low priority o
 machine, and loading a fresh model for a preview would cost more than it saves."""
 
 
+BUSY_FACTOR = 0.25
+"""A final submitted while another has been decoding for this share of the hung time
+(250 ms of the default 1 s) runs on the warm standby rather than wait: a healthy final on
+2 cores takes ~90 ms quiet, ~300 ms busy, so one still running then is either long or
+stuck, and the user behind it has no reason to wait for either."""
+
+
 class WhisperEngine(STTEngine):
     """Whisper tiny.en (int8) with short-window decoding, on two lanes.
 
@@ -68,6 +75,7 @@ class WhisperEngine(STTEngine):
             lambda: WhisperDecoder(self.options),
             warm=warm_final,
             standby=True,
+            busy_after_s=BUSY_FACTOR * 1.0,
         )
         # Loaded on its own worker so that CTranslate2's compute thread inherits the
         # worker's lower priority.
@@ -109,12 +117,18 @@ class WhisperEngine(STTEngine):
     @hung_after_ms.setter
     def hung_after_ms(self, value: float) -> None:
         self._final_lane.hung_after_s = value / 1000.0
+        self._final_lane.busy_after_s = BUSY_FACTOR * value / 1000.0
         self._partial_lane.hung_after_s = PARTIAL_HUNG_FACTOR * value / 1000.0
 
     @property
     def replaced_workers(self) -> int:
-        """Hung workers replaced so far, both lanes."""
+        """Workers replaced so far for running a decode nobody waits for, both lanes."""
         return self._final_lane.replacements + self._partial_lane.replacements
+
+    @property
+    def overflowed_finals(self) -> int:
+        """Finals that went to the standby rather than wait behind a long decode."""
+        return self._final_lane.overflows
 
     def open_stream(self) -> WhisperStream:
         return WhisperStream(self)
