@@ -136,12 +136,22 @@ def _int_field(obj: dict[str, Any], key: str, code: str) -> int:
     return v
 
 
+def load_json(text: str | bytes, what: str = "message") -> Any:
+    """``json.loads`` for text from the network: any failure is a ``bad_json``
+    ``ProtocolError``.  Deeply nested input (``[[[[...``) makes the parser raise
+    ``RecursionError``, which is not a ``ValueError``: uncaught it ended the session
+    with ``internal_error`` (and answered ``/webrtc/offer`` with HTTP 500)."""
+    try:
+        return json.loads(text)
+    except RecursionError as e:
+        raise ProtocolError("bad_json", f"{what} is nested too deeply to be parsed") from e
+    except ValueError as e:  # UnicodeDecodeError (bytes) is a ValueError too
+        raise ProtocolError("bad_json", f"{what} is not valid JSON ({e})") from e
+
+
 def parse_client_message(text: str) -> ClientMessage:
     """Validate one JSON text message from a client; raises ``ProtocolError``."""
-    try:
-        obj = json.loads(text)
-    except ValueError as e:
-        raise ProtocolError("bad_json", f"message is not valid JSON ({e})") from e
+    obj = load_json(text)
     if not isinstance(obj, dict):
         raise ProtocolError("bad_message", "a JSON message must be an object with a 'type'")
     kind = obj.get("type")
@@ -342,10 +352,7 @@ def pong_event(ping: Ping, t_server_ns: int) -> dict[str, Any]:
 
 def parse_server_event(text: str) -> dict[str, Any]:
     """Decode a server JSON event; raises ``ProtocolError`` if it is not an event object."""
-    try:
-        obj = json.loads(text)
-    except ValueError as e:
-        raise ProtocolError("bad_json", f"server sent invalid JSON ({e})") from e
+    obj = load_json(text, "server event")
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise ProtocolError("bad_message", f"server message has no 'type': {text[:200]!r}")
     return obj
