@@ -220,6 +220,11 @@ class JitterBuffer:
         if self._highest is None or seq > self._highest:
             self._highest = seq
 
+    def refuse(self) -> None:
+        """A packet was refused at the door (``wire.opus.packet_problem``) and never
+        buffered: count it with the malformed ones, its frame is concealed as lost."""
+        self._count("malformed")
+
     def _observe(self, now: int, transit: int) -> None:
         """``now``: the link's active clock (wall time minus sender pauses)."""
         win = int(self.cfg.window_ms * 1e6)
@@ -383,7 +388,14 @@ class JitterBuffer:
             return pcm
         # n is missing.
         if n + 1 in self._packets:
-            rec = self.decoder.decode_fec(self._packets[n + 1][2])
+            try:
+                rec = self.decoder.decode_fec(self._packets[n + 1][2])
+            except AudioInputError:
+                # A malformed successor carries no FEC: conceal n and move on (it is
+                # counted when its own turn comes).  Raising here left ``_next`` on n,
+                # so every later pop concealed the same frame until the flood guard
+                # evicted the bad packet, 500 packets (10 s) later.
+                rec = None
             self._advance()
             if rec is not None:
                 self._count("fec_recovered")
