@@ -52,17 +52,26 @@ from halfsec.audio.resample import StreamResampler
 from halfsec.errors import AudioInputError, EngineUnavailable
 
 __all__ = [
+    "MAX_PACKET_BYTES",
     "OPUS_RATES",
     "FrameResampler",
     "OpusDecoder",
     "OpusEncoder",
     "load_libopus",
+    "packet_problem",
 ]
 
 OPUS_RATES: Final = (8000, 12000, 16000, 24000, 48000)
 """Sample rates libopus accepts at its API (the wire format is rate-agnostic)."""
 
 _MAX_PACKET_BYTES: Final = 1275 * 3 + 7  # RFC 6716: 3 frames of 1275 B + framing
+MAX_PACKET_BYTES: Final = 1275
+"""The largest 20 ms packet a receiver admits (``packet_problem``).  Opus tops out at 510
+kbit/s, which is 1275 bytes per 20 ms, and RFC 6716 (3.2.1) caps one frame at 1275
+bytes: nothing an encoder sends for 20 ms is larger (halfsec's own sends ~60-80 bytes at
+24 kbit/s, a browser a few hundred).  So a jitter buffer of 500 packets holds at most
+640 KB, where 64 KiB messages once made it 32 MB per session."""
+_ADMITTED_MS: Final = 20
 _MAX_FRAME_MS: Final = 120  # RFC 6716: the longest packet duration
 _OPUS_OK: Final = 0
 _OPUS_ERRORS: Final = {
@@ -130,6 +139,15 @@ def load_libopus() -> ctypes.CDLL:
     ]
     lib.opus_packet_get_nb_samples.restype = ctypes.c_int
     lib.opus_packet_get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
+    lib.opus_packet_parse.restype = ctypes.c_int
+    lib.opus_packet_parse.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_int32,
+        ctypes.POINTER(ctypes.c_ubyte),
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_int16),
+        ctypes.POINTER(ctypes.c_int),
+    ]
     lib.opus_get_version_string.restype = ctypes.c_char_p
     lib.opus_get_version_string.argtypes = []
     _lib = lib
@@ -143,6 +161,42 @@ def libopus_version() -> str:
 def _check_rate(sample_rate: int) -> None:
     if sample_rate not in OPUS_RATES:
         raise AudioInputError(f"Opus supports sample rates {OPUS_RATES}, got {sample_rate}")
+
+
+def packet_problem(packet: bytes, frame_ms: int = _ADMITTED_MS) -> str | None:
+    """Why ``packet`` may not enter a jitter buffer, or None when it is one well-formed
+    Opus packet of exactly ``frame_ms`` (the check at the door, before it is buffered).
+
+    One buffer slot is one sequence number is ``frame_ms`` of audio: a 120 ms packet in a
+    20 ms slot would hand the pipeline six times the audio of real time, and a 10 ms one
+    half.  Every client halfsec knows sends 20 ms (its own, and browsers by default), so
+    other durations are refused rather than re-timed.  The framing (frame count and
+    lengths, padding) is parsed by libopus itself (``opus_packet_parse``), so a packet
+    that passes decodes or at worst conceals: it cannot stall the buffer."""
+    data = bytes(packet)
+    if not data:
+        return "empty Opus packet"
+    if len(data) > MAX_PACKET_BYTES:
+        return (
+            f"Opus packet of {len(data)} bytes exceeds {MAX_PACKET_BYTES} bytes, the most "
+            "Opus codes into 20 ms (510 kbit/s)"
+        )
+    lib = load_libopus()
+    toc = ctypes.c_ubyte(0)
+    frames = (ctypes.c_void_p * 48)()
+    sizes = (ctypes.c_int16 * 48)()
+    offset = ctypes.c_int(0)
+    n = lib.opus_packet_parse(
+        data, len(data), ctypes.byref(toc), frames, sizes, ctypes.byref(offset)
+    )
+    if n < 0:
+        return f"malformed Opus packet ({_OPUS_ERRORS.get(n, n)})"
+    samples = lib.opus_packet_get_nb_samples(data, len(data), 48_000)
+    if samples < 0:
+        return f"malformed Opus packet ({_OPUS_ERRORS.get(samples, samples)})"
+    if samples != 48 * frame_ms:
+        return f"Opus packet of {samples / 48:g} ms; send one {frame_ms} ms packet per message"
+    return None
 
 
 class OpusEncoder:

@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 
 from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec.wire.audio_packets import encode_opus_out
 from halfsec.wire.frame_decoders import OpusFrameDecoder
 from halfsec.wire.jitter import RTP_CLOCK, JitterBuffer, JitterConfig, JitterPacket
-from halfsec.wire.opus import OPUS_RATES, FrameResampler, OpusEncoder
+from halfsec.wire.opus import OPUS_RATES, FrameResampler, OpusEncoder, packet_problem
 from halfsec.wire.playout import play_when_due
 
-__all__ = ["FRAME_TICKS", "InboundAudio", "OutFrame", "PacedOpusOut"]
+__all__ = ["FRAME_TICKS", "InboundAudio", "OutFrame", "PacedOpusOut", "send_paced_opus"]
 
 FRAME_TICKS = RTP_CLOCK * FRAME_MS // 1000
 """One 20 ms packet in RTP timestamp ticks."""
@@ -64,16 +65,42 @@ class InboundAudio:
         self._sink = sink
         self._on_malformed = on_malformed
         self._task: asyncio.Task[None] | None = None
+        self._report: asyncio.Task[None] | None = None
+        """Tells the client of refused packets while nothing plays (the playout reports
+        the rest)."""
         self._reported_malformed = 0
         self._last_report = 0.0
         self._wake = asyncio.Event()
         self.error: BaseException | None = None
 
-    def push(self, seq: int, timestamp: int, payload: bytes, arrival_ns: int | None = None) -> None:
+    def push(
+        self,
+        seq: int,
+        timestamp: int,
+        payload: bytes,
+        arrival_ns: int | None = None,
+        *,
+        report_refusal: bool = True,
+    ) -> str | None:
+        """Buffer one packet; returns why it was refused at the door (it counts as
+        malformed and its frame is concealed as lost), or None when it was buffered.
+
+        ``report_refusal``: a refusal is reported through ``on_malformed`` like an
+        undecodable packet; False when the caller answers it itself (the WebSocket
+        answers each bad message at once)."""
+        problem = packet_problem(payload)
+        if problem is not None:
+            self.buffer.refuse()
+            if not report_refusal:
+                self._reported_malformed += 1
+            elif self._report is None or self._report.done():
+                self._report = asyncio.create_task(self._maybe_report(), name="inbound-report")
+            return problem
         self.buffer.push(JitterPacket(seq & 0xFFFF, timestamp & 0xFFFFFFFF, payload), arrival_ns)
         self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._playout(), name="inbound-playout")
+        return None
 
     async def _playout(self) -> None:
         async def handle(frame: np.ndarray | None, now: int) -> None:
@@ -105,10 +132,11 @@ class InboundAudio:
         return self.buffer.turn_summary()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._report):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,3 +258,36 @@ class PacedOpusOut:
             self._last_turn = tid
             self._last_pts = pts
             return OutFrame(pts, tid, self._enc.encode(pcm), first)
+
+
+StampedSend = Callable[[Callable[[int], bytes]], Awaitable[int | None]]
+"""Sends ``build(t)`` with ``t`` the moment it is handed to the socket; returns ``t``
+(None: the socket is closed).  ``server.client_socket.ClientSocket.send_stamped``."""
+
+
+async def send_paced_opus(
+    out: PacedOpusOut,
+    send: StampedSend,
+    closed: Callable[[], bool],
+    is_cancelled: Callable[[int], bool],
+    on_sent: Callable[[int, int], None] | None = None,
+) -> None:
+    """Send ``out``'s reply audio as one ``HSO1`` message per 20 ms slot until ``closed``
+    (the server's WebSocket and the edge pace Opus replies with this one loop).
+    ``on_sent(turn_id, t_ns)`` is told each packet's send time."""
+    seq = 0
+    while not closed():
+        slot = await out.next_slot()
+        if slot.packet is None or is_cancelled(slot.turn_id):
+            continue
+        t = await send(_hso1(slot, seq))
+        seq += 1
+        if t is not None and on_sent is not None:
+            on_sent(slot.turn_id, t)
+
+
+def _hso1(slot: OutFrame, seq: int) -> Callable[[int], bytes]:
+    """The HSO1 message of ``slot``, stamped with the send time it is given."""
+    packet = slot.packet
+    assert packet is not None
+    return lambda t: encode_opus_out(slot.turn_id, t, seq, slot.pts & 0xFFFFFFFF, packet)
