@@ -118,15 +118,29 @@ class Admission:
         return None
 
 
-class RateLimiter:
-    """Token bucket of ``rate`` messages per second, with at most one warning a second
-    (a flooding client must not make us flood it back with errors)."""
+class _OncePerSecond:
+    """At most one warning a second: a flooding client must not make us flood it back
+    with errors."""
+
+    def __init__(self) -> None:
+        self.last_warning = -1e9
+
+    def should_warn(self) -> bool:
+        t = time.monotonic()
+        if t - self.last_warning >= 1.0:
+            self.last_warning = t
+            return True
+        return False
+
+
+class RateLimiter(_OncePerSecond):
+    """Token bucket of ``rate`` messages per second, with at most one warning a second."""
 
     def __init__(self, rate: float) -> None:
+        super().__init__()
         self.rate = rate
         self.tokens = rate
         self.t = time.monotonic()
-        self.last_warning = -1e9
 
     def allow(self) -> bool:
         t = time.monotonic()
@@ -134,13 +148,6 @@ class RateLimiter:
         self.t = t
         if self.tokens >= 1.0:
             self.tokens -= 1.0
-            return True
-        return False
-
-    def should_warn(self) -> bool:
-        t = time.monotonic()
-        if t - self.last_warning >= 1.0:
-            self.last_warning = t
             return True
         return False
 
@@ -179,6 +186,51 @@ class MessageLimits:
                 "limit; send audio in frames of 20-100 ms",
             )
         return None
+
+
+class RealTimeAudio(_OncePerSecond):
+    """Admission of client audio by its duration: at most ``rate`` times real time.
+
+    Message limits count messages, not audio: one 64 KiB message is 2 s of 16 kHz PCM,
+    so 200 messages a second could carry 400 s of audio a second, and every second of it
+    costs VAD on the event loop every session shares, and later STT.  A microphone
+    produces 1x; ``rate`` (1.5) leaves room for a client catching up after a hiccup.
+    The bucket holds ``burst_ms`` of credit (what a client may send at once after a
+    stall of the network, 5 s: about 17 ms of VAD on the loop), refilled at ``rate`` ms
+    per ms.  A message is admitted
+    while the credit is not negative and may take it below zero (so a message longer
+    than the burst still gets in when the bucket is full); until the debt is repaid,
+    audio is dropped with one ``rate_limited`` error a second.  Over any window ``T``
+    a session so gets at most ``burst + rate * T`` plus one message of audio in."""
+
+    def __init__(self, rate: float = 1.5, burst_ms: float = 5000.0) -> None:
+        super().__init__()
+        if not rate > 0 or not burst_ms > 0:
+            raise ValueError(f"audio rate {rate!r} and burst {burst_ms!r} ms must be > 0")
+        self.rate = rate
+        self.burst_ms = burst_ms
+        self.credit_ms = burst_ms
+        self.t = time.monotonic()
+        self.admitted_ms = 0.0
+        self.dropped_ms = 0.0
+
+    def rejection(self, audio_ms: float) -> Rejection | None:
+        """None when ``audio_ms`` of audio may go to the session now."""
+        t = time.monotonic()
+        self.credit_ms = min(self.burst_ms, self.credit_ms + (t - self.t) * 1e3 * self.rate)
+        self.t = t
+        if self.credit_ms >= 0:
+            self.credit_ms -= audio_ms
+            self.admitted_ms += audio_ms
+            return None
+        self.dropped_ms += audio_ms
+        if not self.should_warn():
+            return Rejection("rate_limited", None)
+        return Rejection(
+            "rate_limited",
+            f"audio arrives faster than {self.rate:g}x real time; audio is being dropped "
+            "(send it as a microphone produces it)",
+        )
 
 
 def timeout_rejection(started: bool, start_timeout_s: float, idle_timeout_s: float) -> Rejection:

@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
@@ -31,47 +30,92 @@ _CLOSED_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 
 
 class ClientSocket:
-    """Locked, never-raising writes to one client's WebSocket."""
+    """Locked, never-raising, time-bounded writes to one client's WebSocket.
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    A write that cannot finish within ``write_timeout_s`` means the client stopped
+    reading (its TCP window is shut and aiohttp waits for the buffer to drain, holding
+    the lock every other writer waits on): the connection is aborted (``transport``, the
+    request's TCP transport) and every later write returns at once.  Without the bound,
+    one such client held its session's sender, and through it the receive loop, so even
+    the idle timeout never fired."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None = None,
+        write_timeout_s: float = 10.0,
+    ) -> None:
         self.ws = ws
+        self.transport = transport
+        self.write_timeout_s = write_timeout_s
+        self.stalled = False
+        """A write timed out: the client is gone for writing, the connection aborted."""
         self._lock = asyncio.Lock()
 
     @property
     def closed(self) -> bool:
-        return self.ws.closed
+        return self.ws.closed or self.stalled
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         await self.send_str(json.dumps(obj))
 
     async def send_str(self, text: str) -> None:
         """Send one text message (a protocol whose messages are built elsewhere)."""
-        if self.ws.closed:
-            return
-        async with self._lock:
-            with contextlib.suppress(*_SEND_ERRORS):
-                await self.ws.send_str(text)
+        await self._write(lambda: self.ws.send_str(text))
 
     async def send_stamped(self, build: Callable[[int], bytes]) -> int | None:
         """Send ``build(t)``, ``t`` being the moment the packet is handed to the socket
         (taken under the lock, so it is the real send time, not a queueing time).
         Returns ``t``, or None when the socket was already closed."""
-        if self.ws.closed:
-            return None
-        async with self._lock:
-            t = now_ns()
-            data = build(t)
-            with contextlib.suppress(*_SEND_ERRORS):
-                await self.ws.send_bytes(data)
-        return t
+        stamp: list[int] = []
+
+        async def send() -> None:
+            stamp.append(now_ns())
+            await self.ws.send_bytes(build(stamp[0]))
+
+        await self._write(send)
+        return stamp[0] if stamp else None
+
+    async def _write(self, send: Callable[[], Awaitable[None]]) -> None:
+        if self.closed:
+            return
+        try:
+            async with asyncio.timeout(self.write_timeout_s), self._lock:
+                if self.closed:
+                    return
+                with contextlib.suppress(*_SEND_ERRORS):
+                    await send()
+        except TimeoutError:
+            self.abort(f"no write completed within {self.write_timeout_s:g} s")
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, without the closing handshake a client that does not
+        read would never complete; the receive loop then sees it closed."""
+        if self.stalled:
+            return
+        self.stalled = True
+        log.warning("client connection aborted: %s (the client stopped reading)", reason)
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            asyncio.ensure_future(self.close(WSCloseCode.POLICY_VIOLATION, b"write timeout"))
 
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
         await self.send_json(error_event(code, message, now_ns(), fatal=fatal))
 
     async def close(self, code: int = WSCloseCode.OK, message: bytes = b"") -> None:
-        if not self.ws.closed:
-            with contextlib.suppress(Exception):
+        """Close with the handshake, but never wait on a client more than a write
+        timeout for it (aiohttp waits up to 10 s for the client's close frame)."""
+        if self.ws.closed:
+            return
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
                 await self.ws.close(code=code, message=message)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+        except Exception:  # a client that vanished mid-close is closed all the same
+            return
 
 
 async def client_messages(
@@ -86,27 +130,34 @@ async def client_messages(
     """Text and binary messages of one client, each within the limits, until it closes.
 
     A client that sends nothing in time (``start_timeout_s`` from connecting until
-    ``started()``, then ``idle_timeout_s``) gets a fatal error and is closed; a message
-    over the rate or size limit is dropped with an error event (``on_rejected`` counts
-    it), and the session goes on."""
+    ``started()``, then ``idle_timeout_s`` since its last message) gets a fatal error and
+    is closed; a message over the rate or size limit is dropped with an error event
+    (``on_rejected`` counts it), and the session goes on.
+
+    Both are deadlines on the clock, not ``receive(timeout=...)``: aiohttp answers
+    WebSocket PINGs inside ``receive`` and restarts its timeout after each, so a client
+    that pinged every few seconds and never sent ``session.start`` held its slot for
+    ever (eight of them refused everyone).  Control frames keep nothing alive here."""
     ws = socket.ws
-    connected_at = time.monotonic()
-    while not ws.closed:
-        timeout = idle_timeout_s
-        if not started():
-            timeout = max(0.01, start_timeout_s - (time.monotonic() - connected_at))
+    loop = asyncio.get_running_loop()
+    start_deadline = loop.time() + start_timeout_s
+    last_heard = loop.time()
+    while not socket.closed:
+        deadline = last_heard + idle_timeout_s if started() else start_deadline
         try:
-            msg = await ws.receive(timeout=timeout)
+            async with asyncio.timeout_at(deadline):
+                msg = await ws.receive()
         except TimeoutError:
             quiet = timeout_rejection(started(), start_timeout_s, idle_timeout_s)
             await socket.error(quiet.code, quiet.message or quiet.code, fatal=True)
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"timeout")
+            await socket.close(WSCloseCode.POLICY_VIOLATION, b"timeout")
             return
         if msg.type in _CLOSED_TYPES:
             return
         if msg.type == WSMsgType.ERROR:
             log.info("websocket error: %s", ws.exception())
             return
+        last_heard = loop.time()
         size = len(msg.data) if isinstance(msg.data, str | bytes) else 0
         rejected = limits.rejection(size)
         if rejected is not None:

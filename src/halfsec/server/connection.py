@@ -20,6 +20,7 @@ import contextlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from halfsec.frames import (
 )
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.session import VoiceSession
-from halfsec.server.admission import Refusal
+from halfsec.server.admission import RealTimeAudio, Refusal
 from halfsec.server.metrics import ServerMetrics
 from halfsec.server.options import ServerOptions
 from halfsec.trace.setup import Tracing
@@ -153,6 +154,11 @@ class ClientConnection(ABC):
         """Turns the user interrupted: none of their reply audio may reach the client.
         The only record of them; every sender of this connection asks ``is_cancelled``."""
         self.closing = False
+        opt = services.options
+        self.audio_budget = RealTimeAudio(opt.max_audio_rate, opt.audio_burst_s * 1e3)
+        """Real-time admission of this client's audio (every transport asks it)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._crashed = False
 
     # -- what a transport provides --------------------------------------------------------
     @abstractmethod
@@ -177,6 +183,41 @@ class ClientConnection(ABC):
         """The server is going down: close this connection now."""
 
     # -- shared -------------------------------------------------------------------------
+    def supervise(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run one of this session's own tasks (the event sender, a paced audio sender,
+        a message handler).  If it dies of an exception the session ends with a fatal
+        ``internal_error`` naming it, instead of taking audio and answering nothing for
+        ever; the server and the other sessions go on."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None or self.closing or self._crashed:
+            return
+        self._crashed = True  # one report; the task that reports cannot re-trigger it
+        exc = task.exception()
+        log.error("session %s: task %s failed", self.session_id, task.get_name(), exc_info=exc)
+        self.supervise(self._end_after_crash(task.get_name(), exc), f"fail-{self.session_id}")
+
+    async def _end_after_crash(self, name: str, exc: BaseException | None) -> None:
+        await self.error(
+            "internal_error",
+            f"the session's task {name} failed ({type(exc).__name__}: {exc}); the session "
+            "ended, reconnect to start a new one",
+            fatal=True,
+        )
+        await self.end_after_fatal_error()
+
+    def cancel_tasks(self) -> None:
+        """Cancel this session's supervised tasks (all but the caller)."""
+        current = asyncio.current_task()
+        for t in list(self._tasks):
+            if t is not current and not t.done():
+                t.cancel()
+
     def open_voice_session(self, opus_input: bool, turn: TurnOptions | None = None) -> VoiceSession:
         """Start the conversation; with ``opus_input`` its audio comes in through a
         jitter buffer (``InboundAudio``) that reports undecodable packets to the client."""

@@ -31,6 +31,9 @@ _RULES = {
     "max_messages_per_s": positive(at_most=1_000_000),
     "idle_timeout_s": positive("s", at_most=86_400),
     "start_timeout_s": positive("s", at_most=86_400),
+    "write_timeout_s": positive("s", at_most=86_400),
+    "max_audio_rate": positive("x real time", at_most=1_000_000),
+    "audio_burst_s": positive("s", at_most=3_600),
     "inject_delay_ms": between(0, 60_000, "ms"),
 }
 _KEYS = CommandFlags(
@@ -59,7 +62,17 @@ class ServerOptions:
     idle_timeout_s: float = 30.0
     """A connection that sends nothing for this long is closed (a live mic never stops)."""
     start_timeout_s: float = 10.0
-    """Time allowed between the upgrade and a valid ``session.start``."""
+    """Time allowed between the upgrade and a valid ``session.start`` (a deadline: pings
+    do not extend it)."""
+    write_timeout_s: float = 10.0
+    """A write to a client that does not finish in this long (the client stopped
+    reading) aborts its connection (``client_socket.ClientSocket``)."""
+    max_audio_rate: float = 1.5
+    """Client audio admitted per second of real time (``admission.RealTimeAudio``);
+    beyond it audio is dropped with ``rate_limited``."""
+    audio_burst_s: float = 5.0
+    """Audio a client may send at once (after a network stall, or a test that sends a
+    recording as fast as the socket takes it) within that rate."""
     inject_delay_ms: float = 0.0
     """Fault injector: delay each reply-audio packet by this much before sending."""
     trace: bool = False

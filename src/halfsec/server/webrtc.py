@@ -55,7 +55,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from halfsec import FRAME_MS
 from halfsec.clock import now_ns
-from halfsec.server.admission import is_loopback
+from halfsec.server.admission import is_loopback, presented_token
 from halfsec.server.connection import ClientConnection, SessionServices
 from halfsec.server.reply_track import ReplyTrack
 from halfsec.wire.protocol import (
@@ -79,6 +78,7 @@ from halfsec.wire.protocol import (
     SessionEnd,
     SessionStart,
     TraceContext,
+    load_json,
     parse_client_message,
     pong_event,
     valid_traceparent,
@@ -96,6 +96,11 @@ from halfsec.wire.rtc import (
 log = logging.getLogger("halfsec.webrtc")
 
 MAX_SDP_BYTES = 64 * 1024
+BODY_TIMEOUT_S = 10.0
+"""An offer's body must arrive within this (a client trickling it holds a handler)."""
+MAX_EVENTS_BUFFERED = 1 << 20
+"""Events queued on the data channel beyond which the client is taken to have stopped
+reading (the WebRTC counterpart of the WebSocket's write timeout)."""
 
 
 def playback_end_ns(last_sent_ns: int, jitter_delay_ms: float) -> int:
@@ -128,7 +133,6 @@ class WebRtcConnection(ClientConnection):
         """Turn -> when its latest reply packet left."""
         self._complete_turns: set[int] = set()
         """Turns whose ``reply.done`` went out: their latest packet may be their last."""
-        self._tasks: list[asyncio.Task[None]] = []
 
     # -- signaling ----------------------------------------------------------------------
     async def negotiate(self, offer_sdp: str) -> str:
@@ -170,12 +174,9 @@ class WebRtcConnection(ClientConnection):
             output_encoding="opus",
             transport="webrtc",
         )
-        self._spawn(self.run_sender(started), f"rtc-send-{self.session_id}")
-        self._spawn(self._watchdog(), f"rtc-wd-{self.session_id}")
+        self.supervise(self.run_sender(started), f"rtc-send-{self.session_id}")
+        self.supervise(self._watchdog(), f"rtc-wd-{self.session_id}")
         return str(sdp)
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(work, name=name))
 
     # -- media in -----------------------------------------------------------------------
     def _on_rtp(self, seq: int, ts: int, payload: bytes, pt: int) -> None:
@@ -185,6 +186,13 @@ class WebRtcConnection(ClientConnection):
             self.foreign_packets += 1
             return
         self.last_rtp = time.monotonic()
+        refused = self.audio_budget.rejection(FRAME_MS)
+        if refused is not None:
+            if refused.message is not None:
+                self.supervise(self.error(refused.code, refused.message), "rtc-rate")
+            return
+        # A packet refused at the door is reported with the undecodable ones (once a
+        # second) and concealed as lost.
         self.audio_in.push(seq, ts, payload)
 
     # -- output (ClientConnection) --------------------------------------------------------
@@ -192,6 +200,11 @@ class WebRtcConnection(ClientConnection):
         text = json.dumps(obj)
         ch = self.channel
         if ch is not None and ch.readyState == "open" and not self._pending:
+            if ch.bufferedAmount > MAX_EVENTS_BUFFERED:
+                # SCTP queues without bound for a peer that stopped reading the channel.
+                if not self.closing:
+                    self.supervise(self.end("the client stopped reading events"), "rtc-end")
+                return
             with contextlib.suppress(Exception):
                 ch.send(text)
         else:
@@ -249,7 +262,8 @@ class WebRtcConnection(ClientConnection):
 
         @channel.on("message")
         def on_message(message: str | bytes) -> None:
-            asyncio.ensure_future(self._on_message(message))
+            if not self.closing:
+                self.supervise(self._on_message(message), f"rtc-msg-{self.session_id}")
 
         @channel.on("close")
         def on_close() -> None:
@@ -322,10 +336,7 @@ class WebRtcConnection(ClientConnection):
         self._flush()
         await self.close_session()
         self.track.stop()
-        current = asyncio.current_task()
-        for t in self._tasks:
-            if t is not current and not t.done():
-                t.cancel()
+        self.cancel_tasks()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), timeout=3.0)
 
@@ -348,22 +359,38 @@ class WebRtcEndpoint:
         }
 
     async def offer(self, request: web.Request) -> web.Response:
+        """Admit and answer one offer.  Order matters: nothing a refused client sends is
+        parsed.  Origin first (a page that may not ask), then a token presented outside
+        the body (header or ``?token=``) before the body is read; then the whole body,
+        chunk by chunk (413 over ``MAX_SDP_BYTES``), parsed as JSON that cannot blow the
+        stack (400), and a token in the body checked before the SDP reaches aiortc."""
         services = self.services
         bad_origin = services.options.admission.origin_refusal(request)
         if bad_origin is not None:  # before reading a body from a page that may not ask
-            services.metrics.refusal(bad_origin.status)
             return _fail(bad_origin.status, bad_origin.reason)
-        raw = await request.content.read(MAX_SDP_BYTES + 1)
-        if len(raw) > MAX_SDP_BYTES:
+        outside = presented_token(request)
+        if outside is not None:
+            refusal = services.refusal(request)
+            if refusal is not None:
+                return _fail(refusal.status, refusal.reason)
+        if (request.content_length or 0) > MAX_SDP_BYTES:
             return _fail(413, f"offer larger than {MAX_SDP_BYTES} bytes")
         try:
-            body = json.loads(raw)
-        except ValueError as e:
-            return _fail(400, f"body is not JSON ({e}); send {{'sdp': ..., 'type': 'offer'}}")
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await read_body(request, MAX_SDP_BYTES)
+        except TimeoutError:
+            return _fail(408, f"the offer's body did not arrive within {BODY_TIMEOUT_S:g} s")
+        if raw is None:
+            return _fail(413, f"offer larger than {MAX_SDP_BYTES} bytes")
+        try:
+            body = load_json(raw, "the body")
+        except ProtocolError as e:
+            return _fail(400, f"{e.message}; send {{'sdp': ..., 'type': 'offer'}}")
         if not isinstance(body, dict):
             return _fail(400, "body must be a JSON object {'sdp': ..., 'type': 'offer'}")
         token = body.get("token")
-        refusal = services.refusal(request, token if isinstance(token, str) else None)
+        in_body = token if isinstance(token, str) and outside is None else None
+        refusal = services.refusal(request, in_body)
         if refusal is not None:
             return _fail(refusal.status, refusal.reason)
         sdp, kind, tp = body.get("sdp"), body.get("type"), body.get("traceparent")
@@ -381,6 +408,17 @@ class WebRtcEndpoint:
             return _fail(400, f"malformed or unusable SDP offer: {type(e).__name__}: {e}")
         log.info("webrtc session %s started", sess.session_id)
         return web.json_response({"sdp": answer, "type": "answer", "session_id": sess.session_id})
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None when it is longer than ``limit`` bytes (one
+    ``content.read(n)`` returns only what has arrived: the first chunk)."""
+    buf = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(buf)):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
 
 
 def _fail(status: int, message: str) -> web.Response:

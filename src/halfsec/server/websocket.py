@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from halfsec import INTERNAL_RATE
+from halfsec import FRAME_MS, INTERNAL_RATE
 from halfsec.audio.io import pcm16_from_bytes
 from halfsec.audio.resample import StreamResampler
 from halfsec.clock import now_ns
@@ -27,11 +26,7 @@ from halfsec.errors import AudioInputError
 from halfsec.server.admission import MessageLimits
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.connection import ClientConnection, SessionServices
-from halfsec.wire.audio_packets import (
-    decode_opus_in,
-    encode_audio,
-    encode_opus_out,
-)
+from halfsec.wire.audio_packets import decode_opus_in, encode_audio
 from halfsec.wire.protocol import (
     AUDIO_BEFORE_START,
     Ping,
@@ -43,7 +38,7 @@ from halfsec.wire.protocol import (
     parse_client_message,
     pong_event,
 )
-from halfsec.wire.realtime_audio import OutFrame, PacedOpusOut
+from halfsec.wire.realtime_audio import PacedOpusOut, send_paced_opus
 
 log = logging.getLogger("halfsec.serve")
 
@@ -51,9 +46,14 @@ log = logging.getLogger("halfsec.serve")
 class WebSocketConnection(ClientConnection):
     """One conversation on one WebSocket."""
 
-    def __init__(self, services: SessionServices, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self,
+        services: SessionServices,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         super().__init__(services)
-        self.socket = ClientSocket(ws)
+        self.socket = ClientSocket(ws, transport, services.options.write_timeout_s)
         self.resampler: StreamResampler | None = None
         self._pacer: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -87,17 +87,18 @@ class WebSocketConnection(ClientConnection):
 
     async def _send_paced_opus(self) -> None:
         """Send queued reply audio as one HSO1 Opus packet per 20 ms slot."""
-        out = self.paced_out
-        assert out is not None
-        seq = 0
-        while not self.socket.closed:
-            slot = await out.next_slot()
-            if slot.packet is None or self.is_cancelled(slot.turn_id):
-                continue
-            t = await self.socket.send_stamped(_opus_out_packet(slot, seq))
-            seq += 1
-            if t is not None and self.recorder is not None:
-                self.recorder.audio_sent(slot.turn_id, t)
+        assert self.paced_out is not None
+        await send_paced_opus(
+            self.paced_out,
+            self.socket.send_stamped,
+            lambda: self.socket.closed,
+            self.is_cancelled,
+            self._audio_sent,
+        )
+
+    def _audio_sent(self, turn_id: int, t_ns: int) -> None:
+        if self.recorder is not None:
+            self.recorder.audio_sent(turn_id, t_ns)
 
     # -- input --------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -151,9 +152,7 @@ class WebSocketConnection(ClientConnection):
         self.next_traceparent = m.traceparent
         if m.output_encoding == "opus":
             self.paced_out = PacedOpusOut(output_rate)
-            self._pacer = asyncio.create_task(
-                self._send_paced_opus(), name=f"opus-{self.session_id}"
-            )
+            self._pacer = self.supervise(self._send_paced_opus(), f"opus-{self.session_id}")
         log.info(
             "session %s started (%d Hz, %s in, %s out)",
             self.session_id,
@@ -167,7 +166,7 @@ class WebSocketConnection(ClientConnection):
             encoding=m.encoding,
             output_encoding=m.output_encoding,
         )
-        self._sender = asyncio.create_task(self.run_sender(started), name=f"send-{self.session_id}")
+        self._sender = self.supervise(self.run_sender(started), f"send-{self.session_id}")
 
     async def _on_binary(self, data: bytes) -> None:
         if self.session is None or self.resampler is None:
@@ -179,7 +178,11 @@ class WebSocketConnection(ClientConnection):
             except ProtocolError as e:
                 await self.error(e.code, e.message)
                 return
-            self.inbound.push(seq, ts, packet)
+            if await self._over_rate(FRAME_MS):
+                return
+            problem = self.inbound.push(seq, ts, packet, report_refusal=False)
+            if problem is not None:
+                await self.error("bad_audio", f"{problem}; the frame is concealed as lost")
             if self.inbound.error is not None:
                 raise self.inbound.error
             return
@@ -188,9 +191,23 @@ class WebSocketConnection(ClientConnection):
         except AudioInputError as e:
             await self.error("bad_audio", f"{e}; frames must be 16-bit little-endian mono PCM")
             return
+        if await self._over_rate(pcm.size * 1e3 / self.resampler.in_rate):
+            return
         pcm = self.resampler.process(pcm)
         if pcm.size:
+            # Waits while the client's events are not being sent (back-pressure): a
+            # client that does not read stops being read.
             await self.session.push(pcm)
+
+    async def _over_rate(self, audio_ms: float) -> bool:
+        """Whether this audio is refused by the real-time admission (and say so, at most
+        once a second)."""
+        refused = self.audio_budget.rejection(audio_ms)
+        if refused is None:
+            return False
+        if refused.message is not None:
+            await self.error(refused.code, refused.message)
+        return True
 
     # -- end ----------------------------------------------------------------------------
     async def close(self) -> None:
@@ -210,13 +227,6 @@ class WebSocketConnection(ClientConnection):
         log.info("session %s closed", self.session_id)
 
 
-def _opus_out_packet(slot: OutFrame, seq: int) -> Callable[[int], bytes]:
-    """The HSO1 message of ``slot``, stamped with the send time it is given."""
-    packet = slot.packet
-    assert packet is not None
-    return lambda t: encode_opus_out(slot.turn_id, t, seq, slot.pts & 0xFFFFFFFF, packet)
-
-
 class WebSocketEndpoint:
     """``GET /ws``: admit, upgrade, and run one ``WebSocketConnection`` to its end."""
 
@@ -230,7 +240,7 @@ class WebSocketEndpoint:
             return web.Response(status=refusal.status, text=refusal.reason)
         ws = web.WebSocketResponse(max_msg_size=services.options.max_message_bytes * 4)
         await ws.prepare(request)
-        conn = WebSocketConnection(services, ws)
+        conn = WebSocketConnection(services, ws, request.transport)
         services.connections[conn.session_id] = conn
         try:
             await conn.serve()
