@@ -60,6 +60,15 @@ from halfsec.turn.options import TurnOptions
 
 _CLOSED = object()
 
+MAX_QUEUED_FRAMES = 512
+"""Frames waiting for the transport beyond which ``push`` waits until half have gone
+(back-pressure).  A transport reads them as fast as they come; one that cannot (its client
+stopped reading) stops the session's input instead of growing this queue without bound.
+Emitters never wait: what a reply in flight still produces is one reply's worth."""
+YIELD_EVERY_FRAMES = 5
+"""``push`` of a long chunk lets the other sessions run after this many frames (VAD runs
+on the event loop they share)."""
+
 PLAYBACK_REPORT_GRACE_NS = 1_000_000_000
 """Once a transport reports playback ends, a reply whose report has not arrived yet is
 taken as still playing for at most this long after the guessed end: the report may be on
@@ -81,6 +90,9 @@ class _Turn:
         self.partial_task: asyncio.Task[None] | None = None
         self.heard = HeardSoFar(self.audio)
         """The STT fallback's material: this audio and the latest partial transcript."""
+        self.carried_ms = 0.0
+        """Audio of an interrupted turn this one continues: it counts towards
+        ``max_turn_s`` too, or a user who keeps pausing and going on never hits it."""
 
     def feed(self, frame: np.ndarray) -> None:
         self.stream.feed(frame)
@@ -118,6 +130,9 @@ class VoiceSession:
         )
         self._framer = Framer()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._room = asyncio.Event()
+        """Set while the queue has room for what ``push`` produces (``MAX_QUEUED_FRAMES``)."""
+        self._room.set()
         preroll = max(1, int(self.turn_opt.preroll_ms // FRAME_MS))
         self._preroll: deque[np.ndarray] = deque(maxlen=preroll)
         self._next_turn_id = 1
@@ -138,11 +153,15 @@ class VoiceSession:
             dur_ns = int(frame.pcm.size * 1e9 / frame.sample_rate)
             self._play_end_ns = max(self._play_end_ns, frame.t_ns) + dur_ns
         self._queue.put_nowait(frame)
+        if self._queue.qsize() >= MAX_QUEUED_FRAMES:
+            self._room.clear()
 
     async def events(self) -> AsyncIterator[Frame]:
         """Frames in the order they happened; ends after ``close``."""
         while True:
             item = await self._queue.get()
+            if self._queue.qsize() <= MAX_QUEUED_FRAMES // 2:
+                self._room.set()
             if item is _CLOSED:
                 return
             assert isinstance(item, Frame)
@@ -185,10 +204,19 @@ class VoiceSession:
 
     # -- input --------------------------------------------------------------------------
     async def push(self, pcm: np.ndarray) -> None:
-        """Feed 16 kHz mono int16 audio of any length (20 ms frames are cut here)."""
+        """Feed 16 kHz mono int16 audio of any length (20 ms frames are cut here).
+
+        Waits while ``MAX_QUEUED_FRAMES`` events are not yet read (returns early if the
+        session closes meanwhile), and lets other tasks run every few frames."""
         if self._closed:
             raise RuntimeError("session is closed")
-        for frame in self._framer.push(pcm):
+        for i, frame in enumerate(self._framer.push(pcm)):
+            if not self._room.is_set():
+                await self._room.wait()
+                if self._closed:
+                    return
+            elif i and i % YIELD_EVERY_FRAMES == 0:
+                await asyncio.sleep(0)
             await self._process(frame)
 
     async def _process(self, frame: np.ndarray) -> None:
@@ -211,7 +239,7 @@ class VoiceSession:
         else:
             turn.feed(frame)
             self._maybe_partial(turn)
-            if self.position_ms - turn.start_ms > self.opt.max_turn_s * 1000:
+            if self.position_ms - turn.start_ms + turn.carried_ms > self.opt.max_turn_s * 1000:
                 self._on_pause(turn, self.position_ms, self.position_ms)
                 await self._end_turn(turn, "max_turn_length")
 
@@ -240,6 +268,7 @@ class VoiceSession:
         turn = _Turn(turn_id, self.engines.stt.open_stream(), onset_ms)
         for f in carried:
             turn.feed(f)
+        turn.carried_ms = len(carried) * FRAME_MS
         for f in self._preroll:
             turn.feed(f)
         self._preroll.clear()
@@ -365,3 +394,4 @@ class VoiceSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._turn.partial_task
         self._queue.put_nowait(_CLOSED)
+        self._room.set()
