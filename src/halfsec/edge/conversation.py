@@ -10,6 +10,7 @@ pings), as the protocol defines ``t_server_ns``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,11 @@ from halfsec.audio.resample import StreamResampler
 from halfsec.clock import now_ns
 from halfsec.edge.gate import EdgeGate
 from halfsec.edge.origin_link import OriginLink
+from halfsec.server.admission import RealTimeAudio
 from halfsec.server.client_socket import ClientSocket
-from halfsec.wire.audio_packets import restamp_audio
+from halfsec.wire.audio_packets import decode_audio, restamp_audio
+from halfsec.wire.protocol import ProtocolError
+from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut, send_paced_opus
 
 
 class PositionMap:
@@ -69,12 +73,52 @@ class EdgeConversation:
     stats: EdgeSessionStats = field(default_factory=EdgeSessionStats)
     first_audio_turns: set[int] = field(default_factory=set)
     origin_error: str | None = None
+    audio_budget: RealTimeAudio = field(default_factory=RealTimeAudio)
+    """Real-time admission of the client's audio (the origin's rule, applied here first)."""
+    inbound: InboundAudio | None = None
+    """``encoding: opus``: the client's packets through a jitter buffer, at 16 kHz."""
+    paced_out: PacedOpusOut | None = None
+    """``output_encoding: opus``: the origin's PCM replies re-encoded and paced (HSO1)."""
+    interrupted_turns: set[int] = field(default_factory=set)
+    pacer: asyncio.Task[None] | None = None
 
     async def send_json(self, obj: dict[str, Any]) -> None:
         await self.socket.send_json(obj)
 
     async def send_audio_packet(self, packet: bytes) -> None:
-        await self.socket.send_stamped(lambda t: restamp_audio(packet, t))
+        """Reply audio from the origin (always ``HSA1``: the edge's origin sessions are
+        PCM both ways): restamped and passed on, or with Opus output queued to be
+        encoded and paced like the origin's own Opus replies."""
+        if self.paced_out is None:
+            await self.socket.send_stamped(lambda t: restamp_audio(packet, t))
+            return
+        try:
+            reply = decode_audio(packet)
+        except ProtocolError:
+            return
+        if reply.turn_id not in self.interrupted_turns:
+            self.paced_out.put(reply.turn_id, reply.pcm)
+
+    def interrupted(self, turn_id: int) -> None:
+        """Barge-in: nothing more of ``turn_id``'s reply may reach the client."""
+        self.interrupted_turns.add(turn_id)
+        if self.paced_out is not None:
+            self.paced_out.flush(turn_id)
+
+    async def send_paced_opus(self) -> None:
+        assert self.paced_out is not None
+        await send_paced_opus(
+            self.paced_out,
+            self.socket.send_stamped,
+            lambda: self.socket.closed,
+            self.interrupted_turns.__contains__,
+        )
+
+    async def close_audio(self) -> None:
+        if self.pacer is not None:
+            self.pacer.cancel()
+        if self.inbound is not None:
+            await self.inbound.close()
 
     async def error(self, code: str, message: str, fatal: bool = False) -> None:
         await self.socket.error(code, message, fatal=fatal)

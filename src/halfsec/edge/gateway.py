@@ -56,7 +56,7 @@ from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.listen import listen
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
-from halfsec.wire.audio_packets import audio_header
+from halfsec.wire.audio_packets import audio_header, decode_opus_in
 from halfsec.wire.protocol import (
     AUDIO_BEFORE_START,
     PROTOCOL_VERSION,
@@ -72,6 +72,7 @@ from halfsec.wire.protocol import (
     session_started_event,
     trace_context_message,
 )
+from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
 
 __all__ = ["EdgeError", "EdgeOptions", "EdgeServer", "check_edge_bind", "start_edge"]
 
@@ -146,7 +147,9 @@ class EdgeServer:
             return web.Response(status=refusal.status, text=refusal.reason)
         ws = web.WebSocketResponse(max_msg_size=self.options.max_message_bytes * 4)
         await ws.prepare(request)
-        conn = EdgeConversation(socket=ClientSocket(ws), session_id=uuid.uuid4().hex[:12])
+        conn = EdgeConversation(
+            socket=ClientSocket(ws, request.transport), session_id=uuid.uuid4().hex[:12]
+        )
         self.sessions[conn.session_id] = conn
         try:
             await self._serve(conn)
@@ -159,6 +162,7 @@ class EdgeServer:
             self.sessions.pop(conn.session_id, None)
             self.finished.append(conn.stats)
             del self.finished[:-1000]
+            await conn.close_audio()
             if conn.link is not None:
                 await conn.link.close()
             await conn.socket.close()
@@ -231,7 +235,7 @@ class EdgeServer:
             return False
         conn.link = link
         conn.gate = EdgeGate(self.options, self.turn)
-        conn.resampler = StreamResampler(m.sample_rate, INTERNAL_RATE)
+        self._client_audio(conn, m, link.started.get("output_sample_rate", INTERNAL_RATE))
         link.handler = lambda msg: self._from_origin(conn, msg)
         link.on_close = lambda reason: self._origin_lost(conn, reason)
         if not link.alive:  # died between the pool check and now
@@ -244,6 +248,8 @@ class EdgeServer:
                 origin_started.get("output_sample_rate", INTERNAL_RATE),
                 now_ns(),
                 input_sample_rate=m.sample_rate,
+                encoding=m.encoding,
+                output_encoding=m.output_encoding,
                 domain=origin_started.get("domain"),
                 edge_session_id=conn.session_id,
                 # Whether the handshake cost no long-path round trip, and what one costs.
@@ -269,20 +275,58 @@ class EdgeServer:
             await conn.link.send_str(text)
             conn.stats.forwarded_control_messages += 1
 
+    def _client_audio(self, conn: EdgeConversation, m: SessionStart, output_rate: int) -> None:
+        """The client's encodings, honoured at the edge (its origin session is PCM16 at
+        16 kHz both ways): Opus in through the same jitter buffer as the origin's, Opus
+        out re-encoded and paced as the origin would."""
+        if m.encoding == "opus":
+            conn.inbound = InboundAudio(
+                lambda pcm: self._gate_pcm(conn, pcm),
+                on_malformed=lambda n: conn.error(
+                    "bad_audio", f"{n} Opus packet(s) could not be decoded; concealed"
+                ),
+            )
+        else:
+            conn.resampler = StreamResampler(m.sample_rate, INTERNAL_RATE)
+        if m.output_encoding == "opus":
+            conn.paced_out = PacedOpusOut(int(output_rate))
+            conn.pacer = asyncio.create_task(conn.send_paced_opus(), name="edge-opus-out")
+
     async def _on_binary(self, conn: EdgeConversation, data: bytes) -> None:
-        if conn.link is None or conn.resampler is None or conn.gate is None:
+        if conn.link is None or conn.gate is None:
             conn.stats.rejected_messages += 1
             await conn.error("not_started", AUDIO_BEFORE_START)
             return
         try:
-            pcm = pcm16_from_bytes(data, max_bytes=self.options.max_message_bytes)
-        except AudioInputError as e:
+            if conn.inbound is not None:
+                seq, ts, packet = decode_opus_in(data)
+                audio_ms = float(FRAME_MS)
+            else:
+                pcm = pcm16_from_bytes(data, max_bytes=self.options.max_message_bytes)
+                rate = conn.resampler.in_rate if conn.resampler is not None else INTERNAL_RATE
+                audio_ms = pcm.size * 1e3 / rate
+        except (AudioInputError, ProtocolError) as e:
             conn.stats.rejected_messages += 1
-            await conn.error("bad_audio", f"{e}; frames must be 16-bit little-endian mono PCM")
+            await conn.error("bad_audio", f"{e}; send audio as session.start announced")
+            return
+        refused = conn.audio_budget.rejection(audio_ms)
+        if refused is not None:
+            conn.stats.rejected_messages += 1
+            if refused.message is not None:
+                await conn.error(refused.code, refused.message)
             return
         conn.stats.client_audio_messages += 1
         conn.stats.client_audio_bytes += len(data)
-        pcm = conn.resampler.process(pcm)
+        if conn.inbound is not None:
+            problem = conn.inbound.push(seq, ts, packet, report_refusal=False)
+            if problem is not None:
+                conn.stats.rejected_messages += 1
+                await conn.error("bad_audio", f"{problem}; the frame is concealed as lost")
+            return
+        assert conn.resampler is not None
+        await self._gate_pcm(conn, conn.resampler.process(pcm))
+
+    async def _gate_pcm(self, conn: EdgeConversation, pcm: np.ndarray) -> None:
         conn.stats.client_audio_bytes_16k += 2 * int(pcm.size)
         for frame in conn.framer.push(pcm):
             await self._gate_frame(conn, frame)
@@ -359,6 +403,8 @@ class EdgeServer:
         await conn.send_json(ev)
         if gate is None:
             return
+        if kind == "interruption":
+            conn.interrupted(tid)
         if kind == "vad.speech_started":
             gate.origin_open_turns.add(tid)
         elif kind in ("turn.end", "error") and tid in gate.origin_open_turns:

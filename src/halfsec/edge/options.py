@@ -6,6 +6,7 @@ options without importing each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from halfsec import FRAME_MS
 from halfsec.errors import HalfsecError
@@ -18,7 +19,7 @@ from halfsec.options_check import (
     flags_of,
     positive,
 )
-from halfsec.server.admission import Admission, exposure_problem
+from halfsec.server.admission import Admission, exposure_problem, is_loopback
 
 
 class EdgeError(HalfsecError):
@@ -82,10 +83,32 @@ class EdgeOptions:
         check_fields(self, _RULES, _KEYS, EdgeError)
         if not self.origin.startswith(("ws://", "wss://")):
             raise EdgeError(f"--origin {self.origin!r} must be a URL like ws://HOST:PORT/ws")
+        problem = token_exposure(self.origin, self.origin_token)
+        if problem:
+            raise EdgeError(problem)
 
     @property
     def admission(self) -> Admission:
         return Admission(self.token, self.allow_origins, self.max_sessions)
+
+
+def token_exposure(origin_url: str, token: str | None) -> str | None:
+    """Why sending ``token`` to ``origin_url`` would give it away, or None when it is
+    safe: a bearer token in a cleartext ``ws://`` upgrade can be read, and then used, by
+    anyone on the path, so it may only travel over TLS (``wss://``) or stay on this
+    machine (a loopback origin)."""
+    if not token:
+        return None
+    parts = urlsplit(origin_url)
+    host = parts.hostname or ""
+    if parts.scheme == "wss" or is_loopback(host):
+        return None
+    return (
+        f"refusing to send --origin-token to {host} over cleartext ws://: anyone on the "
+        "path could read the token and use the origin.  Put the origin behind TLS and "
+        f"use --origin wss://{parts.netloc}{parts.path}, or reach it on this machine "
+        "(ws://127.0.0.1:PORT/ws through a tunnel)."
+    )
 
 
 def check_edge_bind(options: EdgeOptions) -> None:

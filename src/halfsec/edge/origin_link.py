@@ -24,6 +24,7 @@ import aiohttp
 
 from halfsec import INTERNAL_RATE
 from halfsec.clock import now_ns
+from halfsec.edge.options import token_exposure
 from halfsec.wire.protocol import (
     PONG,
     SESSION_STARTED,
@@ -265,6 +266,9 @@ async def open_link(opt: OriginOptions) -> OriginLink:
     Every failure -- refusal, reset, timeout -- comes out as ``OriginUnavailable`` with
     everything already closed: the pool's refill loop must never die of an unexpected
     exception type, and a half-opened link must never keep an origin session."""
+    problem = token_exposure(opt.url, opt.token)
+    if problem:  # EdgeOptions refuses this at start; a pool built by hand must too
+        raise OriginUnavailable(problem)
     headers = {"Authorization": f"Bearer {opt.token}"} if opt.token else {}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=opt.connect_timeout_s)
     http = aiohttp.ClientSession(timeout=timeout)
