@@ -1,7 +1,7 @@
 """The one end-of-speech rule (``halfsec.measure.end_of_speech``) against hand marks.
 
 Every voice-to-voice figure starts its clock at this rule's end of speech, so each test
-here guards a number the lab reports: agreement with ends marked by eye on 36 recordings
+here guards a number the lab reports: agreement with ends marked by eye on 40 recordings
 of five kinds (``tests/data/end_of_speech_marks.tsv``), the IVR prompt in digital silence
 that the old rule cut 90 ms short, and that a client can import the rule without
 onnxruntime or any engine.

@@ -3,8 +3,8 @@
 The clock starts at the *last voiced sample* of the user's speech as the client sent it,
 found offline on the clean recording (never by the pipeline under test).  The rule is
 numpy only, so a client measures without onnxruntime or any engine.  It is held to ends
-marked by eye (``tests/data/end_of_speech_marks.tsv``: 36 recordings -- studio prompts in
-digital silence, phone band, crowd-sourced rooms, read speech, commands) to 20 ms; four
+marked by eye (``tests/data/end_of_speech_marks.tsv``: 40 recordings -- studio prompts in
+digital silence, phone band, crowd-sourced rooms, read speech, commands) to 20 ms; five
 fades whose defensible readings span more than that are held to 60 ms.
 The marks put the end after the final fricative, a stop's release and its aspiration,
 and a vowel's fade until it is ~25 dB under the level the last sound held or has met the
@@ -27,7 +27,9 @@ How:
    has settled into a steady background ``_KNEE_DB`` or more under that plateau.
    Measured against its own plateau, a sound's end does not depend on the recording's
    gain, and a weak release after a closure or a soft /s/ after a loud vowel keeps its
-   own reference.
+   own reference.  An onset counts only if its sound comes within ``_GATE_DB`` of the
+   recording's loudest: a click or a gate's hiss in a room that reads far over its floor
+   must not become a reference the room's own level is measured against.
 5. Runs of sounding frames: a run is speech if it lasts a syllable, holds a pitch and
    comes within ``_GATE_DB`` of the loudest; a later run that is not (a release, a
    fricative split from its vowel) belongs to the speech if it starts within
@@ -136,7 +138,17 @@ Commands "off" does not."""
 _GATE_DB = 38.0
 """Runs whose loudest frame is more than 38 dB under the recording's loudest are not
 voice: breath and room noise after speech sit 40 dB or more under it, while the faintest
-final releases among the marks (Piper's "stop" and "help") peak 33 dB under."""
+final releases among the marks (Piper's "stop" and "help") peak 33 dB under.
+
+The same bar decides which onsets start a new sound (within ``_PLATEAU_MS`` of the onset,
+some frame must come within 38 dB of the loudest).  In recordings padded or gated with
+digital silence the floor reads -100 dBFS and the room 20-30 dB over it, so the room
+itself is "sounding"; a tongue click 75 ms after "sugar" (-59 dBFS, 42 dB under) or a
+faint smudge of hiss after "sweetener" (46 dB under) then started a sound of its own,
+the room stayed within ``_KNEE_DB`` of that new reference, and the end ran 108-118 ms
+into the room.  A flicker of LJSpeech's hiss 90 ms after "book" (41 dB under) did the
+same.  The faint final /s/ of a Speech Commands "yes" (34 dB under) and Piper's releases
+(33) still start sounds."""
 
 _PITCH_WIN = 512
 _VOICED_CORR = 0.5
@@ -214,7 +226,7 @@ def _onsets(levels: np.ndarray, floor: np.ndarray) -> np.ndarray:
 
 def _sounding(level: np.ndarray, onsets: np.ndarray) -> np.ndarray:
     """Frames with voice within ``_DROP_DB`` of the loudest it has been since the last
-    onset (and at most ``_HOLD_MS`` back)."""
+    onset that could be voice (and at most ``_HOLD_MS`` back)."""
     per_ms = _RATE / 1000 / _HOP
     hold = int(round(_HOLD_MS * per_ms))
     # The reference is the sound's held level, not the peak of one 16 ms frame: averaged
@@ -223,6 +235,11 @@ def _sounding(level: np.ndarray, onsets: np.ndarray) -> np.ndarray:
     power = np.where(np.isfinite(level), 10.0 ** (level / 10.0), 0.0)
     held = np.convolve(power, np.ones(k) / k, mode="same")
     plateau = 10.0 * np.log10(np.maximum(held, 1e-30))
+    # An onset starts a sound only if that sound could be voice on its own: some frame
+    # within ``_PLATEAU_MS`` of it comes within ``_GATE_DB`` of the loudest.
+    lead = np.concatenate([level, np.full(k, -np.inf)])
+    soon = np.lib.stride_tricks.sliding_window_view(lead, k + 1)[: level.size].max(axis=1)
+    onsets = onsets & (soon >= float(np.max(level)) - _GATE_DB)
     # Settled: the level will not fall more than ``_FLAT_DB`` in the next ``_FLAT_MS``
     # and no new sound starts there -- the fade has reached the background.  Frames with
     # nothing above the floor do not count: a recorder that pads the end with digital
