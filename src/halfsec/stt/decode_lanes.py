@@ -7,13 +7,13 @@ dropped, and a running one that is still running once it has hung (or with other
 queued behind it) loses its worker.  Another worker with its own model takes over the
 queue, and the old thread is left to finish its decode.
 
-With a standby (the final lane) a swap loads nothing: the standby is loaded and warm, a
-decode never waits behind one that has already run ``busy_after_s`` (it moves to the
-standby), and a worker whose long or hung decode ends becomes the standby again.  Only a
-swap with no standby left (decodes that really hang, one after another) loads a model,
-and the job that needs it waits for it.  Loading in the background instead was measured
-to cost the other sessions more: on 2 cores a load and warm-up (~0.5 CPU s) at every
-hung decode made their TTS miss its deadline.
+With spares (the final lane keeps warm standby workers) a swap loads nothing on the
+critical path: a spare is loaded and warm, a decode never waits behind one that has
+already run ``busy_after_s`` (it moves to a spare), and a worker whose long or hung decode
+ends becomes a spare again.  A swap that takes the last spare loads one more in the
+background, so the pool grows to what the hangs need and then stops loading.  (Loading a
+fresh standby at every swap was measured to cost the other sessions more: on 2 cores a
+load and warm-up, ~0.5 CPU s, at every hung decode made their TTS miss its deadline.)
 """
 
 from __future__ import annotations
@@ -103,9 +103,10 @@ class ReplaceableLane(Generic[M]):
 
     ``abandon(future)`` says nobody waits for that job any more.  Queued: it is dropped.
     Running: once it has run ``hung_after_s``, or at once when other jobs wait behind it
-    (``replace_when_waiting``), the worker is replaced.  ``standby`` keeps a second worker
-    loaded and warm (see the module docstring); ``busy_after_s``: a job submitted while
-    the active worker's decode has run this long goes to the standby instead of queueing.
+    (``replace_when_waiting``), the worker is replaced.  ``standby`` keeps spare workers
+    loaded and warm, up to ``max_spares`` (see the module docstring); ``busy_after_s``: a
+    job submitted while the active worker's decode has run this long goes to a spare
+    instead of queueing.
     At most ``max_hung`` replaced workers may still be running their job; past that the
     lane keeps its worker (and the callers' deadlines answer)."""
 
@@ -117,6 +118,7 @@ class ReplaceableLane(Generic[M]):
         nice: int = 0,
         warm: Callable[[M], None] | None = None,
         standby: bool = False,
+        max_spares: int = 2,
         hung_after_s: float = 1.0,
         busy_after_s: float | None = None,
         replace_when_waiting: bool = True,
@@ -127,19 +129,20 @@ class ReplaceableLane(Generic[M]):
         self._nice = nice
         self._warm = warm
         self._keep_standby = standby
+        self.max_spares = max_spares
         self.hung_after_s = hung_after_s
         self.busy_after_s = busy_after_s
         self.replace_when_waiting = replace_when_waiting
         self.max_hung = max_hung
         self._active: _Worker[M] = _Worker(name, load, nice, None)
         self._active.model  # noqa: B018 - a model that cannot load fails here, at start-up
-        self._standby: _Worker[M] | None = self._new_worker() if standby else None
+        self._spares: list[_Worker[M]] = [self._new_worker()] if standby else []
         self._hung: list[_Worker[M]] = []
         self._jobs: dict[asyncio.Future[Any], _Job] = {}
         self.replacements = 0
         """How many times a worker running an abandoned decode was replaced (tests, logs)."""
         self.overflows = 0
-        """How many times a job went to the standby rather than wait behind a long decode."""
+        """How many times a job went to a spare rather than wait behind a long decode."""
         self.loads = 0
         """Models loaded after start-up (a replaced worker that did not come back)."""
 
@@ -157,6 +160,11 @@ class ReplaceableLane(Generic[M]):
         return self._active.executor
 
     @property
+    def spares(self) -> int:
+        """Spare workers (loaded, or loading) ready to take over."""
+        return len(self._spares)
+
+    @property
     def hung_workers(self) -> int:
         """Replaced workers still running the job they hung on."""
         return len(self._hung)
@@ -170,7 +178,7 @@ class ReplaceableLane(Generic[M]):
         if running is not None and running.abandoned and self.replace_when_waiting:
             self._replace(self._active)  # never queue behind a decode nobody waits for
         elif running is not None and self._standby_ready() and self._long(running):
-            self._swap(self._active)  # nor behind a long one, with a warm standby at hand
+            self._swap(self._active)  # nor behind a long one, with a warm spare at hand
             self.overflows += 1
         self._dispatch(job, loop)
         if running is not None and job.worker is running.worker and self.busy_after_s:
@@ -201,7 +209,7 @@ class ReplaceableLane(Generic[M]):
 
     def _overflow(self, job: _Job, running: _Job) -> None:
         """``job`` still waits behind ``running``, which has now run ``busy_after_s``:
-        the standby takes the queue."""
+        a spare takes the queue."""
         job.timer = None
         worker = running.worker
         if (
@@ -227,7 +235,7 @@ class ReplaceableLane(Generic[M]):
                 self._come_back(worker)
 
     def _standby_ready(self) -> bool:
-        return self._standby is not None and self._standby.loaded.done()
+        return any(w.loaded.done() for w in self._spares)
 
     def _long(self, job: _Job) -> bool:
         started = job.started
@@ -305,10 +313,17 @@ class ReplaceableLane(Generic[M]):
         )
 
     def _swap(self, worker: _Worker[M]) -> None:
-        """The standby (or a fresh worker) becomes active and takes ``worker``'s queue;
-        ``worker`` finishes its decode and comes back as the standby (``_come_back``)."""
-        if self._standby is not None:
-            self._active, self._standby = self._standby, None
+        """A spare (or a fresh worker) becomes active and takes ``worker``'s queue;
+        ``worker`` finishes its decode and comes back as a spare (``_come_back``)."""
+        if self._spares:
+            ready = [w for w in self._spares if w.loaded.done()]
+            spare = ready[0] if ready else self._spares[0]
+            self._spares.remove(spare)
+            self._active = spare
+            if not self._spares and self._keep_standby:
+                self.loads += 1  # the last spare: grow the pool, off the critical path
+                self._spares.append(self._new_worker())
+                log.info("STT lane %s: loading a spare (%d loaded so far)", self.name, self.loads)
         else:  # the job waits for this load, so no warm-up on top of it
             self.loads += 1
             self._active = _Worker(self.name, self._load, self._nice, None)
@@ -327,12 +342,14 @@ class ReplaceableLane(Generic[M]):
             self._come_back(worker)
 
     def _come_back(self, worker: _Worker[M]) -> None:
-        if self._keep_standby and self._standby is None and worker is not self._active:
-            self._standby = worker
+        if worker is self._active or worker in self._spares:
+            return
+        if self._keep_standby and len(self._spares) < self.max_spares:
+            self._spares.append(worker)
         elif worker is not self._active:
             worker.executor.shutdown(wait=False)
 
     def close(self) -> None:
-        for worker in (self._active, self._standby, *self._hung):
+        for worker in (self._active, *self._spares, *self._hung):
             if worker is not None:
                 worker.executor.shutdown(wait=False, cancel_futures=True)

@@ -37,11 +37,12 @@ queued behind an abandoned one simply waits: previews are slow at low priority o
 machine, and loading a fresh model for a preview would cost more than it saves."""
 
 
-BUSY_FACTOR = 0.25
+BUSY_FACTOR = 0.15
 """A final submitted while another has been decoding for this share of the hung time
-(250 ms of the default 1 s) runs on the warm standby rather than wait: a healthy final on
-2 cores takes ~90 ms quiet, ~300 ms busy, so one still running then is either long or
-stuck, and the user behind it has no reason to wait for either."""
+(150 ms of the default 1 s) runs on a warm spare rather than wait: a healthy final takes
+~90 ms on a quiet 2-core box, so one still running then is long or stuck, and the user
+behind it has no reason to wait for either (on a busy box two healthy finals then decode
+side by side, which costs the pair no more CPU)."""
 
 
 class WhisperEngine(STTEngine):
@@ -64,16 +65,17 @@ class WhisperEngine(STTEngine):
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
 
-        def warm_final(decoder: WhisperDecoder) -> None:
+        def warm_spare(decoder: WhisperDecoder) -> None:
+            # The short window only: a spare loads while others decode (the rare 30 s
+            # fallback pays its own first-run cost).
             decoder.decode(noise, final=False)
-            decoder.decode_padded(noise.astype(np.float32) / 32768.0, 1.0)
 
-        # A hung final stalls every session's turn: the lane keeps a warm standby model
-        # so that replacing a hung worker costs no load on the critical path.
+        # A hung final stalls every session's turn: the lane keeps warm spare models so
+        # that replacing a hung worker costs no load on the critical path.
         self._final_lane: ReplaceableLane[WhisperDecoder] = ReplaceableLane(
             self.name,
             lambda: WhisperDecoder(self.options),
-            warm=warm_final,
+            warm=warm_spare,
             standby=True,
             busy_after_s=BUSY_FACTOR * 1.0,
         )
