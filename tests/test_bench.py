@@ -341,7 +341,7 @@ async def test_client_says_playback_done_when_its_reply_ends(codec: str) -> None
 async def test_bench_measures_an_injected_delay_and_its_own_wavs(
     tmp_path: Path, rows: list[dict[str, str]], speech_dir: Path
 ) -> None:
-    items = _cropped(rows, speech_dir, tmp_path, 2)
+    items = _cropped(rows, speech_dir, tmp_path, 3)
     base_dir, delayed_dir = tmp_path / "base", tmp_path / "delayed"
     # A fixed silence window: the end-of-turn moment then depends on the audio frames
     # only, not on how fast the speculative transcript came back, so the two servers
@@ -383,8 +383,22 @@ async def test_bench_measures_an_injected_delay_and_its_own_wavs(
         that the client's clock sees the delay; it only removes the compute jitter."""
         return float(r["v2v_ms"]) - sum(r["stages"][k] for k in compute)
 
+    # A file the fixed silence window answers *before* the user has finished (one of the
+    # shortest orders ends "... milk" with a 160 ms /k/ closure: the window closes in it,
+    # and the reply starts during the release) cannot carry the delay: the first audible
+    # sample after the end of speech is mid-reply, so its base v2v is ~0 and the delayed
+    # one only what is left of the 150 ms.  The self-test measures the other files.
+    def premature(path: Path) -> bool:
+        return any(r["v2v_ms"] < 30 for r in results["base"] if r["file"] == str(path))
+
+    measured = [item for item in items if not premature(item.path)]
+    assert len(measured) >= 2, [
+        (n, Path(r["file"]).stem[:14], r["v2v_ms"], r["premature_replies"])
+        for n, rs in results.items()
+        for r in rs
+    ]
     diffs, raw = [], []
-    for item in items:
+    for item in measured:
         mine = {n: [r for r in rs if r["file"] == str(item.path)] for n, rs in results.items()}
         b = statistics.median(after_compute(r) for r in mine["base"])
         d = statistics.median(after_compute(r) for r in mine["delayed"])
@@ -400,7 +414,11 @@ async def test_bench_measures_an_injected_delay_and_its_own_wavs(
     }
     assert abs(statistics.median(diffs) - DELAY_MS) <= 10, (diffs, raw, detail)
     # The injected delay is attributed to the server's send stage, not elsewhere.
-    send = statistics.median(r["stages"]["server_send_ms"] for r in results["delayed"])
+    send = statistics.median(
+        r["stages"]["server_send_ms"]
+        for r in results["delayed"]
+        if any(r["file"] == str(item.path) for item in measured)
+    )
     assert abs(send - DELAY_MS) <= 10, send
 
     # The last run of each file left its WAVs: recompute v2v from them independently.
