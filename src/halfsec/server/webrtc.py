@@ -87,6 +87,7 @@ from halfsec.wire.realtime_audio import InboundAudio, PacedOpusOut
 from halfsec.wire.rtc import (
     EVENTS_LABEL,
     intercept_rtp,
+    offer_problem,
     opus_payload_type,
     prefer_opus,
     restrict_ice_hosts,
@@ -156,17 +157,23 @@ class WebRtcConnection(ClientConnection):
             if pc.connectionState in ("failed", "closed"):
                 await self.end(f"peer connection {pc.connectionState}")
 
+        problem = offer_problem(offer_sdp)
+        if problem is not None:
+            raise ValueError(problem)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
             raise ValueError("the offer has no audio m-line (add the microphone track)")
         prefer_opus(pc)
         self.track.sender = pc.addTrack(self.track)
         answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
-        sdp = pc.localDescription.sdp
-        self.opus_pt = opus_payload_type(sdp)
+        # Checked before setLocalDescription, which starts aiortc's connect task: a peer
+        # connection closed while that task runs makes it raise AttributeError into the
+        # loop (an aiortc race the fuzz suite found on offers refused here).
+        self.opus_pt = opus_payload_type(answer.sdp)
         if self.opus_pt is None:
             raise ValueError("the offer does not allow Opus at 48 kHz")
+        await pc.setLocalDescription(answer)
+        sdp = pc.localDescription.sdp
         started = self.services.session_started(
             self.session_id,
             input_sample_rate=48_000,
@@ -367,6 +374,7 @@ class WebRtcEndpoint:
         services = self.services
         bad_origin = services.options.admission.origin_refusal(request)
         if bad_origin is not None:  # before reading a body from a page that may not ask
+            services.metrics.refusal(bad_origin.status)
             return _fail(bad_origin.status, bad_origin.reason)
         outside = presented_token(request)
         if outside is not None:

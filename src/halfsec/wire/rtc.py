@@ -14,6 +14,7 @@ from typing import Any
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import sdp as aiortc_sdp
 
 EVENTS_LABEL = "events"
 _OPUS_PT = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)
@@ -44,6 +45,31 @@ def rtc_configuration() -> RTCConfiguration:
 def opus_payload_type(sdp: str) -> int | None:
     m = _OPUS_PT.search(sdp)
     return int(m.group(1)) if m else None
+
+
+def offer_problem(sdp: str) -> str | None:
+    """Why aiortc cannot be trusted with ``sdp``, or None.  Checked before
+    ``setRemoteDescription``: a media section of an unknown kind or without a mid, two
+    with the same mid, or a BUNDLE group naming a mid no section has leave a transceiver
+    (or the data channel) without a transport, and aiortc's connect task, scheduled by
+    ``setRemoteDescription`` itself, then fails with an exception nobody can catch
+    (found by the fuzz suite)."""
+    try:
+        description = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception as e:  # aiortc's parser raises many types on garbage
+        return f"unparsable SDP ({type(e).__name__}: {e})"
+    kinds = [m.kind for m in description.media]
+    if any(k not in ("audio", "video", "application") for k in kinds):
+        return f"m-lines of unknown kinds ({kinds})"
+    mids = [m.rtp.muxId for m in description.media]
+    if not all(mids):
+        return "every m-line needs an a=mid"
+    if len(set(mids)) != len(mids):
+        return f"m-lines share a mid ({mids})"
+    for group in description.group:
+        if group.semantic == "BUNDLE" and any(str(i) not in mids for i in group.items):
+            return f"BUNDLE group {group.items} names a mid no m-line has ({mids})"
+    return None
 
 
 def prefer_opus(pc: RTCPeerConnection) -> None:
