@@ -158,7 +158,8 @@ async def client_messages(
             log.info("websocket error: %s", ws.exception())
             return
         last_heard = loop.time()
-        size = len(msg.data) if isinstance(msg.data, str | bytes) else 0
+        data = msg.data
+        size = len(data.encode()) if isinstance(data, str) else len(data) if data else 0
         rejected = limits.rejection(size)
         if rejected is not None:
             if on_rejected is not None:

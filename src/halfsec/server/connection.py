@@ -269,14 +269,16 @@ class ClientConnection(ABC):
         return ev
 
     # -- server -> client ---------------------------------------------------------------
-    async def run_sender(self, started: dict[str, Any]) -> None:
-        """Forward the session's frames in order; audio (and the ``reply.done`` that
-        closes it) optionally through the ``--inject-delay-ms`` delay line."""
+    async def run_sender(self, started: dict[str, Any] | None) -> None:
+        """Send ``started`` (None: the transport already did), then forward the session's
+        frames in order; audio (and the ``reply.done`` that closes it) optionally through
+        the ``--inject-delay-ms`` delay line."""
         session = self.session
         assert session is not None
         self.recorder = self.services.trace_recorder(self.session_id)
         metrics = self.services.metrics.session()
-        await self.send_json(started)
+        if started is not None:
+            await self.send_json(started)
         delay_ms = self.services.options.inject_delay_ms
         delay_ns = int(delay_ms * 1e6)
         delayed: asyncio.Queue[_Delayed | None] = asyncio.Queue()

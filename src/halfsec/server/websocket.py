@@ -132,7 +132,7 @@ class WebSocketConnection(ClientConnection):
             if self.session is not None:
                 await self.error("already_started", "session.start was already received")
             else:
-                self._start(m)
+                await self._start(m)
         elif isinstance(m, TraceContext):
             self.next_traceparent = m.traceparent
         elif isinstance(m, PlaybackDone):
@@ -145,7 +145,7 @@ class WebSocketConnection(ClientConnection):
             return True
         return False
 
-    def _start(self, m: SessionStart) -> None:
+    async def _start(self, m: SessionStart) -> None:
         session = self.open_voice_session(opus_input=m.encoding == "opus")
         output_rate = session.output_rate
         self.resampler = StreamResampler(m.sample_rate, INTERNAL_RATE)
@@ -166,7 +166,10 @@ class WebSocketConnection(ClientConnection):
             encoding=m.encoding,
             output_encoding=m.output_encoding,
         )
-        self._sender = self.supervise(self.run_sender(started), f"send-{self.session_id}")
+        # Sent here, not by the sender task: ``session.started`` precedes the answer to
+        # anything the client sends after ``session.start`` (a ping's pong included).
+        await self.send_json(started)
+        self._sender = self.supervise(self.run_sender(None), f"send-{self.session_id}")
 
     async def _on_binary(self, data: bytes) -> None:
         if self.session is None or self.resampler is None:
