@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import resample
@@ -378,11 +379,52 @@ async def test_offer_token_is_checked_before_the_body_is_parsed(engines: Engines
             assert r.status == 400
 
 
+async def _real_offer() -> str:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
+
+
+async def test_offers_that_would_leave_aiortc_without_a_transport_are_refused_first(
+    engines: Engines,
+) -> None:
+    """Found by the fuzz suite: an m-line without a mid, two with one mid, or one of an
+    unknown kind left a transceiver or the data channel without a transport, and the
+    connect task aiortc schedules inside setRemoteDescription raised into the loop."""
+    offer = await _real_offer()
+    mids = [line for line in offer.split("\r\n") if line.startswith("a=mid:")]
+    broken = [
+        offer.replace(mids[0] + "\r\n", "", 1),  # no mid on the audio m-line
+        offer.replace(mids[1], mids[0]),  # both m-lines mid 0
+        offer.replace("m=audio", "m=audiox", 1),  # an unknown kind
+    ]
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: unhandled.append(ctx))
+    try:
+        async with serving(engines) as (server, base), aiohttp.ClientSession() as http:
+            for sdp in broken:
+                async with http.post(
+                    f"{base}/webrtc/offer", json={"sdp": sdp, "type": "offer"}
+                ) as r:
+                    assert r.status == 400, await r.text()
+            await asyncio.sleep(0.5)
+            assert server.session_count == 0
+    finally:
+        loop.set_exception_handler(previous)
+    assert not unhandled, unhandled
+
+
 # -- supervised per-session tasks ---------------------------------------------------------
 async def test_a_crashed_sender_ends_its_session_and_the_server_lives_on(
     engines: Engines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken_sender(self: ClientConnection, started: dict[str, Any]) -> None:
+    async def broken_sender(self: ClientConnection, started: dict[str, Any] | None) -> None:
         raise RuntimeError("sender bug")
 
     async with serving(engines) as (server, base), aiohttp.ClientSession() as http:
@@ -390,8 +432,9 @@ async def test_a_crashed_sender_ends_its_session_and_the_server_lives_on(
         ws = await http.ws_connect(ws_url(base))
         await ws.send_str(session_start_message())
         events = await events_until_closed(ws, 5.0)
-        assert [(e["code"], e["fatal"]) for e in events] == [("internal_error", True)]
-        assert "sender bug" in events[0]["message"]
+        errors = [e for e in events if e["type"] == "error"]
+        assert [(e["code"], e["fatal"]) for e in errors] == [("internal_error", True)], events
+        assert "sender bug" in errors[0]["message"]
         assert await until(lambda: server.session_count == 0, 3.0)
         monkeypatch.undo()
         ws = await http.ws_connect(ws_url(base))
