@@ -51,7 +51,7 @@ from halfsec.edge.options import EdgeError, EdgeOptions, check_edge_bind
 from halfsec.edge.origin_link import OriginOptions, OriginRefused, OriginUnavailable
 from halfsec.edge.origin_pool import OriginPool
 from halfsec.errors import AudioInputError
-from halfsec.server.admission import MessageLimits
+from halfsec.server.admission import MessageLimits, RealTimeAudio
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.listen import listen
 from halfsec.turn.detector import TurnDetector
@@ -147,8 +147,11 @@ class EdgeServer:
             return web.Response(status=refusal.status, text=refusal.reason)
         ws = web.WebSocketResponse(max_msg_size=self.options.max_message_bytes * 4)
         await ws.prepare(request)
+        opt = self.options
         conn = EdgeConversation(
-            socket=ClientSocket(ws, request.transport), session_id=uuid.uuid4().hex[:12]
+            socket=ClientSocket(ws, request.transport, opt.write_timeout_s),
+            session_id=uuid.uuid4().hex[:12],
+            audio_budget=RealTimeAudio(opt.max_audio_rate, opt.audio_burst_s * 1e3),
         )
         self.sessions[conn.session_id] = conn
         try:

@@ -33,6 +33,9 @@ _RULES = {
     "max_messages_per_s": positive(at_most=1_000_000),
     "idle_timeout_s": positive("s", at_most=86_400),
     "start_timeout_s": positive("s", at_most=86_400),
+    "write_timeout_s": positive("s", at_most=86_400),
+    "max_audio_rate": positive("x real time", at_most=1_000_000),
+    "audio_burst_s": positive("s", at_most=3_600),
     "pool_size": between(0, 1000),
     # The origin's detector needs silence before the onset (see ``preroll_ms``).
     "preroll_ms": between(100, 10_000, "ms"),
@@ -63,6 +66,12 @@ class EdgeOptions:
     max_messages_per_s: float = 200.0
     idle_timeout_s: float = 30.0
     start_timeout_s: float = 10.0
+    write_timeout_s: float = 10.0
+    """A client that does not take a write for this long is dropped (as at the origin)."""
+    max_audio_rate: float = 1.5
+    """Client audio admitted per second of real time, with ``audio_burst_s`` of burst
+    (``server.admission.RealTimeAudio``, the origin's rule, applied before the long path)."""
+    audio_burst_s: float = 5.0
     pool_size: int = 2
     preroll_ms: float = 500.0
     """Audio before the edge's speech onset sent with it.  Longer than the origin's own
