@@ -45,6 +45,7 @@ from hypothesis import strategies as st
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
+from halfsec.edge.gateway import EdgeOptions, start_edge
 from halfsec.measure.audible import is_audible
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.runtime.engines import Engines
@@ -77,9 +78,10 @@ EXAMPLES = {
     "sdp_offers": 250,
     "http_requests": 700,
     "raw_tcp": 150,
+    "edge_messages": 600,
 }
-"""About 4,900 cases: some 30 s on an idle 2-core machine, of which the six spoken-reply
-checks (real-time speech) take about 20; under two minutes with the cores loaded."""
+"""About 5,500 cases: some 40 s on an idle 2-core machine, of which the seven
+spoken-reply checks (real-time speech) take about 25; under two minutes loaded."""
 CASES: dict[str, int] = {}
 SECONDS: dict[str, float] = {}
 OUTCOMES: dict[str, dict[str, int]] = {}
@@ -110,6 +112,16 @@ def fuzz_settings(name: str) -> settings:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
+
+
+async def poll(pred: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether ``pred`` holds within ``timeout_s`` (checked every 20 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.02)
+    return pred()
 
 
 # -- the one server -----------------------------------------------------------------------
@@ -197,12 +209,7 @@ class FuzzServer:
         return dict(self.server.sessions)
 
     async def _drained(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.sessions:
-                return True
-            await asyncio.sleep(0.05)
-        return not self.sessions
+        return await poll(lambda: not self.sessions, timeout_s)
 
     async def _spoken_reply(self) -> bool:
         """A coffee order at real-time pace, then silence until reply audio is heard."""
@@ -302,10 +309,13 @@ class Answer:
 class Wire:
     """A client WebSocket that reconnects (and restarts its session) when a case ended it."""
 
-    def __init__(self, fuzz: FuzzServer, batch: str, start: str | None) -> None:
+    def __init__(
+        self, fuzz: FuzzServer, batch: str, start: str | None, url: str | None = None
+    ) -> None:
         self.fuzz = fuzz
         self.batch = batch
         self.start = start
+        self.url = url or fuzz.ws_url
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.barrier = BARRIER_ID
         self.opened = 0.0
@@ -315,7 +325,7 @@ class Wire:
             await self.ws.close()  # not started: the server's start deadline (3 s) is near
         if self.ws is None or self.ws.closed:
             assert self.fuzz.http is not None
-            self.ws = await self.fuzz.http.ws_connect(self.fuzz.ws_url)
+            self.ws = await self.fuzz.http.ws_connect(self.url)
             self.opened = time.monotonic()
             if self.start is not None:
                 await self.ws.send_str(self.start)
@@ -501,28 +511,32 @@ def test_fuzz_text_messages_after_session_start(fuzz: FuzzServer) -> None:
     fuzz.check_healthy("text_after_start")
 
 
+pcm16_frames = st.one_of(
+    st.binary(max_size=4000),
+    st.integers(0, 70_000).map(bytes),
+    st.integers(0, 3000).map(
+        lambda n: np.random.default_rng(n).integers(-32768, 32767, n, dtype=np.int16).tobytes()
+    ),
+)
+
+
+def expect_pcm16(data: bytes) -> list[str]:
+    if len(data) > MAX_MESSAGE_BYTES:
+        return ["message_too_large"]
+    if not data or len(data) % 2:
+        return ["bad_audio"]
+    return []
+
+
 def test_fuzz_pcm16_frames(fuzz: FuzzServer) -> None:
     wire = Wire(fuzz, "pcm16_frames", start=session_start_message(22050))
-    frames = st.one_of(
-        st.binary(max_size=4000),
-        st.integers(0, 70_000).map(bytes),
-        st.integers(0, 3000).map(
-            lambda n: np.random.default_rng(n).integers(-32768, 32767, n, dtype=np.int16).tobytes()
-        ),
-    )
 
     async def case(data: bytes) -> None:
         answer = await wire.exchange(data)
         assert not answer.closed, answer
-        if len(data) > MAX_MESSAGE_BYTES:
-            want = ["message_too_large"]
-        elif not data or len(data) % 2:
-            want = ["bad_audio"]
-        else:
-            want = []
-        assert answer.codes == want, (len(data), answer.codes)
+        assert answer.codes == expect_pcm16(data), (len(data), answer.codes)
 
-    run_batch(fuzz, "pcm16_frames", frames, case)
+    run_batch(fuzz, "pcm16_frames", pcm16_frames, case)
     fuzz.call(wire.close())
     fuzz.check_healthy("pcm16_frames")
 
@@ -728,3 +742,38 @@ def test_fuzz_http_requests_and_raw_bytes(fuzz: FuzzServer) -> None:
     )
     run_batch(fuzz, "raw_tcp", raw_bytes, raw)
     fuzz.check_healthy("http_requests")
+
+
+# -- the edge -----------------------------------------------------------------------------
+def test_fuzz_through_the_edge(fuzz: FuzzServer) -> None:
+    """The edge in front of the same server: it validates everything itself (nothing
+    malformed costs a long-path trip), with the origin's codes."""
+    options = EdgeOptions(
+        origin=fuzz.ws_url,
+        port=0,
+        pool_size=1,
+        max_messages_per_s=1_000_000,
+        max_audio_rate=1_000.0,
+    )
+    edge, runner, port = fuzz.call(start_edge(options))
+
+    try:
+        assert fuzz.call(poll(lambda: edge.pool.warm >= 1, 10.0))
+        url = f"ws://127.0.0.1:{port}/ws"
+        wire = Wire(fuzz, "edge_messages", start=session_start_message(16000), url=url)
+
+        async def case(payload: str | bytes) -> None:
+            answer = await wire.exchange(payload)
+            if isinstance(payload, bytes):
+                assert not answer.closed, answer
+                assert answer.codes == expect_pcm16(payload), (len(payload), answer.codes)
+            elif not check_text_answer(payload, True, answer):
+                wire.ws = None  # session.end: reconnect and start again
+
+        run_batch(fuzz, "edge_messages", text_messages | pcm16_frames, case)
+        fuzz.call(wire.close())
+
+        assert fuzz.call(poll(lambda: not edge.sessions, 5.0)), "hung edge sessions"
+    finally:
+        fuzz.call(runner.cleanup())
+    fuzz.check_healthy("edge_messages")
