@@ -363,6 +363,26 @@ async def test_bad_input_closes_with_a_reason_and_the_server_keeps_serving(
         assert await _closed(ws) == (1000, "stop")
 
 
+async def test_audio_faster_than_a_phone_line_ends_the_stream(engines: Engines) -> None:
+    """Twilio sends 20 ms every 20 ms; a peer that pours audio in is not a phone line
+    (the real-time admission every transport shares, ``admission.RealTimeAudio``)."""
+    async with serving(engines) as (server, url), aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url)
+        await ws.send_str(_start())
+        second = bytes([MULAW_SILENCE]) * 8000  # 1 s per message: few messages, much audio
+        for k in range(20):
+            if ws.closed:
+                break
+            await ws.send_str(_media(second, k))
+        close_code, reason = await _closed(ws)
+        assert close_code == 1008 and reason.startswith("rate_limited:"), reason
+        for _ in range(100):
+            if not server.sessions:
+                break
+            await asyncio.sleep(0.02)
+        assert not server.sessions
+
+
 async def test_the_token_comes_as_a_custom_parameter(engines: Engines) -> None:
     async with serving(engines, token="s3cret") as (_server, url), aiohttp.ClientSession() as http:
         ws = await http.ws_connect(url)  # Twilio sends no header: admitted until start

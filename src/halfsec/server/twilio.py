@@ -109,8 +109,13 @@ def close_reason(code: str, message: str) -> bytes:
 class TwilioSocket(ClientSocket):
     """The call's WebSocket; every error on it ends the call (see the module docstring)."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        super().__init__(ws)
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None = None,
+        write_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(ws, transport, write_timeout_s)
         self.stream_sid: str | None = None
         self.lab_events = False
         """The stream asked for the lab extension (``halfsec_events=1``)."""
@@ -245,7 +250,7 @@ class TwilioConnection(ClientConnection):
             )
             return True
         if isinstance(m, Media):
-            await self._on_media(m)
+            return await self._on_media(m)
         elif isinstance(m, Mark):
             turn_id = self._marks.pop(m.name, None)
             if turn_id is not None:
@@ -282,17 +287,24 @@ class TwilioConnection(ClientConnection):
             call_sid=m.call_sid,
         )
         started["output_sample_rate"] = MULAW_RATE  # what the caller hears, not the session's
-        self._sender = asyncio.create_task(self.run_sender(started), name=f"tw-{self.session_id}")
+        self._sender = self.supervise(self.run_sender(started), f"tw-{self.session_id}")
         return False
 
-    async def _on_media(self, m: Media) -> None:
+    async def _on_media(self, m: Media) -> bool:
+        """Caller audio into the session; True when the stream must end (audio far
+        faster than real time is not a phone line)."""
         if m.track != "inbound":
             self.outbound_chunks += 1
-            return
+            return False
+        refused = self.audio_budget.rejection(len(m.payload) * 1000 / MULAW_RATE)
+        if refused is not None:
+            await self.socket.error(refused.code, refused.message or "audio faster than real time")
+            return True
         assert self.session is not None
         pcm = self.upsampler.process(mulaw_decode(m.payload))
         if pcm.size:
             await self.session.push(pcm)
+        return False
 
     async def _on_lab(self, m: LabMessage) -> bool:
         if not self.socket.lab_events:
@@ -345,7 +357,8 @@ class TwilioEndpoint:
             return web.Response(status=refusal.status, text=refusal.reason)
         ws = web.WebSocketResponse(max_msg_size=self.services.options.max_message_bytes * 4)
         await ws.prepare(request)
-        conn = TwilioConnection(self.services, TwilioSocket(ws), request)
+        socket = TwilioSocket(ws, request.transport, self.services.options.write_timeout_s)
+        conn = TwilioConnection(self.services, socket, request)
         try:
             await conn.serve()
         except asyncio.CancelledError:
