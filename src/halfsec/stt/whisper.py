@@ -66,9 +66,10 @@ class WhisperEngine(STTEngine):
         noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
 
         def warm_spare(decoder: WhisperDecoder) -> None:
-            # The short window only: a spare loads while others decode (the rare 30 s
-            # fallback pays its own first-run cost).
-            decoder.decode(noise, final=False)
+            # A final on the short window (with the domain prompt, as a real final): a
+            # spare loads while others decode, so the rare 30 s fallback pays its own
+            # first-run cost rather than every load paying for it.
+            decoder.decode(noise, final=True)
 
         # A hung final stalls every session's turn: the lane keeps warm spare models so
         # that replacing a hung worker costs no load on the critical path.
