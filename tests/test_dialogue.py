@@ -7,15 +7,17 @@ pipeline (Silero, Whisper, Piper) on speech synthesized by Piper, at real-time p
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from llm_double import LLMDouble
 
-from halfsec.audio.io import write_wav
+from halfsec.audio.io import load_audio, write_wav
 from halfsec.audio.resample import resample
 from halfsec.cli.run import run_turns
 from halfsec.config import load_config
@@ -265,14 +267,30 @@ async def test_a_barge_in_keeps_what_was_said_in_the_history(coffee: DomainLogic
 # ------------------------------------------------------------------ the real pipeline
 
 
+SPEECH_DIR = Path(__file__).parent / "data" / "dialogue"
+
+
 async def _speech(engines: Engines, text: str) -> np.ndarray:
-    """Piper's voice at 16 kHz, trimmed to its voiced part."""
+    """Piper's voice at 16 kHz, trimmed to its voiced part, from tests/data/dialogue.
+
+    The clips are committed, not synthesized per run: Piper draws noise, so every run
+    spoke a slightly different clip, and one in a few of those Whisper heard differently
+    ("latte" missing), which made these end-to-end tests flaky.  These tests are about
+    the dialogue state, not recognition, so the committed clips are ones Whisper hears
+    right (the first "I'd like a latte." drawn was heard as "I'd lik..." and was drawn
+    again).  A missing clip is made with Piper and written there; commit it."""
+    path = SPEECH_DIR / (re.sub(r"[^a-z]+", "_", text.lower()).strip("_") + ".flac")
+    if path.exists():
+        return load_audio(path)
     chunks = [c async for c in engines.tts.synthesize(text)]
     pcm = resample(np.concatenate(chunks).astype(np.int16), engines.tts.sample_rate, 16_000)
     pcm = pcm.astype(np.int16)
     bounds = voiced_bounds(pcm)
     assert bounds is not None
-    return pcm[max(0, bounds[0] - 800) : bounds[1]]
+    pcm = pcm[max(0, bounds[0] - 800) : bounds[1]]
+    SPEECH_DIR.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), pcm, 16_000, subtype="PCM_16")
+    return pcm
 
 
 def _silence(seconds: float) -> np.ndarray:
