@@ -12,14 +12,13 @@ from halfsec import FRAME_MS
 from halfsec.errors import HalfsecError
 from halfsec.options_check import (
     CommandFlags,
-    Range,
-    at_least,
     between,
     check_fields,
     flags_of,
     positive,
 )
 from halfsec.server.admission import Admission, exposure_problem, is_loopback
+from halfsec.server.options import LISTENER_RULES
 
 
 class EdgeError(HalfsecError):
@@ -27,15 +26,7 @@ class EdgeError(HalfsecError):
 
 
 _RULES = {
-    "port": Range(0, 65535, note="0: any free port"),
-    "max_sessions": between(1, 100_000),
-    "max_message_bytes": at_least(1024, "bytes", at_most=64 * 1024 * 1024),
-    "max_messages_per_s": positive(at_most=1_000_000),
-    "idle_timeout_s": positive("s", at_most=86_400),
-    "start_timeout_s": positive("s", at_most=86_400),
-    "write_timeout_s": positive("s", at_most=86_400),
-    "max_audio_rate": positive("x real time", at_most=1_000_000),
-    "audio_burst_s": positive("s", at_most=3_600),
+    **LISTENER_RULES,
     "pool_size": between(0, 1000),
     # The origin's detector needs silence before the onset (see ``preroll_ms``).
     "preroll_ms": between(100, 10_000, "ms"),

@@ -24,7 +24,7 @@ class ServeError(HalfsecError):
     """The server cannot start as configured (unsafe bind, bad option)."""
 
 
-_RULES = {
+LISTENER_RULES = {
     "port": Range(0, 65535, note="0: any free port"),
     "max_sessions": between(1, 100_000),
     "max_message_bytes": at_least(1024, "bytes", at_most=64 * 1024 * 1024),
@@ -34,8 +34,11 @@ _RULES = {
     "write_timeout_s": positive("s", at_most=86_400),
     "max_audio_rate": positive("x real time", at_most=1_000_000),
     "audio_burst_s": positive("s", at_most=3_600),
-    "inject_delay_ms": between(0, 60_000, "ms"),
 }
+"""The ranges of what every listener that admits voice clients has (the server and the
+edge): one table, so the two cannot drift apart."""
+
+_RULES = {**LISTENER_RULES, "inject_delay_ms": between(0, 60_000, "ms")}
 _KEYS = CommandFlags(
     "halfsec serve",
     "ServerOptions",
