@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from halfsec.errors import HalfsecError
+from halfsec.errors import EngineUnavailable, HalfsecError
 
 
 class RemoteEngineError(HalfsecError):
@@ -45,6 +45,23 @@ class RemoteAPI:
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_engine(
+        cls, section: str, base_url: str | None, api_key_env: str | None, timeout_s: float
+    ) -> RemoteAPI:
+        """The client of the ``openai`` engine of config section ``section`` ("stt",
+        "tts"): a missing or bad base URL makes the engine unavailable, with a message that
+        names the key to set."""
+        if not base_url:
+            raise EngineUnavailable(
+                f"{section} engine 'openai' needs {section}.openai_base_url, the server's "
+                "base URL such as http://127.0.0.1:8000/v1"
+            )
+        try:
+            return cls(base_url, api_key_env, timeout_s)
+        except RemoteEngineError as e:
+            raise EngineUnavailable(f"{section}.openai_base_url: {e}") from e
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"

@@ -21,7 +21,6 @@ import aiohttp
 import numpy as np
 
 from halfsec.audio.levels import loudest_frame_dbfs
-from halfsec.errors import EngineUnavailable
 from halfsec.remote_api import RemoteAPI, RemoteEngineError
 from halfsec.stt.engine import STTEngine, STTStream, Transcript
 from halfsec.stt.options import STTOptions
@@ -64,19 +63,12 @@ class OpenAITranscriptionEngine(STTEngine):
 
     def __init__(self, options: STTOptions | None = None) -> None:
         self.options = options or STTOptions(engine="openai")
-        if not self.options.openai_base_url:
-            raise EngineUnavailable(
-                "stt engine 'openai' needs stt.openai_base_url, the server's base URL "
-                "such as http://127.0.0.1:8000/v1"
-            )
-        try:
-            self.api = RemoteAPI(
-                self.options.openai_base_url,
-                self.options.openai_api_key_env,
-                self.options.openai_timeout_s,
-            )
-        except RemoteEngineError as e:
-            raise EngineUnavailable(f"stt.openai_base_url: {e}") from e
+        self.api = RemoteAPI.for_engine(
+            "stt",
+            self.options.openai_base_url,
+            self.options.openai_api_key_env,
+            self.options.openai_timeout_s,
+        )
 
     def open_stream(self) -> OpenAITranscriptionStream:
         return OpenAITranscriptionStream(self)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from halfsec.audio.resample import StreamResampler
-from halfsec.errors import EngineUnavailable
 from halfsec.remote_api import RemoteAPI, RemoteEngineError
 from halfsec.tts.engine import TTSEngine
 from halfsec.tts.options import TTSOptions
@@ -84,19 +83,12 @@ class OpenAISpeechEngine(TTSEngine):
 
     def __init__(self, options: TTSOptions | None = None) -> None:
         self.options = options or TTSOptions(engine="openai")
-        if not self.options.openai_base_url:
-            raise EngineUnavailable(
-                "tts engine 'openai' needs tts.openai_base_url, the server's base URL "
-                "such as http://127.0.0.1:8000/v1"
-            )
-        try:
-            self.api = RemoteAPI(
-                self.options.openai_base_url,
-                self.options.openai_api_key_env,
-                self.options.openai_timeout_s,
-            )
-        except RemoteEngineError as e:
-            raise EngineUnavailable(f"tts.openai_base_url: {e}") from e
+        self.api = RemoteAPI.for_engine(
+            "tts",
+            self.options.openai_base_url,
+            self.options.openai_api_key_env,
+            self.options.openai_timeout_s,
+        )
         self.sample_rate = self.options.openai_sample_rate
         self._keep = round(self.options.keep_leading_ms * self.sample_rate / 1000)
 
