@@ -51,7 +51,7 @@ from halfsec.edge.options import EdgeError, EdgeOptions, check_edge_bind
 from halfsec.edge.origin_link import OriginOptions, OriginRefused, OriginUnavailable
 from halfsec.edge.origin_pool import OriginPool
 from halfsec.errors import AudioInputError
-from halfsec.server.admission import MessageLimits, RealTimeAudio
+from halfsec.server.admission import RealTimeAudio
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.listen import listen
 from halfsec.turn.detector import TurnDetector
@@ -179,9 +179,7 @@ class EdgeServer:
 
         messages = client_messages(
             conn.socket,
-            MessageLimits(opt.max_messages_per_s, opt.max_message_bytes),
-            start_timeout_s=opt.start_timeout_s,
-            idle_timeout_s=opt.idle_timeout_s,
+            opt,
             started=lambda: conn.link is not None,
             on_rejected=rejected,
         )

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
@@ -118,12 +118,23 @@ class ClientSocket:
             return
 
 
+class ListenerLimits(Protocol):
+    """The options every listener's receive loop reads (``ServerOptions``, ``EdgeOptions``)."""
+
+    @property
+    def max_messages_per_s(self) -> float: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def start_timeout_s(self) -> float: ...
+    @property
+    def idle_timeout_s(self) -> float: ...
+
+
 async def client_messages(
     socket: ClientSocket,
-    limits: MessageLimits,
+    options: ListenerLimits,
     *,
-    start_timeout_s: float,
-    idle_timeout_s: float,
     started: Callable[[], bool],
     on_rejected: Callable[[], None] | None = None,
 ) -> AsyncGenerator[WSMessage, None]:
@@ -138,6 +149,8 @@ async def client_messages(
     WebSocket PINGs inside ``receive`` and restarts its timeout after each, so a client
     that pinged every few seconds and never sent ``session.start`` held its slot for
     ever (eight of them refused everyone).  Control frames keep nothing alive here."""
+    limits = MessageLimits(options.max_messages_per_s, options.max_message_bytes)
+    start_timeout_s, idle_timeout_s = options.start_timeout_s, options.idle_timeout_s
     ws = socket.ws
     loop = asyncio.get_running_loop()
     start_deadline = loop.time() + start_timeout_s

@@ -45,7 +45,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from halfsec import INTERNAL_RATE
 from halfsec.audio.resample import LowDelayResampler
 from halfsec.clock import now_ns
-from halfsec.server.admission import MessageLimits
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.connection import ClientConnection, SessionServices
 from halfsec.turn.options import TurnOptions
@@ -214,9 +213,7 @@ class TwilioConnection(ClientConnection):
         opt = self.services.options
         messages = client_messages(
             self.socket,
-            MessageLimits(opt.max_messages_per_s, opt.max_message_bytes),
-            start_timeout_s=opt.start_timeout_s,
-            idle_timeout_s=opt.idle_timeout_s,
+            opt,
             started=lambda: self.stream is not None,
         )
         async with contextlib.aclosing(messages):

@@ -23,7 +23,6 @@ from halfsec.audio.io import pcm16_from_bytes
 from halfsec.audio.resample import StreamResampler
 from halfsec.clock import now_ns
 from halfsec.errors import AudioInputError
-from halfsec.server.admission import MessageLimits
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.connection import ClientConnection, SessionServices
 from halfsec.wire.audio_packets import decode_opus_in, encode_audio
@@ -106,9 +105,7 @@ class WebSocketConnection(ClientConnection):
         opt = self.services.options
         messages = client_messages(
             self.socket,
-            MessageLimits(opt.max_messages_per_s, opt.max_message_bytes),
-            start_timeout_s=opt.start_timeout_s,
-            idle_timeout_s=opt.idle_timeout_s,
+            opt,
             started=lambda: self.session is not None,
         )
         async with contextlib.aclosing(messages):
