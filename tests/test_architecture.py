@@ -47,11 +47,15 @@ GROUPS: dict[str, str] = {
     "halfsec.remote_api": "pipeline",
     "halfsec.server": "server",
     "halfsec.edge": "edge",
+    "halfsec.gateway": "gateway",
     "halfsec.lab.clients": "lab.clients",
     "halfsec.lab.netem": "lab.netem",
     "halfsec.lab.report": "lab.report",
     "halfsec.lab.bench": "lab.bench",
     "halfsec.lab.peer": "lab.peer",
+    "halfsec.lab.load": "lab.load",
+    "halfsec.lab.eot": "lab.eot",
+    "halfsec.lab.regions": "lab.regions",
     "halfsec.lab": "lab",
     "halfsec.cli": "cli",
 }
@@ -69,6 +73,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": SHARED - {"wire"},
     "server": SHARED | {"pipeline"},
     "edge": SHARED | {"pipeline", "server"},
+    # The gateway writes and runs Envoy's configuration; it needs no engine and no server.
+    "gateway": SHARED,
     "lab": SHARED,
     "lab.netem": SHARED,
     "lab.report": SHARED,
@@ -78,17 +84,28 @@ ALLOWED: dict[str, set[str]] = {
     "lab.bench": SHARED | {"lab.clients", "lab.netem", "lab.report", "lab"},
     # The side-by-side harness runs halfsec's own pipeline in-process next to Pipecat.
     "lab.peer": SHARED | {"pipeline", "lab", "lab.report"},
+    # Load runs many bench clients at once against a server subprocess.
+    "lab.load": SHARED | {"lab.clients", "lab.netem", "lab.report", "lab.bench", "lab"},
+    # The end-of-turn evaluation replays the pipeline's own end-of-turn policies in-process.
+    "lab.eot": SHARED | {"pipeline", "lab", "lab.report"},
+    # Regions start servers and Envoy as subprocesses in namespaces and drive clients.
+    "lab.regions": SHARED
+    | {"lab.clients", "lab.netem", "lab.report", "lab.bench", "lab.load", "lab"},
     "cli": SHARED
     | {
         "pipeline",
         "server",
         "edge",
+        "gateway",
         "lab",
         "lab.clients",
         "lab.netem",
         "lab.report",
         "lab.bench",
         "lab.peer",
+        "lab.load",
+        "lab.eot",
+        "lab.regions",
     },
 }
 

@@ -7,13 +7,16 @@ The product wing
   ``audio`` decode, resample, 20 ms framing -> ``turn`` VAD and end of turn -> ``stt``
   speech to text -> ``logic`` intent and reply text -> ``tts`` reply audio, run per
   conversation by ``runtime``; served over WebSocket and WebRTC by ``server``, and from
-  near the user by ``edge``.
+  near the user by ``edge``; many servers sit behind Envoy, nearest healthy zone
+  first, through ``gateway``.
 
 The lab wing
   ``lab.clients`` talk to a server as users do (Python WebSocket/WebRTC, Chromium);
   ``lab.bench`` drives them over a corpus; ``lab.netem`` impairs the network between;
   ``lab.report`` turns runs into JSON, HTML, terminal tables, budgets and comparisons;
-  ``lab.peer`` runs Pipecat beside halfsec on the same models. ``lab`` holds them.
+  ``lab.peer`` runs Pipecat beside halfsec on the same models; ``lab.load`` runs many
+  callers at once (ramps, soaks); ``lab.eot`` evaluates end-of-turn policies;
+  ``lab.regions`` emulates near and far regions behind Envoy. ``lab`` holds them.
 
 The shared floor
   ``wire`` what client and server both speak (protocol, Opus, jitter buffer, RTC);
