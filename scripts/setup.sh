@@ -15,9 +15,10 @@ python -m pip install -q -e '.[dev,peer]'
 # mode, Debian's Chromium for the browser tests and `halfsec bench --client browser`.
 if [ "$(id -u)" = 0 ]; then
   sh src/halfsec/lab/netem/setup_host.sh >/dev/null
-  if ! command -v chromium >/dev/null 2>&1; then
+  # tcpdump: `halfsec bench --pcap` captures the wire in namespace mode.
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v tcpdump >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium tcpdump >/dev/null
   fi
 fi
