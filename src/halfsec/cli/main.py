@@ -132,6 +132,12 @@ def serve(
     fault_every: int = typer.Option(
         1, help="Arm --fault in one session of every N (1: all; 2: sessions 1, 3, 5...)."
     ),
+    resume_key: str | None = typer.Option(
+        None,
+        envvar="HALFSEC_RESUME_KEY",
+        help="Key shared by all servers of a deployment: signs context snapshots so a "
+        "conversation can resume on another server (>= 16 chars; none: no resume).",
+    ),
 ) -> None:
     """Serve the pipeline over WebSocket (/ws, protocol in docs/protocol.md) and /healthz."""
     from halfsec.cli.serve import serve_command
@@ -150,6 +156,7 @@ def serve(
             trace=trace,
             trace_file=str(trace_file) if trace_file is not None else None,
             otlp_endpoint=otlp_endpoint,
+            resume_key=resume_key,
         )
     except ServeError as e:
         typer.echo(f"error: {e}", err=True)

@@ -45,6 +45,24 @@ class Request:
     def as_dict(self) -> dict[str, Any]:
         return {"intent": self.intent, "slots": dict(self.slots)}
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, ``asked`` included (``as_dict`` is the user-facing view)."""
+        return {"intent": self.intent, "slots": dict(self.slots), "asked": sorted(self.asked)}
+
+    @staticmethod
+    def from_snapshot(obj: Any) -> Request:
+        """The inverse of :meth:`snapshot`; ``ValueError`` on anything else."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("intent"), str):
+            raise ValueError("a request needs a string 'intent'")
+        slots, asked = obj.get("slots", {}), obj.get("asked", [])
+        if not isinstance(slots, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in slots.items()
+        ):
+            raise ValueError("a request's 'slots' must map strings to strings")
+        if not isinstance(asked, list) or not all(isinstance(a, str) for a in asked):
+            raise ValueError("a request's 'asked' must be a list of strings")
+        return Request(obj["intent"], slots, frozenset(asked))
+
 
 @dataclass(frozen=True, slots=True)
 class DialogueState:
@@ -85,3 +103,54 @@ class DialogueState:
             "last_act": self.last_act,
             "history_messages": len(self.history),
         }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON values, for a conversation that moves to another
+        server (``server.resume`` signs it; the client carries it).  Unlike
+        :meth:`as_dict` nothing is left out: a state restored from it answers the next
+        turn exactly as this one would."""
+        return {
+            "request": self.request.snapshot() if self.request is not None else None,
+            "asking": self.asking,
+            "confirming": self.confirming,
+            "done": [r.snapshot() for r in self.done],
+            "history": [[m.role, m.content] for m in self.history],
+            "turns": self.turns,
+            "last_act": self.last_act,
+        }
+
+    @staticmethod
+    def from_snapshot(obj: Any) -> DialogueState:
+        """The state :meth:`snapshot` wrote; ``ValueError`` naming the first bad field.
+
+        Checked field by field although the snapshot is signed: a key shared by a newer
+        server that writes another shape must fail clearly, not restore half a state."""
+        if not isinstance(obj, dict):
+            raise ValueError("a dialogue snapshot must be an object")
+        req = obj.get("request")
+        asking, act, turns = obj.get("asking"), obj.get("last_act", ""), obj.get("turns", 0)
+        done, history = obj.get("done", []), obj.get("history", [])
+        if asking is not None and not isinstance(asking, str):
+            raise ValueError("'asking' must be a string or null")
+        if not isinstance(act, str):
+            raise ValueError("'last_act' must be a string")
+        if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
+            raise ValueError("'turns' must be a non-negative integer")
+        if not isinstance(obj.get("confirming", False), bool):
+            raise ValueError("'confirming' must be a boolean")
+        if not isinstance(done, list) or not isinstance(history, list):
+            raise ValueError("'done' and 'history' must be lists")
+        if not all(
+            isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m)
+            for m in history
+        ):
+            raise ValueError("'history' must hold [role, content] string pairs")
+        return DialogueState(
+            request=Request.from_snapshot(req) if req is not None else None,
+            asking=asking,
+            confirming=obj.get("confirming", False),
+            done=tuple(Request.from_snapshot(r) for r in done),
+            history=tuple(ChatMessage(role, content) for role, content in history),
+            turns=turns,
+            last_act=act,
+        )

@@ -18,6 +18,7 @@ from halfsec.options_check import (
     positive,
 )
 from halfsec.server.admission import Admission, exposure_problem
+from halfsec.server.resume import key_problem
 
 
 class ServeError(HalfsecError):
@@ -85,9 +86,16 @@ class ServerOptions:
     """JSON-lines span file; None: ``halfsec.trace.setup.default_trace_path``."""
     otlp_endpoint: str | None = None
     """OTLP/HTTP collector (``http://127.0.0.1:4318``); exported in batches off the loop."""
+    resume_key: str | None = None
+    """Key every server of one deployment shares to sign and check context snapshots
+    (``server.resume``): with it, a conversation can move to another server.  None: no
+    ``context`` events, and a ``resume`` is refused (the session starts fresh)."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, _KEYS, ServeError)
+        problem = key_problem(self.resume_key)
+        if problem is not None:
+            raise ServeError(f"--resume-key: {problem}")
 
     @property
     def admission(self) -> Admission:

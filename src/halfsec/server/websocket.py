@@ -25,6 +25,7 @@ from halfsec.clock import now_ns
 from halfsec.errors import AudioInputError
 from halfsec.server.client_socket import ClientSocket, client_messages
 from halfsec.server.connection import ClientConnection, SessionServices
+from halfsec.server.resume import ResumeError, sealer_from_key
 from halfsec.wire.audio_packets import decode_opus_in, encode_audio
 from halfsec.wire.protocol import (
     AUDIO_BEFORE_START,
@@ -34,6 +35,7 @@ from halfsec.wire.protocol import (
     SessionEnd,
     SessionStart,
     TraceContext,
+    context_event,
     parse_client_message,
     pong_event,
 )
@@ -56,6 +58,8 @@ class WebSocketConnection(ClientConnection):
         self.resampler: StreamResampler | None = None
         self._pacer: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._sealer = sealer_from_key(services.options.resume_key)
+        """Signs the ``context`` event after each answered turn (None: no resume key)."""
 
     # -- output (ClientConnection) --------------------------------------------------------
     async def send_json(self, obj: dict[str, Any]) -> None:
@@ -74,8 +78,16 @@ class WebSocketConnection(ClientConnection):
             self.recorder.audio_sent(turn_id, t)
 
     def reply_complete(self, turn_id: int) -> None:
-        """Nothing to do: only the client knows when it played the reply's last sample,
-        and says so with ``playback.done``."""
+        """The turn is answered: send the conversation so far, sealed, so the client can
+        resume it on another server (``server.resume``).  Playback needs nothing: only
+        the client knows when it played the reply's last sample (``playback.done``)."""
+        if self._sealer is not None and self.session is not None and not self.closing:
+            state = self.session.dialogue
+            sealed = self._sealer.seal(state, self.services.config.logic.domain, self.session_id)
+            ev = context_event(
+                turn_id, now_ns(), sealed["token"], sealed["expires_at"], state.turns
+            )
+            self.supervise(self.send_json(ev), f"context-{self.session_id}")
 
     async def end_after_fatal_error(self) -> None:
         await self.socket.close(WSCloseCode.INTERNAL_ERROR, b"fatal error")
@@ -144,6 +156,7 @@ class WebSocketConnection(ClientConnection):
 
     async def _start(self, m: SessionStart) -> None:
         session = self.open_voice_session(opus_input=m.encoding == "opus")
+        refused = self._resume(m.resume) if m.resume is not None else None
         output_rate = session.output_rate
         self.resampler = StreamResampler(m.sample_rate, INTERNAL_RATE)
         self.next_traceparent = m.traceparent
@@ -163,10 +176,36 @@ class WebSocketConnection(ClientConnection):
             encoding=m.encoding,
             output_encoding=m.output_encoding,
         )
+        if m.resume is not None:
+            started["resumed"] = refused is None
         # Sent here, not by the sender task: ``session.started`` precedes the answer to
         # anything the client sends after ``session.start`` (a ping's pong included).
         await self.send_json(started)
+        if refused is not None:  # after session.started: the session is on, only fresh
+            await self.error(refused.code, refused.message)
         self._sender = self.supervise(self.run_sender(None), f"send-{self.session_id}")
+
+    def _resume(self, token: object) -> ResumeError | None:
+        """Continue the conversation sealed in ``token``; why not, if it cannot be."""
+        assert self.session is not None
+        if self._sealer is None:
+            return ResumeError(
+                "resume_unavailable",
+                "this server has no --resume-key, so it cannot resume a conversation; "
+                "the session starts fresh",
+            )
+        try:
+            state, payload = self._sealer.open(token, self.services.config.logic.domain)
+        except ResumeError as e:
+            return e
+        self.session.dialogue = state
+        log.info(
+            "session %s resumes session %s (%d turns)",
+            self.session_id,
+            payload.get("session"),
+            state.turns,
+        )
+        return None
 
     async def _on_binary(self, data: bytes) -> None:
         if self.session is None or self.resampler is None:

@@ -45,6 +45,9 @@ MAX_TURN_ID = 0xFFFFFFFF  # turn ids travel as uint32 in the audio headers
 SESSION_STARTED = "session.started"
 PONG = "pong"
 ERROR = "error"
+CONTEXT = "context"
+"""After each answered turn: the signed dialogue state a reconnecting client sends back
+in ``session.start``'s ``resume`` (``server.resume``, docs/protocol.md)."""
 EVENT_TYPES: dict[type[Frame], str] = {
     SpeechStarted: "vad.speech_started",
     SpeechPaused: "vad.speech_paused",
@@ -86,6 +89,10 @@ class SessionStart:
     encoding: str
     traceparent: str | None = None
     output_encoding: str = "pcm16"
+    resume: object = None
+    """A ``context`` event's token to continue that conversation (None: a fresh one).
+    Checked by the server, not here: a bad token starts the session fresh with an
+    error, it does not refuse ``session.start``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +204,11 @@ def parse_client_message(text: str) -> ClientMessage:
                 f"the audio itself may be coded at any rate), got {rate!r}",
             )
         return SessionStart(
-            sample_rate=rate, encoding=encoding, traceparent=tp, output_encoding=out_enc
+            sample_rate=rate,
+            encoding=encoding,
+            traceparent=tp,
+            output_encoding=out_enc,
+            resume=obj.get("resume"),
         )
     if kind == "trace.context":
         tp = obj.get("traceparent")
@@ -235,6 +246,7 @@ def session_start_message(
     traceparent: str | None = None,
     encoding: str = "pcm16",
     output_encoding: str = "pcm16",
+    resume: str | None = None,
 ) -> str:
     msg: dict[str, Any] = {
         "type": "session.start",
@@ -246,6 +258,8 @@ def session_start_message(
         msg["output_encoding"] = output_encoding
     if traceparent is not None:
         msg["traceparent"] = traceparent
+    if resume is not None:
+        msg["resume"] = resume
     return json.dumps(msg)
 
 
@@ -338,6 +352,21 @@ def session_started_event(
     }
     ev.update(extra)
     return ev
+
+
+def context_event(
+    turn_id: int, t_server_ns: int, token: str, expires_at: float, turns: int
+) -> dict[str, Any]:
+    """``context``: the conversation so far, sealed (``token``), after turn ``turn_id``'s
+    reply was sent; ``expires_at`` in Unix seconds, ``turns`` the user turns it holds."""
+    return {
+        "type": CONTEXT,
+        "turn_id": turn_id,
+        "t_server_ns": t_server_ns,
+        "token": token,
+        "expires_at": expires_at,
+        "turns": turns,
+    }
 
 
 def pong_event(ping: Ping, t_server_ns: int) -> dict[str, Any]:
