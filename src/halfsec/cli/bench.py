@@ -125,6 +125,10 @@ def bench_command(
     net_mode: str = "relay",
     faults: list[str] | None = None,
     fault_seed: int = 0,
+    fault_every: int = 1,
+    sessions: int | None = None,
+    ramp: str | None = None,
+    load: dict[str, Any] | None = None,
 ) -> int:
     if client not in ("python", "browser"):
         err.print(f"[red]error:[/red] --client must be python or browser, not {client!r}")
@@ -222,10 +226,13 @@ def bench_command(
             client_kind=client,
             faults=list(faults or []),
             fault_seed=fault_seed,
+            fault_every=fault_every,
         )
     except HalfsecError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
+    if sessions is not None or ramp is not None:
+        return load_command(items, opts, sessions, ramp, load or {}, json_out, html_out)
     saver = _turn_saver(store, corpus.source, opts)
     progress = _progress()
 
@@ -280,3 +287,77 @@ def bench_command(
     if all(not r["ok"] for r in result.records):
         rc = 1
     return rc
+
+
+def load_command(
+    items: list[Any],
+    opts: BenchOptions,
+    sessions: int | None,
+    ramp: str | None,
+    load: dict[str, Any],
+    json_out: Path | None,
+    html_out: Path | None,
+) -> int:
+    """``halfsec bench --sessions N`` / ``--ramp``: many callers at once (``lab.load``);
+    ``load`` holds turns, think, seed, max_sessions, slo_p95_ms and refusals_ok."""
+    from halfsec.lab.load.live import LiveLoad
+    from halfsec.lab.load.options import LoadOptions, Slo, parse_ramp
+    from halfsec.lab.load.report import build_load_report, print_load, write_load
+    from halfsec.lab.load.run import run_ramp
+
+    if opts.client_kind != "python" or opts.net_mode != "relay":
+        err.print("[red]error:[/red] load runs use the Python client over loopback relays")
+        return 2
+    if opts.transport not in ("websocket", "webrtc"):
+        err.print("[red]error:[/red] load runs take --transport websocket or webrtc")
+        return 2
+    try:
+        steps = [sessions] if sessions is not None and ramp is None else parse_ramp(ramp)
+        if sessions is not None and ramp is not None:
+            raise HalfsecError("give --sessions N (one step) or --ramp (steps), not both")
+        if steps[0] < 1:
+            raise HalfsecError(f"--sessions {steps[0]}: at least one caller")
+        think = str(load.get("think") or "1:2").split(":")
+        lo = float(think[0])
+        lopts = LoadOptions(
+            turns=int(load.get("turns") or 3),
+            think_min_s=lo,
+            think_max_s=float(think[1]) if len(think) > 1 else lo,
+            seed=int(load.get("seed") or 0),
+        )
+        slo = Slo(
+            p95_ms=float(load.get("slo_p95_ms") or 500.0),
+            refusals_break=not load.get("refusals_ok"),
+        )
+    except (HalfsecError, ValueError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        return 2
+    try:
+        with LiveLoad(err) as live:
+            result = asyncio.run(
+                run_ramp(items, steps, lopts, opts, slo, live, load.get("max_sessions"))
+            )
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        return 2
+    meta = {
+        "server_url": result.server.url,
+        "started_by_bench": result.server.started_by_bench,
+        "health": result.server.health,
+        "transport": opts.transport,
+        "codec": opts.codec,
+        "net": opts.net,
+        "ramp": steps,
+        "overrides": list(opts.overrides),
+        "faults": list(opts.faults),
+        "max_sessions": load.get("max_sessions") or max(steps),
+    }
+    report = build_load_report(
+        result.steps, result.turns, result.knee, result.stop_reason, lopts, slo, meta
+    )
+    print_load(report, err)
+    write_load(report, json_out, html_out)
+    for out in (json_out, html_out):
+        if out is not None:
+            err.print(f"wrote {out}")
+    return 0 if any(s["ok"] for s in result.steps) else 1

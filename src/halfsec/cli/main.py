@@ -225,9 +225,20 @@ def bench(
         "--fault). The report says which faults fired and which fallback answered each turn.",
     ),
     fault_seed: int = typer.Option(0, help="Seed of the --fault draws."),
+    fault_every: int = typer.Option(1, help="Arm --fault in one session of every N."),
+    sessions: int | None = typer.Option(None, help="Load: N callers at once (docs/scaling.md)."),
+    ramp: str | None = typer.Option(
+        None, help="Load: steps of callers (START:STOP[:STEP], 1,2,4 or auto) up to the knee."
+    ),
+    turns: int = typer.Option(3, help="Load: turns per caller per step."),
+    think: str = typer.Option("1:2", help="Load: a caller's think time, MIN:MAX seconds."),
+    seed: int = typer.Option(0, help="Load: seed of the recording order and think times."),
+    max_sessions: int | None = typer.Option(None, help="Load: the server's --max-sessions."),
+    slo_p95_ms: float = typer.Option(500.0, help="Load: the SLO's v2v p95 bound."),
+    refusals_ok: bool = typer.Option(False, help="Load: busy refusals do not break the SLO."),
 ) -> None:
     """Measure voice-to-voice at a real client: play a corpus over WebSocket, WebRTC or a
-    phone call (Twilio Media Streams)."""
+    phone call (Twilio Media Streams); with --sessions or --ramp, many callers at once."""
     from halfsec.cli.bench import bench_command
 
     raise typer.Exit(
@@ -255,6 +266,17 @@ def bench(
             net_mode,
             list(fault or []),
             fault_seed,
+            fault_every=fault_every,
+            sessions=sessions,
+            ramp=ramp,
+            load={
+                "turns": turns,
+                "think": think,
+                "seed": seed,
+                "max_sessions": max_sessions,
+                "slo_p95_ms": slo_p95_ms,
+                "refusals_ok": refusals_ok,
+            },
         )
     )
 

@@ -1,0 +1,105 @@
+"""How many callers does one server carry within the SLO?  A ramp to the knee.
+
+    python benchmarks/load_bench.py [--ramp 1:12] [--turns 3] [--limit 20]
+        [--transport websocket|webrtc] [--json OUT] [--html OUT]
+
+Starts one ``halfsec serve`` (coffee domain) and runs ``halfsec bench --ramp``'s steps
+against it (``lab.load``): N callers at once, each playing real people's coffee orders
+from ``../shared/speech`` (the first ``--limit`` Picovoice rows, uncut, silence and all,
+in a seeded order per caller), waiting for each reply to finish playing, thinking 1-2 s,
+and ordering again.  Every step reports v2v p50/p95/p99 (the client's clock, the one
+``measure`` rule), failed and refused turns and the server's CPU and RSS; the ramp stops
+at the first step whose p95 is over 500 ms or that lost a turn, and the knee is the
+largest N before it.  The same run as ``halfsec bench --corpus ... --ramp 1:12``, with
+the machine's CPU named in the JSON.  Timing is real time on the client: run it on a
+quiet machine (``flock -x /tmp/halfsec_cpu.lock`` on the shared box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from rich.console import Console
+
+from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.load.live import LiveLoad
+from halfsec.lab.load.options import LoadOptions, Slo, parse_ramp
+from halfsec.lab.load.report import build_load_report, print_load, write_load
+from halfsec.lab.load.run import run_ramp
+
+console = Console(stderr=True)
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+
+
+def coffee_orders(limit: int) -> list[CorpusItem]:
+    """The first ``limit`` human coffee orders of the shared corpus, in manifest order."""
+    with open(SPEECH / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
+    return [
+        CorpusItem(
+            SPEECH / r["file"], intent=r["intent"], slots=parse_slots(r["slots"]), domain="coffee"
+        )
+        for r in rows[:limit]
+    ]
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return platform.processor()
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ramp", default="1:12", help="START:STOP[:STEP] or 1,2,4,8")
+    ap.add_argument("--turns", type=int, default=3, help="turns per caller per step")
+    ap.add_argument("--limit", type=int, default=20, help="coffee orders to draw from")
+    ap.add_argument("--transport", default="websocket", choices=("websocket", "webrtc"))
+    ap.add_argument("--slo-p95-ms", type=float, default=500.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", dest="json_out", type=Path)
+    ap.add_argument("--html", dest="html_out", type=Path)
+    args = ap.parse_args()
+
+    steps = parse_ramp(args.ramp)
+    opts = LoadOptions(turns=args.turns, seed=args.seed)
+    slo = Slo(p95_ms=args.slo_p95_ms)
+    bench = BenchOptions(transport=args.transport, overrides=list(args.overrides))
+    with LiveLoad(console) as live:
+        result = asyncio.run(run_ramp(coffee_orders(args.limit), steps, opts, bench, slo, live))
+    meta = {
+        "command": "benchmarks/load_bench.py",
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "corpus": f"{SPEECH / 'manifest.tsv'} (first {args.limit} orderDrink rows)",
+        "transport": args.transport,
+        "ramp": steps,
+        "overrides": list(args.overrides),
+        "server_url": result.server.url,
+        "health": result.server.health,
+    }
+    report = build_load_report(
+        result.steps, result.turns, result.knee, result.stop_reason, opts, slo, meta
+    )
+    print_load(report, console)
+    write_load(report, args.json_out, args.html_out)
+    for out in (args.json_out, args.html_out):
+        if out is not None:
+            console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

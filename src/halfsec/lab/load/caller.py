@@ -1,0 +1,111 @@
+"""One simulated caller: recordings played one after another, with a pause to think.
+
+A caller is the bench's own client (``lab.bench.run.run_items``: the WebSocket or WebRTC
+client of ``lab.clients``, the turn record of ``lab.bench.records`` whose voice-to-voice
+is ``halfsec.measure``'s rule), run for one recording at a time.  Between recordings it
+waits for the reply to finish playing (the client returns only then) and thinks for a
+seeded random 1-2 s, as a person on a call would; so N callers put on the server the
+load of N people talking, not N microphones streaming flat out.
+
+Each recording is its own session, as everywhere in the lab (the client opens one
+session per recording so nothing leaks between them); the server so sees a caller hang
+up and dial again for every turn.  A session the server turns away as busy (HTTP 503
+before the WebSocket upgrade or the WebRTC answer) is a *refusal*, counted apart from
+failed turns: the server kept its promise to the callers it took."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from halfsec.clock import now_ns
+from halfsec.lab.bench.corpus import CorpusItem
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.bench.run import run_items
+from halfsec.lab.load.options import LoadOptions
+
+__all__ = ["CallerPlan", "is_refusal", "run_caller"]
+
+_REFUSED = re.compile(r"refused the (?:WebSocket|offer) \(503\b|\bbusy\b", re.IGNORECASE)
+
+
+def is_refusal(error: str | None) -> bool:
+    """Whether a turn's error is the server saying busy (``lab.clients``' messages for
+    an HTTP 503 at the WebSocket upgrade or the WebRTC offer, or a ``busy`` error)."""
+    return bool(error) and _REFUSED.search(error or "") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerPlan:
+    """Who caller ``index`` of a step is: when it starts and what it says, in order."""
+
+    index: int
+    start_delay_s: float
+    items: tuple[CorpusItem, ...]
+    think_s: tuple[float, ...]
+    """One think time per turn (the last one is never waited)."""
+
+
+def plan_callers(
+    n: int, items: Sequence[CorpusItem], opts: LoadOptions, step_seed: int
+) -> list[CallerPlan]:
+    """N callers, each with its own seeded order of the recordings and think times, so
+    a rerun with the same seed plays the same conversations."""
+    plans = []
+    turns = opts.turns if opts.turns is not None else 10_000
+    for i in range(n):
+        rng = random.Random(f"{opts.seed}:{step_seed}:{i}")
+        order = list(items)
+        rng.shuffle(order)
+        said = tuple(order[k % len(order)] for k in range(min(turns, 10_000)))
+        think = tuple(rng.uniform(opts.think_min_s, opts.think_max_s) for _ in said)
+        plans.append(CallerPlan(i, i * opts.stagger_s, said, think))
+    return plans
+
+
+@dataclass
+class CallerBoard:
+    """What every caller of a step is doing now, for the live display."""
+
+    active: int = 0
+    done: int = 0
+
+
+async def run_caller(
+    url: str,
+    plan: CallerPlan,
+    bench: BenchOptions,
+    t0_ns: int,
+    deadline_ns: int | None,
+    board: CallerBoard,
+    on_turn: Callable[[dict[str, Any]], None],
+) -> None:
+    """Play ``plan`` against ``url``; each turn's record goes to ``on_turn`` with the
+    load fields (``caller``, ``turn``, ``t_start_s``, ``t_end_s``, ``concurrent``,
+    ``refused``) added.  No new turn starts after ``deadline_ns``."""
+    await asyncio.sleep(plan.start_delay_s)
+    for k, item in enumerate(plan.items):
+        start = now_ns()
+        if deadline_ns is not None and start >= deadline_ns:
+            return
+        board.active += 1
+        concurrent = board.active
+        try:
+            recs, _audio_s = await run_items(url, [item], bench)
+        finally:
+            board.active -= 1
+        board.done += 1
+        rec = recs[0]
+        rec["refused"] = not rec["ok"] and is_refusal(rec.get("error"))
+        rec["caller"] = plan.index
+        rec["turn"] = k
+        rec["concurrent"] = concurrent
+        rec["t_start_s"] = round((start - t0_ns) / 1e9, 3)
+        rec["t_end_s"] = round((now_ns() - t0_ns) / 1e9, 3)
+        on_turn(rec)
+        if k + 1 < len(plan.items):
+            await asyncio.sleep(plan.think_s[k])

@@ -1,0 +1,116 @@
+"""A soak: steady load for a long time, watching for what only time shows.
+
+A leak of one descriptor, one task or one buffer per session is invisible in a
+two-minute ramp and fatal after a day.  The soak runs K callers (``lab.load.run``) for
+the whole duration and samples the server's RSS, open descriptors, threads and asyncio
+tasks (``lab.load.sampler``); then it asks of each series whether it stayed *flat*, and
+whether latency at the end is what it was at the start.
+
+Flat: a least-squares line through the samples of the last 80 % of the run (the first
+20 % is warm-up: allocator pools, model caches and lazily made threads grow there by
+design) may change the quantity by at most ``max(abs, rel x median)`` over that window.
+The bounds (``FLAT_BOUNDS``) are loose enough that sessions opening and closing (a
+socket each) do not trip them and tight enough that one leaked descriptor, task or
+thread per turn does over a 10-minute soak (~100 turns).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from halfsec.lab.load.sampler import ResourceSample
+from halfsec.measure.percentile import percentile
+
+__all__ = ["FLAT_BOUNDS", "WARMUP_SHARE", "flatness", "latency_drift", "soak_verdict"]
+
+WARMUP_SHARE = 0.2
+"""The first 20 % of the run is warm-up, left out of the slope."""
+
+FLAT_BOUNDS: dict[str, tuple[float, float]] = {
+    "rss_mb": (16.0, 0.05),
+    "fds": (8.0, 0.10),
+    "threads": (3.0, 0.10),
+    "asyncio_tasks": (8.0, 0.10),
+}
+"""Series -> (absolute bound, share of its median): the most the fitted line may move
+over the last 80 % of the run and still be flat."""
+
+P95_DRIFT_SHARE = 0.10
+"""The last minute's v2v p95 may be at most 10 % above (or below) the first minute's."""
+
+
+def flatness(
+    samples: Sequence[ResourceSample], key: str, bound: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """Slope and verdict of one series after warm-up (see the module docstring)."""
+    absolute, rel = bound or FLAT_BOUNDS[key]
+    pts = [(s.t_s, getattr(s, key)) for s in samples if getattr(s, key) is not None]
+    if len(pts) < 3:
+        return {"flat": None, "why": "too few samples", "samples": len(pts)}
+    t_end = pts[-1][0]
+    t_from = pts[0][0] + WARMUP_SHARE * (t_end - pts[0][0])
+    window = [(t, float(v)) for t, v in pts if t >= t_from]
+    if len(window) < 3 or window[-1][0] <= window[0][0]:
+        return {"flat": None, "why": "too few samples after warm-up", "samples": len(window)}
+    ts = np.array([t for t, _ in window])
+    vs = np.array([v for _, v in window])
+    slope = float(np.polyfit(ts, vs, 1)[0])
+    span = float(ts[-1] - ts[0])
+    drift = slope * span
+    median = float(statistics.median(vs))
+    limit = max(absolute, rel * abs(median))
+    return {
+        "flat": abs(drift) <= limit,
+        "slope_per_min": round(slope * 60, 4),
+        "drift": round(drift, 2),
+        "limit": round(limit, 2),
+        "median": round(median, 2),
+        "first": window[0][1],
+        "last": window[-1][1],
+        "max": float(vs.max()),
+        "window_s": round(span, 1),
+        "samples": len(window),
+    }
+
+
+def latency_drift(turns: Sequence[Mapping[str, Any]], duration_s: float) -> dict[str, Any]:
+    """v2v p95 of the turns that started in the first minute against the last minute's.
+    ``within``: the last is within ``P95_DRIFT_SHARE`` of the first."""
+
+    def p95(lo: float, hi: float) -> tuple[float | None, int]:
+        xs = [
+            float(t["v2v_ms"])
+            for t in turns
+            if t.get("ok") and t.get("v2v_ms") is not None and lo <= float(t["t_start_s"]) < hi
+        ]
+        v = percentile(xs, 95)
+        return (None if v is None else round(v, 1)), len(xs)
+
+    first, n_first = p95(0.0, 60.0)
+    last, n_last = p95(max(60.0, duration_s - 60.0), float("inf"))
+    within = None
+    if first is not None and last is not None and duration_s >= 120.0:
+        within = abs(last - first) <= P95_DRIFT_SHARE * first
+    return {
+        "first_minute_p95_ms": first,
+        "first_minute_turns": n_first,
+        "last_minute_p95_ms": last,
+        "last_minute_turns": n_last,
+        "change_pct": None if first is None or last is None else round(100 * (last / first - 1), 1),
+        "within_10pct": within,
+    }
+
+
+def soak_verdict(
+    samples: Sequence[ResourceSample], turns: Sequence[Mapping[str, Any]], duration_s: float
+) -> dict[str, Any]:
+    """Every series' flatness and the latency drift, and whether all of them held."""
+    series = {k: flatness(samples, k) for k in FLAT_BOUNDS}
+    drift = latency_drift(turns, duration_s)
+    judged = [v["flat"] for v in series.values() if v["flat"] is not None]
+    ok = all(judged) and drift["within_10pct"] is not False
+    return {"series": series, "latency": drift, "ok": ok}

@@ -1,0 +1,233 @@
+"""The load lab: many callers against a real ``halfsec serve``, the knee, refusals, soak rules.
+
+The real runs are short (a 2-step ramp of 1 and 2 callers with 2 turns each, and 2
+callers against a server that takes one) and assert behaviour, never speed: every
+answered turn has a client-measured v2v, the report has its documented structure, and a
+busy refusal is counted as refused, not failed.  The knee rule and the soak's flatness
+rule are checked on synthetic figures, where the right answer is known."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from halfsec.audio.io import load_audio, write_wav
+from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.load.caller import is_refusal, plan_callers
+from halfsec.lab.load.options import LoadError, LoadOptions, Slo, parse_ramp
+from halfsec.lab.load.report import TURN_KEYS
+from halfsec.lab.load.run import run_ramp
+from halfsec.lab.load.sampler import ResourceSample, read_task_gauge
+from halfsec.lab.load.slo import knee, step_stats, verdict
+from halfsec.lab.load.soak import flatness, latency_drift
+from halfsec.measure.end_of_speech import voiced_bounds
+
+
+# -- units --------------------------------------------------------------------------------
+def test_ramp_specs() -> None:
+    assert parse_ramp("2:8:2") == [2, 4, 6, 8]
+    assert parse_ramp("1:3") == [1, 2, 3]
+    assert parse_ramp("1,2,4") == [1, 2, 4]
+    assert parse_ramp("auto")[0] == 1
+    for bad in ("4:2", "a:b", "1,1", "0:3", "1:2:0", "1:2:3:4"):
+        with pytest.raises(LoadError):
+            parse_ramp(bad)
+    with pytest.raises(LoadError, match="think"):
+        LoadOptions(think_min_s=2.0, think_max_s=1.0)
+
+
+def _turn(v2v: float | None, refused: bool = False) -> dict[str, Any]:
+    return {"ok": v2v is not None, "v2v_ms": v2v, "refused": refused, "error": None}
+
+
+def _step(n: int, v2vs: list[float], failed: int = 0, refused: int = 0) -> dict[str, Any]:
+    turns = [_turn(v) for v in v2vs] + [_turn(None) for _ in range(failed)]
+    turns += [_turn(None, refused=True) for _ in range(refused)]
+    stats = step_stats(n, turns)
+    met, why = verdict(stats, Slo(p95_ms=500.0))
+    return {**stats, "met_slo": met, "why": why}
+
+
+def test_knee_is_the_last_step_before_the_first_break() -> None:
+    ok = [300.0] * 19 + [450.0]
+    slow = [300.0] * 18 + [700.0, 800.0]  # p95 interpolates to ~705 ms
+    steps = [_step(1, ok), _step(2, ok), _step(4, ok), _step(6, slow), _step(8, ok)]
+    assert [s["met_slo"] for s in steps] == [True, True, True, False, True]
+    assert "p95" in steps[3]["why"]
+    assert knee(steps) == 4  # step 8 met it after a break: luck, not capacity
+    assert knee([_step(1, ok), _step(2, ok, failed=1)]) == 1
+    refused = _step(2, ok, refused=1)
+    assert refused["failed"] == 0 and refused["refused"] == 1 and not refused["met_slo"]
+    assert knee([_step(1, ok), refused]) == 1
+    assert verdict(refused, Slo(refusals_break=False))[0]
+    assert knee([_step(1, slow), _step(2, ok)]) is None
+    assert knee([_step(1, [])]) is None  # no answered turn is no capacity
+    # A reply that starts at the end of speech (0 ms) is an answer, not a failure.
+    assert step_stats(1, [_turn(0.0)])["failed"] == 0
+    assert knee([_step(4, ok), _step(1, ok), _step(2, slow)]) == 1  # ramp order by N
+
+
+def test_refusals_are_told_from_failures() -> None:
+    assert is_refusal("server refused the WebSocket (503: Service Unavailable)")
+    assert is_refusal('server refused the offer (503: {"error": "busy"})')
+    assert not is_refusal("server refused the WebSocket (401: Unauthorized)")
+    assert not is_refusal("server never answered: no speech detected")
+    assert not is_refusal(None)
+
+
+def test_callers_are_seeded_and_staggered(tmp_path: Path) -> None:
+    items = [CorpusItem(tmp_path / f"{i}.wav") for i in range(5)]
+    opts = LoadOptions(turns=4, seed=7, stagger_s=0.5)
+    a, b = plan_callers(3, items, opts, 0), plan_callers(3, items, opts, 0)
+    assert a == b
+    assert [p.start_delay_s for p in a] == [0.0, 0.5, 1.0]
+    assert all(1.0 <= t <= 2.0 for p in a for t in p.think_s)
+    assert (
+        len({tuple(i.path for i in p.items) for p in a}) > 1
+    )  # callers do not say the same thing in lockstep
+
+
+def _samples(values: list[float], key: str) -> list[ResourceSample]:
+    out = []
+    for i, v in enumerate(values):
+        fields: dict[str, Any] = {
+            "t_s": float(i * 10),
+            "cpu_pct": 50.0,
+            "machine_cpu_pct": 60.0,
+            "rss_mb": 300.0,
+            "fds": 40,
+            "threads": 30,
+            "processes": 1,
+            "asyncio_tasks": None,
+        }
+        fields[key] = v
+        out.append(ResourceSample(**fields))
+    return out
+
+
+def test_soak_flatness_and_latency_drift() -> None:
+    # Warm-up growth in the first 20 %, then flat with session noise: flat.
+    warm = [200.0, 260.0, 300.0] + [300.0 + (4.0 if i % 2 else -4.0) for i in range(57)]
+    assert flatness(_samples(warm, "rss_mb"), "rss_mb")["flat"] is True
+    # One descriptor per sample (a leak per turn): not flat.
+    leak = [40 + i for i in range(60)]
+    f = flatness(_samples(leak, "fds"), "fds")
+    assert f["flat"] is False and f["drift"] > f["limit"]
+    assert flatness(_samples([1.0, 2.0], "fds"), "fds")["flat"] is None
+    turns = [{"ok": True, "v2v_ms": 300.0 + (i % 5), "t_start_s": float(i)} for i in range(180)]
+    assert latency_drift(turns, 180.0)["within_10pct"] is True
+    turns += [{"ok": True, "v2v_ms": 600.0, "t_start_s": 175.0 + i / 10} for i in range(20)]
+    assert latency_drift(turns, 180.0)["within_10pct"] is False
+    assert read_task_gauge("# HELP x\nhalfsec_asyncio_tasks 17\n") == 17
+    assert read_task_gauge("halfsec_turns_total 3\n") is None
+
+
+def test_bad_load_options_fail_before_any_server_starts(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from halfsec.cli.main import app
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "manifest.tsv").write_text("file\na.wav\n")
+    base = ["bench", "--corpus", str(tmp_path / "manifest.tsv"), "--no-store"]
+    for extra, words in (
+        (["--sessions", "2", "--ramp", "1:2"], "not both"),
+        (["--ramp", "3:1"], "--ramp"),
+        (["--sessions", "2", "--think", "2:1"], "think"),
+        (["--sessions", "2", "--transport", "twilio"], "websocket or webrtc"),
+    ):
+        r = CliRunner().invoke(app, base + extra)
+        assert r.exit_code == 2, (extra, r.output)
+        assert words in r.output, (extra, r.output)
+
+
+# -- real runs ----------------------------------------------------------------------------
+def _manifest(rows: list[dict[str, str]], speech_dir: Path, tmp: Path, n: int) -> Path:
+    """The n shortest coffee orders, cut to 0.3 s before / 0.8 s after the speech."""
+    coffee = sorted(
+        (r for r in rows if r["intent"] == "orderDrink"), key=lambda r: float(r["duration_s"])
+    )[:n]
+    lines = ["file\tintent\tslots"]
+    for r in coffee:
+        pcm = load_audio(speech_dir / r["file"])
+        b = voiced_bounds(pcm)
+        assert b is not None
+        out = tmp / (Path(r["file"]).stem + ".wav")
+        write_wav(out, pcm[max(0, b[0] - 4800) : b[1] + 12800], 16000)
+        lines.append(f"{out.name}\t{r['intent']}\t{r['slots']}")
+    (tmp / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    return tmp / "manifest.tsv"
+
+
+async def _cli_ramp(manifest: Path, out: Path, html: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "halfsec.cli.main", "bench", "--corpus", str(manifest)],
+        *["--ramp", "1:2", "--turns", "2", "--think", "0.2:0.4", "--slo-p95-ms", "100000"],
+        *["--json", str(out), "--html", str(html), "--no-store"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=240)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return int(proc.returncode or 0), err.decode(errors="replace")
+
+
+async def test_a_ramp_and_refusals_against_a_real_server(
+    tmp_path: Path, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    manifest = _manifest(rows, speech_dir, tmp_path, 3)
+    out, html = tmp_path / "load.json", tmp_path / "load.html"
+    items = [
+        CorpusItem(tmp_path / line.split("\t")[0], intent="orderDrink", slots=parse_slots(""))
+        for line in manifest.read_text().splitlines()[1:]
+    ]
+    # Two callers, a server that takes one: the second is refused while the first talks.
+    busy = run_ramp(
+        items,
+        [2],
+        LoadOptions(turns=1, think_min_s=0.1, think_max_s=0.1, stagger_s=0.5),
+        BenchOptions(),
+        Slo(),
+        max_sessions=1,
+    )
+    (rc, err), refused = await asyncio.gather(_cli_ramp(manifest, out, html), busy)
+
+    assert rc == 0, err[-3000:]
+    report = json.loads(out.read_text())
+    assert report["schema"] == "halfsec.load/1"
+    assert [s["sessions"] for s in report["steps"]] == [1, 2]
+    assert report["knee"] == 2 and report["stop_reason"] == "ramp done", report["steps"]
+    for s in report["steps"]:
+        assert s["turns"] == 2 * s["sessions"] and s["ok"] == s["turns"], s
+        assert s["failed"] == 0 and s["refused"] == 0 and s["met_slo"]
+        assert s["v2v_ms"]["p50"] <= s["v2v_ms"]["p95"] <= s["v2v_ms"]["p99"]
+        srv = s["server"]
+        assert srv["samples"] >= 1 and srv["rss_mb_max"] > 50 and srv["threads_max"] > 1
+        assert 0 <= srv["cpu_pct_mean"] <= 100
+    turns = report["turns"]
+    assert len(turns) == 6 and all(set(TURN_KEYS) == set(t) for t in turns)
+    for t in turns:  # every turn answered, with the client's v2v
+        assert t["ok"] and t["v2v_ms"] is not None and t["v2v_ms"] >= 0, t
+    two = [t for t in turns if t["step_sessions"] == 2]
+    assert {t["caller"] for t in two} == {0, 1}
+    assert max(t["concurrent"] for t in two) == 2  # both callers were in a turn at once
+    page = html.read_text()
+    assert "<svg" in page and "knee" in page and "SLO p95" in page
+    assert "knee: 2 session(s)" in err
+
+    (step,) = refused.steps
+    assert step["refused"] == 1 and step["failed"] == 0 and step["ok"] == 1, step
+    assert not step["met_slo"] and "refused" in step["why"]
+    assert refused.knee is None
+    no = next(t for t in refused.turns if t["refused"])
+    assert no["v2v_ms"] is None and "503" in no["error"]
