@@ -108,7 +108,10 @@ def serve(
     allow_origin: list[str] | None = typer.Option(
         None, "--allow-origin", help="Browser Origin allowed to connect (repeatable; '*' = any)."
     ),
-    max_sessions: int = typer.Option(8, help="Concurrent sessions; more get HTTP 503."),
+    max_sessions: int = typer.Option(64, help="Hard cap on open sessions per worker."),
+    capacity: float | None = typer.Option(None, help="Active turns a worker takes (busy past)."),
+    workers: int = typer.Option(1, help="Worker processes on the port; a dead one is replaced."),
+    drain_s: float = typer.Option(20.0, help="SIGTERM: no new sessions, open ones get this long."),
     inject_delay_ms: float = typer.Option(
         0.0, help="Fault injector: hold every reply-audio packet this long before sending."
     ),
@@ -125,8 +128,8 @@ def serve(
         None,
         "--fault",
         help="Lab: inject a fault, KIND[:DURATION][@PROBABILITY] (repeatable): stt.stall:5s, "
-        "stt.error, tts.stall:2s, tts.error@0.3, llm.stall, llm.error, loop.stall:200ms. "
-        "See docs/reliability.md.",
+        "stt.error, tts.stall:2s, tts.error@0.3, llm.stall, llm.error, loop.stall:200ms, "
+        "worker.kill. See docs/reliability.md.",
     ),
     fault_seed: int = typer.Option(0, help="Seed of the --fault draws (same seed, same run)."),
     fault_every: int = typer.Option(
@@ -151,6 +154,9 @@ def serve(
             token=token,
             allow_origins=tuple(allow_origin or ()),
             max_sessions=max_sessions,
+            capacity=capacity,
+            workers=workers,
+            drain_s=drain_s,
             inject_delay_ms=inject_delay_ms,
             idle_timeout_s=idle_timeout_s,
             trace=trace,

@@ -10,13 +10,18 @@ runs.  A spec is ``KIND[:DURATION][@PROBABILITY]``::
     llm.stall        the reply (template or LLM) says nothing for 10 s
     llm.error        the reply fails before its first clause
     loop.stall:200ms the event loop is blocked for 200 ms at the start of each turn
+    worker.kill      the process dies (SIGKILL to itself) as the reply's first clause
+                     starts synthesizing: a crash in native code, mid-turn
 
 Faults act inside the real engines' paths, not on doubles: an STT stall holds the Whisper
 final lane's worker thread as a hung CTranslate2 decode would (so other sessions' finals
 queue behind it, unless the runtime abandons it), a TTS fault wraps the real engine's
 stream, an LLM fault wraps each reply attempt's clause stream, and a loop stall blocks
-the process's one event loop (every session on it feels that one, by design).  The
-fallback engines (PocketSphinx, espeak-ng) are never faulted: they are what answers.
+the process's one event loop (every session on it feels that one, by design), and a
+worker kill ends the process the way a segfault in onnxruntime would: no handler runs, no
+session is told.  With ``halfsec serve --workers N`` only that worker's sessions end and
+the parent starts a replacement (``server/workers.py``); with one process, every session
+ends.  The fallback engines (PocketSphinx, espeak-ng) are never faulted: they are what answers.
 
 Which sessions: ``every`` = 1 arms all of them; 2 arms sessions 1, 3, 5, ... (in the
 order they start), so a healthy session can run beside a faulted one in the same
@@ -29,8 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
@@ -49,8 +56,12 @@ DEFAULT_DURATION_MS: dict[str, float] = {
     "llm.stall": 10000.0,
     "llm.error": 0.0,
     "loop.stall": 200.0,
+    "worker.kill": 0.0,
 }
 """Every fault kind and its duration when the spec names none."""
+
+_INSTANT = frozenset(k for k in DEFAULT_DURATION_MS if not k.endswith(".stall"))
+"""Kinds that have no duration."""
 
 _SPEC = re.compile(
     r"^(?P<kind>[a-z]+\.[a-z]+)(?::(?P<dur>[0-9.]+)(?P<unit>ms|s)?)?(?:@(?P<p>[0-9.]+))?$"
@@ -98,8 +109,8 @@ def parse_fault(text: str) -> FaultSpec:
         except ValueError as e:
             raise FaultSpecError(f"fault {text!r}: duration {m['dur']!r} is not a number") from e
         duration = value if m["unit"] == "ms" else value * 1000.0
-        if kind.endswith(".error"):
-            raise FaultSpecError(f"fault {text!r}: an error has no duration")
+        if kind in _INSTANT:
+            raise FaultSpecError(f"fault {text!r}: {kind} has no duration")
     probability = 1.0
     if m["p"] is not None:
         try:
@@ -170,8 +181,17 @@ class TurnFaults:
 
         return act
 
+    def kill_worker(self) -> None:
+        """``worker.kill``: the process dies now, abruptly (SIGKILL: nothing is flushed,
+        no ``finally`` runs, as when native code crashes)."""
+        if self.roll("worker.kill") is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
     async def before_stream(self, stage: str) -> None:
-        """``tts.*``/``llm.*``: stall, then maybe fail, before a stream's first item."""
+        """``tts.*``/``llm.*``: stall, then maybe fail, before a stream's first item
+        (and ``worker.kill`` as a TTS stream starts)."""
+        if stage == "tts":
+            self.kill_worker()
         stall = self.roll(f"{stage}.stall")
         if stall is not None:
             await asyncio.sleep(stall.duration_ms / 1000.0)

@@ -44,6 +44,7 @@ from halfsec.runtime.ladder import HeardSoFar, TurnLadder
 from halfsec.runtime.options import SessionOptions
 from halfsec.stt.engine import STTStream, Transcript
 from halfsec.trace import names
+from halfsec.tts.engine import set_clause_index
 
 
 class TurnTask:
@@ -242,6 +243,7 @@ class TurnTask:
             if index == 0:
                 self.mark(names.MARK_TTS_START)
             first = True
+            set_clause_index(index)  # a shared TTS serves first clauses first
             async for chunk, rate in ladder.speak(clause.text):
                 out = self._resample(chunk, rate, index)
                 if out.size == 0:

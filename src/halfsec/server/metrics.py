@@ -23,6 +23,7 @@ measure that (``halfsec bench``, ``measure.v2v``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from halfsec.frames import (
     ReplyAudio,
     ReplyDone,
     ReplyText,
+    SpeechStarted,
     TimingMark,
 )
 from halfsec.trace import names
@@ -89,6 +91,17 @@ STAGE_MARKS: dict[str, tuple[str, str]] = {
 without ``_ms``.  ``endpointing`` is the fourth stage, measured from ``EndOfTurn``."""
 
 _REFUSAL_REASONS = {401: "unauthorized", 403: "origin", 503: "busy"}
+
+SPEAKING_STALE_NS = 15_000_000_000
+"""A user "speaking" longer than this without an end of turn is not counted as an active
+turn any more (a noise that never became a turn must not hold capacity)."""
+
+
+def _asyncio_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # no running loop (an exposition outside the server)
+        return 0.0
 
 
 class ServerMetrics:
@@ -144,6 +157,39 @@ class ServerMetrics:
             ["kind"],
             registry=reg,
         )
+        self._live: set[SessionMetrics] = set()
+        self.active_turns_gauge = Gauge(
+            "halfsec_active_turns",
+            "Turns in progress: the user is speaking, or the reply is being computed "
+            "(what admission counts, see server/load_meter.py)",
+            registry=reg,
+        )
+        self.active_turns_gauge.set_function(lambda: float(self.active_turns()))
+        self.tasks = Gauge(
+            "halfsec_asyncio_tasks",
+            "asyncio tasks alive on this process's event loop (a leak grows it over a soak)",
+            registry=reg,
+        )
+        self.tasks.set_function(_asyncio_tasks)
+        self.saturation = Gauge(
+            "halfsec_saturation",
+            "Measured load over capacity (max of active turns, event-loop lag p95 and "
+            "decode queue wait p95, each over its limit); new sessions are refused at 1",
+            registry=reg,
+        )
+        self.loop_lag = Gauge(
+            "halfsec_event_loop_lag_seconds",
+            "p95 lateness of a 100 ms timer on the event loop over the load window",
+            registry=reg,
+        )
+        self.draining = Gauge(
+            "halfsec_draining", "1 while the server drains (SIGTERM): no new sessions", registry=reg
+        )
+        self.shed = Gauge(
+            "halfsec_partials_shed",
+            "Partial transcripts refused under load since start (stt/lane_load.py)",
+            registry=reg,
+        )
         self.errors = Counter(
             "halfsec_errors",
             "Errors reported to clients, by code (turn_failed, stt_partial_failed, "
@@ -155,7 +201,14 @@ class ServerMetrics:
     def session(self) -> SessionMetrics:
         """A session started: its observer."""
         self.sessions.inc()
-        return SessionMetrics(self)
+        observer = SessionMetrics(self)
+        self._live.add(observer)
+        return observer
+
+    def active_turns(self) -> int:
+        """Turns in progress over every open session (the load meter's first signal)."""
+        now = now_ns()
+        return sum(s.active_turns(now) for s in list(self._live))
 
     def refusal(self, status: int) -> None:
         self.refused.labels(_REFUSAL_REASONS.get(status, str(status))).inc()
@@ -191,6 +244,15 @@ class SessionMetrics:
     def __init__(self, metrics: ServerMetrics) -> None:
         self.m = metrics
         self._turns: dict[int, _Turn] = {}
+        self._speaking_since: int | None = None
+        """When the user began the turn they are still speaking (None: not speaking)."""
+
+    def active_turns(self, now: int) -> int:
+        """This session's turns in progress: the committed ones not yet answered, plus
+        one while the user speaks (for at most ``SPEAKING_STALE_NS``)."""
+        since = self._speaking_since
+        speaking = since is not None and now - since < SPEAKING_STALE_NS
+        return len(self._turns) + int(speaking)
 
     def frame(self, f: Frame) -> None:
         try:
@@ -201,7 +263,11 @@ class SessionMetrics:
     def _frame(self, f: Frame) -> None:
         if isinstance(f, ErrorFrame):
             self.m.error(f.code)
+        if isinstance(f, SpeechStarted):
+            self._speaking_since = f.t_ns
+            return
         if isinstance(f, EndOfTurn):
+            self._speaking_since = None
             lag_s = max(0.0, f.audio_ms - f.speech_end_ms) / 1e3
             self._turns[f.turn_id] = _Turn(speech_end_ns=f.t_ns - int(lag_s * 1e9))
             self.m.stages.labels("endpointing").observe(lag_s)
@@ -239,3 +305,5 @@ class SessionMetrics:
     def close(self) -> None:
         """The session ended; committed turns still open were cut by the hang-up."""
         self._turns.clear()
+        self._speaking_since = None
+        self.m._live.discard(self)

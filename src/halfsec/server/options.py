@@ -39,11 +39,25 @@ LISTENER_RULES = {
 """The ranges of what every listener that admits voice clients has (the server and the
 edge): one table, so the two cannot drift apart."""
 
-_RULES = {**LISTENER_RULES, "inject_delay_ms": between(0, 60_000, "ms")}
+_RULES = {
+    **LISTENER_RULES,
+    "inject_delay_ms": between(0, 60_000, "ms"),
+    "capacity": positive("active turns", at_most=100_000),
+    "drain_s": between(0, 86_400, "s"),
+    "workers": between(1, 256),
+}
 _KEYS = CommandFlags(
     "halfsec serve",
     "ServerOptions",
-    flags_of("port", "max_sessions", "inject_delay_ms", "idle_timeout_s"),
+    flags_of(
+        "port",
+        "max_sessions",
+        "inject_delay_ms",
+        "idle_timeout_s",
+        "capacity",
+        "drain_s",
+        "workers",
+    ),
 )
 
 
@@ -56,7 +70,17 @@ class ServerOptions:
     allow_origins: tuple[str, ...] = ()
     """Browser origins allowed to connect.  Empty: loopback origins only
     (``http://localhost:*``, ``http://127.0.0.1:*``).  ``*`` allows any origin."""
-    max_sessions: int = 8
+    max_sessions: int = 64
+    """A hard ceiling on open sessions (memory, file descriptors).  Admission is by
+    measured load (``capacity``, ``server/load_meter.py``); this only bounds the worst case."""
+    capacity: float | None = None
+    """Active turns this worker carries at its SLO; None: ``load_meter.TURNS_PER_CORE`` per
+    core of this worker's share.  Past it new sessions get ``busy`` (``readiness.py``)."""
+    drain_s: float = 20.0
+    """On SIGTERM, how long open sessions may run on while no new ones are admitted."""
+    workers: int = 1
+    """Worker processes behind the port (``server/workers.py``); each gets its share of
+    the cores for its thread counts and its capacity."""
     max_message_bytes: int = 64 * 1024
     """Largest accepted client message.  Larger ones (up to 4x) get an ``error`` event;
     beyond that the WebSocket layer closes the connection (1009)."""

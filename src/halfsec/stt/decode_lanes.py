@@ -14,6 +14,10 @@ ends becomes a spare again.  A swap that takes the last spare loads one more in 
 background, so the pool grows to what the hangs need and then stops loading.  (Loading a
 fresh standby at every swap was measured to cost the other sessions more: on 2 cores a
 load and warm-up, ~0.5 CPU s, at every hung decode made their TTS miss its deadline.)
+
+A lane made with ``shed=True`` (partials) runs work that may be refused under load, and
+every lane reports its queue waits to the process's ``lane_load.LANE_LOAD``: the
+priority rule (finals first, partials shed) and why it is so are there.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from halfsec.stt.lane_load import LANE_LOAD, DecodeShed, LaneLoad
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,7 @@ class _Worker(Generic[M]):
 class _Job:
     fn: Callable[[Any], Any]
     result: asyncio.Future[Any]
+    submitted: float = field(default_factory=time.monotonic)
     handle: concurrent.futures.Future[Any] | None = None
     worker: _Worker[Any] | None = None
     started: float | None = None
@@ -108,7 +115,11 @@ class ReplaceableLane(Generic[M]):
     job submitted while the active worker's decode has run this long goes to a spare
     instead of queueing.
     At most ``max_hung`` replaced workers may still be running their job; past that the
-    lane keeps its worker (and the callers' deadlines answer)."""
+    lane keeps its worker (and the callers' deadlines answer).
+
+    ``shed``: the lane's work is optional (partials): ``submit`` raises ``DecodeShed``
+    instead of queueing when more than ``max_waiting`` jobs are already started or
+    waiting on it, or when ``lane_load`` says the process is busy (``lane_load``)."""
 
     def __init__(
         self,
@@ -123,6 +134,9 @@ class ReplaceableLane(Generic[M]):
         busy_after_s: float | None = None,
         replace_when_waiting: bool = True,
         max_hung: int = 4,
+        shed: bool = False,
+        max_waiting: int = 0,
+        lane_load: LaneLoad | None = None,
     ) -> None:
         self.name = name
         self._load = load
@@ -145,6 +159,12 @@ class ReplaceableLane(Generic[M]):
         """How many times a job went to a spare rather than wait behind a long decode."""
         self.loads = 0
         """Models loaded after start-up (a replaced worker that did not come back)."""
+        self.sheddable = shed
+        self.max_waiting = max_waiting
+        self.shed = 0
+        """Jobs refused with ``DecodeShed`` (sheddable lanes)."""
+        self._lane_load = lane_load if lane_load is not None else LANE_LOAD
+        self._lane_load.register(self)
 
     def _new_worker(self) -> _Worker[M]:
         return _Worker(self.name, self._load, self._nice, self._warm)
@@ -169,10 +189,29 @@ class ReplaceableLane(Generic[M]):
         """Replaced workers still running the job they hung on."""
         return len(self._hung)
 
+    def waiting_jobs(self) -> int:
+        """Jobs on the active worker not started yet (``lane_load.Lane``)."""
+        return sum(
+            1
+            for j in self._active.jobs
+            if j.handle is not None and not j.handle.done() and not j.handle.running()
+        )
+
+    def _unfinished(self) -> int:
+        return sum(1 for j in self._active.jobs if j.handle is not None and not j.handle.done())
+
     def submit(self, fn: Callable[[M], T]) -> asyncio.Future[T]:
-        """Run ``fn(model)`` on the lane; the future settles on the event loop."""
+        """Run ``fn(model)`` on the lane; the future settles on the event loop.
+
+        A sheddable lane may raise ``DecodeShed`` here instead (see the class docstring)."""
         loop = asyncio.get_running_loop()
         self._reap()
+        if self.sheddable:
+            reason = self._lane_load.shed_reason(self._unfinished() > self.max_waiting)
+            if reason is not None:
+                self.shed += 1
+                self._lane_load.count_shed(reason)
+                raise DecodeShed(f"{self.name}: decode shed ({reason})")
         job = _Job(fn, loop.create_future())
         running = next((j for j in self._active.jobs if _running(j)), None)
         if running is not None and running.abandoned and self.replace_when_waiting:
@@ -192,7 +231,9 @@ class ReplaceableLane(Generic[M]):
         worker = self._active
 
         def run() -> Any:
-            job.started = time.monotonic()
+            job.started = started = time.monotonic()
+            if not self.sheddable:
+                self._lane_load.record_wait(started - job.submitted, at=started)
             return job.fn(worker.model)
 
         def done(handle: concurrent.futures.Future[Any]) -> None:

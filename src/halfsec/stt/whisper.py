@@ -88,6 +88,7 @@ class WhisperEngine(STTEngine):
             nice=PARTIAL_NICE,
             hung_after_s=PARTIAL_HUNG_FACTOR * self._final_lane.hung_after_s,
             replace_when_waiting=False,
+            shed=True,  # a preview is refused, not queued, under load (stt/lane_load.py)
         )
         self._noise = noise
         self.fault_hook: Callable[[bool], Callable[[], None] | None] | None = None

@@ -4,14 +4,33 @@ The runtime hands an engine one clause at a time (the logic stage streams clause
 the first audio leaves after the first clause, not after the whole reply.  An engine
 yields int16 mono chunks at its native ``sample_rate``; the runtime resamples to the
 consumer's rate with soxr.
+
+Which clause of its reply a ``synthesize`` call speaks is told out of band, with
+``set_clause_index`` in the turn's task (a context variable, so the interface stays one
+text in, audio out): an engine shared by many sessions puts every reply's first clause
+ahead of the later clauses of others (``tts/clause_queue.py``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 
 import numpy as np
+
+_CLAUSE_INDEX: ContextVar[int] = ContextVar("halfsec_tts_clause_index", default=0)
+
+
+def set_clause_index(index: int) -> None:
+    """The running task's next ``synthesize`` calls speak clause ``index`` (0: first) of
+    a reply.  A task has its own context, so one turn's setting never reaches another."""
+    _CLAUSE_INDEX.set(index)
+
+
+def clause_index() -> int:
+    """The clause the running task speaks (0 when nobody said: a lone call is urgent)."""
+    return _CLAUSE_INDEX.get()
 
 
 class TTSEngine(ABC):

@@ -23,10 +23,8 @@ voice-to-voice latency.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,8 @@ import numpy as np
 
 from halfsec.errors import EngineUnavailable
 from halfsec.models import verify_model_file
-from halfsec.tts.engine import TTSEngine
+from halfsec.tts.clause_queue import FIRST_AUDIO, LATER, RankedWorker
+from halfsec.tts.engine import TTSEngine, clause_index
 from halfsec.tts.options import TTSOptions
 from halfsec.tts.silence_trim import LeadingSilenceTrimmer
 
@@ -109,7 +108,8 @@ class PiperEngine(TTSEngine):
 
     One engine is shared by every session of a process.  All inference runs on one
     dedicated worker thread, so concurrent sessions queue instead of oversubscribing
-    the CPU, and the event loop never blocks on onnxruntime.
+    the CPU, and the event loop never blocks on onnxruntime.  The queue serves a reply's
+    first audio before other replies' later clauses (``clause_queue.RankedWorker``).
     """
 
     name = "piper"
@@ -157,7 +157,8 @@ class PiperEngine(TTSEngine):
         )
         self.sample_rate = config.sample_rate
         self.model_path = model_path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="halfsec-piper")
+        self.worker = RankedWorker("halfsec-piper")
+        """The one synthesis thread (ranked: a reply's first audio first)."""
         self._keep = round(self.options.keep_leading_ms * self.sample_rate / 1000)
 
     # -- blocking work, always on the worker thread -------------------------------------
@@ -194,13 +195,15 @@ class PiperEngine(TTSEngine):
         """
         if not text or not text.strip():
             return
-        loop = asyncio.get_running_loop()
+        first_clause = clause_index() == 0
         trimmer = LeadingSilenceTrimmer(
             self.options.silence_threshold, self._keep, enabled=self.options.trim_leading_silence
         )
-        sentences = await loop.run_in_executor(self._executor, self._phonemize, text)
+        rank = FIRST_AUDIO if first_clause else LATER
+        sentences = await self.worker.run(rank, self._phonemize, text)
         for index, phonemes in enumerate(sentences):
-            pcm = await loop.run_in_executor(self._executor, self._render, phonemes)
+            rank = FIRST_AUDIO if first_clause and index == 0 else LATER
+            pcm = await self.worker.run(rank, self._render, phonemes)
             if index == 0 or not trimmer.started:
                 pcm = trimmer.feed(pcm)
             if pcm.size:
@@ -212,8 +215,8 @@ class PiperEngine(TTSEngine):
         The first inference after load costs ~3x a warm one (arena growth, kernel
         selection); paying it here keeps it out of the first user's latency."""
         for text in _WARMUP_TEXTS:
-            self._executor.submit(self.render_blocking, text).result()
+            self.worker.submit(FIRST_AUDIO, self.render_blocking, text).result()
 
     def close(self) -> None:
         """Stop the worker thread (pending jobs are dropped)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.worker.shutdown()

@@ -1,0 +1,164 @@
+"""How loaded this server process is, measured, as one number: its saturation.
+
+Admission by a session count is wrong both ways: silent callers cost almost nothing,
+while a few callers talking at once can fill two cores.  What decides whether an
+admitted caller keeps the SLO (v2v p95 <= 500 ms) is how much work is in flight and
+whether it is already waiting.  Three signals, each over the last ``window_s`` and each
+divided by the value at which it starts to cost the SLO, so that 1.0 means "full":
+
+* **active turns** (time-averaged): turns whose user is speaking or whose reply is being
+  computed (``metrics.ServerMetrics.active_turns``), over ``turn_capacity``, the turns
+  this worker carries at its SLO (``--capacity``; by default ``TURNS_PER_CORE`` per core
+  of this worker's share).  The leading signal: it rises before anything waits.
+* **event-loop lag** (p95): how late a 100 ms timer fires on this process's one loop,
+  over ``lag_budget_ms``.  Every session's audio, VAD and sends run on that loop.
+* **decode queue wait** (p95): how long a final transcript waited for a decode worker
+  (``stt.lane_load``), over ``wait_budget_ms`` -- the final is on every turn's
+  critical path, so its wait is the SLO being spent.
+
+``saturation = max(turns, lag, wait)``: any one of them full is full.  The server admits
+a new session while saturation < 1.0; once refused, it admits again only below
+``resume_below`` (0.85), so a readiness probe (Envoy) does not flap at the edge.  A new
+caller adds load gradually (it talks about half the time), so the leading signal and
+the window leave the headroom that keeps admitted sessions inside their SLO.
+
+Deterministic to test: the clock, the active-turn count and the lane waits are
+injected; ``tick(lag_ms)`` is what the probe task calls every ``interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from halfsec.measure.percentile import percentile
+
+__all__ = ["TURNS_PER_CORE", "LoadLimits", "LoadMeter", "LoadSnapshot", "worker_cores"]
+
+TURNS_PER_CORE = 2.5
+"""Active turns one core carries at the SLO (the default capacity's rate): a turn costs a
+final decode (~90 ms on two threads of this box), a first clause (~50 ms), VAD and a
+partial or two; callers talk about half the time, so 2.5 turns a core is ~5 talking
+callers a core.  Measure yours with the load bench and pass ``--capacity``."""
+
+
+def worker_cores(workers: int = 1) -> float:
+    """This worker's share of the cores it may run on."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1.0, cores / max(1, workers))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLimits:
+    """The values at which each signal counts as full (see the module docstring)."""
+
+    turn_capacity: float
+    lag_budget_ms: float = 100.0
+    wait_budget_ms: float = 150.0
+    """The final lane moves a final that waited this long to a spare (``BUSY_FACTOR``):
+    beyond it two finals share the cores and both slow down."""
+    window_s: float = 5.0
+    interval_s: float = 0.1
+    resume_below: float = 0.85
+
+    @staticmethod
+    def default(capacity: float | None, workers: int = 1) -> LoadLimits:
+        turns = capacity if capacity is not None else TURNS_PER_CORE * worker_cores(workers)
+        return LoadLimits(turn_capacity=max(0.1, turns))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    saturation: float
+    active_turns: int
+    turns: float
+    """Time-averaged active turns over the window."""
+    lag_p95_ms: float
+    wait_p95_ms: float
+    terms: dict[str, float]
+    """Each signal over its limit: ``turns``, ``lag``, ``wait``."""
+
+
+class LoadMeter:
+    """Samples the signals every ``interval_s`` and keeps the last ``window_s`` of them."""
+
+    def __init__(
+        self,
+        limits: LoadLimits,
+        active_turns: Callable[[], int],
+        lane_waits: Callable[[float], Sequence[float]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self._active_turns = active_turns
+        self._lane_waits = lane_waits
+        self._clock = clock
+        self._samples: deque[tuple[float, float, int]] = deque()
+        """(time, loop lag ms, active turns) per tick."""
+        self._saturated = False
+        self.forced: float | None = None
+        """A saturation that overrides the measurement (tests, and an operator's lever)."""
+        self._task: asyncio.Task[None] | None = None
+
+    def tick(self, lag_ms: float) -> None:
+        """One probe: the loop was ``lag_ms`` late; count the active turns now."""
+        t = self._clock()
+        self._samples.append((t, max(0.0, lag_ms), self._active_turns()))
+        horizon = t - self.limits.window_s
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+
+    def snapshot(self) -> LoadSnapshot:
+        """The signals over the window, and the saturation they add up to."""
+        lim = self.limits
+        now = self._clock()
+        since = now - lim.window_s
+        samples = [s for s in self._samples if s[0] >= since]
+        current = self._active_turns()
+        turns = sum(s[2] for s in samples) / len(samples) if samples else float(current)
+        lag = percentile([s[1] for s in samples], 95) or 0.0
+        wait_ms = percentile([w * 1e3 for w in self._lane_waits(since)], 95) or 0.0
+        terms = {
+            "turns": turns / lim.turn_capacity,
+            "lag": lag / lim.lag_budget_ms,
+            "wait": wait_ms / lim.wait_budget_ms,
+        }
+        saturation = max(terms.values()) if self.forced is None else self.forced
+        return LoadSnapshot(saturation, current, turns, lag, wait_ms, terms)
+
+    def admits(self, saturation: float) -> bool:
+        """Whether a new session may come in at ``saturation`` (with hysteresis)."""
+        if self._saturated:
+            self._saturated = saturation >= self.limits.resume_below
+        else:
+            self._saturated = saturation >= 1.0
+        return not self._saturated
+
+    # -- the probe on the event loop ----------------------------------------------------
+    def start(self) -> None:
+        """Run the lag probe on the running loop (``stop`` ends it)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._probe(), name="load-probe")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _probe(self) -> None:
+        interval = self.limits.interval_s
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.tick((loop.time() - due) * 1e3)
