@@ -123,6 +123,7 @@ def bench_command(
     net: str | None = None,
     client: str = "python",
     net_mode: str = "relay",
+    pcap: Path | None = None,
     faults: list[str] | None = None,
     fault_seed: int = 0,
     fault_every: int = 1,
@@ -182,6 +183,9 @@ def bench_command(
         if problem is not None:
             err.print(f"[red]error:[/red] {problem}")
             return 2
+    if pcap is not None and net_mode != "namespace":
+        err.print("[red]error:[/red] --pcap captures the namespace lab: add --net-mode namespace")
+        return 2
     if server is None:
         # The server the bench starts reads the same configuration: a bad key or value
         # fails here in milliseconds, with its message, not as a server that never starts.
@@ -223,6 +227,7 @@ def bench_command(
             transport=transport,
             net=net,
             net_mode=net_mode,
+            pcap=pcap,
             client_kind=client,
             faults=list(faults or []),
             fault_seed=fault_seed,

@@ -136,10 +136,7 @@ def serve(
         1, help="Arm --fault in one session of every N (1: all; 2: sessions 1, 3, 5...)."
     ),
     resume_key: str | None = typer.Option(
-        None,
-        envvar="HALFSEC_RESUME_KEY",
-        help="Key shared by all servers of a deployment: signs context snapshots so a "
-        "conversation can resume on another server (>= 16 chars; none: no resume).",
+        None, envvar="HALFSEC_RESUME_KEY", help="Deployment key: signs resumable context."
     ),
 ) -> None:
     """Serve the pipeline over WebSocket (/ws, protocol in docs/protocol.md) and /healthz."""
@@ -224,6 +221,9 @@ def bench(
         help="Where --net is applied: relay (loopback relays) or namespace (client, relays "
         "and server in network namespaces over veths; root). See docs/network-lab.md.",
     ),
+    pcap: Path | None = typer.Option(
+        None, "--pcap", help="Namespace mode: tcpdump the run here; packet RTT/jitter/loss."
+    ),
     fault: list[str] | None = typer.Option(
         None,
         "--fault",
@@ -270,6 +270,7 @@ def bench(
             net,
             client,
             net_mode,
+            pcap,
             list(fault or []),
             fault_seed,
             fault_every=fault_every,

@@ -24,12 +24,16 @@ loopback, which would measure something else under the same name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from halfsec.lab.bench.options import BenchError, BenchOptions
+from halfsec.lab.bench.pcap import PcapError, capture, compare_with_relays, read_pcap
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.netem.namespaces import NamespaceLab, enter_netns, namespaces_supported
 from halfsec.lab.netem.path import NetPath, no_net
@@ -90,21 +94,41 @@ async def namespace_server(
         extra = [*extra, "--token", token]
     lab = NamespaceLab(up=spec, down=spec, client_default_route=opts.client_kind == "browser")
     await asyncio.to_thread(lab.__enter__)
+    path = NetPath(opts.net, lab, SERVER_PORT)
     try:
-        with enter_netns(lab.cli_ns):
-            async with lab.tcp_relay(SERVER_PORT) as http:
-                proc = ServerProcess(
-                    opts.config,
-                    overrides,
-                    opts.inject_delay_ms,
-                    extra,
-                    opts.server_start_timeout_s,
-                    host=lab.server_host,
-                    port=SERVER_PORT,
-                    netns=lab.srv_ns,
-                )
-                proc.connect = (lab.relay_host, http.port)
-                async with proc:
-                    yield proc, NetPath(opts.net, lab, SERVER_PORT)
+        async with contextlib.AsyncExitStack() as stack:
+            if opts.pcap is not None:
+                await stack.enter_async_context(capture(lab.mid_ns, opts.pcap))
+            with enter_netns(lab.cli_ns):
+                async with lab.tcp_relay(SERVER_PORT) as http:
+                    proc = ServerProcess(
+                        opts.config,
+                        overrides,
+                        opts.inject_delay_ms,
+                        extra,
+                        opts.server_start_timeout_s,
+                        host=lab.server_host,
+                        port=SERVER_PORT,
+                        netns=lab.srv_ns,
+                    )
+                    proc.connect = (lab.relay_host, http.port)
+                    async with proc:
+                        yield proc, path
+        if opts.pcap is not None:
+            path.pcap = await asyncio.to_thread(pcap_figures, opts.pcap, path)
     finally:
         await asyncio.to_thread(lab.cleanup)
+
+
+def pcap_figures(pcap: Path, path: NetPath) -> dict[str, Any]:
+    """The capture's figures beside each recording relay's own (``lab.bench.pcap``)."""
+    try:
+        packets = read_pcap(pcap)
+    except (OSError, PcapError) as e:
+        return {"file": str(pcap), "error": str(e)}
+    relays = [(port, r.counters()) for port, r in path.relays]
+    return {
+        "file": str(pcap),
+        "packets": len(packets),
+        **compare_with_relays(packets, relays, SERVER_PORT),
+    }

@@ -70,6 +70,9 @@ class BenchOptions:
     """``--fault`` specs for the server the bench starts (``halfsec serve --fault``)."""
     fault_seed: int = 0
     fault_every: int = 1
+    pcap: Path | None = None
+    """Namespace mode: capture the run with tcpdump in the middle namespace to this file
+    and put the packet figures beside the relays' (``lab.bench.pcap``)."""
     """Arm the faults in one session of this many (``halfsec serve --fault-every``)."""
     otlp_endpoint: str | None = None
     """Also export the spans to this OTLP/HTTP collector (and point the server the bench

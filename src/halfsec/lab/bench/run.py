@@ -258,6 +258,8 @@ async def run_bench(
                 recs, secs = await _run_with_chosen_client(
                     proc.url, group, opts, on_record, late, tracer, path
                 )
+            if path.pcap is not None:  # --pcap: packet figures beside the relays'
+                servers[-1]["pcap"] = path.pcap
             # The server flushed its spans when it stopped: keep this run's turns'.
             if trace_file is not None and trace_file.exists():
                 ids = {r["trace_id"] for r in recs if r.get("trace_id")}

@@ -111,6 +111,11 @@ class NetPath:
         """Namespace mode: the server's port in its namespace (URLs the bench holds
         point at a relay in front of it, which is not where a fresh relay must go)."""
         self.spec = parse_net(self.net) if self.net else None
+        self.relays: list[tuple[int, TcpRelay]] = []
+        """Namespace mode: every TCP relay a recording used (``--pcap`` reads their
+        counters beside the packets)."""
+        self.pcap: dict[str, Any] | None = None
+        """``--pcap``: the packet figures beside the lab's, once the capture ended."""
 
     @property
     def mode(self) -> str:
@@ -131,6 +136,7 @@ class NetPath:
         if not self.server_port:
             raise ValueError("namespace mode: NetPath needs the server's port")
         async with self.lab.tcp_relay(self.server_port, listen_port=0) as relay:
+            self.relays.append((relay.port, relay))
             yield _with_netloc(url, self.lab.relay_host, relay.port), relay
 
     def tcp_meta(self, relay: TcpRelay | None) -> dict[str, Any] | None:
