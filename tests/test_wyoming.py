@@ -33,9 +33,15 @@ from halfsec.audio.io import load_audio
 from halfsec.audio.levels import loudest_frame_dbfs
 from halfsec.audio.resample import resample
 from halfsec.config import load_config
+from halfsec.logic.state import DialogueState
 from halfsec.measure.wer import normalize_text, word_errors
 from halfsec.runtime.engines import Engines
+from halfsec.runtime.file_run import run_file
+from halfsec.runtime.session import VoiceSession
 from halfsec.server.wyoming import WyomingError, WyomingServer, parse_uri
+from halfsec.server.wyoming_dialogue import WyomingDialogues, conversation_id
+from halfsec.server.wyoming_speech import SpeechGate
+from halfsec.turn.options import TurnOptions
 
 STUDIO_AND_COMMANDS = (
     "vctk_p225_001",
@@ -106,10 +112,27 @@ async def read_audio(c: AsyncClient) -> tuple[AudioStart, np.ndarray]:
     return start, np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
 
+def gated(pcm: np.ndarray) -> np.ndarray:
+    """What a turn's STT stream gets of ``pcm`` (the default turn options)."""
+    gate = SpeechGate(TurnOptions())
+    frames = gate.feed(pcm)
+    whole = gate.finish()
+    return whole if whole is not None else np.concatenate(frames)
+
+
+async def whole_final(engines: Engines, pcm: np.ndarray) -> str:
+    """One final on the whole recording, silence and all (what Wyoming did before)."""
+    stream = engines.stt.open_stream()
+    stream.feed(pcm)
+    text = (await stream.hypothesis(final=True)).text
+    stream.close()
+    return text
+
+
 async def direct_final(engines: Engines, pcm: np.ndarray) -> str:
     """What ``halfsec run`` asks the STT engine at the end of a turn, on the same audio."""
     stream = engines.stt.open_stream()
-    stream.feed(pcm)
+    stream.feed(gated(pcm))
     text = (await stream.hypothesis(final=True)).text
     stream.close()
     return text
@@ -137,7 +160,7 @@ async def test_transcripts_match_the_stt_engine_on_shared_recordings(
     engines: Engines, rows: list[dict[str, str]], speech_dir: Path
 ) -> None:
     """Studio, read-aloud, assistant commands and crowd-sourced coffee orders: the Wyoming
-    transcript is the text the engine gives ``halfsec run`` for the same audio."""
+    transcript is the text the engine gives for what a ``halfsec run`` turn feeds it."""
     stems = STUDIO_AND_COMMANDS
     picked = [r for r in rows if Path(r["file"]).stem in stems]
     picked += [r for r in rows if r["intent"] == "orderDrink"][:3]
@@ -152,6 +175,51 @@ async def test_transcripts_match_the_stt_engine_on_shared_recordings(
                 e, n = word_errors(row["transcript"], got)
                 errors, words = errors + e, words + n
     assert errors / words < 0.25, f"WER {errors}/{words}"
+
+
+def test_the_gate_keeps_what_a_turn_feeds_the_recognizer(speech_dir: Path) -> None:
+    """Around the speech: at most the pre-roll before it, none of the pause after it; a
+    long pause inside is cut to the pre-roll; no speech at all: the command as sent."""
+    pcm = load_audio(speech_dir / "audio/vctk_p225_002.flac")
+    silence = np.zeros(32_000, np.int16)  # 2 s
+    opt = TurnOptions()
+    gate = SpeechGate(opt)
+    out = np.concatenate(gate.feed(np.concatenate([silence, pcm, silence])))
+    assert gate.finish() is None and gate.speech_heard
+    assert pcm.size * 0.6 < out.size < pcm.size + opt.preroll_ms * 16 + 16_000
+    # Twice the sentence with 2 s between: the gap shrinks to the pre-roll.
+    gate = SpeechGate(opt)
+    twice = np.concatenate(gate.feed(np.concatenate([silence, pcm, silence, pcm, silence])))
+    assert twice.size < 2 * out.size + opt.preroll_ms * 16 + 8_000
+    assert twice.size > 1.6 * out.size
+    quiet = SpeechGate(opt)
+    assert quiet.feed(silence) == []
+    whole = quiet.finish()
+    assert whole is not None and whole.size == silence.size and not quiet.speech_heard
+
+
+async def test_transcripts_match_halfsec_run(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    """Through Wyoming and through ``halfsec run``'s turn (real-time pace, VAD, partials):
+    the same words, on two single-word clips whose whole-file transcript differs from the
+    turn's (measured: "now," and "go," whole; "No." and "Dell," in a turn)."""
+    cfg = load_config(environ={})
+    stems = ("speechcommands_no_37e8db82_nohash_1", "speechcommands_go_37e8db82_nohash_1")
+    picked = [r for r in rows if Path(r["file"]).stem in stems]
+    assert len(picked) == len(stems)
+    async with serving(engines) as uri, client(uri) as c:
+        for row in picked:
+            pcm = load_audio(speech_dir / row["file"])
+            got = await transcribe(c, pcm)
+            session = VoiceSession(
+                engines, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate
+            )
+            ran = (await run_file(session, pcm)).summary()["transcript"]
+            assert normalize_text(got) == normalize_text(ran), (row["file"], got, ran)
+            assert normalize_text(got) != normalize_text(await whole_final(engines, pcm))
+            if "_no_" in row["file"]:
+                assert normalize_text(got) == "no", got
 
 
 async def test_audio_at_another_rate_is_resampled(
@@ -206,7 +274,11 @@ async def test_handle_and_recognize_use_the_domain(engines: Engines) -> None:
     async with serving(engines) as uri, client(uri) as c:
         await c.write_event(Transcript(text="can I get a large latte with oat milk").event())
         handled = await read(c)
-        await c.write_event(Transcript(text="what is the weather like on mars").event())
+        # Another conversation: in this one, the open order would be asked about again.
+        other = {"conversation_id": "another"}
+        await c.write_event(
+            Transcript(text="what is the weather like on mars", context=other).event()
+        )
         not_handled = await read(c)
         await c.write_event(Recognize(text="can I get a large latte").event())
         intent = await read(c)
@@ -219,6 +291,52 @@ async def test_handle_and_recognize_use_the_domain(engines: Engines) -> None:
     assert recognized.name == "orderDrink"
     assert {e.name for e in recognized.entities} >= {"coffeeDrink", "size"}
     assert NotRecognized.is_type(unknown.type)
+
+
+async def test_handle_keeps_the_conversation_of_home_assistants_id(engines: Engines) -> None:
+    """Home Assistant opens a connection per utterance and names the conversation in the
+    context: "large" answers the size question of that conversation only; without an
+    id, the connection is the conversation."""
+
+    async def say(text: str, cid: str | None = None, c: AsyncClient | None = None) -> Event:
+        context = {"conversation_id": cid} if cid else None
+        if c is not None:
+            await c.write_event(Transcript(text=text, context=context).event())
+            return await read(c)
+        async with client(uri) as fresh:
+            await fresh.write_event(Transcript(text=text, context=context).event())
+            return await read(fresh)
+
+    async with serving(engines) as uri:
+        asked = Handled.from_event(await say("can I get a latte", "ha-1"))
+        other = Handled.from_event(await say("can I get a cappuccino", "ha-2"))
+        sized = Handled.from_event(await say("large", "ha-1"))
+        unsized = Handled.from_event(await say("large", "ha-3"))
+        async with client(uri) as c:
+            await say("can I get an americano", c=c)
+            on_socket = Handled.from_event(await say("small", c=c))
+        alone = Handled.from_event(await say("small"))
+    assert "size" in (asked.text or "") and "size" in (other.text or ""), (asked, other)
+    assert "large latte" in (sized.text or "").lower(), sized
+    assert sized.context == {"conversation_id": "ha-1"}
+    assert "latte" not in (unsized.text or "").lower().split(":")[0], unsized
+    assert "small americano" in (on_socket.text or "").lower(), on_socket
+    assert "americano" not in (alone.text or "").lower().split(":")[0], alone
+
+
+def test_conversations_expire_and_are_bounded() -> None:
+    now = [0.0]
+    store = WyomingDialogues(idle_s=300, max_conversations=2, clock=lambda: now[0])
+    state = DialogueState(turns=3)
+    store.put("a", state)
+    assert store.get("a") == state
+    now[0] = 301.0
+    assert store.get("a") == DialogueState() and len(store) == 0
+    for cid in ("x", "y", "z"):
+        store.put(cid, state)
+    assert len(store) == 2 and store.get("x") == DialogueState() and store.get("z") == state
+    assert conversation_id({"conversation_id": "ha-1"}) == "ha-1"
+    assert conversation_id({"conversation_id": 5}) is None and conversation_id(None) is None
 
 
 # -- errors and binding -------------------------------------------------------------------

@@ -5,17 +5,22 @@ Wyoming is JSON-lines events with binary payloads over TCP or a Unix socket; one
 connection carries one request at a time:
 
 * ``asr``: ``transcribe``, ``audio-start``, ``audio-chunk``... , ``audio-stop`` ->
-  ``transcript``.  Home Assistant runs its own VAD and sends the whole command, so the
-  audio goes straight into one STT stream and the final is asked for once at
-  ``audio-stop``: the same engine call ``halfsec run`` makes at the end of a turn.
+  ``transcript``.  Home Assistant sends the whole command, silence around it included;
+  the session's VAD (``wyoming_speech.SpeechGate``, the turn options of ``halfsec
+  run``) passes on what a live turn's STT stream would get, as it arrives, and the final
+  is asked for once at ``audio-stop``: the engine call ``halfsec run`` makes at the end
+  of a turn, on the same audio.
 * ``tts``: ``synthesize`` -> ``audio-start``, ``audio-chunk``..., ``audio-stop`` at the
   engine's own rate (16-bit mono).  Streaming text (``synthesize-start``,
   ``synthesize-chunk``..., ``synthesize-stop``) is cut into clauses with the logic
   stage's splitter and each clause is spoken as soon as it is complete, one
   ``audio-start``...``audio-stop`` per clause, then ``synthesize-stopped``.
 * ``handle``: ``transcript`` -> ``handled`` (or ``not-handled`` when only the domain's
-  fallback could answer) with the reply text; ``intent``: ``recognize`` -> ``intent``
-  with the slots as entities, or ``not-recognized``.
+  fallback could answer) with the reply text, as the next turn of the conversation
+  named by the transcript's ``context.conversation_id`` (Home Assistant's; without
+  one, the connection is the conversation): "Large." answers "What size?"
+  (``wyoming_dialogue``); ``intent``: ``recognize`` -> ``intent`` with the slots as
+  entities, or ``not-recognized``, each utterance on its own.
 
 Inference never blocks the event loop: the STT and TTS engines run it on their own
 worker threads (their async APIs), and intent matching takes about a millisecond.  A
@@ -58,8 +63,11 @@ from halfsec.errors import HalfsecError
 from halfsec.logic.clauses import ClauseSplitter
 from halfsec.runtime.engines import Engines
 from halfsec.server.admission import is_loopback
+from halfsec.server.wyoming_dialogue import CONVERSATION_ID, WyomingDialogues, conversation_id
 from halfsec.server.wyoming_info import wyoming_info
+from halfsec.server.wyoming_speech import SpeechGate
 from halfsec.stt.engine import STTStream
+from halfsec.turn.options import TurnOptions
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +127,19 @@ class WyomingSession(AsyncEventHandler):
         language: str,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        turn: TurnOptions | None = None,
+        dialogues: WyomingDialogues | None = None,
     ) -> None:
         super().__init__(reader, writer)
         self.engines = engines
         self.info_event = info.event()
         self.language = language
+        self.turn_options = turn or TurnOptions()
         self._stt: STTStream | None = None
+        self._gate: SpeechGate | None = None
+        self.dialogues = dialogues if dialogues is not None else WyomingDialogues()
+        self._own_conversation = f"connection-{id(self)}"
+        """The conversation of ``transcript`` events that name none."""
         self._to_pcm16 = AudioChunkConverter(width=2, channels=1)
         self._resampler: StreamResampler | None = None
         self._audio_start = 0.0
@@ -168,7 +183,8 @@ class WyomingSession(AsyncEventHandler):
             self._splitter = None
             await self.write_event(SynthesizeStopped().event())
         elif Transcript.is_type(event.type):
-            await self._handle(Transcript.from_event(event).text)
+            transcript = Transcript.from_event(event)
+            await self._handle(transcript.text, conversation_id(transcript.context))
         elif Recognize.is_type(event.type):
             await self._recognize(Recognize.from_event(event).text)
         else:
@@ -179,11 +195,12 @@ class WyomingSession(AsyncEventHandler):
     def _start_audio(self, start: AudioStart) -> None:
         self._close_stt()
         self._stt = self.engines.stt.open_stream()
+        self._gate = SpeechGate(self.turn_options)
         self._resampler = StreamResampler(start.rate, INTERNAL_RATE)
         self._audio_start = time.perf_counter()
 
     def _feed(self, chunk: AudioChunk) -> None:
-        if self._stt is None or self._resampler is None:
+        if self._stt is None or self._resampler is None or self._gate is None:
             raise HalfsecError("audio-chunk before audio-start: send transcribe, audio-start first")
         if self._resampler.in_rate != chunk.rate:
             raise HalfsecError(
@@ -192,14 +209,19 @@ class WyomingSession(AsyncEventHandler):
             )
         pcm16 = self._to_pcm16.convert(chunk).audio
         pcm = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.int16)
-        self._stt.feed(self._resampler.process(pcm))
+        for frame in self._gate.feed(self._resampler.process(pcm)):
+            self._stt.feed(frame)
 
     async def _transcribe(self) -> None:
-        stream, resampler = self._stt, self._resampler
-        if stream is None or resampler is None:
+        stream, resampler, gate = self._stt, self._resampler, self._gate
+        if stream is None or resampler is None or gate is None:
             raise HalfsecError("audio-stop without audio-start")
         try:
-            stream.feed(resampler.process(np.zeros(0, np.int16), last=True))
+            for frame in gate.feed(resampler.process(np.zeros(0, np.int16), last=True)):
+                stream.feed(frame)
+            whole = gate.finish()
+            if whole is not None:  # the VAD heard no speech: the command as sent
+                stream.feed(whole)
             result = await stream.hypothesis(final=True)
         finally:
             self._close_stt()
@@ -215,6 +237,7 @@ class WyomingSession(AsyncEventHandler):
         if self._stt is not None:
             self._stt.close()
         self._stt = None
+        self._gate = None
         self._resampler = None
 
     # -- text to speech ----------------------------------------------------------------
@@ -254,13 +277,21 @@ class WyomingSession(AsyncEventHandler):
         answered = any(c.source != "fallback" for c in clauses)
         return understanding.intent, dict(understanding.slots), reply, answered
 
-    async def _handle(self, text: str) -> None:
-        intent, _slots, reply, answered = await self._reply(text)
-        log.info("wyoming handle: %r -> %s %r", text, intent, reply)
-        if answered:
-            await self.write_event(Handled(text=reply).event())
+    async def _handle(self, text: str, cid: str | None) -> None:
+        """The reply as the conversation's next turn; its state is kept once the reply
+        is complete (a request that fails leaves the conversation as it was)."""
+        key = cid or self._own_conversation
+        turn = self.engines.logic.respond(text, self.dialogues.get(key))
+        clauses = [c async for c in turn.clauses]
+        reply = " ".join(c.text for c in clauses)
+        self.dialogues.put(key, turn.remember(reply))
+        intent = turn.understanding.intent
+        log.info("wyoming handle: %r -> %s %r (conversation %s)", text, intent, reply, key)
+        context = {CONVERSATION_ID: cid} if cid is not None else None
+        if any(c.source != "fallback" for c in clauses):
+            await self.write_event(Handled(text=reply, context=context).event())
         else:
-            await self.write_event(NotHandled(text=reply).event())
+            await self.write_event(NotHandled(text=reply, context=context).event())
 
     async def _recognize(self, text: str) -> None:
         intent, slots, reply, _answered = await self._reply(text)
@@ -282,6 +313,8 @@ class WyomingServer:
         self.endpoint = endpoint
         self.info = wyoming_info(engines, config)
         self.language = config.stt.language
+        self.turn_options = config.turn
+        self.dialogues = WyomingDialogues()
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], WyomingSession] = {}
 
@@ -306,7 +339,15 @@ class WyomingServer:
         return self.uri
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = WyomingSession(self.engines, self.info, self.language, reader, writer)
+        session = WyomingSession(
+            self.engines,
+            self.info,
+            self.language,
+            reader,
+            writer,
+            turn=self.turn_options,
+            dialogues=self.dialogues,
+        )
         task = asyncio.current_task()
         assert task is not None
         self._sessions[task] = session

@@ -1,0 +1,151 @@
+"""Wyoming transcripts against ``halfsec run``'s on the same recordings, in one run.
+
+    python benchmarks/wyoming_bench.py [--limit N] [--json OUT]
+
+One process, one set of engines.  For every shared recording with a verbatim transcript
+(``../shared/speech/manifest.tsv``):
+
+* ``wyoming``: the ``wyoming`` package's own client sends the whole file (16 kHz, 1024
+  samples per ``audio-chunk``, as Home Assistant does) to an in-process
+  ``WyomingServer`` and reads the ``transcript``;
+* ``halfsec run``: the file goes through ``halfsec run``'s code path (real-time pace,
+  VAD, partials, speculative finals; ``cli.run.run_one``) and the answered turn's
+  transcript is kept;
+* ``whole file``: one final on the whole file with no VAD, what the Wyoming server did
+  before it gated the audio (for the before/after figure).
+
+WER is pooled (``halfsec.measure.wer``).  Check: Wyoming's WER equals ``halfsec run``'s
+(issue 12: "the same WER"); the files whose transcripts differ are listed with both
+texts.  WER is not timing-sensitive, but ``halfsec run`` plays at real-time pace, so the
+run takes about the recordings' length (~100 s for the 36 files) plus decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncClient
+
+from halfsec.audio.io import load_audio
+from halfsec.cli.run import run_one
+from halfsec.config import load_config
+from halfsec.measure.wer import word_errors
+from halfsec.runtime.build import build_engines
+from halfsec.runtime.engines import Engines
+from halfsec.server.wyoming import WyomingServer, parse_uri
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+SAMPLES_PER_CHUNK = 1024
+COLUMNS = ("wyoming", "halfsec run", "whole file")
+
+
+async def wyoming_transcript(c: AsyncClient, pcm: np.ndarray) -> str:
+    await c.write_event(Transcribe(language="en").event())
+    await c.write_event(AudioStart(rate=16_000, width=2, channels=1).event())
+    data = pcm.astype("<i2").tobytes()
+    step = SAMPLES_PER_CHUNK * 2
+    for i in range(0, len(data), step):
+        chunk = AudioChunk(rate=16_000, width=2, channels=1, audio=data[i : i + step])
+        await c.write_event(chunk.event())
+    await c.write_event(AudioStop().event())
+    while True:
+        event = await asyncio.wait_for(c.read_event(), 60)
+        if event is None:
+            raise SystemExit("the Wyoming server closed the connection")
+        if Transcript.is_type(event.type):
+            return Transcript.from_event(event).text
+        if event.type == "error":
+            raise SystemExit(f"Wyoming error: {event.data}")
+
+
+async def whole_file(engines: Engines, pcm: np.ndarray) -> str:
+    stream = engines.stt.open_stream()
+    stream.feed(pcm)
+    text = (await stream.hypothesis(final=True)).text
+    stream.close()
+    return text
+
+
+def transcribed(speech: Path, limit: int) -> list[dict[str, str]]:
+    with open(speech / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["transcript"].strip()]
+    return rows[:limit] if limit else rows
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = transcribed(args.speech, args.limit)
+    cfg = load_config(environ={})
+    engines = build_engines(cfg)
+    server = WyomingServer(engines, cfg, parse_uri("tcp://127.0.0.1:0"))
+    uri = await server.start()
+    out_dir = Path(tempfile.mkdtemp(prefix="halfsec-wyoming-bench-"))
+    totals = {c: [0, 0] for c in COLUMNS}
+    files: list[dict[str, Any]] = []
+    try:
+        async with AsyncClient.from_uri(uri) as c:
+            for i, row in enumerate(rows, 1):
+                path = args.speech / row["file"]
+                pcm = load_audio(path)
+                texts = {
+                    "wyoming": await wyoming_transcript(c, pcm),
+                    "halfsec run": (await run_one(path, engines, cfg, out_dir))["transcript"],
+                    "whole file": await whole_file(engines, pcm),
+                }
+                entry: dict[str, Any] = {"file": row["file"], "ref": row["transcript"]}
+                for col, text in texts.items():
+                    e, n = word_errors(row["transcript"], text)
+                    totals[col][0] += e
+                    totals[col][1] += n
+                    entry[col] = {"text": text, "errors": e}
+                files.append(entry)
+                print(f"{i}/{len(rows)} {path.name}", file=sys.stderr)
+    finally:
+        await server.stop()
+        await engines.aclose()
+    wer = {c: round(100.0 * e / max(1, n), 2) for c, (e, n) in totals.items()}
+    differ = [
+        {"file": f["file"], "ref": f["ref"], **{c: f[c]["text"] for c in COLUMNS[:2]}}
+        for f in files
+        if f["wyoming"]["errors"] != f["halfsec run"]["errors"]
+    ]
+    return {
+        "recordings": len(files),
+        "words": totals["wyoming"][1],
+        "wer_pct": wer,
+        "errors": {c: e for c, (e, _n) in totals.items()},
+        "checks": {
+            "wyoming_minus_run_points": round(wer["wyoming"] - wer["halfsec run"], 2),
+            "same_wer": totals["wyoming"][0] == totals["halfsec run"][0],
+        },
+        "scored_differently": differ,
+        "files": files if args.records else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--speech", type=Path, default=SPEECH)
+    ap.add_argument("--limit", type=int, default=0, help="first N transcribed recordings only")
+    ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument("--records", action="store_true", help="every file's texts in the output")
+    args = ap.parse_args()
+    out = asyncio.run(run(args))
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
