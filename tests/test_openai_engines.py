@@ -20,10 +20,12 @@ from halfsec.logic.factory import create_logic
 from halfsec.measure.wer import word_errors
 from halfsec.remote_api import RemoteEngineError
 from halfsec.runtime.engines import Engines
+from halfsec.runtime.fallback import FallbackEngines, backup_engines
 from halfsec.runtime.file_run import run_file
 from halfsec.runtime.session import VoiceSession
 from halfsec.stt import STTOptions, create_stt
 from halfsec.stt.openai_api import OpenAITranscriptionEngine
+from halfsec.trace.names import MARK_FALLBACK
 from halfsec.tts import TTSOptions, create_tts
 from halfsec.tts.openai_api import OpenAISpeechEngine, WavStreamReader
 
@@ -271,3 +273,38 @@ async def test_a_turn_runs_end_to_end_on_remote_engines(
         failed = (await run_file(session, pcm)).summary()
         await remote.aclose()
     assert any("turn_failed: RemoteEngineError: HTTP 500" in e for e in failed["errors"]), failed
+
+
+@pytest.mark.parametrize("mode", ["hang", "http500"])
+async def test_late_or_failing_remote_engines_fall_back_to_the_local_ones(
+    mode: str, engines: Engines, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    """The remote engines are held to the local engines' deadlines and fall back to
+    local Whisper and Piper (``backup_engines``): with the service hanging (no answer
+    ever) or failing (HTTP 500) the coffee order is still understood and answered in
+    audio, within the deadlines, and a ``fallback`` mark says so."""
+    assert backup_engines("openai", "openai") == ("whisper", "piper")
+    assert backup_engines("whisper", "piper") == ("pocketsphinx", "espeak")
+    cfg = load_config(environ={})
+    row = next(r for r in rows if r["intent"] == "orderDrink" and float(r["duration_s"]) < 7.0)
+    pcm = load_audio(speech_dir / row["file"])
+    async with OpenAIAudioDouble(mode=mode) as api:
+        remote = Engines(
+            stt=_stt(api.base_url, prompt=engines.stt.options.prompt),  # type: ignore[attr-defined]
+            logic=create_logic(cfg.logic),
+            tts=_tts(api.base_url),
+            fallback=FallbackEngines(stt=engines.stt, tts=engines.tts),
+        )
+        session = VoiceSession(remote, cfg.turn, cfg.session, output_rate=cfg.audio.output_rate)
+        run = await run_file(session, pcm)
+        await remote.aclose()
+        asked = {r.path for r in api.requests}
+    summary = run.summary()
+    turn = run.answer_turn()
+    assert turn is not None and MARK_FALLBACK in turn.marks, summary
+    assert asked == {"/v1/audio/transcriptions", "/v1/audio/speech"}, asked
+    assert summary["intent"] == "orderDrink" and summary["v2v_ms"] is not None, summary
+    assert not any("turn_failed" in e for e in summary["errors"]), summary
+    # Deadlines: 450 ms for the transcript, 300 ms for the first audio (plus the local
+    # engines' own time); the remote timeout (5 s) never comes into it.
+    assert summary["v2v_ms"] < 2500, summary

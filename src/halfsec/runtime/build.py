@@ -10,7 +10,7 @@ from halfsec.errors import HalfsecError
 from halfsec.logic.engine import LogicEngine
 from halfsec.logic.factory import create_logic
 from halfsec.runtime.engines import Engines
-from halfsec.runtime.fallback import FallbackEngines, domain_templates
+from halfsec.runtime.fallback import FallbackEngines, backup_engines, domain_templates
 from halfsec.runtime.fault_wrappers import apply_faults
 from halfsec.runtime.faults import FaultPlan
 from halfsec.runtime.session import VoiceSession
@@ -39,7 +39,10 @@ def build_engines(
     if hung_after is not None:  # an engine whose hung workers can be replaced (Whisper)
         stt.hung_after_ms = config.session.stt_hung_ms  # type: ignore[attr-defined]
     engines = Engines(
-        stt=stt, logic=logic, tts=create_tts(config.tts), fallback=build_fallbacks(config, logic)
+        stt=stt,
+        logic=logic,
+        tts=create_tts(config.tts),
+        fallback=build_fallbacks(config, logic, prompt=stt_opt.prompt),
     )
     if faults is not None:
         engines = apply_faults(engines, faults)
@@ -48,21 +51,26 @@ def build_engines(
     return engines
 
 
-def build_fallbacks(config: HalfsecConfig, logic: LogicEngine) -> FallbackEngines:
-    """What the turns' deadlines fall back to: PocketSphinx and espeak-ng when
-    ``session.fallback_engines`` (each skipped with a warning where its package is
-    missing: a missing fallback must not stop the server), and the domain's templates."""
+def build_fallbacks(
+    config: HalfsecConfig, logic: LogicEngine, prompt: str | None = None
+) -> FallbackEngines:
+    """What the turns' deadlines fall back to: PocketSphinx and espeak-ng (local Whisper,
+    with the recognizer's ``prompt``, and Piper behind remote engines:
+    ``fallback.backup_engines``) when ``session.fallback_engines`` (each skipped with a
+    warning where its package is missing: a missing fallback must not stop the server),
+    and the domain's templates."""
     fb = FallbackEngines(templates=domain_templates(logic))
     if not config.session.fallback_engines:
         return fb
-    if config.stt.engine != "pocketsphinx":
+    stt_name, tts_name = backup_engines(config.stt.engine, config.tts.engine)
+    if stt_name is not None:
         try:
-            fb.stt = create_stt(STTOptions(engine="pocketsphinx"))
+            fb.stt = create_stt(STTOptions(engine=stt_name, prompt=prompt))
         except HalfsecError as e:
             log.warning("no STT fallback: %s", e)
-    if config.tts.engine != "espeak":
+    if tts_name is not None:
         try:
-            fb.tts = create_tts(TTSOptions(engine="espeak"))
+            fb.tts = create_tts(TTSOptions(engine=tts_name))
         except HalfsecError as e:
             log.warning("no TTS fallback: %s", e)
     return fb

@@ -4,13 +4,15 @@ The ladder, rung by rung (``runtime/ladder.py`` walks it, ``runtime/deadlines.py
 when a stage is late):
 
 * STT final late or failing -> the best partial transcript of the turn
-  (``stt.partial``), or PocketSphinx on the turn's audio when there is none
-  (``stt.pocketsphinx``);
+  (``stt.partial``), or the backup recognizer on the turn's audio when there is none
+  (``stt.pocketsphinx``; ``stt.whisper`` behind a remote engine, see
+  :func:`backup_engines`);
 * LLM/logic silent -> "One moment." is spoken (``logic.filler``) while the reply is
   asked for once more (``logic.retry``); that failing too -> the domain's template
   answer (``logic.templates``); a reply that goes quiet half-way ends there
   (``logic.cut``);
-* Piper late or failing -> espeak-ng for the rest of the turn (``tts.espeak``);
+* Piper late or failing -> espeak-ng for the rest of the turn (``tts.espeak``; a
+  remote voice falls back to Piper, ``tts.piper``);
 * nothing left -> a spoken apology rendered at start-up (``turn.apology``), then
   ``reply.done``: never silence.
 
@@ -35,20 +37,24 @@ log = logging.getLogger(__name__)
 
 STT_PARTIAL = "stt.partial"
 STT_POCKETSPHINX = "stt.pocketsphinx"
+STT_WHISPER = "stt.whisper"
 LOGIC_FILLER = "logic.filler"
 LOGIC_RETRY = "logic.retry"
 LOGIC_TEMPLATES = "logic.templates"
 LOGIC_CUT = "logic.cut"
 TTS_ESPEAK = "tts.espeak"
+TTS_PIPER = "tts.piper"
 TURN_APOLOGY = "turn.apology"
 RUNGS = (
     STT_PARTIAL,
     STT_POCKETSPHINX,
+    STT_WHISPER,
     LOGIC_FILLER,
     LOGIC_RETRY,
     LOGIC_TEMPLATES,
     LOGIC_CUT,
     TTS_ESPEAK,
+    TTS_PIPER,
     TURN_APOLOGY,
 )
 """Every rung's name, as ``reply.done``'s ``fallbacks`` and the ``fallback`` mark give it."""
@@ -60,15 +66,47 @@ SOURCE_FILLER = "filler"
 
 Templates = Callable[[Understanding], list[str]]
 
+REMOTE_ENGINES = frozenset({"openai"})
+"""Engines that run on another machine: they fail the ways a network does (a server
+down, a request that never comes back), which a local model on this machine does not."""
+
+
+def backup_engines(stt_engine: str, tts_engine: str) -> tuple[str | None, str | None]:
+    """The engine each stage falls back to (STT, TTS), by the configured engines' names;
+    None: no backup for that stage.
+
+    A remote engine falls back to the local default (Whisper, Piper): the remote one is
+    there for quality or to spare this machine's CPU, and when it is late the best this
+    machine can do is what it would have done alone.  The local defaults fall back to
+    the light engines (PocketSphinx, espeak-ng), which answer in a few ms and cannot hang
+    the way their primaries do; those two have no backup."""
+    stt = "whisper" if stt_engine in REMOTE_ENGINES else "pocketsphinx"
+    tts = "piper" if tts_engine in REMOTE_ENGINES else "espeak"
+    return (
+        None if stt_engine == "pocketsphinx" else stt,
+        None if tts_engine == "espeak" else tts,
+    )
+
+
+def stt_rung(backup: STTEngine) -> str:
+    """The rung name of a backup recognizer's answer."""
+    return STT_WHISPER if backup.name == "whisper" else STT_POCKETSPHINX
+
+
+def tts_rung(backup: TTSEngine) -> str:
+    """The rung name of a backup voice's audio."""
+    return TTS_PIPER if backup.name == "piper" else TTS_ESPEAK
+
 
 @dataclass(slots=True)
 class FallbackEngines:
     """The engines and canned answers the ladder falls back to (shared, like ``Engines``)."""
 
     stt: STTEngine | None = None
-    """PocketSphinx: a different recognizer, not another Whisper that may hang the same way."""
+    """PocketSphinx: a different recognizer, not another Whisper that may hang the same
+    way (local Whisper behind a remote engine: ``backup_engines``)."""
     tts: TTSEngine | None = None
-    """espeak-ng: first audio in ~1 ms, no model."""
+    """espeak-ng: first audio in ~1 ms, no model (Piper behind a remote voice)."""
     templates: Templates | None = None
     """The domain's answer to an understanding (its template, or the domain's fallback
     sentence); None for logic engines without templates."""

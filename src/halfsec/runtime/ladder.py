@@ -32,9 +32,9 @@ from halfsec.runtime.fallback import (
     LOGIC_TEMPLATES,
     SOURCE_FILLER,
     STT_PARTIAL,
-    STT_POCKETSPHINX,
-    TTS_ESPEAK,
     TURN_APOLOGY,
+    stt_rung,
+    tts_rung,
 )
 from halfsec.runtime.faults import TurnFaults
 from halfsec.stt.engine import STTStream, Transcript
@@ -127,8 +127,9 @@ class TurnLadder:
 
     # -- STT ------------------------------------------------------------------------------
     async def transcript(self, stream: STTStream, started_ns: int) -> Transcript | None:
-        """The final transcript; when it is late or fails, the best partial, else
-        PocketSphinx on the turn's audio.  None: nothing usable was heard."""
+        """The final transcript; when it is late or fails, the best partial, else the
+        backup recognizer (PocketSphinx, or Whisper behind a remote engine) on the turn's
+        audio.  None: nothing usable was heard."""
         left_s = self.deadlines.stt_final_ms / 1000.0 - (now_ns() - started_ns) / 1e9
         try:
             return await asyncio.wait_for(stream.hypothesis(final=True), max(0.0, left_s))
@@ -149,10 +150,10 @@ class TurnLadder:
                     backup.hypothesis(final=True), self.deadlines.stt_final_ms / 1000.0
                 )
             except Exception as e:  # the backup failing leaves only the apology
-                log.warning("PocketSphinx fallback failed: %s", _reason(e))
+                log.warning("%s fallback failed: %s", fallback.stt.name, _reason(e))
             else:
                 if tr.text.strip():
-                    self.fell_back(STT_POCKETSPHINX, reason)
+                    self.fell_back(stt_rung(fallback.stt), reason)
                     return tr
             finally:
                 backup.close()
@@ -278,8 +279,9 @@ class TurnLadder:
 
     # -- TTS ------------------------------------------------------------------------------
     async def speak(self, text: str) -> AsyncIterator[tuple[np.ndarray, int]]:
-        """``text`` as (int16 audio, rate) chunks: Piper (the configured engine) while it
-        answers on time, espeak-ng for the rest of the turn once it did not."""
+        """``text`` as (int16 audio, rate) chunks: the configured engine while it answers
+        on time, the backup voice (espeak-ng; Piper behind a remote voice) for the rest
+        of the turn once it did not."""
         primary = self.engines.tts
         fallback = self.engines.fallback
         backup = fallback.tts if fallback is not None else None
@@ -294,7 +296,7 @@ class TurnLadder:
                 if backup is None:
                     raise
                 self._tts_failed = True
-                self.fell_back(TTS_ESPEAK, _reason(e))
+                self.fell_back(tts_rung(backup), _reason(e))
                 if spoke:
                     return  # the clause was partly heard; saying it again would repeat it
         if backup is None:
