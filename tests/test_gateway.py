@@ -272,6 +272,25 @@ async def test_a_spoken_turn_through_the_gateway_gets_a_reply_from_the_near_zone
 
 
 @on_servers_loop
+async def test_a_webrtc_call_sends_only_its_offer_through_the_gateway(
+    servers: dict[str, ServerProcess], rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
+) -> None:
+    item = _short_order(rows, speech_dir, tmp_path)
+    async with EnvoyGateway(gateway_options(specs(servers))) as gw:
+        before, rx0 = await fetch_upstream_stats(gw), await client_bytes(gw)
+        (rec,), _ = await run_items(gw.ws_url, [item], BenchOptions(transport="webrtc"))
+        after, rx = await fetch_upstream_stats(gw), await client_bytes(gw) - rx0
+    assert rec["ok"], rec["error"]
+    assert rec["transport"] == "webrtc" and rec["v2v_ms"] is not None and rec["reply_text"]
+    assert after["near1"].rq_total == before["near1"].rq_total + 1  # the offer, near
+    assert after["far1"].rq_total == before["far1"].rq_total
+    # The media went peer to peer: what crossed Envoy is the offer (~2.4 KB), not the
+    # call's audio (aiortc sends Opus at 96 kbit/s: 12 KB a second).
+    media_bytes = len(load_audio(item.path)) / INTERNAL_RATE * 96_000 / 8
+    assert 0 < rx < min(8_000, media_bytes / 4), (rx, media_bytes)
+
+
+@on_servers_loop
 async def test_every_session_lands_near_while_both_zones_are_healthy(
     servers: dict[str, ServerProcess],
 ) -> None:
@@ -422,6 +441,13 @@ class ReadinessStandIn:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+async def client_bytes(gw: EnvoyGateway) -> int:
+    """Bytes Envoy received from clients on the gateway's listener."""
+    name = f"http.{gateway_config.STAT_PREFIX}.downstream_cx_rx_bytes_total"
+    stats = await gw.admin("GET", f"/stats?format=json&filter=^{name}$")
+    return sum(int(s.get("value", 0)) for s in stats.get("stats", []))
 
 
 async def _healthy(gw: EnvoyGateway, name: str) -> bool:
