@@ -20,6 +20,15 @@ bootstrap 95 % CI, raw and less each run's own compute (``transport_bench.paired
 Checks: twilio's v2v p50 within +30 ms of the WebSocket's (and the paired median), WER
 within +3 points.  The figures are only as quiet as the machine: ``meta.loadavg`` is
 recorded with them; on a shared 2-core box rerun on a quiet one before trusting 10 ms.
+
+``--decoder-only``: no server, no clients; where the phone path loses words.  The same
+clips go straight to the recognizer (``WhisperDecoder`` with the domain prompt, the
+server's settings) wideband and as a call carries them (``telephone_band``, mu-law
+coded and decoded, back to 16 kHz with the server's ``LowDelayResampler``), with
+variants: soxr HQ instead of the low-delay upsampler, 8 kHz without the 300-3400 Hz
+band, no mu-law, beam 5, no prompt.  Scored on the bench's sentences, on every
+transcribed recording, and on the first 60 coffee orders against their own wideband
+transcript (words a phone line changes); the words lost per clip are listed.
 """
 
 from __future__ import annotations
@@ -37,16 +46,24 @@ import numpy as np
 from transport_bench import paired
 
 from halfsec.audio.io import load_audio
+from halfsec.audio.resample import LowDelayResampler, resample
+from halfsec.config import load_config
 from halfsec.lab.bench.corpus import CorpusItem, load_corpus
 from halfsec.lab.bench.records import make_record
 from halfsec.lab.bench.run import twilio_url
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.telephone_band import telephone_band
 from halfsec.lab.clients.twilio import run_recording_twilio
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.report.json import build_report, default_meta
+from halfsec.logic.factory import create_logic
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
+from halfsec.measure.wer import word_errors
+from halfsec.stt.options import STTOptions
+from halfsec.stt.whisper_decoder import WhisperDecoder
+from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 MODES = ("websocket", "twilio")
@@ -144,6 +161,87 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _phone(
+    pcm: np.ndarray, upsampler: str = "low", band: bool = True, law: bool = True
+) -> np.ndarray:
+    """What the server's STT gets of ``pcm`` over a phone line (or a variant of it)."""
+    narrow = telephone_band(pcm) if band else resample(pcm, 16_000, MULAW_RATE)
+    if law:
+        narrow = mulaw_decode(mulaw_encode(narrow))
+    if upsampler == "hq":
+        return np.asarray(resample(narrow, MULAW_RATE, 16_000), np.int16)
+    up = LowDelayResampler(MULAW_RATE, 16_000)
+    parts = [up.process(narrow[i : i + 160]) for i in range(0, narrow.size, 160)]
+    return np.concatenate([*parts, up.flush()]).astype(np.int16)
+
+
+def decoder_only(limit: int) -> dict[str, Any]:
+    """Wideband vs phone-band transcripts of the same clips, straight from the decoder."""
+    prompt = create_logic(load_config(environ={}).logic).domain.stt_prompt()  # type: ignore[attr-defined]
+    greedy = WhisperDecoder(STTOptions(prompt=prompt))
+    decoders = {
+        "greedy": greedy,
+        "beam5": WhisperDecoder(STTOptions(prompt=prompt, beam_size=5)),
+        "no prompt": WhisperDecoder(STTOptions()),
+    }
+    audio = {
+        "wideband": lambda p: p,
+        "phone": _phone,
+        "phone, soxr HQ upsampler": lambda p: _phone(p, "hq"),
+        "8 kHz only (no band, no mu-law)": lambda p: _phone(p, band=False, law=False),
+        "phone without mu-law": lambda p: _phone(p, law=False),
+    }
+    runs = [("wideband", "greedy"), ("wideband", "beam5"), ("wideband", "no prompt")]
+    runs += [(a, "greedy") for a in audio if a != "wideband"]
+    runs += [("phone", "beam5"), ("phone", "no prompt")]
+    bench = {it.path.name for it, _ in recordings(limit) if _sentence(it)}
+    items = load_corpus(SPEECH / "manifest.tsv").items
+    sets = {
+        "bench sentences": [it for it in items if it.path.name in bench],
+        "all transcribed": [it for it in items if it.transcript and not it.intent],
+        "coffee (vs wideband)": [it for it in items if it.intent][:60],
+    }
+    out: dict[str, Any] = {}
+    lost: list[dict[str, Any]] = []
+    for name, group in sets.items():
+        totals: dict[str, list[float]] = {}
+        for it in group:
+            pcm = load_audio(it.path)
+            b = voiced_bounds(pcm)
+            clip = pcm if b is None else pcm[max(0, b[0] - 4800) : b[1] + 16000]
+            ref = it.transcript or greedy.decode(clip, final=True).text
+            texts = {}
+            for a, d in runs:
+                got = decoders[d].decode(audio[a](clip), final=True)
+                e, n = word_errors(ref, got.text)
+                t = totals.setdefault(f"{a} / {d}", [0, 0, 0.0])
+                t[0], t[1], t[2] = t[0] + e, t[1] + n, t[2] + got.compute_ms
+                texts[f"{a} / {d}"] = (e, got.text)
+            wide, phone = texts["wideband / greedy"], texts["phone / greedy"]
+            if name != "all transcribed" and phone[0] != wide[0]:
+                lost.append(
+                    {
+                        "set": name,
+                        "file": it.path.name,
+                        "ref": ref,
+                        "wideband": wide,
+                        "phone": phone,
+                        "phone beam5": texts["phone / beam5"],
+                    }
+                )
+        out[name] = {
+            k: {
+                "wer_pct": round(100 * e / max(1, n), 2),
+                "errors": int(e),
+                "words": int(n),
+                "compute_ms_mean": round(ms / max(1, len(group)), 1),
+            }
+            for k, (e, n, ms) in totals.items()
+        }
+        print(name, json.dumps(out[name], indent=1), file=sys.stderr)
+    return {"sets": out, "phone_lost_words": lost}
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 1)
 
@@ -163,8 +261,11 @@ if __name__ == "__main__":
     )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--records", action="store_true", help="include every record in --json")
+    ap.add_argument(
+        "--decoder-only", action="store_true", help="where phone audio loses words (no server)"
+    )
     a = ap.parse_args()
-    out = asyncio.run(main(a))
+    out = decoder_only(a.limit) if a.decoder_only else asyncio.run(main(a))
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if a.json:
