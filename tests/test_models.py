@@ -19,6 +19,7 @@ from halfsec.cli.engines import engines_command
 from halfsec.models import PINNED, ModelIntegrityError, verify_model_file
 from halfsec.stt.whisper_decoder import packaged_model_path
 from halfsec.tts.piper import packaged_voice_paths
+from halfsec.turn.smart_turn import smart_turn_model_path
 from halfsec.turn.vad import silero_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ def test_the_installed_model_files_pass() -> None:
     whisper = packaged_model_path()
     model, config = packaged_voice_paths()
     silero = silero_model_path()
+    smart_turn = smart_turn_model_path()
     checked = {c.key: c for c in models.checks()}
     assert set(checked) == set(PINNED), sorted(checked)
     assert all(c.ok for c in checked.values())
@@ -61,6 +63,7 @@ def test_the_installed_model_files_pass() -> None:
     assert checked["piper/en_US-joe-medium.onnx"].path == model.resolve()
     assert checked["piper/en_US-joe-medium.onnx.json"].path == config.resolve()
     assert checked["silero/silero_vad_v6.onnx"].path == silero.resolve()
+    assert checked["smart_turn/smart-turn-v3.2-cpu.onnx"].path == smart_turn.resolve()
 
 
 def test_a_tampered_silero_model_fails_with_a_clear_error(

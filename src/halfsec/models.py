@@ -92,6 +92,12 @@ PINNED: dict[str, PinnedFile] = {
         "1.2.1",
         "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2",
     ),
+    # Smart Turn v3.2 (Daily, BSD-2-Clause), the CPU ONNX shipped inside pipecat-ai.
+    "smart_turn/smart-turn-v3.2-cpu.onnx": PinnedFile(
+        "pipecat-ai",
+        "1.14.0",
+        "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+    ),
 }
 """Key ``<model>/<file name>`` -> where it comes from and its SHA-256."""
 

@@ -10,6 +10,7 @@ from halfsec.models import PINNED, checks
 from halfsec.plugins import LOGIC_GROUP, STT_GROUP, TTS_GROUP, load_plugin, plugin_engines
 from halfsec.stt.factory import available_engines as stt_engines
 from halfsec.tts.factory import available_engines as tts_engines
+from halfsec.turn.smart_turn import smart_turn_model_path
 from halfsec.turn.vad import silero_model_path
 
 
@@ -21,6 +22,11 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
         )
     except Exception as e:
         rows.append({"kind": "vad", "name": "silero", "usable": False, "detail": str(e)})
+    try:
+        st = str(smart_turn_model_path())
+        rows.append({"kind": "turn", "name": "smart_turn", "usable": True, "detail": st})
+    except Exception as e:
+        rows.append({"kind": "turn", "name": "smart_turn", "usable": False, "detail": str(e)})
     for name, ok, detail in stt_engines():
         rows.append({"kind": "stt", "name": name, "usable": ok, "detail": detail})
     rows.append(

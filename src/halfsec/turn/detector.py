@@ -8,7 +8,11 @@ the speculative transcript).
 The key number is ``speech_end_ms``: the estimated real end of speech.  Silero's
 probability falls ~70-100 ms after the voice stops; counting the silence window from the
 drop would add that lag to every turn.  The detector keeps 10 ms frame energies and, at
-the drop, looks back for the last frame clearly above the running noise floor."""
+the drop, looks back for the last frame clearly above the running noise floor.
+
+It also keeps the turn's last few seconds of audio (``turn_audio``) and counts pauses
+(``pauses``), which is all an audio end-of-turn model (``turn/smart_turn.py``) needs from
+it: the combined policy asks the model about the turn so far at each new pause."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from enum import Enum
 
 import numpy as np
 
-from halfsec import FRAME_MS, INTERNAL_RATE
+from halfsec import FRAME_MS, FRAME_SAMPLES, INTERNAL_RATE
 from halfsec.turn.options import TurnOptions
 from halfsec.turn.vad import WINDOW_MS, SileroVAD
 
@@ -39,6 +43,14 @@ class VadEvent:
     """For ``start``: estimated speech onset.  For ``pause``: estimated real end of speech."""
 
 
+KEEP_AUDIO_MS = 8500.0
+"""Audio kept for ``turn_audio``: Smart Turn reads the last 8 s of a turn, plus its
+pre-roll."""
+TURN_AUDIO_PREROLL_MS = 500.0
+"""Audio before the onset that ``turn_audio`` includes (pipecat's ``pre_speech_ms``, what
+Smart Turn saw in training)."""
+
+
 class TurnDetector:
     def __init__(self, options: TurnOptions) -> None:
         self.opt = options
@@ -51,6 +63,11 @@ class TurnDetector:
         self._db: deque[tuple[float, float]] = deque(maxlen=60)  # (end_ms, dB) per 10 ms
         self._floor_db = -70.0
         self._peak_db = -20.0
+        self.turn_onset_ms: float | None = None
+        """Estimated onset of the turn being spoken (None between turns)."""
+        self.pauses = 0
+        """Pauses seen so far: a new value means a new pause."""
+        self._recent: deque[np.ndarray] = deque(maxlen=int(KEEP_AUDIO_MS // FRAME_MS))
 
     # -- energy bookkeeping -------------------------------------------------------------
     def _track_energy(self, frame: np.ndarray) -> None:
@@ -79,6 +96,7 @@ class TurnDetector:
     def process(self, frame: np.ndarray) -> list[VadEvent]:
         """Consume one 20 ms frame; return the events it caused."""
         self._track_energy(frame)
+        self._recent.append(frame)
         probs = self.vad.push(frame)
         self.pos_ms += frame.size * 1000.0 / INTERNAL_RATE
         events: list[VadEvent] = []
@@ -90,13 +108,15 @@ class TurnDetector:
                     if self._run_ms >= self.opt.min_speech_ms:
                         self.state = VadState.SPEECH
                         self._peak_db = -60.0
-                        events.append(VadEvent("start", self.pos_ms, self.pos_ms - self._run_ms))
+                        self.turn_onset_ms = self.pos_ms - self._run_ms
+                        events.append(VadEvent("start", self.pos_ms, self.turn_onset_ms))
                 else:
                     self._run_ms = 0.0
             elif self.state is VadState.SPEECH:
                 if p < self.opt.neg_threshold:
                     self.state = VadState.PAUSE
                     self.speech_end_ms = self._estimate_end()
+                    self.pauses += 1
                     events.append(VadEvent("pause", self.pos_ms, self.speech_end_ms))
             elif self.state is VadState.PAUSE:
                 if p >= self.opt.threshold:
@@ -109,7 +129,17 @@ class TurnDetector:
         """Real silence so far in a pause (position minus estimated end of speech)."""
         return self.pos_ms - self.speech_end_ms if self.state is VadState.PAUSE else 0.0
 
+    def turn_audio(self) -> np.ndarray:
+        """The turn's audio so far, from ``TURN_AUDIO_PREROLL_MS`` before its onset (at
+        most ``KEEP_AUDIO_MS``); empty between turns."""
+        if self.turn_onset_ms is None or not self._recent:
+            return np.zeros(0, dtype=np.int16)
+        keep_ms = self.pos_ms - (self.turn_onset_ms - TURN_AUDIO_PREROLL_MS)
+        frames = list(self._recent)[-max(1, int(keep_ms // FRAME_MS)) :]
+        return np.concatenate(frames)[-int(KEEP_AUDIO_MS * FRAME_SAMPLES // FRAME_MS) :]
+
     def end_turn(self) -> None:
         """The session decided the turn is over: listen for the next one."""
         self.state = VadState.SILENCE
         self._run_ms = 0.0
+        self.turn_onset_ms = None

@@ -22,6 +22,8 @@ _RULES = {
     "preroll_ms": _WINDOW,
     "continuation_ms": _WINDOW,
     "barge_in_min_speech_ms": _WINDOW,
+    "smart_turn_threads": Range(1, 64),
+    "smart_turn_deadline_ms": _WINDOW,
 }
 
 
@@ -57,6 +59,16 @@ class TurnOptions:
     that turn (the user had only paused): STT hears the whole utterance."""
     barge_in_min_speech_ms: float = 64.0
     """Speech needed to interrupt a reply that is playing."""
+    smart_turn: bool = True
+    """The combined end-of-turn policy asks Smart Turn v3.2 (an audio model, in the
+    optional pipecat-ai package) how finished each pause sounds; off, or without the
+    package, it decides on words and meaning alone (``turn/combined.py``)."""
+    smart_turn_threads: int = 1
+    """Threads of the Smart Turn model (~30 ms a call on one thread of the usual box).
+    One: it runs at a pause, next to the final decode's two."""
+    smart_turn_deadline_ms: float = 150.0
+    """A Smart Turn verdict later than this after it was asked is dropped: by then the
+    decision it was for has moved on (the model is asked again as the pause lasts)."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, ConfigKeys("turn"))

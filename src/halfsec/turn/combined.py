@@ -1,0 +1,137 @@
+"""The combined end-of-turn policy at run time, and the choice of policy for a session.
+
+``CombinedPolicy`` is ``turn.policy.required_silence`` wired to a live session: it
+watches the pause detector for new pauses, asks Smart Turn about the turn's audio at
+each (and again as the pause lasts, ``SMART_TURN_SCHEDULE_MS``) in the model's own
+thread with a deadline, and answers the session's per-frame question from whatever
+verdicts, transcript and domain judgement have arrived by then.
+
+Smart Turn ships inside the optional ``pipecat-ai`` package (the ``peer`` extra).  Where
+it is missing the combined policy runs on words and meaning alone, with the windows
+tuned for that (``TEXT_WINDOWS``), and says so once in the log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from halfsec.errors import EngineUnavailable
+from halfsec.turn.detector import TurnDetector
+from halfsec.turn.end_of_turn import EndOfTurnPolicy, SilenceWindowPolicy, TranscriptAwarePolicy
+from halfsec.turn.options import TurnOptions
+from halfsec.turn.policy import (
+    SMART_TURN_SCHEDULE_MS,
+    TEXT_WINDOWS,
+    Evidence,
+    Windows,
+    required_silence,
+)
+from halfsec.turn.smart_turn import SmartTurn
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("combined", "transcript", "silence")
+"""``session.end_of_turn`` values: the combined policy (default), the transcript-aware
+windows alone, or a fixed silence window."""
+
+_SHARED: dict[int, SmartTurn | None] = {}
+_LOCK = threading.Lock()
+
+
+def shared_smart_turn(threads: int) -> SmartTurn | None:
+    """One model per process (sessions share it; calls queue on its thread); None, with
+    one warning, when pipecat-ai is not installed."""
+    with _LOCK:
+        if threads not in _SHARED:
+            try:
+                _SHARED[threads] = SmartTurn(threads=threads)
+            except EngineUnavailable as e:
+                log.warning("end of turn without Smart Turn (words and meaning only): %s", e)
+                _SHARED[threads] = None
+        return _SHARED[threads]
+
+
+def build_policy(
+    kind: str,
+    options: TurnOptions,
+    detector: TurnDetector,
+    completeness: Callable[[str], bool | None] | None,
+) -> EndOfTurnPolicy:
+    """The policy ``session.end_of_turn`` names, for one session."""
+    if kind == "silence":
+        return SilenceWindowPolicy(options)
+    if kind == "transcript":
+        return TranscriptAwarePolicy(options, completeness)
+    smart = shared_smart_turn(options.smart_turn_threads) if options.smart_turn else None
+    return CombinedPolicy(
+        detector,
+        completeness,
+        smart,
+        Windows() if smart is not None else TEXT_WINDOWS,
+        options.smart_turn_deadline_ms,
+    )
+
+
+class CombinedPolicy(EndOfTurnPolicy):
+    """``required_silence`` as the session's policy: it watches the detector for new
+    pauses, asks Smart Turn about the turn's audio at each (and again at
+    ``SMART_TURN_SCHEDULE_MS`` of silence) off the event loop, and answers from whatever
+    verdicts, transcript and domain judgement have arrived.  Without a model
+    (``smart=None``) it is the same policy on words and meaning alone."""
+
+    def __init__(
+        self,
+        detector: TurnDetector,
+        completeness: Callable[[str], bool | None] | None = None,
+        smart: SmartTurn | None = None,
+        windows: Windows | None = None,
+        deadline_ms: float = 150.0,
+    ) -> None:
+        self.detector = detector
+        self.completeness = completeness
+        self.smart = smart
+        self.windows = windows or Windows()
+        self.deadline_ms = deadline_ms
+        self._pause = -1
+        self._asked: set[float] = set()
+        self._p: float | None = None
+        self._judged: tuple[str, bool | None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _complete(self, transcript: str) -> bool | None:
+        if self.completeness is None:
+            return None
+        if self._judged is None or self._judged[0] != transcript:
+            self._judged = (transcript, self.completeness(transcript))
+        return self._judged[1]
+
+    def _ask(self, pause: int) -> None:
+        smart = self.smart
+        if smart is None:
+            return
+        audio = self.detector.turn_audio()
+
+        async def run() -> None:
+            p = await smart.predict(audio, self.deadline_ms)
+            if p is not None and self._pause == pause:
+                self._p = p
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _listen(self) -> None:
+        d = self.detector
+        if d.pauses != self._pause:
+            self._pause, self._asked, self._p = d.pauses, set(), None
+        for at in (0.0, *SMART_TURN_SCHEDULE_MS):
+            if at not in self._asked and d.silence_ms >= at:
+                self._asked.add(at)
+                self._ask(self._pause)
+
+    def required_silence_ms(self, transcript: str | None) -> float:
+        self._listen()
+        complete = self._complete(transcript) if transcript and transcript.strip() else None
+        return required_silence(Evidence(transcript, complete, self._p), self.windows)

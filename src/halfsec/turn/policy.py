@@ -1,0 +1,86 @@
+"""The combined end-of-turn policy: audio model + transcript + the domain, weighed together
+and re-weighed as each piece of evidence arrives.
+
+A pause starts with almost nothing known.  Within ~100 ms the speculative transcript
+arrives (words: does it stop on "with", "and", "uh"?), the domain judges its meaning (an
+order with no drink yet is unfinished; "Large." answers "What size?"), and the audio
+model (Smart Turn v3.2, ~30 ms) says how finished it *sounds*.  Instead of picking one
+window at the pause, the policy answers "how much silence is enough?" again each time
+the session asks (every 20 ms frame), from whatever has arrived by then:
+
+* what the words say sets a *class*: ``incomplete`` (trailing connective or filler, or
+  the domain says a required slot is missing), ``complete`` (the domain accepts it) or
+  ``unknown`` (off-domain, empty, or not decoded yet);
+* within its class the audio model's probability slides the window linearly from the
+  class's longest (model says "not done") to its shortest (model says "done"); with no
+  model verdict yet the window is the class's longest.
+
+The runtime form is ``turn/combined.py``.  The windows were tuned on the tune half of the shared recordings
+(``benchmarks/eot_bench.py``) and checked on the held-out half and on Piper recordings
+with deliberate hesitations; docs/turn-taking.md has the curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from halfsec.turn.end_of_turn import TranscriptAwarePolicy
+
+SMART_TURN_SCHEDULE_MS = (200.0, 300.0, 400.0, 550.0)
+"""Silence (after the estimated end of speech) at which Smart Turn is asked again, after
+its first call at the pause itself: with more of the pause behind it the model is surer
+that a finished turn is finished (on the shared recordings the share of turn ends it
+calls finished goes from 84 % at the pause to 93 % at 300 ms), so a turn that sounded
+unfinished at first can still end before its slow window."""
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """Silence (ms after the estimated end of speech) per class, at audio probability 0
+    (``slow``) and 1 (``fast``)."""
+
+    complete_fast: float = 120.0
+    complete_slow: float = 300.0
+    unknown_fast: float = 160.0
+    unknown_slow: float = 500.0
+    incomplete_fast: float = 400.0
+    incomplete_slow: float = 800.0
+
+    def scaled(self, k: float) -> Windows:
+        """Every window times ``k`` (the evaluation's one knob for a curve)."""
+        return Windows(*(k * getattr(self, f) for f in self.__slots__))
+
+
+TEXT_WINDOWS = Windows()
+"""The windows when no audio model is there (only the ``slow`` ends are used)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What is known about a pause at one moment."""
+
+    transcript: str | None = None
+    """The speculative final transcript (None: not decoded yet)."""
+    complete: bool | None = None
+    """The domain's verdict on it (``LogicEngine.is_complete``; None: cannot tell)."""
+    audio_p: float | None = None
+    """Smart Turn's probability that the turn is finished (None: no verdict yet)."""
+
+
+def text_class(transcript: str | None, complete: bool | None) -> str:
+    """``incomplete``, ``complete`` or ``unknown``: what the words alone say."""
+    if transcript is None or not transcript.strip():
+        return "unknown"
+    if TranscriptAwarePolicy.looks_incomplete(transcript) or complete is False:
+        return "incomplete"
+    return "complete" if complete else "unknown"
+
+
+def required_silence(ev: Evidence, w: Windows) -> float:
+    """The combined decision: silence needed given what has arrived so far."""
+    cls = text_class(ev.transcript, ev.complete)
+    fast = getattr(w, f"{cls}_fast")
+    slow = getattr(w, f"{cls}_slow")
+    if ev.audio_p is None:
+        return float(slow)
+    p = min(1.0, max(0.0, ev.audio_p))
+    return float(slow + (fast - slow) * p)
