@@ -10,17 +10,29 @@ The conversation's next dialogue state goes through the same gate: the task comp
 from the state it started with (a value) and hands it to ``on_dialogue`` only once the
 gate is open, so a cancelled speculative turn leaves the session's state untouched.  Once
 the reply has been said (or cut off by a barge-in) the state with the exchange in its chat
-history follows."""
+history follows.
+
+**Early start.**  Where the final decode is slow (a CPU without AVX-512: ~280 ms, the
+floor of every turn) the task does not wait for it when it need not: if the latest
+partial transcript already covers the audio up to the pause (``EARLY_COVER_SLACK_MS``),
+logic and the first clause's synthesis start from it while the final decodes, behind a
+second gate.  When the final arrives it confirms or refutes: the same intent and slots
+(or the same words) keep the early reply, which is released at once; anything else
+drops it unheard and the reply is redone from the final.  ``stt.end`` says which
+(``early``: ``kept``, ``redone`` or ``none``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from halfsec import INTERNAL_RATE
 from halfsec.audio.resample import StreamResampler, resample
 from halfsec.clock import now_ns
 from halfsec.frames import (
@@ -46,6 +58,31 @@ from halfsec.stt.engine import STTStream, Transcript
 from halfsec.trace import names
 from halfsec.tts.engine import set_clause_index
 
+EARLY_COVER_SLACK_MS = 100.0
+"""A partial covers the audio up to the pause when it misses at most this much of its
+end: the detector sees a pause 70-100 ms after the voice stops (Silero's lag), so that
+stretch is silence."""
+EARLY_POLL_S = 0.01
+"""How often the task looks for a covering partial while the final decodes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A dialogue state an early reply would offer: ``said`` None for the state once the
+    reply is released, else what had been said."""
+
+    said: str | None
+    done: bool = False
+    """Not a state: the ``reply.done`` an early reply had reached."""
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
 
 class TurnTask:
     def __init__(
@@ -60,6 +97,7 @@ class TurnTask:
         deadlines: Deadlines | None = None,
         heard: HeardSoFar | None = None,
         faults: SessionFaults | None = None,
+        early_start: bool = True,
     ) -> None:
         self.turn_id = turn_id
         self.stream = stream
@@ -86,10 +124,19 @@ class TurnTask:
         self._ladder: TurnLadder | None = None
         self._resampler: StreamResampler | None = None
         self._spoke = False
+        self.early_start = early_start
+        self._early_hold: list[Frame | _Offer] | None = None
+        """Set while an early reply (from a partial) waits for the final's verdict."""
+        self._early_text = ""
+        self._early_answer: DialogueTurn | None = None
+        self.early = "none"
+        """``none``, ``kept`` or ``redone``: what became of an early start."""
 
     # -- gate ---------------------------------------------------------------------------
     def _emit(self, frame: Frame) -> None:
-        if self.committed:
+        if self._early_hold is not None:
+            self._early_hold.append(frame)
+        elif self.committed:
             self._emit_out(frame)
         else:
             self._pending.append(frame)
@@ -101,6 +148,8 @@ class TurnTask:
 
     def _offer_dialogue(self, state: DialogueState) -> None:
         """The next dialogue state, through the gate like a frame."""
+        if self._early_hold is not None:
+            return  # an early reply's states are re-made from the final (``_Offer``)
         if self.committed:
             if self._on_dialogue is not None:
                 self._on_dialogue(state)
@@ -179,6 +228,9 @@ class TurnTask:
             self.mark(name)
 
     def _reply_done(self) -> None:
+        if self._early_hold is not None:  # made on release: fallbacks may come until then
+            self._early_hold.append(_Offer(None, done=True))
+            return
         self._emit(
             ReplyDone(
                 turn_id=self.turn_id,
@@ -207,22 +259,124 @@ class TurnTask:
         if faults is not None:
             faults.stall_loop()
         self.mark(names.MARK_STT_START)
-        tr = await ladder.transcript(self.stream, self.marks[names.MARK_STT_START])
+        final = asyncio.ensure_future(
+            ladder.transcript(self.stream, self.marks[names.MARK_STT_START])
+        )
+        early: asyncio.Task[None] | None = None
+        try:
+            if self.early_start and self.heard is not None:
+                early = await self._start_early(final, ladder)
+            tr = await final
+        except BaseException:
+            final.cancel()
+            await self._drop_early(early)
+            raise
         if tr is None:
+            await self._drop_early(early)
             self._fail(f"{ladder.stt_failure} (and no fallback transcript)")
             return
         self.transcript = tr
-        self.mark(names.MARK_STT_END, compute_ms=tr.compute_ms, audio_ms=tr.audio_ms)
-        self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
         text = tr.text.strip()
+        held: list[Frame | _Offer] = []
+        if early is not None and text and not _failed(early) and self._confirms(text):
+            self.early = "kept"
+            held, self._early_hold = self._early_hold or [], None
+        elif early is not None:
+            self.early = "redone"
+            await self._drop_early(early)
+            early = None
+        self.mark(
+            names.MARK_STT_END, compute_ms=tr.compute_ms, audio_ms=tr.audio_ms, early=self.early
+        )
+        self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
+        if early is not None:
+            self._release_early(held)
+            await early
+            return
         if not text:
             self._reply_done()
             return
+        await self._reply(text, ladder, self.engines.logic.respond(text, self.dialogue_before))
+
+    async def _start_early(
+        self, final: asyncio.Future[Transcript | None], ladder: TurnLadder
+    ) -> asyncio.Task[None] | None:
+        """Wait for the final or for a partial that covers the audio up to the pause,
+        whichever comes first; on the latter, start the reply from it behind the early
+        gate and return its task."""
+        heard = self.heard
+        assert heard is not None
+        paused_ms = sum(f.size for f in heard.audio) * 1000.0 / INTERNAL_RATE
+        while not final.done():
+            text = heard.partial.strip()
+            if text and heard.partial_audio_ms >= paused_ms - EARLY_COVER_SLACK_MS:
+                self._early_hold = []
+                self._early_text = text
+                self._early_answer = answer = self.engines.logic.respond(text, self.dialogue_before)
+                return asyncio.create_task(self._reply(text, ladder, answer))
+            await asyncio.wait([final], timeout=EARLY_POLL_S)
+        return None
+
+    def _confirms(self, final_text: str) -> bool:
+        """Does the final ask for what the early reply answers?  Same intent and slots
+        when the domain understood it; otherwise the same words."""
+        answer = self._early_answer
+        if answer is None:
+            return False
+        again = self.engines.logic.respond(final_text, self.dialogue_before)
+        u, v = answer.understanding, again.understanding
+        same = (u.intent, dict(u.slots)) == (v.intent, dict(v.slots))
+        if (same and u.intent is not None) or _words(self._early_text) == _words(final_text):
+            # The reply stays; the conversation remembers the final's words.
+            self._early_answer = DialogueTurn(u, again.state, answer.clauses, again.remember)
+            return True
+        return False
+
+    def _release_early(self, held: list[Frame | _Offer]) -> None:
+        """The final confirmed the early reply: what it held goes out in order, after
+        the final transcript (its dialogue states from the final's words, ``_confirms``)."""
+        answer = self._early_answer
+        assert answer is not None
+        self._answer = answer
+        for item in held:
+            if isinstance(item, _Offer) and item.done:
+                self._reply_done()
+            elif isinstance(item, _Offer):
+                self._offer_dialogue(
+                    answer.state if item.said is None else answer.remember(item.said)
+                )
+            else:
+                self._emit(item)
+
+    async def _drop_early(self, early: asyncio.Task[None] | None) -> None:
+        """Refuted (or the turn ends): the early reply is cancelled and nothing of it
+        was heard, so the turn starts its reply afresh."""
+        if early is None:
+            return
+        early.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await early
+        for name in (
+            names.MARK_LOGIC_START,
+            names.MARK_LOGIC_FIRST_CLAUSE,
+            names.MARK_TTS_START,
+            names.MARK_TTS_FIRST_AUDIO,
+        ):
+            self.marks.pop(name, None)
+        self._early_hold = None
+        self._early_answer = None
+        self._answer = None
+        self.reply_text = []
+        self._spoke = False
+        self._said_all = False
+        self._resampler = None
+
+    async def _reply(self, text: str, ladder: TurnLadder, answer: DialogueTurn) -> None:
+        """The reply's clauses and audio for ``text`` (``answer``: logic's turn for it)."""
         self.mark(names.MARK_LOGIC_START)
-        answer = self.engines.logic.respond(text, self.dialogue_before)
         self._answer = answer
         u = answer.understanding
-        self._offer_dialogue(answer.state)
+        self._offer(None, answer)
         self._emit(
             IntentFrame(
                 turn_id=self.turn_id, intent=u.intent, slots=dict(u.slots), confidence=u.confidence
@@ -243,7 +397,7 @@ class TurnTask:
             if index == 0:
                 self.mark(names.MARK_TTS_START)
             first = True
-            set_clause_index(index)  # a shared TTS serves first clauses first
+            set_clause_index(index)  # the TTS engine hurries a reply's first clause
             async for chunk, rate in ladder.speak(clause.text):
                 out = self._resample(chunk, rate, index)
                 if out.size == 0:
@@ -257,8 +411,17 @@ class TurnTask:
         self._flush_resampler(max(0, index - 1))
         self.mark(names.MARK_TTS_END)
         self._said_all = True
-        self._offer_dialogue(answer.remember(" ".join(self.reply_text)))
+        self._offer(" ".join(self.reply_text), answer)
         self._reply_done()
+
+    def _offer(self, said: str | None, answer: DialogueTurn) -> None:
+        """The state after this reply (``said``: None before it is spoken); an early
+        reply's waits as an ``_Offer`` to be made from the confirmed turn."""
+        if self._early_hold is not None:
+            self._early_hold.append(_Offer(said))
+            return
+        turn = self._answer or answer
+        self._offer_dialogue(turn.state if said is None else turn.remember(said))
 
     def _resample(self, pcm: np.ndarray, rate: int, clause: int) -> np.ndarray:
         """Reply audio at the output rate; a fallback voice at another rate gets a

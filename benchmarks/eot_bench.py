@@ -1,0 +1,128 @@
+"""End-of-turn evaluation: premature cut-offs against endpointing delay, per policy.
+
+    python benchmarks/eot_bench.py [--manifest ../shared/speech/manifest.tsv] [--limit N]
+        [--evidence EV.json] [--save-evidence EV.json] [--smart-turn-threads 1] [--json OUT]
+
+Every shared recording (one complete turn each) and 24 Piper recordings with deliberate
+hesitations go through the real Silero pause detector; at each pause the speculative
+Whisper final, the domain's verdict and Smart Turn v3.2's probability are computed once
+(``halfsec.lab.eot.replay``), then every policy is swept over that evidence
+(``halfsec.lab.eot.curves``).  The combined policy is tuned on the tune half of the
+shared recordings (split by speaker) and reported on the held-out half and on the
+hesitations too.  Delay = decision time minus ``measure.end_of_speech``'s real end."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from halfsec.config import load_config
+from halfsec.lab.eot.curves import evidence_costs, summary, tune
+from halfsec.lab.eot.recordings import hesitation_recordings, shared_recordings
+from halfsec.lab.eot.replay import Replayed
+from halfsec.lab.eot.run import collect, load, save
+from halfsec.runtime.build import build_engines
+from halfsec.turn.smart_turn import LICENSE, SmartTurn
+
+console = Console(stderr=True, width=200)
+
+
+def gather(args: argparse.Namespace) -> list[Replayed]:
+    if args.evidence:
+        return load(Path(args.evidence))
+    cfg = load_config(None, args.overrides)
+    engines = build_engines(cfg)
+    smart = SmartTurn(threads=args.smart_turn_threads)
+
+    async def go() -> list[Replayed]:
+        recs = shared_recordings(Path(args.manifest), args.limit)
+        recs += await hesitation_recordings(engines.tts)
+        return await collect(recs, engines, smart, console)
+
+    out = asyncio.run(go())
+    smart.close()
+    if args.save_evidence:
+        save(Path(args.save_evidence), out)
+    return out
+
+
+def _ms(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p['delay_p50_ms']:.0f} / {p['delay_p95_ms']:.0f} ({p['premature']}/{p['turns']})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--manifest",
+        default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"),
+    )
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--evidence", help="reuse evidence saved by --save-evidence")
+    ap.add_argument("--save-evidence")
+    ap.add_argument("--smart-turn-threads", type=int, default=1)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", dest="json_out")
+    args = ap.parse_args()
+
+    t0 = time.time()
+    recs = gather(args)
+    shared = [r for r in recs if r.set != "hesitation"]
+    splits = {
+        "tune": [r for r in shared if r.split == "tune"],
+        "heldout": [r for r in shared if r.split == "heldout"],
+        "hesitation": [r for r in recs if r.set == "hesitation"],
+        "shared": shared,
+        "shared_coffee": [r for r in shared if r.set == "coffee"],
+        "shared_other": [r for r in shared if r.set == "corpus"],
+    }
+    w = tune(splits["tune"])
+    w_text = tune(splits["tune"], audio=False)
+    res = summary(splits, w)
+    res_text = summary(splits, w_text)
+    for split in splits:
+        res[split]["chosen_text_only_tuned"] = res_text[split]["chosen_default_text_only"]
+        res[split]["at_premature"]["combined_text_tuned"] = res_text[split]["at_premature"][
+            "combined_text"
+        ]
+        res[split]["curves"]["combined_text_tuned"] = res_text[split]["curves"]["combined_text"]
+    doc = {
+        "schema": "halfsec.eot/1",
+        "windows_tuned": asdict(w),
+        "windows_tuned_text_only": asdict(w_text),
+        "smart_turn_license": LICENSE,
+        "evidence_costs": evidence_costs(recs),
+        "splits": res,
+        "machine": f"{platform.machine()} {platform.processor() or ''} python={platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": round(time.time() - t0, 1),
+        "command": " ".join(["python"] + sys.argv),
+    }
+    t = Table(title="delay p50 / p95 ms after the real end (premature/turns), at <= 3 % premature")
+    t.add_column("policy")
+    for split in splits:
+        t.add_column(split)
+    for pol in res["tune"]["at_premature"]:
+        t.add_row(pol, *(_ms(res[s]["at_premature"][pol]["3%"]) for s in splits))
+    t.add_row("current default", *(_ms(res[s]["current_default"]) for s in splits))
+    t.add_row("combined (tuned)", *(_ms(res[s]["chosen_default"]) for s in splits))
+    t.add_row("combined text (tuned)", *(_ms(res[s]["chosen_text_only_tuned"]) for s in splits))
+    console.print(t)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=2))
+    print(json.dumps({k: v for k, v in doc.items() if k != "splits"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

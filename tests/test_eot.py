@@ -1,0 +1,188 @@
+"""End of turn: the combined policy (evidence -> silence), its runtime form on the real
+detector and Smart Turn, the evaluation's replay and curves, and the turn task's early
+start from a partial (kept when the final agrees, redone unheard when not)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from halfsec.audio.framing import frames_of
+from halfsec.audio.io import load_audio
+from halfsec.frames import FinalTranscript, Frame, IntentFrame, ReplyAudio, ReplyDone, TimingMark
+from halfsec.lab.eot.replay import Pause, Replayed, ask_times
+from halfsec.lab.eot.simulate import (
+    at_premature,
+    combined,
+    evaluate,
+    fires_at,
+    fixed,
+    outcome,
+    smart_turn,
+    transcript_aware,
+)
+from halfsec.runtime.engines import Engines
+from halfsec.runtime.ladder import HeardSoFar
+from halfsec.runtime.turn_task import TurnTask
+from halfsec.trace import names
+from halfsec.turn.combined import CombinedPolicy
+from halfsec.turn.detector import TurnDetector, VadState
+from halfsec.turn.options import TurnOptions
+from halfsec.turn.policy import (
+    SMART_TURN_SCHEDULE_MS,
+    Evidence,
+    Windows,
+    required_silence,
+    text_class,
+)
+from halfsec.turn.smart_turn import SmartTurn
+
+ORDER = "audio/picovoice_1cf61395-1205-46c4-bf1c-2e43dd489455.flac"
+"""A short coffee order: "make me a dark roast, iced coffee" (two pauses inside it)."""
+
+
+def test_words_set_the_class_and_the_audio_model_slides_the_window() -> None:
+    w = Windows()
+    assert text_class(None, None) == "unknown"
+    assert text_class("I'd like a large latte with", True) == "incomplete"
+    assert text_class("give me a dark roast,", False) == "incomplete"
+    assert text_class("a dark roast latte,", True) == "complete"
+    assert text_class("in being comparatively modern,", None) == "unknown"
+    done = Evidence("a large latte.", True, None)
+    assert required_silence(done, w) == w.complete_slow, "no verdict yet: the cautious end"
+    assert required_silence(Evidence("a large latte.", True, 1.0), w) == w.complete_fast
+    half = required_silence(Evidence("a large latte.", True, 0.5), w)
+    assert half == pytest.approx((w.complete_fast + w.complete_slow) / 2)
+    assert required_silence(Evidence("a latte with", False, 1.0), w) == w.incomplete_fast
+    assert w.scaled(2.0).unknown_slow == 2 * w.unknown_slow
+
+
+def _pause(
+    at: float, end: float, resume: float | None, text: str, ok: bool | None, p: float
+) -> Pause:
+    return Pause(at, end, resume, text, 80.0, ok, [[at, p, 30.0]])
+
+
+def _rec(*pauses: Pause, end: float = 3000.0) -> Replayed:
+    return Replayed("r", "coffee", "tune", end, 6000.0, list(pauses))
+
+
+def test_simulation_counts_premature_cuts_and_delay_after_the_real_end() -> None:
+    mid = _pause(1080, 1000, 1400, "a large latte", True, 0.9)  # user goes on at 1400
+    last = _pause(3080, 3000, None, "a large latte with oat milk", True, 0.95)
+    r = _rec(mid, last)
+    # A 300 ms window fires at 1300 in the mid pause (< 1400): premature.
+    assert fires_at(mid, fixed(300), 1400, 400) == 1300
+    pre, delay = outcome(r, fixed(300), 400)
+    assert pre and delay == 300
+    # 450 ms survives the 400 ms gap.
+    assert outcome(r, fixed(450), 400) == (False, 460)
+    # The transcript-reading policy cannot fire before its transcript (80 ms) arrives.
+    t = fires_at(last, transcript_aware(0.1), 9999, 400)
+    assert t is not None and t >= last.at_ms + 80
+    # Smart Turn the pipecat way: a confident verdict ends after its base window.
+    assert outcome(r, smart_turn(0.5, 200.0), 400) == (True, 200)
+    assert outcome(r, smart_turn(0.92, 200.0), 400) == (False, 200)
+    pts = [evaluate([r], fixed(w)) for w in (300, 450, 600)]
+    best = at_premature(pts, 0.03)
+    assert best is not None and best.knob == 450
+    assert evaluate([r], combined(1.0, Windows())).turns == 1
+
+
+def test_model_asked_at_the_pause_and_again_while_it_lasts() -> None:
+    p = Pause(1080, 1000, 1450, "", 0.0, None)
+    after = [1000 + s for s in SMART_TURN_SCHEDULE_MS]
+    assert ask_times(p) == [1080] + [t for t in after if t < 1450], "not after the user went on"
+    assert ask_times(Pause(1080, 1000, None)) == [1080, *after]
+    assert ask_times(Pause(1250, 1000, None))[:2] == [1250, 1300], "none before the pause is seen"
+
+
+async def test_combined_policy_asks_smart_turn_at_each_pause(speech_dir: Path) -> None:
+    pcm = load_audio(speech_dir / "audio" / "rhasspy_turn_on_living_room_lamp.flac")
+    padded = np.concatenate([pcm, np.zeros(16000, dtype=np.int16)])
+    det = TurnDetector(TurnOptions())
+    smart = SmartTurn()
+    w = Windows()
+    policy = CombinedPolicy(det, None, smart, w, deadline_ms=2000)
+    needs: list[float] = []
+    for f in frames_of(padded):
+        det.process(f)
+        if det.state is VadState.PAUSE:
+            needs.append(policy.required_silence_ms(None))
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.3)
+    assert needs[0] == w.unknown_slow, "before the verdict: the class's slow window"
+    assert min(needs) < w.unknown_slow - 100, "a finished command sounds finished"
+    assert det.turn_audio().size > pcm.size * 0.5
+    det.end_turn()
+    assert det.turn_audio().size == 0
+    smart.close()
+
+
+# -- early start from a partial ------------------------------------------------------------
+async def _turn(
+    engines: Engines, pcm: np.ndarray, partial: str, covered_ms: float
+) -> tuple[TurnTask, list[Frame]]:
+    stream = engines.stt.open_stream()
+    stream.feed(pcm)
+    frames: list[Frame] = []
+    heard = HeardSoFar([pcm], partial=partial, partial_audio_ms=covered_ms)
+    task = TurnTask(1, stream, engines, 16_000, frames.append, heard=heard)
+    task.commit()  # the gate is open: only the early gate can hold anything back
+    task.start()
+    await asyncio.wait_for(task.done.wait(), 20)
+    return task, frames
+
+
+def _mark(frames: list[Frame], name: str) -> int:
+    return next(f.t_ns for f in frames if isinstance(f, TimingMark) and f.name == name)
+
+
+@pytest.fixture(scope="module")
+def order(speech_dir: Path) -> np.ndarray:
+    return load_audio(speech_dir / ORDER)
+
+
+async def test_early_start_kept_when_the_final_agrees(engines: Engines, order: np.ndarray) -> None:
+    s = engines.stt.open_stream()
+    s.feed(order)
+    final = (await s.hypothesis(final=True)).text
+    u = engines.logic.understand(final)
+    assert u.intent is not None, final
+    task, frames = await _turn(engines, order, final, order.size / 16)
+    assert task.early == "kept"
+    kinds = [type(f) for f in frames if not isinstance(f, TimingMark)]
+    assert kinds.index(FinalTranscript) < kinds.index(IntentFrame) < kinds.index(ReplyAudio)
+    assert sum(1 for k in kinds if k is IntentFrame) == 1
+    assert sum(1 for k in kinds if k is ReplyDone) == 1
+    # Logic started before the final was in: that is the time saved.
+    assert _mark(frames, names.MARK_LOGIC_START) < _mark(frames, names.MARK_STT_END)
+    intent = next(f for f in frames if isinstance(f, IntentFrame))
+    assert (intent.intent, intent.slots) == (u.intent, dict(u.slots))
+
+
+async def test_early_start_redone_unheard_when_the_final_differs(
+    engines: Engines, order: np.ndarray
+) -> None:
+    task, frames = await _turn(
+        engines, order, "a small hot chocolate with whole milk", order.size / 16
+    )
+    assert task.early == "redone"
+    intents = [f for f in frames if isinstance(f, IntentFrame)]
+    assert len(intents) == 1 and "hot chocolate" not in str(intents[0].slots), intents
+    # Nothing of the early reply got out: every reply frame follows the final.
+    t_final = _mark(frames, names.MARK_STT_END)
+    assert all(f.t_ns > t_final for f in frames if isinstance(f, ReplyAudio))
+    assert _mark(frames, names.MARK_LOGIC_START) > t_final
+    assert sum(1 for f in frames if isinstance(f, ReplyDone)) == 1
+
+
+async def test_no_early_start_from_a_partial_that_ends_before_the_pause(
+    engines: Engines, order: np.ndarray
+) -> None:
+    task, frames = await _turn(engines, order, "make me a dark roast", order.size / 16 - 800)
+    assert task.early == "none"
+    assert _mark(frames, names.MARK_LOGIC_START) > _mark(frames, names.MARK_STT_END)
