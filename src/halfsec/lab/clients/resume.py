@@ -43,7 +43,14 @@ from halfsec.wire.protocol import (
     session_start_message,
 )
 
-__all__ = ["Leg", "ResumeOptions", "ResumeRun", "TurnOutcome", "converse_resuming"]
+__all__ = [
+    "Leg",
+    "ResumeOptions",
+    "ResumeRun",
+    "TurnOutcome",
+    "converse_resuming",
+    "upstream_of",
+]
 
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -78,6 +85,10 @@ class Leg:
     errors: list[str] = field(default_factory=list)
     t_closed_ns: int | None = None
     server_events: int = 0
+    upstream: str | None = None
+    """The server a gateway chose (its ``x-halfsec-upstream`` header), if one said."""
+    t_started_ns: int | None = None
+    """When ``session.started`` arrived."""
 
 
 @dataclass
@@ -199,6 +210,7 @@ class _Conversation:
 
     async def _open(self, url: str, headers: dict[str, str], leg: Leg) -> _Link:
         ws = await self.http.ws_connect(url, headers=headers, autoping=True)
+        leg.upstream = upstream_of(ws)
         try:
             await ws.send_str(session_start_message(INTERNAL_RATE, resume=self.context))
             while True:
@@ -207,6 +219,7 @@ class _Conversation:
                     raise ClientError(f"connection closed before session.started ({msg.type})")
                 ev = parse_server_event(msg.data)
                 if ev["type"] == SESSION_STARTED:
+                    leg.t_started_ns = now_ns()
                     leg.session_id = str(ev.get("session_id", ""))
                     leg.resumed = ev.get("resumed") if self.context is not None else None
                     return _Link(ws, leg)
@@ -233,6 +246,7 @@ class _Conversation:
             link = self.link
             out.attempts += 1
             if replay:
+                out.t_first_audio_ns = None  # the answer that counts is the new server's
                 # Burst: the turn in flight plus enough silence to end it.
                 tail = int(self.opt.replay_tail_ms // FRAME_MS)
                 for frame in [*held, *[_SILENCE] * tail]:
@@ -282,6 +296,14 @@ class _Conversation:
     async def gap(self) -> None:
         if self.link is not None and not self.link.lost.is_set():
             await _realtime(self.link, [_SILENCE] * int(self.opt.gap_s * 1e3 // FRAME_MS))
+
+
+def upstream_of(ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The ``x-halfsec-upstream`` header of the upgrade (``halfsec gateway``), or None.
+    aiohttp keeps the upgrade response only privately, hence the guarded lookup."""
+    response = getattr(ws, "_response", None)
+    headers = getattr(response, "headers", None)
+    return headers.get("x-halfsec-upstream") if headers is not None else None
 
 
 async def _sleep_until(t_ns: int, link: _Link) -> None:
