@@ -36,22 +36,25 @@ unfinished at first can still end before its slow window."""
 @dataclass(frozen=True, slots=True)
 class Windows:
     """Silence (ms after the estimated end of speech) per class, at audio probability 0
-    (``slow``) and 1 (``fast``)."""
+    (``slow``) and 1 (``fast``).  The defaults are the grid point with the lowest median
+    delay at <= 2 % premature on the tune half of the shared recordings
+    (``benchmarks/eot_bench.py``, 2026-12-01; docs/turn-taking.md)."""
 
-    complete_fast: float = 120.0
-    complete_slow: float = 300.0
-    unknown_fast: float = 160.0
-    unknown_slow: float = 500.0
-    incomplete_fast: float = 400.0
-    incomplete_slow: float = 800.0
+    complete_fast: float = 180.0
+    complete_slow: float = 450.0
+    unknown_fast: float = 240.0
+    unknown_slow: float = 600.0
+    incomplete_fast: float = 450.0
+    incomplete_slow: float = 700.0
 
     def scaled(self, k: float) -> Windows:
         """Every window times ``k`` (the evaluation's one knob for a curve)."""
         return Windows(*(k * getattr(self, f) for f in self.__slots__))
 
 
-TEXT_WINDOWS = Windows()
-"""The windows when no audio model is there (only the ``slow`` ends are used)."""
+TEXT_WINDOWS = Windows(60.0, 450.0, 100.0, 450.0, 300.0, 700.0)
+"""The windows when no audio model is there (only the ``slow`` ends count), tuned the
+same way with the model left out."""
 
 
 @dataclass(frozen=True, slots=True)
