@@ -88,6 +88,7 @@ def test_a_hand_made_capture_gives_the_delays_it_was_made_with(tmp_path: Path) -
     off = {d: {k: v + 10 for k, v in row.items()} for d, row in same.items()}
     cmp = compare_with_relays(packets, [(7000, off)], 9100)
     assert not cmp["agrees"] and cmp["max_diff_ms"] >= 10 - 0.01
+    assert cmp["relays"][0]["diff_ms"]["rtt_ms"] == pytest.approx(-20, abs=0.01)
 
 
 def test_a_file_that_is_not_a_capture_says_so(tmp_path: Path) -> None:
@@ -149,9 +150,9 @@ async def test_packet_delays_agree_with_the_relays_figures(tmp_path: Path) -> No
     pkt = row["packets"]
     assert pkt["connections"] == 1 and pkt["up"]["segments"] >= 100, pkt
     assert 15 < pkt["up"]["delay_ms_p50"] < 35 and 25 < pkt["down"]["delay_ms_p50"] < 45, pkt
-    # Generous here (echo server, relay and client share this test's one event loop on a
-    # shared machine); the 5 ms agreement is measured by benchmarks/pcap_bench.py.
-    assert cmp["max_diff_ms"] <= 3 * AGREE_MS, cmp  # type: ignore[operator]
+    # Nagle on the relay's sockets (asyncio leaves it on for factory-made sockets) held
+    # small writes for the peer's ACK: 10-15 ms more on the wire than the relay saw.
+    assert cmp["max_delay_diff_ms"] <= AGREE_MS, cmp  # type: ignore[operator]
 
 
 async def test_kernel_drops_show_as_retransmissions_in_the_capture(tmp_path: Path) -> None:

@@ -31,6 +31,18 @@ _CONNECT_TIMEOUT_S = 5.0
 _DRAIN_TIMEOUT_S = 30.0
 
 
+def _no_delay(sock: socket.socket) -> None:
+    """Nagle off, as asyncio does for the sockets it creates itself.
+
+    asyncio sets ``TCP_NODELAY`` only on sockets whose ``proto`` is ``IPPROTO_TCP``; a
+    socket made by a namespace's socket factory (``socket.socket(AF_INET, SOCK_STREAM)``,
+    proto 0) and the connections it accepts kept Nagle on, so a small write waited for
+    the previous segment's ACK (up to the peer's delayed ACK) -- a delay the relay never
+    saw but ``--pcap`` did (``lab.bench.pcap``)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class _Stats:
     def __init__(self) -> None:
         self.chunks = 0
@@ -121,6 +133,7 @@ class TcpRelay(Relay):
         loop = asyncio.get_running_loop()
         sock = self._factory(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            _no_delay(sock)
             sock.setblocking(False)
             await asyncio.wait_for(loop.sock_connect(sock, self.target), _CONNECT_TIMEOUT_S)
         except BaseException:
@@ -142,6 +155,9 @@ class TcpRelay(Relay):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._writers.add(c_writer)
+        accepted = c_writer.get_extra_info("socket")
+        if accepted is not None:
+            _no_delay(accepted)
         index = self.connections
         self.connections += 1
         try:
