@@ -28,7 +28,7 @@ from halfsec.lab.eot.simulate import (
     transcript_aware,
 )
 from halfsec.measure.percentile import percentile
-from halfsec.turn.policy import Windows
+from halfsec.turn.policy import TEXT_WINDOWS, Windows
 
 SCALES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5)
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -50,13 +50,13 @@ P95_CAP_MS = 350.0
 reply that is ready still takes to be heard, less margin)."""
 
 
-def sweeps(w: Windows) -> dict[str, list[Policy]]:
+def sweeps(w: Windows, text_w: Windows = TEXT_WINDOWS) -> dict[str, list[Policy]]:
     return {
         "vad_fixed": [fixed(x) for x in WINDOWS_MS],
         "transcript": [transcript_aware(k) for k in SCALES],
         "smart_turn@100": [smart_turn(t, 100.0) for t in THRESHOLDS],
         "smart_turn@200": [smart_turn(t, 200.0) for t in THRESHOLDS],
-        "combined_text": [combined(k, w, audio=False) for k in SCALES],
+        "combined_text": [combined(k, text_w, audio=False) for k in SCALES],
         "combined": [combined(k, w) for k in SCALES],
     }
 
@@ -81,11 +81,13 @@ def tune(recs: Sequence[Replayed], audio: bool = True, target: float = TARGET) -
     return min(ranked, key=lambda x: x[:3])[3]
 
 
-def curves(recs: Sequence[Replayed], w: Windows) -> dict[str, list[Point]]:
-    return {name: [evaluate(recs, p) for p in pols] for name, pols in sweeps(w).items()}
+def curves(
+    recs: Sequence[Replayed], w: Windows, text_w: Windows = TEXT_WINDOWS
+) -> dict[str, list[Point]]:
+    return {name: [evaluate(recs, p) for p in pols] for name, pols in sweeps(w, text_w).items()}
 
 
-def _point(p: Point | None) -> dict[str, Any] | None:
+def point(p: Point | None) -> dict[str, Any] | None:
     if p is None:
         return None
     d = asdict(p)
@@ -93,11 +95,14 @@ def _point(p: Point | None) -> dict[str, Any] | None:
     return d
 
 
-def summary(splits: Mapping[str, Sequence[Replayed]], w: Windows) -> dict[str, Any]:
-    """Per split: every curve, and each policy's delay at 3 % and 5 % premature."""
+def summary(
+    splits: Mapping[str, Sequence[Replayed]], w: Windows, text_w: Windows = TEXT_WINDOWS
+) -> dict[str, Any]:
+    """Per split: every curve (the combined ones around ``w`` and ``text_w``), each
+    policy's delay at 3 % and 5 % premature, and the three defaults at their settings."""
     out: dict[str, Any] = {}
     for split, recs in splits.items():
-        cs = curves(recs, w)
+        cs = curves(recs, w, text_w)
         out[split] = {
             "turns": len(recs),
             "mid_pauses": sum(
@@ -106,14 +111,16 @@ def summary(splits: Mapping[str, Sequence[Replayed]], w: Windows) -> dict[str, A
                 for p in r.pauses
                 if p.resume_ms is not None and p.resume_ms < r.true_end_ms
             ),
-            "curves": {k: [_point(p) for p in v] for k, v in cs.items()},
+            "curves": {k: [point(p) for p in v] for k, v in cs.items()},
             "at_premature": {
-                k: {"3%": _point(at_premature(v, 0.03)), "5%": _point(at_premature(v, 0.05))}
+                k: {"3%": point(at_premature(v, 0.03)), "5%": point(at_premature(v, 0.05))}
                 for k, v in cs.items()
             },
-            "chosen_default": _point(evaluate(recs, combined(1.0, w))),
-            "chosen_default_text_only": _point(evaluate(recs, combined(1.0, w, audio=False))),
-            "current_default": _point(evaluate(recs, transcript_aware(1.0))),
+            "default_combined": point(evaluate(recs, combined(1.0, w))),
+            "default_combined_without_smart_turn": point(
+                evaluate(recs, combined(1.0, text_w, audio=False))
+            ),
+            "previous_default_transcript": point(evaluate(recs, transcript_aware(1.0))),
         }
     return out
 
