@@ -33,6 +33,7 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
+from halfsec.lab.netem.outage import OutageModel
 from halfsec.lab.netem.profile import NetSpec
 from halfsec.measure.percentile import percentile
 
@@ -140,6 +141,7 @@ class Impairment:
         self.direction = direction
         self._rng = _rng(spec, direction)
         self._loss = LossModel(spec, self._rng)
+        self._outage = OutageModel(spec.outages, _rng(spec, direction, "/outage"))
         self._link_free_ns = 0
         self._last_departure_ns = 0
         self._seq = 0
@@ -150,6 +152,7 @@ class Impairment:
         spec, rng = self.spec, self._rng
         # Fixed draws per packet (see module docstring): never make these conditional.
         lost = self._loss.next()
+        lost = self._outage.drop(now_ns) or lost
         u_reorder = rng.random()
         u_dup = rng.random()
         z_jitter = rng.gauss(0.0, 1.0)
@@ -215,9 +218,12 @@ class TcpImpairment:
 
     def __init__(self, spec: NetSpec, direction: str = "up") -> None:
         self.spec = spec
-        timing = replace(spec, loss=0.0, ge=None, reorder=0.0, dup=0.0, queue_ms=float("inf"))
+        timing = replace(
+            spec, loss=0.0, ge=None, reorder=0.0, dup=0.0, queue_ms=float("inf"), outages=()
+        )
         self._timing = Impairment(timing, direction)
         self._loss = LossModel(spec, _rng(spec, direction, "/tcp-loss"))
+        self._outage = OutageModel(spec.outages, _rng(spec, direction, "/tcp-outage"))
         self._last_ns = 0
         self.stats = self._timing.stats
 
@@ -231,6 +237,12 @@ class TcpImpairment:
         if retransmitted:
             departure += int(self.spec.tcp_rto_ms() * _NS_PER_MS)
             self.stats.dropped["retransmit"] += 1
+        released = self._outage.tcp_release_ns(now_ns, self.spec.tcp_rto_ms())
+        if released is not None:
+            # Sent into a blackout (or lost in a burst): it gets through with the first
+            # retransmission after the fault, plus the path's delay.
+            departure = max(departure, released + (departure - now_ns))
+            self.stats.dropped["outage"] += 1
         departure = max(departure, self._last_ns + _GAP_NS)
         self._last_ns = departure
         self.stats.delays_ms[-1] = (departure - now_ns) / _NS_PER_MS

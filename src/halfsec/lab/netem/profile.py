@@ -26,12 +26,16 @@ Spec string grammar (comma separated, any order, each key at most once)::
 * ``queue``   most backlog the bottleneck holds before tail-dropping (default 500 ms)
 * ``rto``     extra delay a lost TCP segment costs in the TCP relay (default: derived)
 * ``seed``    integer; the same seed gives the same per-packet decisions
+* ``blackout`` ``AT+DUR``: every packet dropped in that window (``outage.py``)
+* ``burst``   ``AT+DUR@LOSS``: a scheduled loss burst (``outage.py``)
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+
+from halfsec.lab.netem.outage import Outage, parse_outage
 
 __all__ = [
     "PROFILES",
@@ -93,6 +97,8 @@ class NetSpec:
     rto_ms: float | None = None
     seed: int = 0
     name: str = field(default="custom", compare=False)
+    outages: tuple[Outage, ...] = ()
+    """Scheduled faults: a blackout, a loss burst (``outage.py``)."""
 
     def expected_loss(self) -> float:
         """Long-run loss fraction from random and GE loss together (no queue drops)."""
@@ -122,6 +128,7 @@ class NetSpec:
         if self.rto_ms is not None:
             parts.append(f"rto={_num(self.rto_ms)}ms")
         parts.append(f"seed={self.seed}")
+        parts += [f"{o.kind}={o.to_string()}" for o in self.outages]
         return ",".join(parts)
 
     def as_dict(self) -> dict[str, object]:
@@ -142,6 +149,7 @@ class NetSpec:
             "queue_ms": self.queue_ms,
             "tcp_rto_ms": self.tcp_rto_ms(),
             "seed": self.seed,
+            "outages": [o.as_dict() for o in self.outages],
         }
 
 
@@ -193,7 +201,10 @@ PROFILES: dict[str, NetSpec] = {
     ),
 }
 
-_KEYS = ("delay", "jitter", "loss", "ge", "reorder", "dup", "rate", "queue", "rto", "seed")
+_KEYS = (
+    *("delay", "jitter", "loss", "ge", "reorder", "dup", "rate", "queue", "rto", "seed"),
+    *("blackout", "burst"),
+)
 _TIME = re.compile(r"^([0-9]*\.?[0-9]+)\s*(us|ms|s)?$")
 _RATE = re.compile(r"^([0-9]*\.?[0-9]+)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?$")
 _RATE_MULT = {
@@ -289,6 +300,14 @@ def parse_spec(text: str, *, base: NetSpec | None = None) -> NetSpec:
             changes["queue_ms"] = _time_ms(key, value)
         elif key == "rto":
             changes["rto_ms"] = _time_ms(key, value)
+        elif key in ("blackout", "burst"):
+            try:
+                outage = parse_outage(key, value)
+            except ValueError as e:
+                raise NetSpecError(str(e)) from None
+            before: tuple[Outage, ...] = changes.get("outages", spec.outages)  # type: ignore[assignment]
+            kept = tuple(o for o in before if o.kind != key)
+            changes["outages"] = (*kept, outage)
         elif key == "seed":
             try:
                 changes["seed"] = int(value)
