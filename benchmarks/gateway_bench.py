@@ -106,12 +106,18 @@ def transport_ms(rec: dict[str, Any]) -> float:
 
 
 async def health_path(server: ServerProcess) -> str:
-    """``/ready`` when the server has it, else ``/healthz`` (said in the JSON)."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{server.port}/ready") as r,
-    ):
-        return "/ready" if r.status in (200, 503) else "/healthz"
+    """``/ready`` when the server has it (waiting until it admits: a server that has just
+    loaded its engines may measure itself saturated for one load window), else
+    ``/healthz``; said in the JSON."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            async with http.get(f"http://127.0.0.1:{server.port}/ready") as r:
+                if r.status == 200:
+                    return "/ready"
+                if r.status != 503:
+                    return "/healthz"
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"the server never said ready; its log: {server.log_path}")
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

@@ -223,10 +223,25 @@ def gateway_options(ups: list[str], **kw: Any) -> GatewayOptions:
 async def servers() -> AsyncIterator[dict[str, ServerProcess]]:
     procs = {"near1": ServerProcess(overrides=LIGHT), "far1": ServerProcess(overrides=LIGHT)}
     try:
-        await asyncio.gather(*(p.start() for p in procs.values()))
+        await asyncio.gather(*(start_ready(p) for p in procs.values()))
         yield procs
     finally:
         await asyncio.gather(*(p.stop() for p in procs.values()))
+
+
+async def start_ready(server: ServerProcess) -> None:
+    """Start a server and wait until its own ``/ready`` admits: a server that has just
+    loaded its engines can measure itself saturated (the event loop lagged while it
+    loaded) for one load window, and these tests start from "both zones healthy"."""
+    await server.start()
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{server.port}/ready"
+
+        async def ready() -> bool:
+            async with http.get(url) as r:
+                return r.status == 200
+
+        assert await wait_for(ready, 30.0), f"{url} never said ready"
 
 
 def specs(servers: dict[str, ServerProcess]) -> list[str]:
@@ -310,7 +325,7 @@ async def test_a_saturated_or_draining_server_gets_no_new_sessions(
     sessions to the far zone and gets them back when it is ready again; the sessions it
     holds go on."""
     near = ServerProcess(overrides=LIGHT, extra_args=["--max-sessions", "2", "--drain-s", "60"])
-    await near.start()
+    await start_ready(near)
     ready_url = f"http://127.0.0.1:{near.port}/ready"
     ups = [f"nearx=127.0.0.1:{near.port}@near", f"far1=127.0.0.1:{servers['far1'].port}@far"]
     try:
