@@ -408,7 +408,17 @@ async def test_sigterm_drains_the_gateway(
     proc = await asyncio.create_subprocess_exec(*cmd, stderr=asyncio.subprocess.PIPE)
     try:
         assert await wait_for(info.exists, 30.0), "the gateway never wrote --info-file"
-        ws_url = json.loads(info.read_text())["ws_url"]
+        ws_url, admin_url = (json.loads(info.read_text())[k] for k in ("ws_url", "admin_url"))
+        # What a program that spawned the gateway reads (it may not import halfsec.gateway).
+        rows = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "halfsec.gateway.stats", admin_url, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await rows.communicate()
+        table = json.loads(out)
+        assert {n: (r["zone"], r["priority"], r["healthy"]) for n, r in table.items()} == {
+            "near1": ("near", 0, True),
+            "far1": ("far", 1, True),
+        }
         async with aiohttp.ClientSession() as http:
             name, ws = await open_session(http, ws_url)
             assert name == "near1"

@@ -18,7 +18,7 @@ import aiohttp
 from halfsec.gateway.config import CLUSTER
 from halfsec.gateway.envoy_process import EnvoyGateway
 
-__all__ = ["UpstreamStat", "fetch_upstream_stats", "parse_upstream_stats"]
+__all__ = ["UpstreamStat", "fetch_upstream_stats", "main", "parse_upstream_stats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +97,30 @@ async def fetch_upstream_stats(gateway: EnvoyGateway | str) -> dict[str, Upstrea
     ):
         r.raise_for_status()
         return parse_upstream_stats(await r.json(content_type=None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m halfsec.gateway.stats ADMIN_URL``: the rows as one JSON object, for a
+    program that spawned ``halfsec gateway`` and may not import this package."""
+    import argparse
+    import asyncio
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m halfsec.gateway.stats", description=main.__doc__)
+    ap.add_argument("admin_url", help="Envoy's admin URL (admin_url of --info-file).")
+    args = ap.parse_args(argv)
+    try:
+        rows = asyncio.run(fetch_upstream_stats(args.admin_url))
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        print(
+            f"error: cannot read {args.admin_url}/clusters ({e}); is the gateway running?",
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps({name: row.as_dict() for name, row in rows.items()}))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
