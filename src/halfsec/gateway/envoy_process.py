@@ -269,6 +269,9 @@ class EnvoyGateway:
             with contextlib.suppress(GatewayError, aiohttp.ClientError, OSError, TimeoutError):
                 await self.admin("POST", "/quitquitquit")
         await self.kill(grace_s=5.0)
+        # A clean exit leaves nothing worth reading; a failed one keeps its log and config.
+        if self.proc is not None and self.proc.returncode == 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     async def kill(self, grace_s: float = 0.0) -> None:
         p = self.proc
