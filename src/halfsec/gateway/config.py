@@ -201,7 +201,6 @@ def _cluster(o: GatewayOptions) -> dict[str, Any]:
                 "healthy_threshold": o.healthy_threshold,
                 "interval_jitter": "0s",
                 "reuse_connection": True,
-                "always_log_health_check_failures": True,
                 "http_health_check": {"path": o.health_path},
             }
         ],
