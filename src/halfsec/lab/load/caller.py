@@ -7,6 +7,12 @@ waits for the reply to finish playing (the client returns only then) and thinks 
 seeded random 1-2 s, as a person on a call would; so N callers put on the server the
 load of N people talking, not N microphones streaming flat out.
 
+Each caller's turn runs on its own thread with its own event loop.  On one shared loop a
+finished turn's measurement (``lab.bench.records.make_record``: the end of speech of ~10 s
+of audio, 40-90 ms of CPU) held every other caller's microphone: measured 2026-12-01,
+frames left up to 210 ms late with 12 callers.  On threads the interpreter switches
+every 5 ms, so one caller's arithmetic delays another's frames by milliseconds.
+
 Each recording is its own session, as everywhere in the lab (the client opens one
 session per recording so nothing leaks between them); the server so sees a caller hang
 up and dial again for every turn.  A session the server turns away as busy (HTTP 503
@@ -19,6 +25,7 @@ import asyncio
 import random
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,10 +90,17 @@ async def run_caller(
     deadline_ns: int | None,
     board: CallerBoard,
     on_turn: Callable[[dict[str, Any]], None],
+    executor: Executor | None = None,
 ) -> None:
     """Play ``plan`` against ``url``; each turn's record goes to ``on_turn`` with the
     load fields (``caller``, ``turn``, ``t_start_s``, ``t_end_s``, ``concurrent``,
-    ``refused``) added.  No new turn starts after ``deadline_ns``."""
+    ``refused``) added.  No new turn starts after ``deadline_ns``.  ``executor``: where
+    each turn runs, on a loop of its own (one thread per caller; None: on this loop)."""
+    loop = asyncio.get_running_loop()
+
+    def on_thread(item: CorpusItem) -> list[dict[str, Any]]:
+        return asyncio.run(run_items(url, [item], bench))[0]
+
     await asyncio.sleep(plan.start_delay_s)
     for k, item in enumerate(plan.items):
         start = now_ns()
@@ -95,7 +109,10 @@ async def run_caller(
         board.active += 1
         concurrent = board.active
         try:
-            recs, _audio_s = await run_items(url, [item], bench)
+            if executor is None:
+                recs, _audio_s = await run_items(url, [item], bench)
+            else:
+                recs = await loop.run_in_executor(executor, on_thread, item)
         finally:
             board.active -= 1
         board.done += 1

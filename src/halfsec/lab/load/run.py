@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -145,9 +146,10 @@ async def run_step(
         obs.turn_done(rec, board, turns)
 
     sampler.take()
-    await asyncio.gather(
-        *(run_caller(server.url, p, bench, t0, deadline, board, on_turn) for p in plans)
-    )
+    with ThreadPoolExecutor(max_workers=sessions, thread_name_prefix="caller") as pool:
+        await asyncio.gather(
+            *(run_caller(server.url, p, bench, t0, deadline, board, on_turn, pool) for p in plans)
+        )
     turns.sort(key=lambda r: (r["t_start_s"], r["caller"]))
     return StepRun(sessions, turns, sampler.take(), (now_ns() - t0) / 1e9, client_cpu_s() - cpu0)
 
