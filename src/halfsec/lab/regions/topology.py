@@ -75,6 +75,8 @@ class RegionsSpec:
     """Near + 40 ms each way: the far region is 80 ms RTT further."""
     inter: str = "delay=40ms,jitter=1ms"
     servers_per_region: int = 1
+    """Servers per region (ports 8765, 8766, ...).  A gateway reaches the other region
+    through one inter-region relay, to that region's first server."""
 
 
 @dataclass
