@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -41,6 +42,8 @@ from halfsec.runtime.session import VoiceSession
 from halfsec.server.wyoming import WyomingError, WyomingServer, parse_uri
 from halfsec.server.wyoming_dialogue import WyomingDialogues, conversation_id
 from halfsec.server.wyoming_speech import SpeechGate
+from halfsec.stt.engine import STTEngine, STTStream
+from halfsec.stt.engine import Transcript as STTTranscript
 from halfsec.turn.options import TurnOptions
 
 STUDIO_AND_COMMANDS = (
@@ -57,8 +60,10 @@ SAMPLES_PER_CHUNK = 1024
 
 
 @contextlib.asynccontextmanager
-async def serving(engines: Engines, uri: str = "tcp://127.0.0.1:0") -> AsyncIterator[str]:
-    server = WyomingServer(engines, load_config(environ={}), parse_uri(uri))
+async def serving(
+    engines: Engines, uri: str = "tcp://127.0.0.1:0", overrides: list[str] | None = None
+) -> AsyncIterator[str]:
+    server = WyomingServer(engines, load_config(overrides=overrides, environ={}), parse_uri(uri))
     where = await server.start()
     try:
         yield where
@@ -76,7 +81,11 @@ async def read(c: AsyncClient) -> Event:
     return event
 
 
-async def transcribe(c: AsyncClient, pcm: np.ndarray, rate: int = 16_000) -> str:
+async def transcribe(
+    c: AsyncClient, pcm: np.ndarray, rate: int = 16_000, gap_s: float = 0.0
+) -> str:
+    """``gap_s`` between chunks lets the server act on each as it comes (a live stream);
+    without it, chunks already buffered are read back to back."""
     await c.write_event(Transcribe(language="en").event())
     await c.write_event(AudioStart(rate=rate, width=2, channels=1).event())
     data = pcm.astype("<i2").tobytes()
@@ -85,6 +94,8 @@ async def transcribe(c: AsyncClient, pcm: np.ndarray, rate: int = 16_000) -> str
             rate=rate, width=2, channels=1, audio=data[i : i + SAMPLES_PER_CHUNK * 2]
         )
         await c.write_event(chunk.event())
+        if gap_s:
+            await asyncio.sleep(gap_s)
     await c.write_event(AudioStop().event())
     event = await read(c)
     assert Transcript.is_type(event.type), event
@@ -220,6 +231,63 @@ async def test_transcripts_match_halfsec_run(
             assert normalize_text(got) != normalize_text(await whole_final(engines, pcm))
             if "_no_" in row["file"]:
                 assert normalize_text(got) == "no", got
+
+
+class FinalsSeen(STTEngine):
+    """The real recognizer, noting how much audio each final was asked for."""
+
+    def __init__(self, inner: STTEngine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.finals: list[int] = []
+
+    def open_stream(self) -> STTStream:
+        return _Noting(self.inner.open_stream(), self.finals)
+
+
+class _Noting(STTStream):
+    def __init__(self, inner: STTStream, finals: list[int]) -> None:
+        self.inner, self.finals, self.samples = inner, finals, 0
+
+    def feed(self, pcm: np.ndarray) -> None:
+        self.inner.feed(pcm)
+        self.samples += pcm.size
+
+    async def hypothesis(self, final: bool) -> STTTranscript:
+        if final:
+            self.finals.append(self.samples)
+        return await self.inner.hypothesis(final)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("speculate", [True, False])
+async def test_a_pause_starts_the_final_as_in_a_live_turn(
+    speculate: bool, engines: Engines, speech_dir: Path
+) -> None:
+    """The final is asked for at the pause (speculatively, as ``halfsec run`` does) and
+    again at ``audio-stop``, for the same audio, so the second is answered by the first;
+    speech after a pause makes the first stale.  ``session.speculate = false``: once."""
+    pcm = load_audio(speech_dir / "audio/vctk_p225_001.flac")
+    more = load_audio(speech_dir / "audio/vctk_p225_002.flac")
+    silence = np.zeros(16_000, np.int16)
+    seen = FinalsSeen(engines.stt)
+    spied = dataclasses.replace(engines, stt=seen)
+    overrides = [f"session.speculate={str(speculate).lower()}"]
+    async with serving(spied, overrides=overrides) as uri, client(uri) as c:
+        once = await transcribe(c, np.concatenate([silence, pcm, silence]))
+        first = list(seen.finals)
+        seen.finals.clear()
+        both = np.concatenate([silence, pcm, silence, more, silence])
+        twice = await transcribe(c, both, gap_s=0.005)
+    assert normalize_text(once) == "please call stella", once
+    assert "stella" in normalize_text(twice) and "store" in normalize_text(twice), twice
+    if speculate:
+        assert len(first) == 2 and first[0] == first[1], first
+        assert len(seen.finals) == 3 and seen.finals[0] < seen.finals[1] == seen.finals[2]
+    else:
+        assert len(first) == 1 and len(seen.finals) == 1, (first, seen.finals)
 
 
 async def test_audio_at_another_rate_is_resampled(

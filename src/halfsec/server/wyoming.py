@@ -7,9 +7,11 @@ connection carries one request at a time:
 * ``asr``: ``transcribe``, ``audio-start``, ``audio-chunk``... , ``audio-stop`` ->
   ``transcript``.  Home Assistant sends the whole command, silence around it included;
   the session's VAD (``wyoming_speech.SpeechGate``, the turn options of ``halfsec
-  run``) passes on what a live turn's STT stream would get, as it arrives, and the final
-  is asked for once at ``audio-stop``: the engine call ``halfsec run`` makes at the end
-  of a turn, on the same audio.
+  run``) passes on what a live turn's STT stream would get, as it arrives.  Like a live
+  turn, the final is asked for at each pause (speculatively: speech that resumes drops
+  it) and at ``audio-stop``, which the engine then answers from that pause's decode
+  when nothing was said after it: Home Assistant ends the stream a while after the
+  speech, so the transcript is ready or on its way when ``audio-stop`` comes.
 * ``tts``: ``synthesize`` -> ``audio-start``, ``audio-chunk``..., ``audio-stop`` at the
   engine's own rate (16-bit mono).  Streaming text (``synthesize-start``,
   ``synthesize-chunk``..., ``synthesize-stop``) is cut into clauses with the logic
@@ -67,6 +69,7 @@ from halfsec.server.wyoming_dialogue import CONVERSATION_ID, WyomingDialogues, c
 from halfsec.server.wyoming_info import wyoming_info
 from halfsec.server.wyoming_speech import SpeechGate
 from halfsec.stt.engine import STTStream
+from halfsec.stt.engine import Transcript as STTTranscript
 from halfsec.turn.options import TurnOptions
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,12 @@ DEFAULT_URI = "tcp://127.0.0.1:10300"
 
 SAMPLES_PER_CHUNK = 1024
 """Reply audio per ``audio-chunk`` event (46 ms at Piper's 22.05 kHz), as wyoming-piper."""
+
+
+def _retrieve(future: asyncio.Future[STTTranscript]) -> None:
+    """A speculative final's error is the final's to report (``audio-stop`` asks again)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class WyomingError(HalfsecError):
@@ -129,6 +138,7 @@ class WyomingSession(AsyncEventHandler):
         writer: asyncio.StreamWriter,
         turn: TurnOptions | None = None,
         dialogues: WyomingDialogues | None = None,
+        speculate: bool = True,
     ) -> None:
         super().__init__(reader, writer)
         self.engines = engines
@@ -137,6 +147,9 @@ class WyomingSession(AsyncEventHandler):
         self.turn_options = turn or TurnOptions()
         self._stt: STTStream | None = None
         self._gate: SpeechGate | None = None
+        self.speculate = speculate
+        self._speculative: asyncio.Future[STTTranscript] | None = None
+        """The final asked for at the current pause (None: not paused, or ``speculate`` off)."""
         self.dialogues = dialogues if dialogues is not None else WyomingDialogues()
         self._own_conversation = f"connection-{id(self)}"
         """The conversation of ``transcript`` events that name none."""
@@ -211,6 +224,22 @@ class WyomingSession(AsyncEventHandler):
         pcm = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.int16)
         for frame in self._gate.feed(self._resampler.process(pcm)):
             self._stt.feed(frame)
+        self._speculate()
+
+    def _speculate(self) -> None:
+        """At a pause, the final of the speech so far (as a live turn asks for it); once
+        speech resumes, that final is stale and dropped (an abandoned Whisper decode
+        gives its lane back)."""
+        gate, stream = self._gate, self._stt
+        if not self.speculate or gate is None or stream is None:
+            return
+        if gate.paused:
+            if self._speculative is None:
+                self._speculative = asyncio.ensure_future(stream.hypothesis(final=True))
+                self._speculative.add_done_callback(_retrieve)
+        elif self._speculative is not None:
+            self._speculative.cancel()
+            self._speculative = None
 
     async def _transcribe(self) -> None:
         stream, resampler, gate = self._stt, self._resampler, self._gate
@@ -219,6 +248,7 @@ class WyomingSession(AsyncEventHandler):
         try:
             for frame in gate.feed(resampler.process(np.zeros(0, np.int16), last=True)):
                 stream.feed(frame)
+            self._speculate()
             whole = gate.finish()
             if whole is not None:  # the VAD heard no speech: the command as sent
                 stream.feed(whole)
@@ -234,6 +264,9 @@ class WyomingSession(AsyncEventHandler):
         await self.write_event(Transcript(text=result.text, language=self.language).event())
 
     def _close_stt(self) -> None:
+        if self._speculative is not None:
+            self._speculative.cancel()
+            self._speculative = None
         if self._stt is not None:
             self._stt.close()
         self._stt = None
@@ -314,6 +347,7 @@ class WyomingServer:
         self.info = wyoming_info(engines, config)
         self.language = config.stt.language
         self.turn_options = config.turn
+        self.speculate = config.session.speculate
         self.dialogues = WyomingDialogues()
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], WyomingSession] = {}
@@ -347,6 +381,7 @@ class WyomingServer:
             writer,
             turn=self.turn_options,
             dialogues=self.dialogues,
+            speculate=self.speculate,
         )
         task = asyncio.current_task()
         assert task is not None

@@ -90,3 +90,9 @@ class SpeechGate:
     @property
     def speech_heard(self) -> bool:
         return self._started
+
+    @property
+    def paused(self) -> bool:
+        """Speech was heard and the VAD now hears a pause: where a live turn starts its
+        speculative final."""
+        return self._started and self._detector.state is VadState.PAUSE
