@@ -122,6 +122,28 @@ class Interruption(Frame):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyPaused(Frame):
+    """Speech began during turn ``turn_id``'s reply: its audio stops at once but is kept,
+    because the speech may be a backchannel ("uh-huh") or noise (``runtime/barge_in.py``).
+    A ``ReplyResumed`` or an ``Interruption`` of the same turn follows."""
+
+    audio_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyResumed(Frame):
+    """The speech that paused the reply was not an interruption: play on from where it
+    stopped.  ``reason``: ``backchannel`` (its transcript is one), ``unclear`` (one or two
+    words that are no cue and that the domain does not understand), ``noise`` (too short
+    to be a turn, or no words) or ``timeout`` (no transcript in time); ``text`` is what
+    STT heard."""
+
+    paused_ms: float
+    reason: str
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimingMark(Frame):
     """A named point on the turn's timeline (``stage.start``/``stage.end``, ...)."""
 

@@ -21,12 +21,18 @@ class PlaybackTimeline:
         """Next free sample: playback is busy until here."""
         self.chunks: list[tuple[int, int, int, int]] = []
         """(turn_id, first sample, sample count, arrival sample) of each chunk placed."""
+        self.held: list[tuple[np.ndarray, int]] | None = None
+        """While paused (``pause``): audio not yet heard, (pcm, turn_id), in order."""
 
     def sample_at(self, t_ns: int) -> int:
         return max(0, round((t_ns - self.t0_ns) * self.rate / 1e9))
 
     def place(self, pcm: np.ndarray, t_ns: int, turn_id: int) -> int:
-        """Play ``pcm`` from its arrival time or when the previous chunk ends; returns start."""
+        """Play ``pcm`` from its arrival time or when the previous chunk ends; returns start
+        (while paused: keeps it for ``resume`` and returns where it would start now)."""
+        if self.held is not None:
+            self.held.append((pcm, turn_id))
+            return self.cursor + sum(p.size for p, _ in self.held) - pcm.size
         arrival = self.sample_at(t_ns)
         start = max(arrival, self.cursor)
         end = start + pcm.size
@@ -40,8 +46,26 @@ class PlaybackTimeline:
         self.chunks.append((turn_id, start, pcm.size, arrival))
         return start
 
+    def pause(self, t_ns: int) -> None:
+        """Pause playback at ``t_ns`` (``reply.paused``): what was to play after it is
+        kept, and so is audio placed until ``resume``."""
+        if self.held is not None:
+            return
+        cut = self.sample_at(t_ns)
+        turn_id = self.chunks[-1][0] if self.chunks else 0
+        rest = self._buf[cut : self._len].copy() if cut < self._len else None
+        self.stop(t_ns)
+        self.held = [(rest, turn_id)] if rest is not None else []
+
+    def resume(self, t_ns: int) -> None:
+        """Play what ``pause`` kept from ``t_ns`` on (``reply.resumed``)."""
+        held, self.held = self.held, None
+        for pcm, turn_id in held or []:
+            self.place(pcm, t_ns, turn_id)
+
     def stop(self, t_ns: int) -> None:
         """Stop playback at ``t_ns`` (barge-in): nothing after it is heard."""
+        self.held = None
         cut = self.sample_at(t_ns)
         if cut < self._len:
             self._buf[cut : self._len] = 0

@@ -32,6 +32,8 @@ from halfsec.frames import (
     PartialTranscript,
     ReplyAudio,
     ReplyDone,
+    ReplyPaused,
+    ReplyResumed,
     ReplyText,
     SpeechStarted,
     TimingMark,
@@ -228,6 +230,10 @@ async def run_conversation(
                 rec(f).interrupted = True
                 owner(f).interruptions.append(f)
                 owner(f).timeline.stop(t_recv)
+            elif isinstance(f, ReplyPaused):
+                owner(f).timeline.pause(t_recv)
+            elif isinstance(f, ReplyResumed):
+                owner(f).timeline.resume(t_recv)
             elif isinstance(f, ErrorFrame):
                 owner(f).errors.append(f"{f.code}: {f.message}")
 

@@ -18,6 +18,9 @@ _RULES: dict[str, Rule] = {
     "logic_gap_ms": _DEADLINE,
     "tts_deadline_ms": _DEADLINE,
     "stt_hung_ms": _DEADLINE,
+    "barge_in": OneOf(("pause", "cancel")),
+    "interrupt_min_speech_ms": positive("ms", at_most=60_000),
+    "backchannel_wait_ms": positive("ms", at_most=60_000),
 }
 
 
@@ -65,6 +68,18 @@ class SessionOptions:
     """Load the fallback engines the deadlines switch to (PocketSphinx for STT, espeak-ng
     for TTS) and render the apology once at start-up.  Off: a late or failed stage can
     only fall back to partial transcripts and templates."""
+
+    barge_in: str = "pause"
+    """Speech during a reply: ``pause`` stops its audio at the first voiced VAD window and
+    then resumes it (a backchannel or noise) or cancels it (an interruption), see
+    ``runtime/barge_in.py``; ``cancel`` cancels the reply once speech has lasted
+    ``turn.min_speech_ms`` (the behaviour before pausing existed)."""
+    interrupt_min_speech_ms: float = 900.0
+    """Speech this long during a paused reply interrupts it whatever its words (no
+    backchannel lasts so long); shorter speech is judged by its transcript."""
+    backchannel_wait_ms: float = 1500.0
+    """After short speech during a paused reply ends, how long to wait for its transcript
+    before resuming the reply anyway (LiveKit's ``false_interruption_timeout``)."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, ConfigKeys("session"))

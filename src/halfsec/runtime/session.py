@@ -9,14 +9,14 @@ it arrives and reads ``events()``.  Per 20 ms frame:
 3. at a pause, a ``TurnTask`` starts STT final -> logic -> TTS behind a closed gate;
 4. each paused frame asks the end-of-turn policy whether the silence so far ends the turn
    (it may look at the speculative transcript); if so the gate opens and the reply flows;
-5. speech during a reply is a barge-in: the reply task is cancelled and an ``Interruption``
-   tells the transport to stop playback.
+5. speech during a reply pauses it at once (``ReplyPaused``); the speech then either
+   resumes it (``ReplyResumed``: a backchannel or noise) or interrupts it (the reply task
+   is cancelled and an ``Interruption`` tells the transport to drop it); see
+   ``runtime/barge_in.py``.
 
-"During a reply" lasts until the client has played the reply's last sample.  Only the
-transport can know when that is (a WebSocket client says ``playback.done``; the WebRTC
-transport adds its jitter estimate to the last packet's send time), so it tells the
-session with ``playback_ended``.  Until a transport has done so once, the session guesses:
-reply audio plays as soon as it is produced, back to back.
+"During a reply" lasts until the client has played the reply's last sample, which only
+the transport can know: it tells the session with ``playback_ended``
+(``runtime/playback.py`` keeps the model).
 
 The session owns its conversation's dialogue state (``dialogue``); the engines it shares
 with other sessions keep none.  A turn task starts from the committed state and hands its
@@ -42,16 +42,19 @@ from halfsec.frames import (
     Interruption,
     PartialTranscript,
     ReplyAudio,
+    ReplyPaused,
     SpeechPaused,
     SpeechResumed,
     SpeechStarted,
     TimingMark,
 )
 from halfsec.logic.state import DialogueState
+from halfsec.runtime.barge_in import EnergyOnset, PausedReply
 from halfsec.runtime.deadlines import Deadlines
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.ladder import HeardSoFar
 from halfsec.runtime.options import SessionOptions
+from halfsec.runtime.playback import PlaybackModel
 from halfsec.runtime.turn_task import TurnTask
 from halfsec.stt.engine import STTStream
 from halfsec.turn.detector import TurnDetector, VadState
@@ -68,12 +71,6 @@ Emitters never wait: what a reply in flight still produces is one reply's worth.
 YIELD_EVERY_FRAMES = 5
 """``push`` of a long chunk lets the other sessions run after this many frames (VAD runs
 on the event loop they share)."""
-
-PLAYBACK_REPORT_GRACE_NS = 1_000_000_000
-"""Once a transport reports playback ends, a reply whose report has not arrived yet is
-taken as still playing for at most this long after the guessed end: the report may be on
-its way (network, client buffer), but a lost one must not make every later word a
-barge-in."""
 
 
 class _Turn:
@@ -140,18 +137,20 @@ class VoiceSession:
         self._reply: TurnTask | None = None  # committed, possibly still speaking
         self._reply_eot_ms = 0.0
         self._reply_audio: list[np.ndarray] = []  # the committed turn's user audio
-        self._play_end_ns = 0  # guessed end of playback (see ``_emit``)
-        self._reported_end: tuple[int, int] | None = None  # (turn_id, end ns) from the transport
-        self._transport_reports_playback = False
+        self.playback = PlaybackModel()
+        self._paused: PausedReply | None = None
+        self._onset = EnergyOnset()
+        self._loud = False
+        self._energy_off: TurnTask | None = None  # a reply energy may no longer pause
+        self._carried: list[np.ndarray] = []  # an interrupted turn's audio the next continues
         self._closed = False
 
     # -- output -------------------------------------------------------------------------
     def _emit(self, frame: Frame) -> None:
+        if self._paused is not None and self._paused.hold(frame):
+            return
         if isinstance(frame, ReplyAudio):
-            # The session's model of client playback: audio plays as soon as it arrives,
-            # back to back.  Used to decide whether speech is a barge-in.
-            dur_ns = int(frame.pcm.size * 1e9 / frame.sample_rate)
-            self._play_end_ns = max(self._play_end_ns, frame.t_ns) + dur_ns
+            self.playback.audio(frame)  # used to decide whether speech is a barge-in
         self._queue.put_nowait(frame)
         if self._queue.qsize() >= MAX_QUEUED_FRAMES:
             self._room.clear()
@@ -174,28 +173,15 @@ class VoiceSession:
     @property
     def agent_speaking(self) -> bool:
         r = self._reply
-        return r is not None and (r.running or now_ns() < self._playback_end_ns(r.turn_id))
+        return r is not None and (r.running or now_ns() < self.playback.end_ns(r.turn_id))
 
     def playback_ended(self, turn_id: int, at_ns: int | None = None) -> None:
         """The transport says turn ``turn_id``'s reply finished playing on the client at
         ``at_ns`` (monotonic ns of this process; may lie ahead; None: now).
 
-        From the first report on, the session trusts reports over its guess (see
-        ``PLAYBACK_REPORT_GRACE_NS``).  A report for any turn but the reply in flight
-        (an interrupted or older one) changes nothing else: its playback no longer
-        decides anything."""
-        self._transport_reports_playback = True
-        r = self._reply
-        if r is not None and r.turn_id == turn_id:
-            self._reported_end = (turn_id, now_ns() if at_ns is None else at_ns)
-
-    def _playback_end_ns(self, turn_id: int) -> int:
-        reported = self._reported_end
-        if reported is not None and reported[0] == turn_id:
-            return reported[1]
-        if self._transport_reports_playback:
-            return self._play_end_ns + PLAYBACK_REPORT_GRACE_NS
-        return self._play_end_ns
+        From the first report on, the session trusts reports over its guess
+        (``runtime/playback.py``)."""
+        self.playback.report(turn_id, at_ns, self._reply.turn_id if self._reply else None)
 
     @property
     def idle(self) -> bool:
@@ -221,6 +207,12 @@ class VoiceSession:
 
     async def _process(self, frame: np.ndarray) -> None:
         events = self.detector.process(frame)
+        self._loud = self._onset.loud(frame) and self._reply is not self._energy_off
+        if self._paused is None and self._turn is None and self.opt.barge_in == "pause":
+            voiced = self.detector.last_prob >= self.turn_opt.threshold
+            if (voiced or self._loud) and self._reply is not None and self.agent_speaking:
+                self._paused = PausedReply(self._reply.turn_id, self.position_ms)
+                self._emit(ReplyPaused(turn_id=self._reply.turn_id, audio_ms=self.position_ms))
         turn = self._turn
         for ev in events:
             if ev.kind == "start":
@@ -230,12 +222,15 @@ class VoiceSession:
             elif ev.kind == "resume" and turn is not None:
                 await self._on_resume(turn, ev.audio_ms)
 
+        if self._paused is not None and await self._barge_in(turn):
+            turn = self._turn
         if turn is None:
             self._preroll.append(frame)
             return
         if self.detector.state is VadState.PAUSE:
             turn.held.append(frame)
-            await self._maybe_end_turn(turn)
+            if self._paused is None:
+                await self._maybe_end_turn(turn)
         else:
             turn.feed(frame)
             self._maybe_partial(turn)
@@ -243,26 +238,78 @@ class VoiceSession:
                 self._on_pause(turn, self.position_ms, self.position_ms)
                 await self._end_turn(turn, "max_turn_length")
 
+    # -- barge-in (runtime/barge_in.py) ---------------------------------------------------
+    async def _barge_in(self, turn: _Turn | None) -> bool:
+        """Advance the pending pause by one frame; True once it is decided."""
+        p = self._paused
+        assert p is not None
+        cand = turn if turn is not None and turn.id == p.candidate else None
+        speaking = self.detector.state is VadState.SPEECH
+        if cand is not None and cand.task is None and not speaking:
+            self._start_task(cand)  # its transcript decides (no speculation configured)
+        tr = cand.task.transcript if cand is not None and cand.task is not None else None
+        voiced = self.detector.last_prob >= self.turn_opt.threshold
+        text = tr.text if tr is not None else None
+        args = (speaking, voiced, self.position_ms, text, self.detector.silence_ms)
+        verdict = p.verdict(cand is not None, *args, self.opt, self._understood, self._loud)
+        if verdict is None:
+            return False
+        self._paused = None
+        if not p.voiced_seen and cand is None:
+            self._energy_off = self._reply  # sound that is no speech: VAD alone from now on
+        if verdict == "interrupt":
+            await self._interrupt(self.position_ms)
+            for f in p.held:
+                self._emit(f)
+            return True
+        if cand is not None:  # never a turn: forget it
+            if cand.task is not None:
+                await cand.task.cancel()
+            if cand.partial_task is not None:
+                cand.partial_task.cancel()
+            self.detector.end_turn()
+            self._turn = None
+        resumed = p.resumed(verdict, text or "")
+        self.playback.delay(int(resumed.paused_ms * 1e6))
+        self._emit(resumed)
+        return True
+
+    def _understood(self, text: str) -> bool:
+        """Does the domain make sense of ``text`` (an answer, not a hum)?"""
+        logic = self.engines.logic
+        return logic is not None and logic.understand(text).intent is not None
+
+    async def _interrupt(self, audio_ms: float, onset_ms: float | None = None) -> None:
+        """Cancel the reply for good.  ``onset_ms``: the interrupting speech's onset, to
+        tell whether it continues the interrupted turn (only when it is decided at once)."""
+        reply = self._reply
+        if reply is None:
+            return
+        t = now_ns()
+        cancel_ms = await reply.cancel()
+        self._emit(
+            Interruption(turn_id=reply.turn_id, t_ns=t, audio_ms=audio_ms, cancel_ms=cancel_ms)
+        )
+        self.playback.reset()
+        self._reply = None
+        if onset_ms is not None and onset_ms - self._reply_eot_ms <= self.turn_opt.continuation_ms:
+            # The user had only paused: this speech continues the interrupted turn,
+            # which is answered afresh from the conversation as it was before it.
+            self._carried = self._reply_audio
+            self.dialogue = reply.dialogue_before
+
     # -- events -------------------------------------------------------------------------
     async def _on_start(self, audio_ms: float, onset_ms: float) -> _Turn:
         t_detect = now_ns()
-        carried: list[np.ndarray] = []
-        if self.agent_speaking and self._reply is not None:
-            reply = self._reply
-            cancel_ms = await reply.cancel()
-            self._emit(
-                Interruption(
-                    turn_id=reply.turn_id, t_ns=t_detect, audio_ms=audio_ms, cancel_ms=cancel_ms
-                )
-            )
-            self._play_end_ns = 0
-            self._reported_end = None
-            if onset_ms - self._reply_eot_ms <= self.turn_opt.continuation_ms:
-                # The user had only paused: this speech continues the interrupted turn,
-                # which is answered afresh from the conversation as it was before it.
-                carried = self._reply_audio
-                self.dialogue = reply.dialogue_before
-            self._reply = None
+        self._carried = []
+        if self._paused is not None or (self.agent_speaking and self._reply is not None):
+            continuing = onset_ms - self._reply_eot_ms <= self.turn_opt.continuation_ms
+            if self._paused is not None and self._reply is not None and not continuing:
+                self._paused.candidate = self._next_turn_id  # its frames wait for a verdict
+            else:
+                self._paused = None
+                await self._interrupt(audio_ms, onset_ms)
+        carried, self._carried = self._carried, []
         turn_id = self._next_turn_id
         self._next_turn_id += 1
         turn = _Turn(turn_id, self.engines.stt.open_stream(), onset_ms)

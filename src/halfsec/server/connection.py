@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from abc import ABC, abstractmethod
@@ -36,6 +37,8 @@ from halfsec.frames import (
     Interruption,
     ReplyAudio,
     ReplyDone,
+    ReplyPaused,
+    ReplyResumed,
     SpeechStarted,
 )
 from halfsec.runtime.engines import Engines
@@ -218,10 +221,17 @@ class ClientConnection(ABC):
             if t is not current and not t.done():
                 t.cancel()
 
+    can_pause_reply = True
+    """Whether this transport can pause a reply and resume it where it stopped.  A phone
+    line cannot (Twilio's ``clear`` drops what it holds, and nothing pauses it), so there
+    speech during a reply cancels it as soon as it is speech (``session.barge_in``)."""
+
     def open_voice_session(self, opus_input: bool, turn: TurnOptions | None = None) -> VoiceSession:
         """Start the conversation; with ``opus_input`` its audio comes in through a
         jitter buffer (``InboundAudio``) that reports undecodable packets to the client."""
         session = self.services.voice_session(turn)
+        if not self.can_pause_reply:
+            session.opt = dataclasses.replace(session.opt, barge_in="cancel")
         self.session = session
         if opus_input:
             self.inbound = InboundAudio(session.push, on_malformed=self._bad_opus)
@@ -300,6 +310,13 @@ class ClientConnection(ABC):
                     self.cancelled_turns.add(f.turn_id)
                     if self.paced_out is not None:
                         self.paced_out.flush(f.turn_id)
+                elif isinstance(f, ReplyPaused | ReplyResumed) and self.paced_out is not None:
+                    # A paced sender holds the rest of the reply; a client that got it all
+                    # already (PCM16 over /ws) pauses its own playout on the event.
+                    if isinstance(f, ReplyPaused):
+                        self.paced_out.pause(f.turn_id)
+                    else:
+                        self.paced_out.resume(f.turn_id)
                 ev = self.event_for(f)
                 if ev is not None and isinstance(f, ReplyDone):
                     if delay_task is not None:

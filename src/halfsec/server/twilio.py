@@ -132,6 +132,8 @@ class TwilioSocket(ClientSocket):
 class TwilioConnection(ClientConnection):
     """One phone call: a Media Stream from ``start`` to ``stop``."""
 
+    can_pause_reply = False  # see ClientConnection: barge-in cancels at once on a phone
+
     def __init__(
         self, services: SessionServices, socket: TwilioSocket, request: web.Request
     ) -> None:

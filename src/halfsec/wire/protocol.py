@@ -28,6 +28,8 @@ from halfsec.frames import (
     Interruption,
     PartialTranscript,
     ReplyDone,
+    ReplyPaused,
+    ReplyResumed,
     ReplyText,
     SpeechPaused,
     SpeechResumed,
@@ -59,6 +61,8 @@ EVENT_TYPES: dict[type[Frame], str] = {
     ReplyText: "reply.text",
     ReplyDone: "reply.done",
     Interruption: "interruption",
+    ReplyPaused: "reply.paused",
+    ReplyResumed: "reply.resumed",
     TimingMark: "timing",
     ErrorFrame: ERROR,
 }
@@ -307,6 +311,10 @@ def frame_to_event(frame: Frame) -> dict[str, Any] | None:
         ev.update(text=frame.text, fallbacks=list(frame.fallbacks), faults=list(frame.faults))
     elif isinstance(frame, Interruption):
         ev.update(audio_ms=frame.audio_ms, cancel_ms=frame.cancel_ms)
+    elif isinstance(frame, ReplyPaused):
+        ev["audio_ms"] = frame.audio_ms
+    elif isinstance(frame, ReplyResumed):
+        ev.update(paused_ms=frame.paused_ms, reason=frame.reason, text=frame.text)
     elif isinstance(frame, TimingMark):
         ev.update(name=frame.name, attrs=_jsonable(frame.attrs))
     elif isinstance(frame, ErrorFrame):

@@ -175,6 +175,8 @@ class PacedOpusOut:
         self._k = 0
         self._silence = np.zeros(self.frame_samples, np.int16)
         self._wake = asyncio.Event()
+        self._paused: set[int] = set()
+        """Turns whose reply is paused (``reply.paused``): kept queued, not sent."""
 
     def put(self, turn_id: int, pcm: np.ndarray) -> None:
         """Queue reply audio at ``in_rate`` (any length)."""
@@ -194,8 +196,21 @@ class PacedOpusOut:
             self._queue.append((turn_id, f))
         self._wake.set()
 
+    def pause(self, turn_id: int) -> None:
+        """``reply.paused``: send nothing more of ``turn_id`` until ``resume``."""
+        self._paused.add(turn_id)
+
+    def resume(self, turn_id: int) -> None:
+        """``reply.resumed``: go on sending ``turn_id`` where it stopped."""
+        self._paused.discard(turn_id)
+        self._wake.set()
+
+    def _held(self) -> bool:
+        return bool(self._queue) and self._queue[0][0] in self._paused
+
     def flush(self, turn_id: int) -> None:
         """Barge-in: drop everything of ``turn_id`` that has not been sent yet."""
+        self._paused.discard(turn_id)
         self._queue = deque(item for item in self._queue if item[0] != turn_id)
         self._rest.pop(turn_id, None)
 
@@ -204,9 +219,11 @@ class PacedOpusOut:
         return len(self._queue) * FRAME_MS
 
     def _take(self) -> tuple[int, np.ndarray] | None:
+        if self._held():
+            return None
         if self._queue:
             return self._queue.popleft()
-        if self._rest:  # the turn's last partial frame, once nothing else is queued
+        if self._rest and not self._paused.intersection(self._rest):  # the turn's last partial frame, once nothing else is queued
             tid, rest = self._rest.popitem()
             pad = np.zeros(self.frame_samples, np.int16)
             pad[: rest.size] = rest
@@ -247,7 +264,7 @@ class PacedOpusOut:
                 if continuous:
                     self._last_pts = pts
                     return OutFrame(pts, 0, self._enc.encode(self._silence), False)
-                if not self._queue:
+                if not self._queue or self._held():
                     self._wake.clear()
                     # Sleep until audio is queued; it leaves on a grid anchored then.
                     await self._wake.wait()

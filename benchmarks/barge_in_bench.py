@@ -1,0 +1,172 @@
+"""Barge-in as users hear it: interruptions stop the reply fast, backchannels do not.
+
+    python benchmarks/barge_in_bench.py [--at-ms 1800] [--questions 2] [--json OUT]
+
+One ``halfsec serve`` subprocess (default options: ``session.barge_in=pause``, or what
+``--set`` says).  For each clip, the lab's interrupt client (``lab.clients.interrupt``)
+asks a coffee order from the shared human speech over WebSocket (PCM16 both ways), and
+``--at-ms`` after the reply's first audible sample *at the client* it plays the clip
+into the reply:
+
+* interruptions ("wait", "no, stop", "hold on", "actually, make it a small one", ...;
+  Piper's joe at three speeds and four espeak-ng voices) and people's "stop" and "no";
+* backchannels ("uh-huh", "yeah", "okay", "mm-hmm", "right", "yeah, yeah", "I see",
+  "got it"; the same voices) and people's "yes" and "right".
+
+Measured at the client: ``stop_ms`` = the clip's first voiced sample as the client
+played it -> the reply's last audible sample before it stopped; for backchannels whether
+the reply was cancelled, and the pause heard when it resumed.  Targets: interruptions'
+stop p95 <= 100 ms; >= 90 % of backchannels do not stop (cancel) the reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from barge_in_clips import Clip, human, synthesized
+
+from halfsec.audio.io import load_audio
+from halfsec.lab.bench.server_process import ServerProcess
+from halfsec.lab.clients.interrupt import BargeInRun, run_barge_in
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.percentile import percentile
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
+STOP_P95_TARGET_MS = 100.0
+BACKCHANNEL_KEPT_TARGET = 0.90
+
+
+def questions(n: int) -> list[tuple[str, np.ndarray]]:
+    """The ``n`` shortest coffee orders, cut to 0.3 s before and 0.1 s after the speech."""
+    with open(SPEECH / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
+    rows.sort(key=lambda r: float(r["duration_s"]))
+    out = []
+    for r in rows[:n]:
+        pcm = load_audio(SPEECH / r["file"])
+        b = voiced_bounds(pcm)
+        if b is not None:
+            out.append((r["file"], pcm[max(0, b[0] - 4800) : b[1] + 1600]))
+    return out
+
+
+def _row(clip: Clip, question: str, run: BargeInRun) -> dict[str, Any]:
+    return {
+        "clip": clip.name,
+        "kind": clip.kind,
+        "text": clip.text,
+        "voice": clip.voice,
+        "question": question,
+        "at_ms": run.at_ms,
+        "stop_ms": run.stop_ms,
+        "paused": run.paused,
+        "resumed": run.resumed,
+        "cancelled": run.cancelled,
+        "pause_heard_ms": run.pause_heard_ms,
+        "resume_reason": run.resume_reason,
+        "resume_text": run.resume_text,
+        "heard_text": run.heard_text,
+        "error": run.error,
+    }
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "n": len(values)}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if r["error"] is None and r["stop_ms"] is not None]
+    intr = [r for r in ok if r["kind"] == "interruption"]
+    bc = [r for r in ok if r["kind"] == "backchannel"]
+    kept = [r for r in bc if not r["cancelled"]]
+    stop = _pct([r["stop_ms"] for r in intr])
+    kept_rate = len(kept) / len(bc) if bc else None
+    return {
+        "interruption": {
+            "stop_ms": stop,
+            "cancelled_rate": sum(r["cancelled"] for r in intr) / len(intr) if intr else None,
+        },
+        "backchannel": {
+            "stop_ms": _pct([r["stop_ms"] for r in bc]),
+            "kept_rate": kept_rate,
+            "pause_heard_ms": _pct([r["pause_heard_ms"] for r in kept if r["pause_heard_ms"]]),
+        },
+        "errors": len(rows) - len(ok),
+        "checks": {
+            "stop_p95_le_100ms": stop["p95"] is not None and stop["p95"] <= STOP_P95_TARGET_MS,
+            "backchannels_kept_ge_90pct": kept_rate is not None
+            and kept_rate >= BACKCHANNEL_KEPT_TARGET,
+        },
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    qs = questions(args.questions)
+    clips = synthesized() + human(SPEECH)
+    if args.only:
+        clips = [c for c in clips if args.only in c.name]
+    if args.limit:
+        clips = clips[: args.limit]
+    rows: list[dict[str, Any]] = []
+    t_start = time.time()
+    async with ServerProcess(overrides=args.set) as server:
+        for i, clip in enumerate(clips):
+            qname, q = qs[i % len(qs)]
+            run = await run_barge_in(server.url, q, clip.pcm, args.at_ms)
+            rows.append(_row(clip, qname, run))
+            r = rows[-1]
+            print(
+                f"{clip.kind:12s} {clip.name:48s} stop {r['stop_ms'] or 0:6.1f} ms  "
+                f"cancelled={r['cancelled']!s:5s} resumed={r['resumed']!s:5s} "
+                f"pause {r['pause_heard_ms'] or 0:6.0f} ms  "
+                f"{r['resume_text'] or r['heard_text'] or ''!r} "
+                f"{r['error'] or ''}",
+                file=sys.stderr,
+            )
+    return {
+        "meta": {
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+            "loadavg": os.getloadavg(),
+            "at_ms": args.at_ms,
+            "set": args.set,
+            "clips": len(clips),
+        },
+        "summary": summarize(rows),
+        "runs": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--at-ms",
+        type=float,
+        default=1800.0,
+        help="clip onset after the reply's first audible sample",
+    )
+    ap.add_argument("--questions", type=int, default=2, help="coffee orders to cycle through")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")
+    ap.add_argument(
+        "--set", action="append", default=[], help="server option, e.g. session.barge_in=cancel"
+    )
+    ap.add_argument("--only", help="only clips whose name contains this")
+    ap.add_argument("--json", type=Path, help="write the report here")
+    args = ap.parse_args()
+    report = asyncio.run(bench(args))
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(json.dumps(report["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
