@@ -1,12 +1,12 @@
 """Barge-in as users hear it: interruptions stop the reply fast, backchannels do not.
 
-    python benchmarks/barge_in_bench.py [--at-ms 1800] [--questions 2] [--json OUT]
+    python benchmarks/barge_in_bench.py [--at-ms 1600,1900,2200,2500] [--json OUT]
 
 One ``halfsec serve`` subprocess (default options: ``session.barge_in=pause``, or what
 ``--set`` says).  For each clip, the lab's interrupt client (``lab.clients.interrupt``)
 asks a coffee order from the shared human speech over WebSocket (PCM16 both ways), and
-``--at-ms`` after the reply's first audible sample *at the client* it plays the clip
-into the reply:
+``--at-ms`` after the reply's first audible sample *at the client* (cycled over the
+clips, so onsets fall on words and between them) it plays the clip into the reply:
 
 * interruptions ("wait", "no, stop", "hold on", "actually, make it a small one", ...;
   Piper's joe at three speeds and four espeak-ng voices) and people's "stop" and "no";
@@ -14,7 +14,8 @@ into the reply:
   "got it"; the same voices) and people's "yes" and "right".
 
 Measured at the client: ``stop_ms`` = the clip's first voiced sample as the client
-played it -> the reply's last audible sample before it stopped; for backchannels whether
+played it -> the reply's last audible sample before it stopped (``cut_ms``: -> where the
+client stopped playing it, whatever the reply said then); for backchannels whether
 the reply was cancelled, and the pause heard when it resumed.  Targets: interruptions'
 stop p95 <= 100 ms; >= 90 % of backchannels do not stop (cancel) the reply.
 """
@@ -68,6 +69,7 @@ def _row(clip: Clip, question: str, run: BargeInRun) -> dict[str, Any]:
         "question": question,
         "at_ms": run.at_ms,
         "stop_ms": run.stop_ms,
+        "cut_ms": run.cut_ms,
         "paused": run.paused,
         "resumed": run.resumed,
         "cancelled": run.cancelled,
@@ -89,14 +91,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     bc = [r for r in ok if r["kind"] == "backchannel"]
     kept = [r for r in bc if not r["cancelled"]]
     stop = _pct([r["stop_ms"] for r in intr])
+    cut = _pct([r["cut_ms"] for r in intr if r["cut_ms"] is not None])
     kept_rate = len(kept) / len(bc) if bc else None
     return {
         "interruption": {
             "stop_ms": stop,
+            "cut_ms": cut,
             "cancelled_rate": sum(r["cancelled"] for r in intr) / len(intr) if intr else None,
         },
         "backchannel": {
             "stop_ms": _pct([r["stop_ms"] for r in bc]),
+            "cut_ms": _pct([r["cut_ms"] for r in bc if r["cut_ms"] is not None]),
             "kept_rate": kept_rate,
             "pause_heard_ms": _pct([r["pause_heard_ms"] for r in kept if r["pause_heard_ms"]]),
         },
@@ -121,7 +126,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     async with ServerProcess(overrides=args.set) as server:
         for i, clip in enumerate(clips):
             qname, q = qs[i % len(qs)]
-            run = await run_barge_in(server.url, q, clip.pcm, args.at_ms)
+            at_ms = args.at_ms[i % len(args.at_ms)]
+            run = await run_barge_in(server.url, q, clip.pcm, at_ms)
             rows.append(_row(clip, qname, run))
             r = rows[-1]
             print(
@@ -149,9 +155,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--at-ms",
-        type=float,
-        default=1800.0,
-        help="clip onset after the reply's first audible sample",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[1600.0, 1900.0, 2200.0, 2500.0],
+        help="clip onsets after the reply's first audible sample, cycled over the clips",
     )
     ap.add_argument("--questions", type=int, default=2, help="coffee orders to cycle through")
     ap.add_argument("--limit", type=int, default=0, help="at most this many clips (0: all)")

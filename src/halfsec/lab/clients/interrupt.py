@@ -64,6 +64,9 @@ class BargeInRun:
     """The clip's first voiced sample on the timeline (output rate)."""
     stop_ms: float | None = None
     """Onset -> the reply's last audible sample before it stopped (0: silent already)."""
+    cut_ms: float | None = None
+    """Onset -> where the client stopped playing it (whatever the reply was saying then);
+    None when nothing stopped it."""
     paused: bool = False
     resumed: bool = False
     cancelled: bool = False
@@ -289,6 +292,8 @@ def _measure(player: _Player, out: BargeInRun) -> None:
     cut = cuts[0] if cuts else played.size
     if out.cancelled and player.dropped_at is not None:
         cut = tl.sample_at(player.dropped_at)
+    if cuts or out.cancelled:
+        out.cut_ms = (cut - onset) * 1000 / tl.rate
     last = _last_audible(played[onset:cut]) if cut > onset else None
     out.stop_ms = 0.0 if last is None else (last + 1) * 1000 / tl.rate
     resumes = [r for r in (tl.sample_at(t) for t in player.resumes) if r >= cut]
