@@ -1,0 +1,195 @@
+"""Does an admitted caller keep the SLO, past capacity too?  ``halfsec serve`` with 1 and N
+workers under N callers, admission by measured load on.
+
+    python benchmarks/admission_bench.py [--workers 1,2] [--steps 8,12,16] [--turns 3]
+        [--capacity TURNS] [--limit 20] [--json OUT]
+
+For each ``--workers`` value it starts ``halfsec serve --workers W`` (coffee domain, its
+default admission unless ``--capacity``) and runs ``lab.load``'s steps against it: N
+callers at once, each playing real people's coffee orders from ``../shared/speech``,
+waiting for the reply to finish playing, thinking 1-2 s, dialling again (every turn is a
+new session, so every turn passes admission).  A step reports the v2v p50/p95/p99 of the
+turns the server admitted (the client's clock, ``measure``'s rule), the turns it refused
+as ``busy`` and the turns that failed.  The promise is: p95 <= 500 ms and no failed turn
+at every step, refusals allowed past capacity.  Steps continue past refusals (the SLO
+here is about the admitted callers); the run of one W stops at a step that broke it.
+
+Timing is real time on the client, which shares the machine: run it on a quiet machine
+(``flock -x /tmp/halfsec_cpu.lock`` on the shared box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.load.options import LoadOptions, Slo
+from halfsec.lab.load.run import run_ramp
+
+console = Console(stderr=True)
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+
+
+def coffee_orders(limit: int) -> list[CorpusItem]:
+    with open(SPEECH / "manifest.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
+    return [
+        CorpusItem(
+            SPEECH / r["file"], intent=r["intent"], slots=parse_slots(r["slots"]), domain="coffee"
+        )
+        for r in rows[:limit]
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"halfsec serve exited with {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{base}/ready") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.25)
+    raise SystemExit("halfsec serve was not ready in time")
+
+
+def start_server(
+    workers: int, capacity: float | None, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    args = [sys.executable, "-m", "halfsec.cli.main", "serve", "--port", str(port), "--no-trace"]
+    args += ["--workers", str(workers), "--set", "logic.domain=coffee"]
+    if capacity is not None:
+        args += ["--capacity", str(capacity)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> int | None:
+    proc.send_signal(signal.SIGTERM)  # drains: every caller has hung up by now
+    try:
+        return proc.wait(40)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        return None
+
+
+async def one_run(
+    workers: int, args: argparse.Namespace, items: list[CorpusItem]
+) -> dict[str, Any]:
+    log = Path(tempfile.mkstemp(prefix=f"admission-w{workers}-", suffix=".log")[1])
+    proc, base = start_server(workers, args.capacity, log)
+    try:
+        await wait_ready(base, proc)
+        await asyncio.sleep(args.warm_s)  # the final lane's spares load after start
+        opts = LoadOptions(turns=args.turns, seed=args.seed)
+        slo = Slo(p95_ms=args.slo_p95_ms, refusals_break=False)
+        bench = BenchOptions(server=base.replace("http://", "ws://") + "/ws")
+        result = await run_ramp(items, args.steps, opts, bench, slo, server_pid=proc.pid)
+    finally:
+        code = stop_server(proc)
+    return {
+        "workers": workers,
+        "capacity": args.capacity,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "serve_exit_code": code,
+        "serve_log": str(log),
+    }
+
+
+def show(runs: list[dict[str, Any]]) -> None:
+    table = Table(title="admission: v2v of admitted turns, busy refusals")
+    for col in ("workers", "callers", "turns", "refused", "failed", "p50", "p95", "p99", "SLO"):
+        table.add_column(col)
+    for run in runs:
+        for st in run["steps"]:
+            v = st.get("v2v_ms") or {}
+            table.add_row(
+                str(run["workers"]),
+                str(st.get("sessions")),
+                str(st.get("turns")),
+                str(st.get("refused")),
+                str(st.get("failed")),
+                *(f"{v[k]:.0f}" if v.get(k) is not None else "-" for k in ("p50", "p95", "p99")),
+                "met" if st.get("met_slo") else f"broken: {st.get('why')}",
+            )
+    console.print(table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    ap.add_argument("--steps", default="8,12,16", help="comma-separated caller counts")
+    ap.add_argument("--turns", type=int, default=3, help="turns per caller per step")
+    ap.add_argument("--capacity", type=float, default=None, help="halfsec serve --capacity")
+    ap.add_argument("--limit", type=int, default=20, help="coffee orders to draw from")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slo-p95-ms", type=float, default=500.0)
+    ap.add_argument("--warm-s", type=float, default=8.0, help="wait after /ready")
+    ap.add_argument("--json", dest="json_out", type=Path)
+    args = ap.parse_args()
+    args.steps = [int(x) for x in args.steps.split(",")]
+    items = coffee_orders(args.limit)
+    runs = []
+    for w in (int(x) for x in args.workers.split(",")):
+        console.print(f"[bold]halfsec serve --workers {w}[/bold]: steps {args.steps}")
+        runs.append(asyncio.run(one_run(w, args, items)))
+    show(runs)
+    report = {
+        "meta": {
+            "command": "benchmarks/admission_bench.py " + " ".join(sys.argv[1:]),
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "corpus": f"{SPEECH / 'manifest.tsv'} (first {args.limit} orderDrink rows)",
+            "slo_p95_ms": args.slo_p95_ms,
+        },
+        "runs": runs,
+    }
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
