@@ -135,6 +135,11 @@ to a recording's own noise floor does not pause the reply."""
 ENERGY_ONLY_MAX_MS = 400.0
 """A pause that only energy holds (no voiced VAD window) resumes after this long."""
 
+DECIDE_SILENCE_MS = 200.0
+"""Short speech is judged only once it has been over this long (the end-of-turn
+window, ``turn.silence_ms``): a dip inside "hold on" is a VAD pause too, and the
+transcript of its first half ("", "Hold") must not decide for the whole."""
+
 NOISE_GAP_MS = 96.0
 """A pause that no turn followed ends after this long without a voiced VAD window
 (three Silero windows): the sound was too short to be speech."""
@@ -277,6 +282,8 @@ class PausedReply:
         understood: Callable[[str], bool] | None = None,
     ) -> str | None:
         """The candidate's speech ended ``silence_ms`` ago: its transcript decides."""
+        if silence_ms < DECIDE_SILENCE_MS:
+            return None
         if transcript is None:
             return "timeout" if silence_ms >= wait_ms else None
         if not transcript.strip():
