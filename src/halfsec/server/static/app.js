@@ -55,7 +55,11 @@ function freshState(opts) {
     ctxOffset: null,
     capture: { startFrame: null, chunks: [], levels: [] },
     tap: { startFrame: null, chunks: [] },
-    play: { nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set() },
+    play: {
+      nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set(),
+      paused: null, // turn whose reply is paused (reply.paused): {turnId, held: [[AudioBuffer, offset s]]}
+      rtcGain: null, // WebRTC: the reply track's gain (0 while paused)
+    },
     events: [],
     turns: new Map(),
     started: new Set(),
@@ -138,13 +142,18 @@ async function openWebRTC() {
   for (const track of S.stream.getAudioTracks()) pc.addTrack(track, S.stream);
   const dc = pc.createDataChannel("events"); // must exist before the offer
   pc.ontrack = (e) => {
+    // Play the reply as soon as it arrives: NetEq's own target (~60 ms here on loopback)
+    // is for unknown networks; 0 asks for the least delay that its jitter estimate allows.
+    if ("jitterBufferTarget" in e.receiver) e.receiver.jitterBufferTarget = 0;
+    else if ("playoutDelayHint" in e.receiver) e.receiver.playoutDelayHint = 0;
     const remote = e.streams[0] || new MediaStream([e.track]);
     // Chrome only pulls remote WebRTC audio into WebAudio while a media element plays it.
     const el = new Audio();
     el.muted = true;
     el.srcObject = remote;
     el.play().catch(() => {});
-    S.ctx.createMediaStreamSource(remote).connect(S.playBus);
+    S.play.rtcGain = S.ctx.createGain();
+    S.ctx.createMediaStreamSource(remote).connect(S.play.rtcGain).connect(S.playBus);
     logLine("webrtc: reply track attached");
   };
   dc.onmessage = (m) => {
@@ -280,20 +289,29 @@ function onAudio(buf) {
   if (S.play.cancelled.has(turnId)) return;
   const pcm = new Int16Array(buf.slice(16));
   if (!pcm.length) return;
-  const ctx = S.ctx;
-  const ab = ctx.createBuffer(1, pcm.length, S.outputRate);
+  const ab = S.ctx.createBuffer(1, pcm.length, S.outputRate);
   const f = ab.getChannelData(0);
   for (let i = 0; i < pcm.length; i++) f[i] = pcm[i] / 32768;
+  if (S.play.paused && S.play.paused.turnId === turnId) S.play.paused.held.push([ab, 0]);
+  else schedule(turnId, ab, 0, tServerNs);
+  const turn = getTurn(turnId);
+  if (turn.marks[SPAN.audio_sent] === undefined) turn.marks[SPAN.audio_sent] = serverToPage(tServerNs);
+}
+
+// Play `ab` from `offset` s on, back to back with what is scheduled.  Gap-free: each
+// chunk starts where the previous one ends.  After an underrun, start one render buffer
+// ahead: main-thread currentTime lags the render thread by about that much, and a start
+// time in the past would play late and overlap the next chunk.
+function schedule(turnId, ab, offset, tServerNs) {
+  const ctx = S.ctx;
   const src = ctx.createBufferSource();
   src.buffer = ab;
   src.connect(S.playBus);
-  // Gap-free: each chunk starts where the previous one ends.  After an underrun, start
-  // one render buffer ahead: main-thread currentTime lags the render thread by about that
-  // much, and a start time in the past would play late and overlap the next chunk.
   const lead = Math.max(ctx.baseLatency || 0, 0.005);
   const at = Math.max(S.play.nextTime, ctx.currentTime + lead);
-  src.start(at);
-  S.play.nextTime = at + ab.duration;
+  src.start(at, offset);
+  src.at = at - offset; // context time of the buffer's first sample
+  S.play.nextTime = at + ab.duration - offset;
   if (!S.play.sources.has(turnId)) S.play.sources.set(turnId, new Set());
   S.play.sources.get(turnId).add(src);
   src.onended = () => {
@@ -303,12 +321,40 @@ function onAudio(buf) {
   S.play.chunks.push({
     turn_id: turnId,
     start_ms: at * 1000,
-    samples: pcm.length,
+    samples: Math.round((ab.duration - offset) * ab.sampleRate),
     t_server_ns: tServerNs,
     t_recv_ms: pageNow(),
   });
-  const turn = getTurn(turnId);
-  if (turn.marks[SPAN.audio_sent] === undefined) turn.marks[SPAN.audio_sent] = serverToPage(tServerNs);
+}
+
+// `reply.paused`: speech began during the reply, which may be a backchannel ("uh-huh"),
+// so its audio stops now but is kept: what has not played yet, from where it stopped.
+// Over WebRTC the server stops sending; the page mutes what NetEq still holds.
+function pauseTurnAudio(turnId) {
+  if (S.play.rtcGain) S.play.rtcGain.gain.value = 0;
+  if (S.play.paused || S.play.cancelled.has(turnId)) return;
+  const now = S.ctx.currentTime;
+  const srcs = [...(S.play.sources.get(turnId) || [])].sort((a, b) => a.at - b.at);
+  const held = [];
+  for (const src of srcs) {
+    const offset = Math.max(0, now - src.at);
+    if (offset < src.buffer.duration) held.push([src.buffer, offset]);
+    src.onended = null;
+    try { src.stop(); } catch (e) { /* not started */ }
+  }
+  S.play.sources.delete(turnId);
+  S.play.nextTime = 0;
+  S.play.paused = { turnId, held };
+}
+
+// `reply.resumed`: it was not an interruption; play on from where it stopped.
+function resumeTurnAudio(turnId) {
+  if (S.play.rtcGain) S.play.rtcGain.gain.value = 1;
+  const p = S.play.paused;
+  if (!p || p.turnId !== turnId) return;
+  S.play.paused = null;
+  for (const [ab, offset] of p.held) schedule(turnId, ab, offset, 0);
+  sendPlaybackDone(turnId); // a reply that had nothing left to play
 }
 
 // Over WebSocket the page plays the reply itself, so only the page knows when a reply has
@@ -319,12 +365,14 @@ function sendPlaybackDone(turnId) {
   const turn = S.turns.get(turnId);
   if (!turn || turn.reply_text === null || S.play.cancelled.has(turnId)) return;
   if (S.play.sources.get(turnId)?.size || S.play.done.has(turnId)) return;
+  if (S.play.paused && S.play.paused.turnId === turnId) return; // it will play on
   S.play.done.add(turnId);
   S.transport.sendJson({ type: "playback.done", turn_id: turnId });
 }
 
 function stopTurnAudio(turnId) {
   S.play.cancelled.add(turnId);
+  if (S.play.paused && S.play.paused.turnId === turnId) S.play.paused = null;
   for (const src of S.play.sources.get(turnId) || []) {
     try { src.stop(); } catch (e) { /* already stopped */ }
   }
@@ -393,11 +441,19 @@ function onEvent(ev) {
       S.finished.add(tid);
       sendPlaybackDone(tid); // a reply without audio, or whose audio already played
       break;
+    case "reply.paused":
+      pauseTurnAudio(tid);
+      break;
+    case "reply.resumed":
+      resumeTurnAudio(tid);
+      break;
     case "reply.audio":
+      if (S.play.rtcGain) S.play.rtcGain.gain.value = 1; // a new reply after an interruption
       // WebRTC: the server announces each turn's first reply packet (no HSA1 header).
       if (S.clock) turn.marks[SPAN.audio_sent] = turn.marks[SPAN.audio_sent] ?? serverToPage(ev.t_server_ns);
       break;
     case "interruption":
+      if (S.play.rtcGain) S.play.rtcGain.gain.value = 0; // what NetEq still holds of it
       turn.interrupted = true;
       S.finished.add(tid);
       stopTurnAudio(tid);
