@@ -19,6 +19,7 @@ import pytest
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.lab.bench.corpus import CorpusItem, parse_slots
 from halfsec.lab.bench.options import BenchOptions
+from halfsec.lab.bench.records import recording_bounds
 from halfsec.lab.load.caller import is_refusal, plan_callers
 from halfsec.lab.load.options import LoadError, LoadOptions, Slo, parse_ramp
 from halfsec.lab.load.report import TURN_KEYS
@@ -111,12 +112,24 @@ def _samples(values: list[float], key: str) -> list[ResourceSample]:
     return out
 
 
+def test_end_of_speech_is_computed_once_per_recording_and_never_changes(
+    tmp_path: Path, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    pcm = load_audio(speech_dir / rows[0]["file"])
+    item = CorpusItem(speech_dir / rows[0]["file"])
+    first = recording_bounds(item, pcm)
+    assert first == voiced_bounds(pcm) and first is not None
+    assert recording_bounds(item, pcm.copy()) == first  # from the cache, the same figure
+    cut = pcm[: first[1] // 2]  # same path, other samples: measured afresh
+    assert recording_bounds(item, cut) == voiced_bounds(cut) != first
+
+
 def test_soak_flatness_and_latency_drift() -> None:
     # Warm-up growth in the first 20 %, then flat with session noise: flat.
     warm = [200.0, 260.0, 300.0] + [300.0 + (4.0 if i % 2 else -4.0) for i in range(57)]
     assert flatness(_samples(warm, "rss_mb"), "rss_mb")["flat"] is True
     # One descriptor per sample (a leak per turn): not flat.
-    leak = [40 + i for i in range(60)]
+    leak = [40.0 + i for i in range(60)]
     f = flatness(_samples(leak, "fds"), "fds")
     assert f["flat"] is False and f["drift"] > f["limit"]
     assert flatness(_samples([1.0, 2.0], "fds"), "fds")["flat"] is None
@@ -191,11 +204,12 @@ async def test_a_ramp_and_refusals_against_a_real_server(
         CorpusItem(tmp_path / line.split("\t")[0], intent="orderDrink", slots=parse_slots(""))
         for line in manifest.read_text().splitlines()[1:]
     ]
-    # Two callers, a server that takes one: the second is refused while the first talks.
+    # Two callers, a server that takes one: the second is refused while the first talks
+    # (its whole call: one record, not one per turn it would have said).
     busy = run_ramp(
         items,
         [2],
-        LoadOptions(turns=1, think_min_s=0.1, think_max_s=0.1, stagger_s=0.5),
+        LoadOptions(turns=2, think_min_s=0.1, think_max_s=0.1, stagger_s=0.5),
         BenchOptions(),
         Slo(),
         max_sessions=1,
@@ -205,6 +219,7 @@ async def test_a_ramp_and_refusals_against_a_real_server(
     assert rc == 0, err[-3000:]
     report = json.loads(out.read_text())
     assert report["schema"] == "halfsec.load/1"
+    assert report["callers"]["session_per_turn"] is False
     assert [s["sessions"] for s in report["steps"]] == [1, 2]
     assert report["knee"] == 2 and report["stop_reason"] == "ramp done", report["steps"]
     for s in report["steps"]:
@@ -221,12 +236,21 @@ async def test_a_ramp_and_refusals_against_a_real_server(
     two = [t for t in turns if t["step_sessions"] == 2]
     assert {t["caller"] for t in two} == {0, 1}
     assert max(t["concurrent"] for t in two) == 2  # both callers were in a turn at once
+    # A caller is one session for its whole call: one session.started per caller.
+    for n in (1, 2):
+        calls = {
+            c: {t["session_id"] for t in turns if t["step_sessions"] == n and t["caller"] == c}
+            for c in range(n)
+        }
+        assert all(len(ids) == 1 and "" not in ids for ids in calls.values()), calls
+        assert len(set().union(*calls.values())) == n, calls
     page = html.read_text()
     assert "<svg" in page and "knee" in page and "SLO p95" in page
     assert "knee: 2 session(s)" in err
 
     (step,) = refused.steps
-    assert step["refused"] == 1 and step["failed"] == 0 and step["ok"] == 1, step
+    assert step["refused"] == 1 and step["failed"] == 0 and step["ok"] == 2, step
+    assert len({t["session_id"] for t in refused.turns if t["ok"]}) == 1
     assert not step["met_slo"] and "refused" in step["why"]
     assert refused.knee is None
     no = next(t for t in refused.turns if t["refused"])

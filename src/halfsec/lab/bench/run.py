@@ -15,7 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.records import empty_record, finish_client_spans, make_record
 from halfsec.lab.bench.server_process import ServerProcess, fetch_health, server_urls
 from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.conversation import run_conversation
 from halfsec.lab.clients.twilio import run_recording_twilio
 from halfsec.lab.clients.webrtc import run_recording_webrtc
 from halfsec.lab.clients.websocket import run_recording
@@ -102,28 +103,89 @@ async def run_items(
             async with path.tcp(url) as (relayed, relay):
                 run = await run_recording(relayed, pcm, opts.client, tracer=tracer)
                 net_info = path.tcp_meta(relay) or {}
-        rec = make_record(item, pcm, run, opts.audible_dbfs)
-        rec["transport"] = opts.transport if opts.transport in ("webrtc", "twilio") else "websocket"
-        rec["codec"] = opts.codec
-        if net_info:
-            rec["net"] = net_info
-        finish_client_spans(run, rec)
-        sent = run.sent_audio()
-        audio_s += sent.size / INTERNAL_RATE
-        if late_ms is not None:
-            late_ms.extend(run.late_ms)
-        if run.late_ms:
-            rec["send_late_max_ms"] = round(max(run.late_ms), 2)
-        if opts.save_audio is not None and sent.size:
-            opts.save_audio.mkdir(parents=True, exist_ok=True)
-            write_wav(opts.save_audio / f"{item.stem}.sent.wav", sent, INTERNAL_RATE)
-            write_wav(
-                opts.save_audio / f"{item.stem}.received.wav", run.received_audio(), run.output_rate
-            )
+        rec = turn_record(item, pcm, run, opts, net_info, late_ms)
+        audio_s += run.sent_audio().size / INTERNAL_RATE
         records.append(rec)
         if on_record:
             on_record(rec)
     return records, audio_s
+
+
+def turn_record(
+    item: CorpusItem,
+    pcm: np.ndarray,
+    run: ClientRun,
+    opts: BenchOptions,
+    net_info: dict[str, Any],
+    late_ms: list[float] | None,
+) -> dict[str, Any]:
+    """One recording's record (``make_record``) with what the bench adds: transport,
+    codec, network, client spans closed, lateness, saved audio."""
+    rec = make_record(item, pcm, run, opts.audible_dbfs)
+    rec["transport"] = opts.transport if opts.transport in ("webrtc", "twilio") else "websocket"
+    rec["codec"] = opts.codec
+    if net_info:
+        rec["net"] = net_info
+    finish_client_spans(run, rec)
+    sent = run.sent_audio()
+    if late_ms is not None:
+        late_ms.extend(run.late_ms)
+    if run.late_ms:
+        rec["send_late_max_ms"] = round(max(run.late_ms), 2)
+    if opts.save_audio is not None and sent.size:
+        opts.save_audio.mkdir(parents=True, exist_ok=True)
+        write_wav(opts.save_audio / f"{item.stem}.sent.wav", sent, INTERNAL_RATE)
+        write_wav(
+            opts.save_audio / f"{item.stem}.received.wav", run.received_audio(), run.output_rate
+        )
+    return rec
+
+
+async def run_conversation_items(
+    url: str,
+    items: Sequence[CorpusItem],
+    think_s: Sequence[float],
+    opts: BenchOptions,
+    on_record: Callable[[int, dict[str, Any]], None],
+    keep_going: Callable[[], bool] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> None:
+    """Play ``items`` in order over ONE WebSocket session (``lab.clients.conversation``):
+    a caller's call, admitted once, its dialogue state carried from turn to turn.  Each
+    turn's record (the same as ``run_items``') goes to ``on_record(k, rec)``; a refused
+    or failed call start gives one record, for turn 0.  Recordings that cannot be read
+    are left out of the call beforehand (their records carry the error, turn -1)."""
+    if opts.transport != "websocket":
+        raise HalfsecError("a conversation over one session needs the WebSocket transport")
+    path = NetPath(opts.net)
+    said: list[tuple[CorpusItem, np.ndarray, float]] = []
+    loaded: dict[Path, np.ndarray] = {}  # a caller's plan repeats its few recordings
+    for item, think in zip(items, think_s, strict=True):
+        try:
+            if item.path not in loaded:
+                loaded[item.path] = load_audio(item.path, max_seconds=opts.max_input_s)
+            said.append((item, loaded[item.path], think))
+        except HalfsecError as e:
+            rec = empty_record(item)
+            rec["error"] = f"unreadable audio: {e}"
+            on_record(-1, rec)
+    if not said:
+        return
+    async with path.tcp(url) as (relayed, relay):
+
+        def on_turn(k: int, run: ClientRun) -> None:
+            item, pcm, _ = said[k]
+            on_record(k, turn_record(item, pcm, run, opts, path.tcp_meta(relay) or {}, None))
+
+        await run_conversation(
+            relayed,
+            [p for _, p, _ in said],
+            [t for _, _, t in said],
+            on_turn,
+            opts.client,
+            keep_going=keep_going,
+            on_start=on_start,
+        )
 
 
 def fault_args(opts: BenchOptions) -> list[str]:

@@ -158,23 +158,48 @@ async def _handshake(
     # (unreachable)
 
 
-async def _converse(
-    ws: aiohttp.ClientWebSocketResponse, pcm: np.ndarray, opt: ClientOptions, run: ClientRun
+async def open_session(
+    ws: aiohttp.ClientWebSocketResponse, opt: ClientOptions, run: ClientRun
 ) -> None:
+    """``session.start`` and the clock sync: what a session does once, before any turn."""
     await _handshake(ws, opt, run)
 
     async def next_json(wait_s: float) -> dict[str, Any]:
         return await _next_json(ws, wait_s)
 
     run.clock = await sync_clock(max(1, opt.pings), ws.send_str, next_json)
-    send_lock = asyncio.Lock()
+
+
+async def _converse(
+    ws: aiohttp.ClientWebSocketResponse, pcm: np.ndarray, opt: ClientOptions, run: ClientRun
+) -> None:
+    await open_session(ws, opt, run)
+    await play_turn(ws, pcm, opt, run, asyncio.Lock(), now_ns() + int(opt.lead_ms * 1e6))
+
+
+async def play_turn(
+    ws: aiohttp.ClientWebSocketResponse,
+    pcm: np.ndarray,
+    opt: ClientOptions,
+    run: ClientRun,
+    send_lock: asyncio.Lock,
+    t0_ns: int,
+    end_session: bool = True,
+    seq_base: int = 0,
+) -> None:
+    """Play one recording on an open session (``open_session``) whose sample 0 is
+    ``t0_ns`` and record the reply into ``run``, until the server is done with it.
+
+    ``end_session``: send ``session.end`` after it (False: more turns follow on this
+    socket, ``lab.clients.conversation``).  ``seq_base``: the Opus packet number of
+    this recording's first frame (a session's numbering never restarts)."""
     state = TurnState()
 
     async def send_str(text: str) -> None:
         async with send_lock:
             await ws.send_str(text)
 
-    run.t0_ns = now_ns() + int(opt.lead_ms * 1e6)
+    run.t0_ns = t0_ns
     timeline = PlaybackTimeline(run.output_rate, run.t0_ns)
     run.timeline = timeline
     opus_enc = None
@@ -195,7 +220,8 @@ async def _converse(
     async def send_frame(k: int, frame: np.ndarray) -> None:
         async with send_lock:
             if opus_enc is not None:
-                await ws.send_bytes(encode_opus_in(k, k * 960, opus_enc.encode(frame)))
+                n = seq_base + k
+                await ws.send_bytes(encode_opus_in(n, n * 960, opus_enc.encode(frame)))
             else:
                 await ws.send_bytes(encode_pcm16(frame))
 
@@ -217,8 +243,9 @@ async def _converse(
             ) from e
         if run.closed_by_server:
             raise ClientError(run.closed_by_server)
-        with contextlib.suppress(Exception):
-            await send_str(session_end_message())
+        if end_session:
+            with contextlib.suppress(Exception):
+                await send_str(session_end_message())
     finally:
         receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -7,17 +7,22 @@ waits for the reply to finish playing (the client returns only then) and thinks 
 seeded random 1-2 s, as a person on a call would; so N callers put on the server the
 load of N people talking, not N microphones streaming flat out.
 
-Each caller's turn runs on its own thread with its own event loop.  On one shared loop a
-finished turn's measurement (``lab.bench.records.make_record``: the end of speech of ~10 s
-of audio, 40-90 ms of CPU) held every other caller's microphone: measured 2026-12-01,
-frames left up to 210 ms late with 12 callers.  On threads the interpreter switches
-every 5 ms, so one caller's arithmetic delays another's frames by milliseconds.
+A caller is ONE session for its whole call (WebSocket: ``lab.bench.run.
+run_conversation_items`` over ``lab.clients.conversation``): admitted once, when the
+call starts, with the dialogue state carried from turn to turn, as a person on the phone
+is.  A caller the server turns away as busy (HTTP 503 before the WebSocket upgrade) is a
+*refusal*: one record for the caller, counted apart from failed turns -- the server kept
+its promise to the callers it took -- and that caller plays nothing more.  A turn that
+fails ends its caller's call.  WebRTC callers still open a session per recording (the
+WebRTC client has no multi-turn session); for them a 503 at any turn's offer is a
+refusal of that turn.
 
-Each recording is its own session, as everywhere in the lab (the client opens one
-session per recording so nothing leaks between them); the server so sees a caller hang
-up and dial again for every turn.  A session the server turns away as busy (HTTP 503
-before the WebSocket upgrade or the WebRTC answer) is a *refusal*, counted apart from
-failed turns: the server kept its promise to the callers it took."""
+Each caller runs on its own thread with its own event loop.  On one shared loop a
+finished turn's measurement (``lab.bench.records.make_record``) held every other
+caller's microphone: measured 2026-12-01, frames left up to 210 ms late with 12 callers.
+On threads the interpreter switches every 5 ms, so one caller's arithmetic delays
+another's frames by milliseconds (and the end of speech of a recording is now computed
+once per recording, ``records.recording_bounds``)."""
 
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from typing import Any
 from halfsec.clock import now_ns
 from halfsec.lab.bench.corpus import CorpusItem
 from halfsec.lab.bench.options import BenchOptions
-from halfsec.lab.bench.run import run_items
+from halfsec.lab.bench.run import run_conversation_items, run_items
 from halfsec.lab.load.options import LoadOptions
 
 __all__ = ["CallerPlan", "is_refusal", "run_caller"]
@@ -97,11 +102,109 @@ async def run_caller(
     ``refused``) added.  No new turn starts after ``deadline_ns``.  ``executor``: where
     each turn runs, on a loop of its own (one thread per caller; None: on this loop)."""
     loop = asyncio.get_running_loop()
+    await asyncio.sleep(plan.start_delay_s)
+    if bench.transport == "websocket" and bench.client_kind == "python":
+        await _one_session(url, plan, bench, t0_ns, deadline_ns, board, on_turn, executor)
+        return
+    await _session_per_turn(url, plan, bench, t0_ns, deadline_ns, board, on_turn, executor, loop)
+
+
+def _load_fields(
+    rec: dict[str, Any], plan: CallerPlan, k: int, concurrent: int, start: int, t0_ns: int
+) -> dict[str, Any]:
+    rec["refused"] = not rec["ok"] and is_refusal(rec.get("error"))
+    rec["caller"] = plan.index
+    rec["turn"] = k
+    rec["concurrent"] = concurrent
+    rec["t_start_s"] = round((start - t0_ns) / 1e9, 3)
+    rec["t_end_s"] = round((now_ns() - t0_ns) / 1e9, 3)
+    return rec
+
+
+async def _one_session(
+    url: str,
+    plan: CallerPlan,
+    bench: BenchOptions,
+    t0_ns: int,
+    deadline_ns: int | None,
+    board: CallerBoard,
+    on_turn: Callable[[dict[str, Any]], None],
+    executor: Executor | None,
+) -> None:
+    """The whole plan as one call.  The conversation runs on the executor's thread;
+    what it reports comes back to this loop (``call_soon_threadsafe``), so the board
+    and ``on_turn`` are only ever touched here."""
+    loop = asyncio.get_running_loop()
+    started: dict[int, tuple[int, int]] = {}  # turn -> (start ns, callers in a turn)
+    state = {"in_turn": False}
+
+    def begin(k: int) -> None:
+        board.active += 1
+        state["in_turn"] = True
+        started[k] = (now_ns(), board.active)
+
+    def end(k: int, rec: dict[str, Any]) -> None:
+        if state["in_turn"]:
+            board.active -= 1
+            state["in_turn"] = False
+        board.done += 1
+        # A refused call played no turn: it is dated from when the caller dialled.
+        start, concurrent = started.get(k, called)
+        on_turn(_load_fields(rec, plan, max(k, 0), concurrent, start, t0_ns))
+
+    def keep_going() -> bool:
+        return deadline_ns is None or now_ns() < deadline_ns
+
+    def on_start(k: int) -> None:
+        if executor is None:
+            begin(k)
+        else:  # wait until this loop counted it, so ``concurrent`` is exact
+            asyncio.run_coroutine_threadsafe(_call(begin, k), loop).result()
+
+    def on_record(k: int, rec: dict[str, Any]) -> None:
+        if executor is None:
+            end(k, rec)
+        else:
+            loop.call_soon_threadsafe(end, k, rec)
+
+    if not keep_going():
+        return
+    called = (now_ns(), board.active + 1)
+    call = run_conversation_items(
+        url, plan.items, plan.think_s, bench, on_record, keep_going, on_start
+    )
+    try:
+        if executor is None:
+            await call
+        else:
+            await loop.run_in_executor(executor, asyncio.run, call)
+    finally:
+        if state["in_turn"]:
+            board.active -= 1
+            state["in_turn"] = False
+    await asyncio.sleep(0)  # let the last record's callback run before the step ends
+
+
+async def _call(fn: Callable[[int], None], k: int) -> None:
+    fn(k)
+
+
+async def _session_per_turn(
+    url: str,
+    plan: CallerPlan,
+    bench: BenchOptions,
+    t0_ns: int,
+    deadline_ns: int | None,
+    board: CallerBoard,
+    on_turn: Callable[[dict[str, Any]], None],
+    executor: Executor | None,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """WebRTC callers: a new session for every recording."""
 
     def on_thread(item: CorpusItem) -> list[dict[str, Any]]:
         return asyncio.run(run_items(url, [item], bench))[0]
 
-    await asyncio.sleep(plan.start_delay_s)
     for k, item in enumerate(plan.items):
         start = now_ns()
         if deadline_ns is not None and start >= deadline_ns:
@@ -116,13 +219,6 @@ async def run_caller(
         finally:
             board.active -= 1
         board.done += 1
-        rec = recs[0]
-        rec["refused"] = not rec["ok"] and is_refusal(rec.get("error"))
-        rec["caller"] = plan.index
-        rec["turn"] = k
-        rec["concurrent"] = concurrent
-        rec["t_start_s"] = round((start - t0_ns) / 1e9, 3)
-        rec["t_end_s"] = round((now_ns() - t0_ns) / 1e9, 3)
-        on_turn(rec)
+        on_turn(_load_fields(recs[0], plan, k, concurrent, start, t0_ns))
         if k + 1 < len(plan.items):
             await asyncio.sleep(plan.think_s[k])
