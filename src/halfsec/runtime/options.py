@@ -10,7 +10,7 @@ _DEADLINE = positive("ms", at_most=60_000)
 
 _RULES: dict[str, Rule] = {
     "partial_interval_ms": positive("ms", at_most=60_000),
-    "end_of_turn": OneOf(("transcript", "silence")),
+    "end_of_turn": OneOf(("combined", "transcript", "silence")),
     "max_turn_s": positive("s", at_most=3600),
     "stt_deadline_ms": _DEADLINE,
     "logic_deadline_ms": _DEADLINE,
@@ -36,8 +36,10 @@ class SessionOptions:
     partial_interval_ms: float = 500.0
     """Audio between two partial decodes (each costs one decode on the STT engine's
     low-priority partial lane)."""
-    end_of_turn: str = "transcript"
-    """``transcript`` (longer window for unfinished phrases) or ``silence`` (fixed window)."""
+    end_of_turn: str = "combined"
+    """``combined`` (the words, the domain and the Smart Turn audio model weighed as they
+    arrive, ``turn/combined.py``; docs/turn-taking.md measures why it is the default),
+    ``transcript`` (longer window for unfinished phrases) or ``silence`` (fixed window)."""
     max_turn_s: float = 30.0
     """A turn longer than this is ended by force (a stuck-open VAD must not hold the
     session forever)."""

@@ -57,8 +57,9 @@ from halfsec.runtime.options import SessionOptions
 from halfsec.runtime.playback import PlaybackModel
 from halfsec.runtime.turn_task import TurnTask
 from halfsec.stt.engine import STTStream
+from halfsec.turn.combined import build_policy
 from halfsec.turn.detector import TurnDetector, VadState
-from halfsec.turn.end_of_turn import EndOfTurnPolicy, SilenceWindowPolicy, TranscriptAwarePolicy
+from halfsec.turn.end_of_turn import EndOfTurnPolicy
 from halfsec.turn.options import TurnOptions
 
 _CLOSED = object()
@@ -115,15 +116,13 @@ class VoiceSession:
         """This session's share of the lab's ``--fault`` plan (None: no plan)."""
         self.output_rate = output_rate
         self.detector = TurnDetector(self.turn_opt)
-        self.policy: EndOfTurnPolicy = (
-            TranscriptAwarePolicy(
-                self.turn_opt,
-                (lambda text: engines.logic.is_complete(text, self.dialogue))
-                if engines.logic
-                else None,
-            )
-            if self.opt.end_of_turn == "transcript"
-            else SilenceWindowPolicy(self.turn_opt)
+        self.policy: EndOfTurnPolicy = build_policy(
+            self.opt.end_of_turn,
+            self.turn_opt,
+            self.detector,
+            (lambda text: engines.logic.is_complete(text, self.dialogue))
+            if engines.logic
+            else None,
         )
         self._framer = Framer()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
