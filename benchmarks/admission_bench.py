@@ -7,10 +7,10 @@ workers under N callers, admission by measured load on.
 For each ``--workers`` value it starts ``halfsec serve --workers W`` (coffee domain, its
 default admission unless ``--capacity``) and runs ``lab.load``'s steps against it: N
 callers at once, each playing real people's coffee orders from ``../shared/speech``,
-waiting for the reply to finish playing, thinking 1-2 s, dialling again (every turn is a
-new session, so every turn passes admission).  A step reports the v2v p50/p95/p99 of the
-turns the server admitted (the client's clock, ``measure``'s rule), the turns it refused
-as ``busy`` and the turns that failed.  The promise is: p95 <= 500 ms and no failed turn
+waiting for the reply to finish playing, thinking 1-2 s, speaking again -- one WebSocket
+session per caller, so admission is decided once, when the call starts.  A step reports
+the v2v p50/p95/p99 of the admitted callers' turns (the client's clock, ``measure``'s
+rule), the callers it refused as ``busy`` and the turns that failed.  The promise is: p95 <= 500 ms and no failed turn
 at every step, refusals allowed past capacity.  Steps continue past refusals (the SLO
 here is about the admitted callers); the run of one W stops at a step that broke it.
 
