@@ -25,7 +25,7 @@ from halfsec.frames import EndOfTurn, ReplyDone, SpeechStarted
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.faults import FaultSpecError, parse_fault
 from halfsec.server.app import ServerOptions, VoiceServer, start_server
-from halfsec.server.load_meter import LoadLimits, LoadMeter
+from halfsec.server.load_meter import DEFAULT_DUTY, LoadLimits, LoadMeter
 from halfsec.server.metrics import SPEAKING_STALE_NS, ServerMetrics
 from halfsec.server.workers import Supervisor, WorkerSpec, _Slot, thread_plan
 from halfsec.stt.decode_lanes import ReplaceableLane
@@ -83,6 +83,27 @@ def test_saturation_is_the_fullest_signal_over_the_window() -> None:
     s = m.snapshot()
     assert s.terms["wait"] == 0.0 and s.terms["lag"] == 0.0
     assert s.saturation == pytest.approx(0.25)
+
+
+def test_open_calls_count_by_their_measured_duty() -> None:
+    """Callers who are thinking still bring their turns back: open sessions times the
+    measured share of time a session spends in a turn is a signal of its own."""
+    clock, turns, sessions = Clock(), [0], [6]
+    limits = LoadLimits(turn_capacity=4.0)
+    m = LoadMeter(limits, lambda: turns[0], lambda since: [], clock, lambda: sessions[0])
+    # Before a second of samples the duty is the default: 6 calls x 0.5 = 3 turns of 4.
+    assert m.snapshot().terms["calls"] == pytest.approx(6 * DEFAULT_DUTY / 4.0)
+    turns[0] = 3  # measured: 3 of 6 open sessions in a turn, all window long
+    run_for(m, clock, 5.0)
+    assert m.snapshot().terms["calls"] == pytest.approx(6 * 0.5 / 4.0)
+    sessions[0] = 10  # four more calls came in; their share is the measured 3/6 ... 3/10
+    turns[0] = 5
+    run_for(m, clock, 5.0)
+    assert m.snapshot().terms["calls"] == pytest.approx(10 * 0.5 / 4.0)
+    assert m.snapshot().saturation >= 1.0 and not m.admits(m.snapshot().saturation)
+    turns[0] = 0  # idle sessions (squatters, silent callers) measure a duty of 0
+    run_for(m, clock, 6.0)
+    assert m.snapshot().terms["calls"] == 0.0
 
 
 def test_admission_has_hysteresis() -> None:

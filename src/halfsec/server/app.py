@@ -89,7 +89,12 @@ class VoiceServer:
         self.twilio = TwilioEndpoint(self.services)
         metrics = self.services.metrics
         limits = LoadLimits.default(self.options.capacity, self.options.workers)
-        self.load = LoadMeter(limits, metrics.active_turns, LANE_LOAD.waits_since)
+        self.load = LoadMeter(
+            limits,
+            metrics.active_turns,
+            LANE_LOAD.waits_since,
+            open_sessions=lambda: self.session_count,
+        )
         self.readiness = Readiness(self.load, lambda: self.session_count, self.options.max_sessions)
         # Partials are the first thing to go: shed once half the capacity is in flight.
         LANE_LOAD.active_turns = metrics.active_turns

@@ -16,7 +16,15 @@ divided by the value at which it starts to cost the SLO, so that 1.0 means "full
   (``stt.lane_load``), over ``wait_budget_ms`` -- the final is on every turn's
   critical path, so its wait is the SLO being spent.
 
-``saturation = max(turns, lag, wait)``: any one of them full is full.  The server admits
+* **committed calls**: open sessions times the share of its time a session of this
+  server spends in an active turn (measured over the window: time-averaged active turns
+  over time-averaged open sessions; ``DEFAULT_DUTY`` until a window has enough of both),
+  over ``turn_capacity``.  The three signals above see only the load that is here now;
+  a caller admitted while others think (1-2 s between turns) brings their turns back a
+  moment later.  Measured 2026-12-01 (``benchmarks/admission_bench.py``, one worker):
+  12 staggered callers were all admitted and v2v p95 went to 1646 ms with 0 refusals.
+
+``saturation = max(turns, lag, wait, calls)``: any one of them full is full.  The server admits
 a new session while saturation < 1.0; once refused, it admits again only below
 ``resume_below`` (0.85), so a readiness probe (Envoy) does not flap at the edge.  A new
 caller adds load gradually (it talks about half the time), so the leading signal and
@@ -38,13 +46,27 @@ from dataclasses import dataclass
 
 from halfsec.measure.percentile import percentile
 
-__all__ = ["TURNS_PER_CORE", "LoadLimits", "LoadMeter", "LoadSnapshot", "worker_cores"]
+__all__ = [
+    "DEFAULT_DUTY",
+    "TURNS_PER_CORE",
+    "LoadLimits",
+    "LoadMeter",
+    "LoadSnapshot",
+    "worker_cores",
+]
 
-TURNS_PER_CORE = 2.5
+DEFAULT_DUTY = 0.5
+"""A session's share of time in an active turn before the window has measured it: a
+caller talks about half the time (speaking and waiting for the reply, then listening and
+thinking)."""
+
+TURNS_PER_CORE = 2.25
 """Active turns one core carries at the SLO (the default capacity's rate): a turn costs a
 final decode (~90 ms on two threads of this box), a first clause (~50 ms), VAD and a
-partial or two; callers talk about half the time, so 2.5 turns a core is ~5 talking
-callers a core.  Measure yours with the load bench and pass ``--capacity``."""
+partial or two; callers are in a turn about half the time, so 2.25 turns a core admits
+~4.5 callers a core.  Measured 2026-12-01 on the 2-core AVX-512 EPYC
+(``benchmarks/admission_bench.py``): 8 callers kept v2v p95 <= 500 ms with one worker or
+two, 12 did not.  Measure yours with the load bench and pass ``--capacity``."""
 
 
 def worker_cores(workers: int = 1) -> float:
@@ -100,13 +122,15 @@ class LoadMeter:
         active_turns: Callable[[], int],
         lane_waits: Callable[[float], Sequence[float]],
         clock: Callable[[], float] = time.monotonic,
+        open_sessions: Callable[[], int] | None = None,
     ) -> None:
         self.limits = limits
         self._active_turns = active_turns
+        self._open_sessions = open_sessions or (lambda: 0)
         self._lane_waits = lane_waits
         self._clock = clock
-        self._samples: deque[tuple[float, float, int]] = deque()
-        """(time, loop lag ms, active turns) per tick."""
+        self._samples: deque[tuple[float, float, int, int]] = deque()
+        """(time, loop lag ms, active turns, open sessions) per tick."""
         self._saturated = False
         self.forced: float | None = None
         """A saturation that overrides the measurement (tests, and an operator's lever)."""
@@ -115,7 +139,7 @@ class LoadMeter:
     def tick(self, lag_ms: float) -> None:
         """One probe: the loop was ``lag_ms`` late; count the active turns now."""
         t = self._clock()
-        self._samples.append((t, max(0.0, lag_ms), self._active_turns()))
+        self._samples.append((t, max(0.0, lag_ms), self._active_turns(), self._open_sessions()))
         horizon = t - self.limits.window_s
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
@@ -134,9 +158,19 @@ class LoadMeter:
             "turns": turns / lim.turn_capacity,
             "lag": lag / lim.lag_budget_ms,
             "wait": wait_ms / lim.wait_budget_ms,
+            "calls": self._open_sessions() * self.duty(samples) / lim.turn_capacity,
         }
         saturation = max(terms.values()) if self.forced is None else self.forced
         return LoadSnapshot(saturation, current, turns, lag, wait_ms, terms)
+
+    @staticmethod
+    def duty(samples: Sequence[tuple[float, float, int, int]]) -> float:
+        """Measured share of a session's time in an active turn (``DEFAULT_DUTY`` until
+        the window holds a second of samples with sessions open)."""
+        busy = [s for s in samples if s[3] > 0]
+        if len(busy) < 10:
+            return DEFAULT_DUTY
+        return min(1.0, sum(s[2] for s in busy) / sum(s[3] for s in busy))
 
     def admits(self, saturation: float) -> bool:
         """Whether a new session may come in at ``saturation`` (with hysteresis)."""
