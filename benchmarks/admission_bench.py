@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -40,39 +38,23 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.corpus import CorpusItem
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.load.options import LoadOptions, Slo
 from halfsec.lab.load.run import run_ramp
 
+try:  # run as a script: the benchmarks folder is on sys.path
+    from load_bench import SPEECH, coffee_orders, cpu_name
+except ImportError:  # pragma: no cover - imported as benchmarks.admission_bench
+    from benchmarks.load_bench import SPEECH, coffee_orders, cpu_name
+
 console = Console(stderr=True)
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
-
-
-def coffee_orders(limit: int) -> list[CorpusItem]:
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
-    return [
-        CorpusItem(
-            SPEECH / r["file"], intent=r["intent"], slots=parse_slots(r["slots"]), domain="coffee"
-        )
-        for r in rows[:limit]
-    ]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 180.0) -> None:
