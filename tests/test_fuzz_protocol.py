@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rtc_offer import real_offer
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -608,16 +608,6 @@ def test_fuzz_opus_messages(fuzz: FuzzServer) -> None:
 
 
 # -- WebRTC offers and HTTP ---------------------------------------------------------------
-async def real_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.createDataChannel("events")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = str(pc.localDescription.sdp)
-    await pc.close()
-    return sdp
-
-
 @st.composite
 def mutated_sdp(draw: st.DrawFn, offer: str) -> str:
     lines = offer.split("\r\n")

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from rtc_offer import real_offer
 
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import resample
@@ -379,23 +379,13 @@ async def test_offer_token_is_checked_before_the_body_is_parsed(engines: Engines
             assert r.status == 400
 
 
-async def _real_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="sendrecv")
-    pc.createDataChannel("events")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = str(pc.localDescription.sdp)
-    await pc.close()
-    return sdp
-
-
 async def test_offers_that_would_leave_aiortc_without_a_transport_are_refused_first(
     engines: Engines,
 ) -> None:
     """Found by the fuzz suite: an m-line without a mid, two with one mid, or one of an
     unknown kind left a transceiver or the data channel without a transport, and the
     connect task aiortc schedules inside setRemoteDescription raised into the loop."""
-    offer = await _real_offer()
+    offer = await real_offer()
     mids = [line for line in offer.split("\r\n") if line.startswith("a=mid:")]
     broken = [
         offer.replace(mids[0] + "\r\n", "", 1),  # no mid on the audio m-line
