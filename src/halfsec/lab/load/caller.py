@@ -143,10 +143,13 @@ async def _one_session(
         state["in_turn"] = True
         started[k] = (now_ns(), board.active)
 
-    def end(k: int, rec: dict[str, Any]) -> None:
+    def leave() -> None:
         if state["in_turn"]:
             board.active -= 1
             state["in_turn"] = False
+
+    def end(k: int, rec: dict[str, Any]) -> None:
+        leave()
         board.done += 1
         # A refused call played no turn: it is dated from when the caller dialled.
         start, concurrent = started.get(k, called)
@@ -179,9 +182,7 @@ async def _one_session(
         else:
             await loop.run_in_executor(executor, asyncio.run, call)
     finally:
-        if state["in_turn"]:
-            board.active -= 1
-            state["in_turn"] = False
+        leave()
     await asyncio.sleep(0)  # let the last record's callback run before the step ends
 
 
