@@ -69,11 +69,7 @@ async def run_conversation(
     once ``keep_going()`` is False; ``on_start(k)``: turn ``k``'s recording begins.
     Never raises for server misbehaviour."""
     opt = options or ClientOptions()
-    headers: dict[str, str] = {}
-    if opt.token:
-        headers["Authorization"] = f"Bearer {opt.token}"
-    if opt.origin:
-        headers["Origin"] = opt.origin
+    headers = opt.handshake_headers()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=opt.connect_timeout_s)
     first = ClientRun(tracer=tracer)
     try:

@@ -26,3 +26,12 @@ class ClientOptions:
     codec: str = "pcm16"
     """WebSocket audio encoding both ways: ``pcm16`` or ``opus`` (HSI1/HSO1 packets; the
     reply goes through the client's jitter buffer, see ``lab.clients.reply_player``)."""
+
+    def handshake_headers(self) -> dict[str, str]:
+        """The WebSocket upgrade's credentials: bearer token and, when set, Origin."""
+        headers: dict[str, str] = {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.origin:
+            headers["Origin"] = self.origin
+        return headers

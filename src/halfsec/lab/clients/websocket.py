@@ -83,11 +83,7 @@ async def run_recording(
     Never raises for server misbehaviour: ``ClientRun.error`` says what went wrong."""
     opt = options or ClientOptions()
     run = ClientRun(tracer=tracer)
-    headers: dict[str, str] = {}
-    if opt.token:
-        headers["Authorization"] = f"Bearer {opt.token}"
-    if opt.origin:
-        headers["Origin"] = opt.origin
+    headers = opt.handshake_headers()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=opt.connect_timeout_s)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
