@@ -1,7 +1,7 @@
 """Every fault kind against a real server: does every turn still get a spoken answer, how
 late, and what does it cost a healthy session beside the faulted one?
 
-    python benchmarks/fault_bench.py [--limit 10] [--fault stt.stall:5s ...] [--json OUT]
+    python benchmarks/fault_bench.py [--limit 10] [--workers N] [--fault stt.stall:5s ...] [--json OUT]
 
 For the baseline and then each fault, one ``halfsec serve --fault SPEC --fault-every 2``
 starts (one server process, models loaded once, as in production) and two bench clients
@@ -87,11 +87,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_condition(
-    fault: str | None, items: list[CorpusItem], seed: int
+    fault: str | None, items: list[CorpusItem], seed: int, workers: int = 1
 ) -> dict[str, list[dict[str, Any]]]:
-    """Two concurrent clients against one server with ``fault`` (None: no fault)."""
+    """Two concurrent clients against one server with ``fault`` (None: no fault).
+
+    With ``workers`` > 1 the server runs ``--workers N`` processes behind its one port; each
+    worker arms every other of its own sessions, so a healthy session shares its process with
+    a faulted one only when the kernel hands both connections to the same worker: the bench
+    measures the blast radius a deployment with N workers actually has."""
     opts = BenchOptions(faults=[fault] if fault else [], fault_seed=seed, fault_every=2)
     extra = ["--no-trace", *fault_args(opts)]
+    if workers > 1:
+        extra += ["--workers", str(workers)]
     async with ServerProcess(None, ["logic.domain=coffee"], 0.0, extra) as server:
         runs = await asyncio.gather(
             run_items(server.url, items, opts),
@@ -111,6 +118,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=10, help="recordings per client per condition")
     ap.add_argument("--fault", action="append", help="fault spec (repeatable; default: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1, help="halfsec serve --workers N")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
@@ -123,7 +131,7 @@ def main() -> None:
         name = fault or "baseline"
         console.print(f"[bold]{name}[/bold]: 2 clients x {len(items)} recordings ...")
         t = time.monotonic()
-        split = asyncio.run(run_condition(fault, items, args.seed))
+        split = asyncio.run(run_condition(fault, items, args.seed, args.workers))
         results[name] = {k: summarize(v) for k, v in split.items()}
         results[name]["wall_s"] = round(time.monotonic() - t, 1)
     base_p95 = results["baseline"]["healthy"]["v2v_p95_ms"]
@@ -180,6 +188,7 @@ def main() -> None:
         "machine": platform.machine(),
         "limit_per_client": len(items),
         "seed": args.seed,
+        "workers": args.workers,
         "targets": {"faulted_p95_ms": TARGET_P95_MS, "healthy_p95_slack_ms": HEALTHY_SLACK_MS},
         "results": results,
     }
