@@ -121,6 +121,7 @@ def main() -> None:
         t.add_row(pol, *(_ms(res[s]["at_premature"][pol]["3%"]) for s in splits))
     for key in (
         "previous_default_transcript",
+        "previous_default_combined_v1",
         "default_combined",
         "default_combined_without_smart_turn",
         "retuned_combined",

@@ -49,7 +49,12 @@ def test_words_set_the_class_and_the_audio_model_slides_the_window() -> None:
     assert text_class(None, None) == "unknown"
     assert text_class("I'd like a large latte with", True) == "incomplete"
     assert text_class("give me a dark roast,", False) == "incomplete"
-    assert text_class("a dark roast latte,", True) == "complete"
+    assert text_class("a dark roast latte.", True) == "complete"
+    # A comma where the voice did not fall: people list an order's parts that way.
+    assert text_class("a dark roast latte,", True) == "unknown"
+    assert text_class("a dark roast latte,", True, listing=False) == "complete"
+    listed = Evidence("a triple shot, drip coffee,", True, 1.0)
+    assert required_silence(listed, w) == w.unknown_fast > w.complete_fast
     assert text_class("in being comparatively modern,", None) == "unknown"
     done = Evidence("a large latte.", True, None)
     assert required_silence(done, w) == w.complete_slow, "no verdict yet: the cautious end"

@@ -2,8 +2,8 @@
 
 Curves: fixed VAD windows 100-800 ms; the current transcript-aware policy with its three
 windows scaled 0.4-2.5x; Smart Turn thresholds 0.05-0.95 after 100 or 200 ms of
-silence (pipecat's use); the combined policy (and the same without its audio model)
-scaled 0.4-2.5x.  "Delay at 3 % / 5 % premature" is the lowest median delay among a
+silence (pipecat's use); the combined policy (and the same without its audio model, and
+its first version without the listing-comma rule) scaled 0.4-2.5x.  "Delay at 3 % / 5 % premature" is the lowest median delay among a
 curve's settings whose premature rate is at most that.
 
 Tuning looks at the tune half of the shared recordings only; the held-out half and the
@@ -57,6 +57,7 @@ def sweeps(w: Windows, text_w: Windows = TEXT_WINDOWS) -> dict[str, list[Policy]
         "smart_turn@100": [smart_turn(t, 100.0) for t in THRESHOLDS],
         "smart_turn@200": [smart_turn(t, 200.0) for t in THRESHOLDS],
         "combined_text": [combined(k, text_w, audio=False) for k in SCALES],
+        "combined_v1": [combined(k, w, listing=False) for k in SCALES],
         "combined": [combined(k, w) for k in SCALES],
     }
 
@@ -117,6 +118,7 @@ def summary(
                 for k, v in cs.items()
             },
             "default_combined": point(evaluate(recs, combined(1.0, w))),
+            "previous_default_combined_v1": point(evaluate(recs, combined(1.0, w, listing=False))),
             "default_combined_without_smart_turn": point(
                 evaluate(recs, combined(1.0, text_w, audio=False))
             ),

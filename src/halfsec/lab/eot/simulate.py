@@ -138,17 +138,19 @@ def smart_turn(threshold: float, base_ms: float = 200.0, stop_ms: float = 3000.0
     return Policy(f"smart_turn@{base_ms:.0f}", threshold, need, False, first_verdict_only=True)
 
 
-def combined(k: float, w: Windows, audio: bool = True) -> Policy:
+def combined(k: float, w: Windows, audio: bool = True, listing: bool = True) -> Policy:
     """``turn.policy.required_silence`` with every window times ``k``; ``audio=False``
-    ignores the audio model (transcript and domain only)."""
+    ignores the audio model (transcript and domain only); ``listing=False`` is the first
+    version, which took a domain-complete transcript ending on a comma as complete."""
     ws = w.scaled(k)
 
     def need(ev: Evidence) -> float:
         if not audio:
             ev = Evidence(ev.transcript, ev.complete, None)
-        return required_silence(ev, ws)
+        return required_silence(ev, ws, listing)
 
-    return Policy("combined" if audio else "combined_text", k, need, True)
+    name = "combined" if audio else "combined_text"
+    return Policy(name if listing else f"{name}_v1", k, need, True)
 
 
 def at_premature(points: Sequence[Point], rate: float) -> Point | None:
