@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import threading
 import time
@@ -25,7 +26,7 @@ from halfsec.frames import EndOfTurn, ReplyDone, SpeechStarted
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.faults import FaultSpecError, parse_fault
 from halfsec.server.app import ServerOptions, VoiceServer, start_server
-from halfsec.server.load_meter import DEFAULT_DUTY, LoadLimits, LoadMeter
+from halfsec.server.load_meter import DEFAULT_DUTY, LoadLimits, LoadMeter, SharedLoad
 from halfsec.server.metrics import SPEAKING_STALE_NS, ServerMetrics
 from halfsec.server.workers import Supervisor, WorkerSpec, _Slot, thread_plan
 from halfsec.stt.decode_lanes import ReplaceableLane
@@ -103,7 +104,87 @@ def test_open_calls_count_by_their_measured_duty() -> None:
     assert m.snapshot().saturation >= 1.0 and not m.admits(m.snapshot().saturation)
     turns[0] = 0  # idle sessions (squatters, silent callers) measure a duty of 0
     run_for(m, clock, 6.0)
+    assert 0.0 < m.snapshot().terms["calls"] < 10 * 0.5 / 4.0, "over a minute, not at once"
+    run_for(m, clock, m.limits.duty_horizon_s)
     assert m.snapshot().terms["calls"] == 0.0
+
+
+def test_young_calls_count_at_least_the_default_duty() -> None:
+    """Callers who have just connected have not spoken yet: a young window must not
+    measure them as free (16 callers 0.7 s apart once read a duty of 0.00 at the 3rd)."""
+    clock, turns, sessions = Clock(), [0], [0]
+    m = LoadMeter(
+        LoadLimits(turn_capacity=4.0),
+        lambda: turns[0],
+        lambda since: [],
+        clock,
+        lambda: sessions[0],
+    )
+    for _ in range(6):  # a caller every 0.7 s, none of them speaking yet
+        sessions[0] += 1
+        run_for(m, clock, 0.7)
+    assert m.snapshot().duty == DEFAULT_DUTY
+    assert m.snapshot().terms["calls"] == pytest.approx(6 * DEFAULT_DUTY / 4.0)
+    turns[0] = 5  # once they talk, a duty above the default is believed at once
+    run_for(m, clock, 5.0)
+    assert m.snapshot().duty > DEFAULT_DUTY
+
+
+def test_workers_admit_by_the_box_not_by_their_share() -> None:
+    """Callers land on workers by chance: a worker with 5 of 8 calls still admits while
+    the box has room, and refuses once the box is full; a dead worker's entry lapses."""
+    clock = Clock()
+    array = multiprocessing.get_context("spawn").RawArray("d", SharedLoad.FIELDS * 2)
+    limits = LoadLimits(turn_capacity=2.25)  # each worker's share: 2.25 of 4.5 turns
+    sessions = [5, 3]
+    meters = [
+        LoadMeter(
+            limits,
+            lambda: 0,
+            lambda since: [],
+            clock,
+            lambda i=i: sessions[i],
+            shared=SharedLoad(array, i),
+        )
+        for i in range(2)
+    ]
+
+    def run(seconds: float) -> None:
+        for _ in range(round(seconds / limits.interval_s)):
+            clock.t += limits.interval_s
+            for m in meters:
+                m.tick(0.0)
+
+    run(1.0)
+    # Alone, 5 calls x 0.5 would be 1.11 of its share; the box holds 8 x 0.5 of 4.5.
+    assert meters[0].snapshot().terms["calls"] == pytest.approx(8 * DEFAULT_DUTY / 4.5)
+    assert meters[0].admits(meters[0].snapshot().saturation)
+    sessions[1] = 5
+    run(0.2)
+    assert not meters[0].admits(meters[0].snapshot().saturation), "10 x 0.5 > 4.5"
+    for _ in range(15):  # worker 1 died: its entry goes stale
+        clock.t += limits.interval_s
+        meters[0].tick(0.0)
+    assert meters[0].snapshot().terms["calls"] == pytest.approx(5 * DEFAULT_DUTY / 4.5)
+
+
+def test_a_burst_of_admissions_counts_before_the_sessions_open() -> None:
+    """Ten callers admitted inside one upgrade's time are ten calls at once; a
+    reservation whose session never opened lapses."""
+    clock, sessions = Clock(), [0]
+    m = LoadMeter(
+        LoadLimits(turn_capacity=4.0), lambda: 0, lambda since: [], clock, lambda: sessions[0]
+    )
+    admitted = 0
+    while m.admits(m.snapshot().saturation) and admitted < 20:
+        m.reserve()
+        admitted += 1
+    assert admitted == 8, "8 x 0.5 = 4 turns: full, though no session is open yet"
+    sessions[0] = 8  # they open: counted once, not twice
+    assert m.snapshot().sessions == 8
+    sessions[0] = 0  # and never opened
+    run_for(m, clock, m.limits.reserve_s + 0.2)
+    assert m.snapshot().sessions == 0
 
 
 def test_admission_has_hysteresis() -> None:
@@ -166,7 +247,7 @@ async def test_ready_then_saturated_refuses_new_sessions_with_retry_after(
 ) -> None:
     async with serving(engines) as (server, host), aiohttp.ClientSession() as http:
         status, body = await ready(http, host)
-        assert status == 200 and set(body) == READY_KEYS | {"signals"}, body
+        assert status == 200 and set(body) == READY_KEYS | {"signals", "duty"}, body
         assert body["ready"] is True and body["worker"] == os.getpid()
         assert body["draining"] is False and body["sessions"] == 0
         async with http.ws_connect(f"ws://{host}/ws") as admitted:

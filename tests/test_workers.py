@@ -185,6 +185,48 @@ async def ended(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 15.0) ->
     return False
 
 
+async def test_the_workers_admit_by_the_load_of_the_box() -> None:
+    """``--capacity 0.75`` a worker: the box carries 1.5 turns, 3 calls at the default
+    duty of 0.5, wherever the shared socket put them (counted per worker, a 3/0 split
+    would admit 2 and a 2/2 split 4).  Then both workers say so and refuse with
+    ``Retry-After``, and an admitted caller is still answered."""
+    pcm = load_audio(CLIP)
+    async with workers("--capacity", "0.75") as (s, http):
+        await ready_pids(http, s, 2, START_S)
+        calls: list[aiohttp.ClientWebSocketResponse] = []
+        for _ in range(40):
+            if len(calls) == 3:
+                break
+            try:
+                ws = await http.ws_connect(f"{s.base}/ws")
+            except aiohttp.WSServerHandshakeError as e:
+                assert e.status == 503, e  # a moment of loop lag on the shared box
+                await asyncio.sleep(0.5)
+                continue
+            await ws.send_str(session_start_message())
+            assert (await ws.receive_json(timeout=10))["type"] == "session.started"
+            calls.append(ws)
+            await asyncio.sleep(0.3)  # each worker publishes its load every 0.1 s
+        assert len(calls) == 3
+        seen: dict[int, tuple[int, dict[str, Any]]] = {}
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            async with http.get(f"{s.base}/ready") as r:
+                body = await r.json()
+            seen[int(body["worker"])] = (r.status, body)
+        assert len(seen) == 2, seen
+        for status, body in seen.values():
+            assert status == 503 and body["reason"] == "saturated", body
+            assert body["signals"]["calls"] == 1.0, body  # 3 x 0.5 / (2 x 0.75)
+        async with http.get(f"{s.base}/ws") as r:
+            assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
+            assert (await r.json())["error"] == "busy"
+        heard = await speak(calls[0], pcm)
+        assert heard["audio"] > 0 and "reply.done" in heard["events"], heard
+        for ws in calls:
+            await ws.close()
+
+
 async def test_a_killed_worker_is_replaced_the_other_serves_on_and_sigterm_drains() -> None:
     pcm = load_audio(CLIP)
     async with workers() as (s, http):

@@ -17,12 +17,32 @@ divided by the value at which it starts to cost the SLO, so that 1.0 means "full
   critical path, so its wait is the SLO being spent.
 
 * **committed calls**: open sessions times the share of its time a session of this
-  server spends in an active turn (measured over the window: time-averaged active turns
-  over time-averaged open sessions; ``DEFAULT_DUTY`` until a window has enough of both),
-  over ``turn_capacity``.  The three signals above see only the load that is here now;
+  server spends in an active turn (its *duty*: time-averaged active turns over
+  time-averaged open sessions, over ``duty_horizon_s``), over ``turn_capacity``.  The three signals above see only the load that is here now;
   a caller admitted while others think (1-2 s between turns) brings their turns back a
   moment later.  Measured 2026-12-01 (``benchmarks/admission_bench.py``, one worker):
   12 staggered callers were all admitted and v2v p95 went to 1646 ms with 0 refusals.
+  The duty is measured over a minute, not the 5 s window, and is never taken below
+  ``DEFAULT_DUTY`` until that minute holds ``duty_mature_s`` session-seconds: a caller
+  who has just connected has not spoken yet, so a young window measures every fresh
+  call as silent.  Measured 2026-12-01 (the admission log, ``readiness.py``): while 16
+  callers came in 0.7 s apart the 5 s duty read 0.00 at the 3rd and 4th caller and 0.14
+  at the 5th, so ``calls`` counted them as free.
+
+**Workers share one box.**  With ``--workers N`` each worker used to compare its own
+turns and calls with its share of the cores; but the shared listening socket hands
+callers to workers by chance (8 callers split 5/3 as often as 4/4), so one worker
+refused a caller while the other had room (measured 2026-12-01: 1 of 8 refused), and a
+process is not limited to its share when its sibling is idle.  So ``turns`` and
+``calls`` are counted for the box: each worker publishes its averaged turns and its
+committed calls in memory the parent shares with every worker (``SharedLoad``), and
+divides the sum by the box's capacity (every worker's ``turn_capacity``).  ``lag`` and
+``wait`` stay the worker's own: they measure the SLO being spent where it is spent.
+
+**Admitted, not yet open.**  A session counts in ``calls`` from the moment it is
+admitted (``reserve``), not from when its upgrade has finished and it is registered: a
+burst of callers inside that gap (a gateway retrying refused callers at once) would
+otherwise all be admitted on the same count.
 
 ``saturation = max(turns, lag, wait, calls)``: any one of them full is full.  The server admits
 a new session while saturation < 1.0; once refused, it admits again only below
@@ -43,6 +63,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from halfsec.measure.percentile import percentile
 
@@ -52,6 +73,7 @@ __all__ = [
     "LoadLimits",
     "LoadMeter",
     "LoadSnapshot",
+    "SharedLoad",
     "worker_cores",
 ]
 
@@ -94,11 +116,61 @@ class LoadLimits:
     window_s: float = 5.0
     interval_s: float = 0.1
     resume_below: float = 0.85
+    duty_horizon_s: float = 60.0
+    """Over how long a session's duty is measured: several turn cycles of every caller
+    (a cycle -- speak, wait, listen, think -- is 5-8 s), so a burst of arrivals barely
+    moves it."""
+    reserve_s: float = 2.0
+    """How long an admitted session is counted before it shows among the open ones (an
+    upgrade takes milliseconds; one that never completes lapses after this)."""
+    duty_mature_s: float = 60.0
+    """Session-seconds the horizon must hold before a measured duty below
+    ``DEFAULT_DUTY`` is believed (about ten turn cycles of one caller)."""
 
     @staticmethod
     def default(capacity: float | None, workers: int = 1) -> LoadLimits:
         turns = capacity if capacity is not None else TURNS_PER_CORE * worker_cores(workers)
         return LoadLimits(turn_capacity=max(0.1, turns))
+
+
+class SharedLoad:
+    """Every worker's load in one array of shared memory (module docstring): per worker
+    ``(published at, averaged turns, committed calls)``, written by that worker's meter
+    every tick and read by its siblings.  A torn read of a float mid-write is harmless
+    (the next tick rewrites it); an entry older than ``stale_s`` -- a dead worker's --
+    counts as nothing."""
+
+    FIELDS = 3
+
+    def __init__(self, array: Any, index: int, stale_s: float = 1.0) -> None:
+        self.array = array
+        """A ``multiprocessing`` RawArray of doubles, ``FIELDS`` per worker."""
+        self.index = index
+        self.stale_s = stale_s
+
+    @property
+    def workers(self) -> int:
+        return len(self.array) // self.FIELDS
+
+    def publish(self, t: float, turns: float, calls: float) -> None:
+        i = self.index * self.FIELDS
+        self.array[i + 1], self.array[i + 2] = turns, calls
+        self.array[i] = t
+
+    def others(self, now: float) -> tuple[float, float]:
+        """The other workers' (turns, calls), from their fresh entries."""
+        turns = calls = 0.0
+        for w in range(self.workers):
+            i = w * self.FIELDS
+            if w != self.index and now - self.array[i] <= self.stale_s:
+                turns += self.array[i + 1]
+                calls += self.array[i + 2]
+        return turns, calls
+
+
+SHARED: SharedLoad | None = None
+"""Set by a ``--workers N`` worker before its server starts (``workers.worker_main``);
+a meter built without ``shared`` uses it.  None: this process is the whole server."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +182,9 @@ class LoadSnapshot:
     lag_p95_ms: float
     wait_p95_ms: float
     terms: dict[str, float]
-    """Each signal over its limit: ``turns``, ``lag``, ``wait``."""
+    """Each signal over its limit: ``turns``, ``lag``, ``wait``, ``calls``."""
+    sessions: int = 0
+    duty: float = DEFAULT_DUTY
 
 
 class LoadMeter:
@@ -123,14 +197,18 @@ class LoadMeter:
         lane_waits: Callable[[float], Sequence[float]],
         clock: Callable[[], float] = time.monotonic,
         open_sessions: Callable[[], int] | None = None,
+        shared: SharedLoad | None = None,
     ) -> None:
         self.limits = limits
+        self.shared = shared if shared is not None else SHARED
         self._active_turns = active_turns
         self._open_sessions = open_sessions or (lambda: 0)
         self._lane_waits = lane_waits
         self._clock = clock
         self._samples: deque[tuple[float, float, int, int]] = deque()
         """(time, loop lag ms, active turns, open sessions) per tick."""
+        self._reserved: deque[tuple[float, int]] = deque()
+        """(admitted at, the open-session count that includes it) per admission."""
         self._saturated = False
         self.forced: float | None = None
         """A saturation that overrides the measurement (tests, and an operator's lever)."""
@@ -140,37 +218,73 @@ class LoadMeter:
         """One probe: the loop was ``lag_ms`` late; count the active turns now."""
         t = self._clock()
         self._samples.append((t, max(0.0, lag_ms), self._active_turns(), self._open_sessions()))
-        horizon = t - self.limits.window_s
+        horizon = t - max(self.limits.window_s, self.limits.duty_horizon_s)
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
+        if self.shared is not None:
+            turns, _, sessions, duty = self._own(t)
+            self.shared.publish(t, turns, sessions * duty)
+
+    def reserve(self) -> None:
+        """A session was just admitted: count it until it is open (module docstring)."""
+        now = self._clock()
+        before = self._reserved[-1][1] if self._reserved else 0
+        self._reserved.append((now, max(self._open_sessions(), before) + 1))
+
+    def sessions(self, now: float) -> int:
+        """Open sessions, and admitted ones not yet open."""
+        while self._reserved and now - self._reserved[0][0] > self.limits.reserve_s:
+            self._reserved.popleft()
+        n = self._open_sessions()
+        return max(n, self._reserved[-1][1]) if self._reserved else n
+
+    def _own(self, now: float) -> tuple[float, list[tuple[float, float, int, int]], int, float]:
+        """This process's averaged turns, its window's samples, open sessions, duty."""
+        lim = self.limits
+        since = now - lim.window_s
+        samples = [s for s in self._samples if s[0] >= since]
+        turns = (
+            sum(s[2] for s in samples) / len(samples) if samples else float(self._active_turns())
+        )
+        history = [s for s in self._samples if s[0] >= now - lim.duty_horizon_s]
+        return turns, samples, self.sessions(now), self.duty(history, lim)
 
     def snapshot(self) -> LoadSnapshot:
         """The signals over the window, and the saturation they add up to."""
         lim = self.limits
         now = self._clock()
-        since = now - lim.window_s
-        samples = [s for s in self._samples if s[0] >= since]
-        current = self._active_turns()
-        turns = sum(s[2] for s in samples) / len(samples) if samples else float(current)
+        turns, samples, sessions, duty = self._own(now)
+        box_turns, box_calls, capacity = turns, sessions * duty, lim.turn_capacity
+        if self.shared is not None:  # the box's load over the box's capacity
+            other_turns, other_calls = self.shared.others(now)
+            box_turns, box_calls = box_turns + other_turns, box_calls + other_calls
+            capacity *= self.shared.workers
         lag = percentile([s[1] for s in samples], 95) or 0.0
+        since = now - lim.window_s
         wait_ms = percentile([w * 1e3 for w in self._lane_waits(since)], 95) or 0.0
         terms = {
-            "turns": turns / lim.turn_capacity,
+            "turns": box_turns / capacity,
             "lag": lag / lim.lag_budget_ms,
             "wait": wait_ms / lim.wait_budget_ms,
-            "calls": self._open_sessions() * self.duty(samples) / lim.turn_capacity,
+            "calls": box_calls / capacity,
         }
         saturation = max(terms.values()) if self.forced is None else self.forced
-        return LoadSnapshot(saturation, current, turns, lag, wait_ms, terms)
+        current = self._active_turns()
+        return LoadSnapshot(saturation, current, turns, lag, wait_ms, terms, sessions, duty)
 
     @staticmethod
-    def duty(samples: Sequence[tuple[float, float, int, int]]) -> float:
-        """Measured share of a session's time in an active turn (``DEFAULT_DUTY`` until
-        the window holds a second of samples with sessions open)."""
+    def duty(samples: Sequence[tuple[float, float, int, int]], limits: LoadLimits) -> float:
+        """Measured share of a session's time in an active turn over ``samples``; not
+        below ``DEFAULT_DUTY`` until they hold ``limits.duty_mature_s`` session-seconds
+        (module docstring: young calls have not spoken yet)."""
         busy = [s for s in samples if s[3] > 0]
         if len(busy) < 10:
             return DEFAULT_DUTY
-        return min(1.0, sum(s[2] for s in busy) / sum(s[3] for s in busy))
+        session_s = sum(s[3] for s in busy)
+        measured = min(1.0, sum(s[2] for s in busy) / session_s)
+        if session_s * limits.interval_s < limits.duty_mature_s:
+            return max(DEFAULT_DUTY, measured)
+        return measured
 
     def admits(self, saturation: float) -> bool:
         """Whether a new session may come in at ``saturation`` (with hysteresis)."""

@@ -20,6 +20,7 @@ nothing and answers even when the decode lanes are full.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from aiohttp import web
 from halfsec.server.load_meter import LoadMeter
 
 __all__ = ["Busy", "Readiness", "busy_response"]
+
+log = logging.getLogger("halfsec.admission")
 
 DRAIN_RETRY_S = 1
 """Retry-After while draining: the caller should go elsewhere (or wait for the
@@ -114,14 +117,30 @@ class Readiness:
             "draining": self.draining,
             "worker": self.pid,
             "signals": {k: round(v, 3) for k, v in snap.terms.items()},
+            "duty": round(snap.duty, 3),
         }
         if busy is not None:
             body["reason"] = busy.reason
         return body, busy
 
     def busy(self) -> Busy | None:
-        """Why a new session may not start now (None: it may)."""
-        return self.state()[1]
+        """Why a new session may not start now (None: it may).  Each decision is logged
+        with the signals it was made on: what admitted one caller too many is read from
+        these lines (``benchmarks/admission_bench.py`` collects them)."""
+        body, busy = self.state()
+        if busy is None:
+            self.meter.reserve()
+        log.info(
+            "admission %s worker=%d sessions=%d saturation=%.3f active=%d duty=%.3f %s",
+            "admit" if busy is None else "refuse",
+            self.pid,
+            body["sessions"],
+            body["saturation"],
+            body["active_turns"],
+            body["duty"],
+            " ".join(f"{k}={v:.3f}" for k, v in body["signals"].items()),
+        )
+        return busy
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /ready``: 200 when a new session would be admitted, else 503."""

@@ -30,7 +30,9 @@ threads ``min(configured, share)``; partials stay one thread at the lowest prior
 (shed under load, ``stt/lane_load.py``); VAD runs inline on each loop (one thread).  So
 with every worker in its busiest moment (a final or a clause) at most about ``cores``
 compute threads run at normal priority, and the load meter's capacity is that share
-too (``load_meter.worker_cores``).
+too (``load_meter.worker_cores``).  Admission counts the box, not the share: every
+worker publishes its load in memory the parent shares (``load_meter.SharedLoad``), so
+a caller refused by one worker is a caller the whole box has no room for.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 from halfsec.config import HalfsecConfig
 from halfsec.errors import HalfsecError
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.faults import FaultPlan, parse_fault
+from halfsec.server import load_meter
 from halfsec.server.app import start_server
 from halfsec.server.options import ServerOptions
 
@@ -155,9 +159,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def worker_main(spec: WorkerSpec, sock: socket.socket) -> None:
-    """A worker process: its own engines (its thread plan), the server on ``sock``."""
+def worker_main(spec: WorkerSpec, sock: socket.socket, shared: Any = None, index: int = 0) -> None:
+    """A worker process: its own engines (its thread plan), the server on ``sock``;
+    ``shared``: the box's load array (``load_meter.SharedLoad``), ``index`` its entry."""
     _die_with_parent()
+    if shared is not None:
+        load_meter.SHARED = load_meter.SharedLoad(shared, index)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # until the server's loop handles it
     config = thread_plan(spec.config, spec.options.workers)
@@ -201,6 +208,8 @@ class Supervisor:
         self.slots = [_Slot() for _ in range(workers)]
         self._clock = clock
         self._ctx = multiprocessing.get_context("spawn")
+        self.shared = self._ctx.RawArray("d", load_meter.SharedLoad.FIELDS * workers)
+        """Every worker's load, read by its siblings' admission (``load_meter``)."""
         self._signal: int | None = None
         self.replaced = 0
         self.exit_code = 0
@@ -209,9 +218,9 @@ class Supervisor:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.pid]
 
     def _start(self, slot: _Slot) -> None:
-        p = self._ctx.Process(
-            target=worker_main, args=(self.spec, self.sock), name="halfsec-worker", daemon=False
-        )
+        index = next(i for i, s in enumerate(self.slots) if s is slot)  # _Slot: eq by value
+        args = (self.spec, self.sock, self.shared, index)
+        p = self._ctx.Process(target=worker_main, args=args, name="halfsec-worker", daemon=False)
         p.start()
         slot.process, slot.started, slot.restart_at = p, self._clock(), None
         log.info("worker %s started", p.pid)
