@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -113,15 +114,40 @@ async def one_run(
         "workers": workers,
         "capacity": args.capacity,
         "steps": result.steps,
+        "decisions": admission_decisions(log),
         "stop_reason": result.stop_reason,
         "serve_exit_code": code,
         "serve_log": str(log),
     }
 
 
+DECISION = re.compile(
+    r"^(?P<clock>\S+ \S+) halfsec\.admission admission (?P<verdict>admit|refuse) (?P<rest>.*)$"
+)
+
+
+def admission_decisions(log: Path) -> list[dict[str, Any]]:
+    """Every admission decision the server logged (``server/readiness.py``): when, admit
+    or refuse, and the signals it was made on -- the evidence for what admitted one
+    caller too many."""
+    out: list[dict[str, Any]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = DECISION.match(line)
+        if m is None:
+            continue
+        entry: dict[str, Any] = {"clock": m["clock"], "verdict": m["verdict"]}
+        for field in m["rest"].split():
+            key, _, value = field.partition("=")
+            with contextlib.suppress(ValueError):
+                entry[key] = float(value)
+        out.append(entry)
+    return out
+
+
 def show(runs: list[dict[str, Any]]) -> None:
     table = Table(title="admission: v2v of admitted turns, busy refusals")
-    for col in ("workers", "callers", "turns", "refused", "failed", "p50", "p95", "p99", "SLO"):
+    cols = ("workers", "callers", "admitted", "refused", "turns", "failed", "p50", "p95", "p99")
+    for col in (*cols, "SLO"):
         table.add_column(col)
     for run in runs:
         for st in run["steps"]:
@@ -129,8 +155,9 @@ def show(runs: list[dict[str, Any]]) -> None:
             table.add_row(
                 str(run["workers"]),
                 str(st.get("sessions")),
-                str(st.get("turns")),
+                str((st.get("sessions") or 0) - (st.get("refused") or 0)),
                 str(st.get("refused")),
+                str(st.get("turns")),
                 str(st.get("failed")),
                 *(f"{v[k]:.0f}" if v.get(k) is not None else "-" for k in ("p50", "p95", "p99")),
                 "met" if st.get("met_slo") else f"broken: {st.get('why')}",
