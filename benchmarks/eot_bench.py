@@ -28,6 +28,7 @@ from rich.table import Table
 
 from halfsec.config import load_config
 from halfsec.lab.eot.curves import evidence_costs, point, summary, tune
+from halfsec.lab.eot.hazard import FEATURES, fit
 from halfsec.lab.eot.recordings import hesitation_recordings, shared_recordings
 from halfsec.lab.eot.replay import Replayed
 from halfsec.lab.eot.run import collect, load, save
@@ -93,7 +94,8 @@ def main() -> None:
     # reported beside them (it should land on the defaults when the evidence is the same).
     w_tuned = tune(splits["tune"])
     w_text_tuned = tune(splits["tune"], audio=False)
-    res = summary(splits, Windows(), TEXT_WINDOWS)
+    fitted = fit(splits["tune"])
+    res = summary(splits, Windows(), TEXT_WINDOWS, fitted)
     for split, recs_ in splits.items():
         res[split]["retuned_combined"] = point(evaluate(recs_, combined(1.0, w_tuned)))
         res[split]["retuned_without_smart_turn"] = point(
@@ -105,6 +107,10 @@ def main() -> None:
         "windows_default_without_smart_turn": asdict(TEXT_WINDOWS),
         "windows_retuned": asdict(w_tuned),
         "windows_retuned_without_smart_turn": asdict(w_text_tuned),
+        "hazard_fit_on_tune": {
+            "beta": dict(zip(FEATURES, (round(float(b), 3) for b in fitted[0]), strict=True)),
+            "tau_ms": round(fitted[1], 1),
+        },
         "smart_turn_license": LICENSE,
         "evidence_costs": evidence_costs(recs),
         "splits": res,

@@ -13,6 +13,7 @@ import pytest
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
 from halfsec.frames import FinalTranscript, Frame, IntentFrame, ReplyAudio, ReplyDone, TimingMark
+from halfsec.lab.eot.hazard import FEATURES, fit, hazard
 from halfsec.lab.eot.replay import Pause, Replayed, ask_times
 from halfsec.lab.eot.simulate import (
     at_premature,
@@ -21,6 +22,7 @@ from halfsec.lab.eot.simulate import (
     fires_at,
     fixed,
     outcome,
+    paced,
     smart_turn,
     transcript_aware,
 )
@@ -95,6 +97,24 @@ def test_simulation_counts_premature_cuts_and_delay_after_the_real_end() -> None
     best = at_premature(pts, 0.03)
     assert best is not None and best.knob == 450
     assert evaluate([r], combined(1.0, Windows())).turns == 1
+
+
+def test_pace_and_hazard_policies_of_the_evaluation() -> None:
+    # A user who already paused 400 ms in this turn: "echo" waits at least that long.
+    first = _pause(1080, 1000, 1400, "a large", False, 0.1)
+    mid = _pause(2080, 2000, 2350, "a large latte.", True, 0.95)  # goes on at 2350
+    last = _pause(4080, 4000, None, "a large latte with oat milk.", True, 0.95)
+    r = _rec(first, mid, last, end=4000.0)
+    assert outcome(r, combined(1.0, Windows()), 400)[0], "the plain policy cuts at 2350"
+    pre, delay = outcome(r, paced(1.0, Windows(), "echo", 0.0), 400)
+    assert not pre and 400 <= delay <= 460
+    assert outcome(r, paced(1.0, Windows(), "mult", 0.2), 400)[1] > delay - 400
+    # Hazard: fitted odds fall as the silence grows; unfinished words keep their floor.
+    beta, tau = fit([r, _rec(_pause(3080, 3000, None, "a mocha.", True, 0.9))])
+    assert tau > 0 and beta.shape == (len(FEATURES),)
+    need = hazard(0.0, beta, tau).need
+    assert need(Evidence("a latte with", False, 1.0)) >= Windows().incomplete_fast
+    assert need(Evidence("a mocha.", True, 0.99)) < need(Evidence("a mocha.", True, 0.01))
 
 
 def test_model_asked_at_the_pause_and_again_while_it_lasts() -> None:

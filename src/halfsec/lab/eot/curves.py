@@ -3,7 +3,9 @@
 Curves: fixed VAD windows 100-800 ms; the current transcript-aware policy with its three
 windows scaled 0.4-2.5x; Smart Turn thresholds 0.05-0.95 after 100 or 200 ms of
 silence (pipecat's use); the combined policy (and the same without its audio model, and
-its first version without the listing-comma rule) scaled 0.4-2.5x.  "Delay at 3 % / 5 % premature" is the lowest median delay among a
+its first version without the listing-comma rule) scaled 0.4-2.5x; two pace adaptations
+of it (``simulate.paced``) and the hazard-style policy (``hazard.py``, fitted on the
+tune half).  "Delay at 3 % / 5 % premature" is the lowest median delay among a
 curve's settings whose premature rate is at most that.
 
 Tuning looks at the tune half of the shared recordings only; the held-out half and the
@@ -16,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
+from halfsec.lab.eot.hazard import hazard
 from halfsec.lab.eot.replay import Replayed
 from halfsec.lab.eot.simulate import (
     Point,
@@ -24,6 +29,7 @@ from halfsec.lab.eot.simulate import (
     combined,
     evaluate,
     fixed,
+    paced,
     smart_turn,
     transcript_aware,
 )
@@ -50,7 +56,20 @@ P95_CAP_MS = 350.0
 reply that is ready still takes to be heard, less margin)."""
 
 
-def sweeps(w: Windows, text_w: Windows = TEXT_WINDOWS) -> dict[str, list[Policy]]:
+HAZARD_KNOBS = tuple(0.25 * i for i in range(-8, 17))
+
+
+def sweeps(
+    w: Windows, text_w: Windows = TEXT_WINDOWS, fitted: tuple[np.ndarray, float] | None = None
+) -> dict[str, list[Policy]]:
+    """Every policy's curve; ``fitted``: the hazard policy's (beta, tau) from the tune
+    half (``hazard.fit``), without which it is left out."""
+    extra: dict[str, list[Policy]] = {
+        "pace_mult0.2": [paced(k, w, "mult", 0.2) for k in SCALES],
+        "pace_echo0": [paced(k, w, "echo", 0.0) for k in SCALES],
+    }
+    if fitted is not None:
+        extra["hazard"] = [hazard(c, *fitted, w=w) for c in HAZARD_KNOBS]
     return {
         "vad_fixed": [fixed(x) for x in WINDOWS_MS],
         "transcript": [transcript_aware(k) for k in SCALES],
@@ -59,7 +78,7 @@ def sweeps(w: Windows, text_w: Windows = TEXT_WINDOWS) -> dict[str, list[Policy]
         "combined_text": [combined(k, text_w, audio=False) for k in SCALES],
         "combined_v1": [combined(k, w, listing=False) for k in SCALES],
         "combined": [combined(k, w) for k in SCALES],
-    }
+    } | extra
 
 
 def tune(recs: Sequence[Replayed], audio: bool = True, target: float = TARGET) -> Windows:
@@ -83,9 +102,13 @@ def tune(recs: Sequence[Replayed], audio: bool = True, target: float = TARGET) -
 
 
 def curves(
-    recs: Sequence[Replayed], w: Windows, text_w: Windows = TEXT_WINDOWS
+    recs: Sequence[Replayed],
+    w: Windows,
+    text_w: Windows = TEXT_WINDOWS,
+    fitted: tuple[np.ndarray, float] | None = None,
 ) -> dict[str, list[Point]]:
-    return {name: [evaluate(recs, p) for p in pols] for name, pols in sweeps(w, text_w).items()}
+    pols = sweeps(w, text_w, fitted)
+    return {name: [evaluate(recs, p) for p in ps] for name, ps in pols.items()}
 
 
 def point(p: Point | None) -> dict[str, Any] | None:
@@ -97,13 +120,16 @@ def point(p: Point | None) -> dict[str, Any] | None:
 
 
 def summary(
-    splits: Mapping[str, Sequence[Replayed]], w: Windows, text_w: Windows = TEXT_WINDOWS
+    splits: Mapping[str, Sequence[Replayed]],
+    w: Windows,
+    text_w: Windows = TEXT_WINDOWS,
+    fitted: tuple[np.ndarray, float] | None = None,
 ) -> dict[str, Any]:
     """Per split: every curve (the combined ones around ``w`` and ``text_w``), each
     policy's delay at 3 % and 5 % premature, and the three defaults at their settings."""
     out: dict[str, Any] = {}
     for split, recs in splits.items():
-        cs = curves(recs, w, text_w)
+        cs = curves(recs, w, text_w, fitted)
         out[split] = {
             "turns": len(recs),
             "mid_pauses": sum(

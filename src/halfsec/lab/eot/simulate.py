@@ -24,6 +24,8 @@ from halfsec.turn.options import TurnOptions
 from halfsec.turn.policy import Evidence, Windows, required_silence
 
 Need = Callable[[Evidence], float]
+PACE_MIN_PAUSE_MS = 100.0
+"""An earlier pause shorter than this is a VAD flicker, not the user's pace."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Policy:
     reads_transcript: bool
     first_verdict_only: bool = False
     """Smart Turn asked once per pause (pipecat), not again as the pause goes on."""
+    pace: Callable[[float, tuple[float, ...]], float] | None = None
+    """Adapts ``need``'s answer to the user's pace: it gets the lengths (ms) of the
+    pauses the user already made in this turn."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class Point:
         return self.premature / self.turns if self.turns else 0.0
 
 
-def _evidence(p: Pause, t: float, first_only: bool = False) -> Evidence:
+def evidence_at(p: Pause, t: float, first_only: bool = False) -> Evidence:
     ready = t >= p.at_ms + p.stt_ms
     heard = [prob for asked, prob, ms in p.audio[: 1 if first_only else None] if asked + ms <= t]
     return Evidence(
@@ -62,12 +67,17 @@ def _evidence(p: Pause, t: float, first_only: bool = False) -> Evidence:
     )
 
 
-def fires_at(p: Pause, policy: Policy, until: float, max_wait_ms: float) -> float | None:
-    """The first frame at which ``policy`` ends the turn in pause ``p`` before ``until``."""
+def fires_at(
+    p: Pause, policy: Policy, until: float, max_wait_ms: float, before: tuple[float, ...] = ()
+) -> float | None:
+    """The first frame at which ``policy`` ends the turn in pause ``p`` before ``until``
+    (``before``: the turn's earlier pauses, ms)."""
     t = p.at_ms
     while t < until:
-        ev = _evidence(p, t, policy.first_verdict_only)
+        ev = evidence_at(p, t, policy.first_verdict_only)
         need = policy.need(ev)
+        if policy.pace is not None:
+            need = policy.pace(need, before)
         silence = t - p.end_ms
         if silence >= need and not (
             policy.reads_transcript and ev.transcript is None and silence < need + max_wait_ms
@@ -80,9 +90,12 @@ def fires_at(p: Pause, policy: Policy, until: float, max_wait_ms: float) -> floa
 def outcome(r: Replayed, policy: Policy, max_wait_ms: float) -> tuple[bool, float]:
     """(premature, delay after the real end of speech in ms) of one recording."""
     premature = False
+    before: tuple[float, ...] = ()
     for p in r.pauses:
         until = p.resume_ms if p.resume_ms is not None else r.horizon_ms
-        t = fires_at(p, policy, until, max_wait_ms)
+        t = fires_at(p, policy, until, max_wait_ms, before)
+        if p.resume_ms is not None:
+            before += (p.resume_ms - p.end_ms,)
         if p.resume_ms is not None and p.resume_ms < r.true_end_ms:
             premature = premature or t is not None
             continue
@@ -151,6 +164,25 @@ def combined(k: float, w: Windows, audio: bool = True, listing: bool = True) -> 
 
     name = "combined" if audio else "combined_text"
     return Policy(name if listing else f"{name}_v1", k, need, True)
+
+
+def paced(k: float, w: Windows, mode: str, amount: float) -> Policy:
+    """``combined`` adapted to the user's pace in this turn, once they have already
+    paused >= ``PACE_MIN_PAUSE_MS`` in it: ``mult`` makes every window ``1 + amount``
+    times longer; ``echo`` waits at least the longest such pause plus ``amount`` ms (at
+    most the unknown class's slow end)."""
+    base = combined(k, w)
+    cap = w.scaled(k).unknown_slow
+
+    def adapt(need: float, before: tuple[float, ...]) -> float:
+        real = [d for d in before if d >= PACE_MIN_PAUSE_MS]
+        if not real:
+            return need
+        if mode == "mult":
+            return need * (1.0 + amount)
+        return max(need, min(max(real) + amount, cap))
+
+    return Policy(f"pace_{mode}{amount:g}", k, base.need, True, pace=adapt)
 
 
 def at_premature(points: Sequence[Point], rate: float) -> Point | None:
