@@ -125,6 +125,15 @@ async def _browser_turn(
     assert rec["intent"] == "orderDrink", rec
     assert rec["slots"].get("coffeeDrink") == item.slots["coffeeDrink"], rec["slots"]
     assert rec["input_match"] > 0.9, "the page captured the recording, nearly unchanged"
+    if transport == "websocket":
+        # The page resamples its capture to 16 kHz itself and sends that: the same audio
+        # (vs the capture resampled offline), in the same place of the stream.
+        assert rec["upload_rate"] == 16000, rec["upload_rate"]
+        assert rec["upload_match"] > 0.98, rec["upload_match"]
+        assert abs(rec["upload_offset_ms"]) <= 0.5, rec["upload_offset_ms"]
+        assert 0 <= rec["upload_wait_p50_ms"] < 1000, rec["upload_wait_p50_ms"]
+    else:
+        assert rec["upload_rate"] is None  # the microphone track carries the audio
 
     # Voice-to-voice on the page's clock, and its stages, telescoped like the bench's.
     v2v = rec["v2v_ms"]

@@ -38,6 +38,7 @@ from halfsec.lab.clients.chromium import BrowserError
 from halfsec.lab.netem.path import NetPath
 from halfsec.lab.netem.rtc_path import SignalingProxy
 from halfsec.measure.audible import AUDIBLE_DBFS
+from halfsec.measure.percentile import percentile
 
 
 @asynccontextmanager
@@ -100,6 +101,15 @@ def browser_record(
         lag, score = align(pr.captured, padded)
         rec["input_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
         rec["input_match"] = round(score, 3)
+    # The upload: its rate, whether it is the capture (same samples, no shift), and how
+    # long each chunk waited between its last sample's capture and its send (p50).
+    rec["upload_rate"] = ex.get("upload_rate")
+    if pr.uploaded is not None and pr.uploaded.size and pr.captured.size:
+        lag, score = align(pr.captured, pr.uploaded)
+        rec["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
+        rec["upload_match"] = round(score, 3)
+    wait = percentile([float(s) - float(c) for c, s in ex.get("uploads") or []], 50)
+    rec["upload_wait_p50_ms"] = round(wait, 2) if wait is not None else None
     return rec
 
 

@@ -76,6 +76,9 @@ class PageRun:
     played: np.ndarray
     """What the page played, at the AudioContext rate, on the same origin."""
     rate: int
+    uploaded: np.ndarray | None = None
+    """What the page sent over the WebSocket when it resampled the capture itself (16
+    kHz, sample 0 = ``run.t0_ns``); None when the capture went up as is, or over WebRTC."""
 
 
 def page_run(export: dict[str, Any]) -> PageRun:
@@ -126,7 +129,9 @@ def page_run(export: dict[str, Any]) -> PageRun:
                 int(ev.get("t_server_ns", 0) or 0),
             )
         )
-    return PageRun(export, run, captured, timeline.audio(), rate)
+    up = export.get("upload_b64")
+    uploaded = _pcm(up) if up else None
+    return PageRun(export, run, captured, timeline.audio(), rate, uploaded)
 
 
 def _webrtc_packets(

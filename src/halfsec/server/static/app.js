@@ -13,6 +13,7 @@
 // (src/halfsec/lab/clients/browser.py) can drive the page and read what it measured.
 
 const FRAME_MS = 20;
+const UPLOAD_RATE = 16000; // the server's rate: what the worklet sends when it can
 // The v2v rule's audible threshold, served by the server from halfsec.measure.audible
 // (/constants.js): the page and the Python clients stop the clock at the same level.
 const AUDIBLE_DBFS = HALFSEC_CONSTANTS.audible_dbfs;
@@ -47,14 +48,16 @@ function freshState(opts) {
     error: null,
     sessionId: null,
     outputRate: 16000,
+    uploadRate: 16000, // set by setupAudio
     domain: null,
     clock: null, // {offsetMs (server - page), rttMs, samples}
     pings: [], // [t_send_ns, t_server_ns, t_recv_ns] on the page clock
     pendingPing: null,
     ctxSamples: [], // [perf ms, ctx ms - perf ms]
+    meter: { peak: 0, frames: 0 },
     ctxOffset: null,
-    capture: { startFrame: null, chunks: [], levels: [] },
-    tap: { startFrame: null, chunks: [] },
+    capture: { startFrame: null, chunks: [], levels: [], uploads: [], sent: [] },
+    tap: { startFrame: null, chunks: [], lastAudibleMs: null },
     play: {
       nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set(),
       paused: null, // turn whose reply is paused (reply.paused): {turnId, held: [[AudioBuffer, offset s]]}
@@ -130,7 +133,7 @@ async function openWebSocket() {
   t.sendJson({
     type: "session.start",
     protocol: 1,
-    sample_rate: S.ctx.sampleRate, // the server resamples any rate to 16 kHz
+    sample_rate: S.uploadRate, // 16 kHz from the capture worklet, else the context rate
     encoding: "pcm16",
     traceparent: newTraceparent(),
   });
@@ -232,36 +235,53 @@ async function setupAudio(opts) {
     },
   });
   const frameSamples = Math.round((ctx.sampleRate * FRAME_MS) / 1000);
-  const recorder = () =>
+  // The worklet resamples the microphone to 16 kHz (recorder.js says why) when a 20 ms
+  // frame is a whole number of samples at both rates (44.1, 48, 96 kHz...); any other
+  // rate goes up as is and the server resamples it.
+  const whole = (r) => Number.isInteger((r * FRAME_MS) / 1000);
+  const fits = ctx.sampleRate >= UPLOAD_RATE && whole(ctx.sampleRate) && whole(UPLOAD_RATE);
+  S.uploadRate = fits ? UPLOAD_RATE : ctx.sampleRate;
+  const recorder = (uploadRate) =>
     new AudioWorkletNode(ctx, "halfsec-recorder", {
       numberOfInputs: 1,
       numberOfOutputs: 0, // a sink: processed without being connected to the speakers
       channelCount: 1,
       channelCountMode: "explicit",
-      processorOptions: { frameSamples },
+      processorOptions: { frameSamples, uploadRate },
     });
   const mic = ctx.createMediaStreamSource(S.stream);
-  const cap = recorder();
+  // (Over WebRTC the microphone track itself is sent; the worklet only records.)
+  const resample = opts.transport !== "webrtc" && S.uploadRate === UPLOAD_RATE;
+  const cap = recorder(resample ? UPLOAD_RATE : 0);
   mic.connect(cap);
   cap.port.onmessage = (m) => onCaptureFrame(m.data);
   // Everything the page plays goes through playBus, which the tap records as played.
   S.playBus = ctx.createGain();
   S.playBus.connect(ctx.destination);
-  const tap = recorder();
+  const tap = recorder(0);
   S.playBus.connect(tap);
   tap.port.onmessage = (m) => onTapFrame(m.data);
 }
 
-function onCaptureFrame({ startFrame, pcm }) {
+function onCaptureFrame({ startFrame, pcm, upload }) {
   sampleCtxClock();
-  let peak = 0;
-  for (let i = 0; i < pcm.length; i++) peak = Math.max(peak, Math.abs(pcm[i]));
-  $("level").style.width = `${Math.min(100, (peak / 32768) * 140)}%`;
+  // The level meter is redrawn ~10 times a second, not per 20 ms frame: each redraw is a
+  // style/layout/paint pass, CPU the server shares when page and server share a machine.
+  for (let i = 0; i < pcm.length; i++) S.meter.peak = Math.max(S.meter.peak, Math.abs(pcm[i]));
+  if (++S.meter.frames >= 5) {
+    $("level").style.width = `${Math.min(100, (S.meter.peak / 32768) * 140)}%`;
+    S.meter.peak = 0;
+    S.meter.frames = 0;
+  }
   if (!S.sending) return;
-  S.transport.sendAudio(pcm);
+  S.transport.sendAudio(upload || pcm);
   const c = S.capture;
   if (c.startFrame === null) c.startFrame = startFrame;
   c.chunks.push([startFrame, pcm]);
+  // Upload stamps: when the chunk's last sample was captured and when it was sent, both
+  // on the page clock (the bench compares them with the server's turn.end position).
+  c.uploads.push([((startFrame + pcm.length) / S.ctx.sampleRate) * 1000, pageNow()]);
+  if (upload) c.sent.push(upload); // exported: what went up, when it is not the capture
   // 10 ms levels for the page's own end-of-speech estimate (the bench recomputes it
   // offline with the reference VAD).
   const hop = Math.round(S.ctx.sampleRate / 100);
@@ -277,6 +297,15 @@ function onTapFrame({ startFrame, pcm }) {
   if (!S.sending) return;
   if (S.tap.startFrame === null) S.tap.startFrame = startFrame;
   S.tap.chunks.push([startFrame, pcm]);
+  // The last audible sample so far, kept as frames arrive: status() is polled while the
+  // user talks, and rescanning the whole recording each time took CPU from the server
+  // on a shared machine.
+  for (let i = pcm.length - 1; i >= 0; i--) {
+    if (Math.abs(pcm[i]) > AUDIBLE_INT16) {
+      S.tap.lastAudibleMs = ((startFrame + i) / S.ctx.sampleRate) * 1000;
+      break;
+    }
+  }
 }
 
 // Reply audio over WebSocket: HSA1 header + PCM16 at the output rate, played back to back.
@@ -748,14 +777,7 @@ function status() {
 }
 
 function lastAudibleMs() {
-  const thr = AUDIBLE_INT16;
-  for (let c = S.tap.chunks.length - 1; c >= 0; c--) {
-    const [start, pcm] = S.tap.chunks[c];
-    for (let i = pcm.length - 1; i >= 0; i--) {
-      if (Math.abs(pcm[i]) > thr) return ((start + i) / S.ctx.sampleRate) * 1000;
-    }
-  }
-  return null;
+  return S.tap.lastAudibleMs;
 }
 
 // Contiguous Int16 buffer from the recorded frames (zeros where nothing was recorded),
@@ -765,12 +787,24 @@ function joined(rec) {
   const last = rec.chunks[rec.chunks.length - 1];
   const out = new Int16Array(last[0] + last[1].length - rec.startFrame);
   for (const [start, pcm] of rec.chunks) out.set(pcm, start - rec.startFrame);
-  const bytes = new Uint8Array(out.buffer);
+  return { start_frame: rec.startFrame, b64: base64(out) };
+}
+
+// The resampled upload, back to back (its chunks are contiguous by construction).
+function uploaded() {
+  const out = new Int16Array(S.capture.sent.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of S.capture.sent) { out.set(c, at); at += c.length; }
+  return base64(out);
+}
+
+function base64(pcm) {
+  const bytes = new Uint8Array(pcm.buffer);
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
     s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
   }
-  return { start_frame: rec.startFrame, b64: btoa(s) };
+  return btoa(s);
 }
 
 function exportRun() {
@@ -793,6 +827,9 @@ function exportRun() {
     pings: S.pings,
     traceparents: S.traceparents,
     capture: joined(S.capture),
+    uploads: S.capture.uploads, // [capture end ms, send ms] per upload chunk
+    upload_rate: S.opts.transport === "webrtc" ? null : S.uploadRate, // WebRTC: the track
+    upload_b64: S.capture.sent.length ? uploaded() : null, // null: the capture went up as is
     played: joined(S.tap),
     chunks: S.play.chunks,
     events: S.events,

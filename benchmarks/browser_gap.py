@@ -1,0 +1,243 @@
+"""Where the browser page's endpointing differs from the Python client's, turn by turn.
+
+    python benchmarks/browser_gap.py --limit 8 [--transport websocket,webrtc] [--json OUT]
+
+One ``halfsec serve`` (default config); each built-in recording goes through the Python
+client and then through the page in real Chromium, over each transport, back to back.
+For every answered turn the *endpointing* stage (reference end of speech -> the server's
+``turn.end``, on the client's clock) is split with what ``turn.end`` itself says
+(``speech_end_ms``: where the detector put the end; ``audio_ms``: how much audio it had
+when it decided; both positions in the uploaded stream, whose sample 0 is the client's
+sample 0):
+
+* ``placement``: reference end -> the detector's end of speech (what the audio is);
+* ``window``: detector end -> decision position (the end-of-turn policy's wait);
+* ``lag``: the moment the decision's last sample was captured -> the decision (frame
+  buffering, the hop to the socket, the network, the server's resampler/VAD/turn work).
+
+The page also stamps each upload chunk (capture time of its last sample, send time;
+``uploads`` in its export), so ``lag`` is split into ``capture->send`` and the rest.
+Reported: per-turn rows and per client/transport medians (``halfsec.measure.percentile``),
+with the v2v p50 the issue's target is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from halfsec import INTERNAL_RATE
+from halfsec.audio.io import load_audio
+from halfsec.cli.bench import builtin_corpus
+from halfsec.lab.bench.browser import browser_record
+from halfsec.lab.bench.records import make_record
+from halfsec.lab.bench.server_process import ServerProcess
+from halfsec.lab.clients.browser import BrowserOptions, run_page
+from halfsec.lab.clients.browser_page import page_url
+from halfsec.lab.clients.client_run import ClientRun
+from halfsec.lab.clients.webrtc import run_recording_webrtc
+from halfsec.lab.clients.websocket import run_recording as ws_recording
+from halfsec.measure.end_of_speech import voiced_bounds
+from halfsec.measure.percentile import percentile
+
+
+def split(run: ClientRun, rec: dict[str, Any], uploads: list[list[float]] | None) -> dict[str, Any]:
+    """The endpointing split of the answered turn (ms; client clock, 0 = sample 0)."""
+    row: dict[str, Any] = {"v2v_ms": rec.get("v2v_ms"), "ok": rec.get("ok")}
+    row["endpointing_ms"] = (rec.get("stages") or {}).get("endpointing_ms")
+    row["transcript"] = rec.get("transcript")
+    row["eot_reason"] = rec.get("eot_reason")
+    ends = [r for r in run.events if r.event is not None and r.event["type"] == "turn.end"]
+    ref = rec.get("ref_end_ms")
+    if not ends or ref is None or run.clock is None:
+        return row
+    end = ends[-1]
+    ev = end.event or {}
+    decided = (run.clock.to_client_ns(end.t_server_ns) - run.t0_ns) / 1e6
+    det_end = float(ev.get("speech_end_ms") or 0.0)
+    pos = float(ev.get("audio_ms") or 0.0)
+    row.update(
+        ref_end_ms=round(ref, 1),
+        placement_ms=round(det_end - ref, 1),
+        window_ms=round(pos - det_end, 1),
+        lag_ms=round(decided - pos, 1),
+        recv_ms=round((end.t_recv_ns - run.t0_ns) / 1e6 - decided, 1),
+    )
+    if uploads:
+        # The chunk that completed the decision's position: capture end -> send.
+        t0 = run.t0_ns / 1e6
+        cover = [u for u in uploads if u[0] - t0 >= pos - 0.5]
+        if cover:
+            row["capture_to_send_ms"] = round(cover[0][1] - cover[0][0], 1)
+        gaps = [u[1] - u[0] for u in uploads]
+        row["capture_to_send_max_ms"] = round(max(gaps), 1)
+        for q in (10, 50, 90):
+            row[f"capture_to_send_p{q}_ms"] = _round(percentile(gaps, q))
+    return row
+
+
+class CpuSampler:
+    """CPU seconds used during a run by this process's children other than the server
+    (Chromium's processes; they exit with the run, so they are sampled as it goes)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = psutil.Process(server_pid)
+        self.seen: dict[int, float] = {}
+        self.kind: dict[int, str] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            for c in psutil.Process().children(recursive=True):
+                if c.pid == self.server.pid:
+                    continue
+                try:
+                    t = c.cpu_times()
+                    self.seen[c.pid] = t.user + t.system
+                    if c.pid not in self.kind:
+                        cmd = " ".join(c.cmdline())
+                        kind = cmd.split("--type=")[1].split()[0] if "--type=" in cmd else c.name()
+                        if "--utility-sub-type=" in cmd:
+                            kind = cmd.split("--utility-sub-type=")[1].split()[0]
+                        self.kind[c.pid] = kind
+                except psutil.Error:
+                    pass
+            await asyncio.sleep(0.2)
+
+    async def __aenter__(self) -> CpuSampler:
+        t = self.server.cpu_times()
+        self.s0, self.w0 = t.user + t.system, asyncio.get_running_loop().time()
+        self.m0 = psutil.Process().cpu_times()
+        self.task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        t = self.server.cpu_times()
+        m = psutil.Process().cpu_times()
+        wall = asyncio.get_running_loop().time() - self.w0
+        self.result = {
+            "wall_s": round(wall, 2),
+            "server_cpu_pct": round(100 * (t.user + t.system - self.s0) / wall, 1),
+            "client_cpu_pct": round(
+                100 * (m.user + m.system - self.m0.user - self.m0.system) / wall, 1
+            ),
+            "browser_cpu_pct": round(100 * sum(self.seen.values()) / wall, 1),
+        }
+        by_kind: dict[str, float] = {}
+        for pid, cpu_s in self.seen.items():
+            k = self.kind.get(pid, "?")
+            by_kind[k] = by_kind.get(k, 0.0) + cpu_s
+        if by_kind:
+            self.result["browser_cpu_pct_by_process"] = {
+                k: round(100 * v / wall, 1) for k, v in sorted(by_kind.items())
+            }
+
+
+async def one(url: str, item: Any, transport: str, client: str, pid: int) -> dict[str, Any]:
+    async with CpuSampler(pid) as cpu:
+        row = await _one(url, item, transport, client)
+    return row | cpu.result
+
+
+async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, Any]:
+    pcm = load_audio(item.path)
+    if client == "replay":
+        # The Python client sending what the page captured (same samples, same length):
+        # separates "the audio differs" from "the page/browser differs".
+        pcm = _CAPTURED.get(str(item.path), pcm)
+        client = "python"
+    if client == "python":
+        if transport == "websocket":
+            run = await ws_recording(url, pcm)
+        else:
+            run = await run_recording_webrtc(
+                url.replace("ws://", "http://").rsplit("/ws", 1)[0], pcm
+            )
+        rec = make_record(item, pcm, run)
+        return split(run, rec, None)
+    opt = BrowserOptions()
+    pr = await run_page(page_url(url), pcm, transport, opt)
+    rec = browser_record(item, pcm, pr, transport, opt.lead_s)
+    if rec.get("input_offset_ms") is not None:
+        at = round((float(rec["input_offset_ms"]) / 1000 + opt.lead_s) * INTERNAL_RATE)
+        if 0 <= at and at + pcm.size <= pr.captured.size:
+            _CAPTURED[str(item.path)] = pr.captured[at : at + pcm.size].copy()
+    row = split(pr.run, rec, pr.export.get("uploads"))
+    row["upload_rate"] = pr.export.get("upload_rate")
+    row["base_latency_ms"] = pr.export.get("base_latency_ms")
+    row["output_latency_ms"] = pr.export.get("output_latency_ms")
+    row["input_offset_ms"] = rec.get("input_offset_ms")
+    row["input_match"] = rec.get("input_match")
+    bounds = voiced_bounds(pcm)
+    if rec.get("ref_end_ms") is not None and rec.get("input_offset_ms") is not None and bounds:
+        # The reference end on what the page captured vs on the file, where it landed.
+        shift = float(rec["input_offset_ms"]) + opt.lead_s * 1000
+        orig = bounds[1] * 1000 / INTERNAL_RATE
+        row["ref_vs_original_ms"] = round(float(rec["ref_end_ms"]) - orig - shift, 1)
+    return row
+
+
+_CAPTURED: dict[str, np.ndarray] = {}
+KEYS = (
+    "v2v_ms",
+    "endpointing_ms",
+    "placement_ms",
+    "window_ms",
+    "lag_ms",
+    "recv_ms",
+    "capture_to_send_ms",
+    "ref_vs_original_ms",
+    "server_cpu_pct",
+    "browser_cpu_pct",
+    "client_cpu_pct",
+)
+
+
+def _round(x: float | None) -> float | None:
+    return round(x, 1) if x is not None else None
+
+
+def med(rows: list[dict[str, Any]], key: str) -> float | None:
+    return _round(percentile([float(r[key]) for r in rows if r.get(key) is not None], 50))
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--limit", type=int, default=8)
+    ap.add_argument("--transport", default="websocket,webrtc")
+    ap.add_argument("--clients", default="python,browser,replay")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    items = builtin_corpus().items[: args.limit]
+    rows: list[dict[str, Any]] = []
+    async with ServerProcess() as server:
+        for item in items:
+            for transport in args.transport.split(","):
+                for client in args.clients.split(","):
+                    assert server.proc is not None
+                    r = await one(server.url, item, transport, client, server.proc.pid)
+                    r.update(file=item.path.name, transport=transport, client=client)
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+    summary = {}
+    for transport in args.transport.split(","):
+        for client in args.clients.split(","):
+            sel = [r for r in rows if r["transport"] == transport and r["client"] == client]
+            summary[f"{client}/{transport}"] = {"n": len(sel)} | {k: med(sel, k) for k in KEYS}
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "p50": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
