@@ -6,9 +6,10 @@ each (and again as the pause lasts, ``SMART_TURN_SCHEDULE_MS``) in the model's o
 thread with a deadline, and answers the session's per-frame question from whatever
 verdicts, transcript and domain judgement have arrived by then.
 
-Smart Turn ships inside the optional ``pipecat-ai`` package (the ``peer`` extra).  Where
-it is missing the combined policy runs on words and meaning alone, with the windows
-tuned for that (``TEXT_WINDOWS``), and says so once in the log."""
+Smart Turn ships inside the ``pipecat-ai`` package (a core dependency, so every install
+runs the measured model).  Where it is missing (a broken install) the combined policy runs
+on words and meaning alone, with the windows tuned for that (``TEXT_WINDOWS``), and says
+so once in the log."""
 
 from __future__ import annotations
 
