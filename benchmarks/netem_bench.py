@@ -15,7 +15,7 @@ server that stamps arrival and echoes them back.  Reported per profile:
 
 All profiles run concurrently (each has its own relay and sockets), so the run takes
 about ``packets * 20 ms`` plus the slowest profile's delay.  ``--namespaces`` runs the
-same through :class:`NamespaceLab` (root; loss via nftables, rate via tbf).
+same through :class:`NamespaceLab` (root; loss via nftables, the rate paced by the relay).
 """
 
 from __future__ import annotations

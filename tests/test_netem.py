@@ -2,8 +2,8 @@
 
 The model tests check statistics of many simulated packets against the spec; the relay
 tests send real datagrams / a real TCP stream through 127.0.0.1 and measure with
-monotonic timestamps at both ends; the namespace test builds real namespaces, veths,
-a tbf qdisc and an nftables drop rule (needs root: CI runs as root).  Every socket
+monotonic timestamps at both ends; the namespace test builds real namespaces, veths
+and an nftables drop rule (needs root: CI runs as root).  Every socket
 wait has a timeout and every send loop is bounded.
 """
 
@@ -198,6 +198,27 @@ def test_tcp_model_turns_loss_into_in_order_delay() -> None:
     assert clean.decide(100, 0).delay_ms == pytest.approx(10)
     assert parse_spec("delay=30ms,jitter=15ms").tcp_rto_ms() == 200
     assert parse_spec("delay=300ms").tcp_rto_ms() == 600
+
+
+def test_tcp_model_serializes_a_chunk_in_pieces_at_the_rate() -> None:
+    """With a rate a chunk leaves as MSS-sized pieces spaced by their serialization time
+    (the relay writes each when it may leave, so the bottleneck's queue is the relay's);
+    the last leaves when :meth:`decide` would send the whole chunk."""
+    spec = parse_spec("delay=30ms,rate=10mbit")
+    pieces = TcpImpairment(spec).pieces(48_000, 0)
+    assert sum(n for n, _t in pieces) == 48_000 and max(n for n, _t in pieces) == 1448
+    times = [t for _n, t in pieces]
+    assert times == sorted(times)
+    whole = TcpImpairment(spec).decide(48_000, 0).departures[0]
+    assert times[-1] == whole == pytest.approx((30 + 48_000 * 8 / 10e6 * 1e3) * 1e6, rel=1e-6)
+    assert times[0] == pytest.approx((30 + 1448 * 8 / 10e6 * 1e3) * 1e6, rel=1e-6)
+    assert times[1] - times[0] == pytest.approx(1448 * 8 / 10e6 * 1e9, rel=1e-6)
+    # A second chunk right behind waits for the first (FIFO), never overtakes it.
+    model = TcpImpairment(spec)
+    first = model.pieces(48_000, 0)
+    second = model.pieces(1448, 1_000_000)
+    assert second[0][1] > first[-1][1]
+    assert TcpImpairment(parse_spec("delay=30ms")).pieces(48_000, 0) == [(48_000, 30_000_000)]
 
 
 # -- UDP relay on loopback ----------------------------------------------------------------

@@ -3,14 +3,22 @@
 A hand-made capture checks the reader and the arithmetic (no root).  Then real
 namespaces: a TCP echo server in the server namespace, a client sending small messages
 through the lab's relay in the middle, ``tcpdump`` in the middle namespace; the one-way
-delays read from the packets must match the relay's own counters within 5 ms, and the
-kernel's nftables drops must show up as retransmissions."""
+delays read from the packets must match the relay's own counters, and the kernel's
+nftables drops must show up as retransmissions.
+
+The rate-capped case is the one that used to fail (``4g``: the kernel's ``tbf`` queue
+was invisible to the relay): 48 KB bursts down at 10 Mbit/s (~40 ms to serialize, like
+the server's TTS audio) while the event loop the relay shares is blocked 25 ms every
+100 ms (like the bench's client).  ``MARGIN_MS`` is the noise measured on the loaded
+2-core box, rounded up; a hidden kernel queue (a ``tbf`` below the relay) must break it."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +41,12 @@ from halfsec.lab.netem.namespaces import (
 )
 
 SERVER_PORT = 9100
+MARGIN_MS = AGREE_MS
+"""How far lab and wire may differ here (max over RTT, jitter, p50 and p95 per direction).
+The noise, measured 2026-12-01 07:12 UTC on the 2-core box at load average 7-11 (other
+engineers' tests running), 20 runs of ``test_rate_capped_bursts_agree_with_a_busy_loop``'s
+setup: max_delay_diff_ms 0.02-1.18 ms (median 0.07).  5 ms (the issue's figure) is four
+times the worst of it; the hidden queue below differs by tens of ms."""
 
 
 def _frame(
@@ -100,7 +114,17 @@ def test_a_file_that_is_not_a_capture_says_so(tmp_path: Path) -> None:
         read_pcap(bad)
 
 
-async def _echo_over(lab: NamespaceLab, pcap: Path, messages: int) -> dict[str, object]:
+async def _echo_over(
+    lab: NamespaceLab,
+    pcap: Path,
+    messages: int,
+    burst: int = 0,
+    block_ms: float = 0.0,
+    block_every_s: float = 0.3,
+) -> dict[str, object]:
+    """Echo ``messages`` 200-byte messages (20 ms apart) through the lab; every tenth
+    also asks for ``burst`` bytes back at once.  ``block_ms``: the loop is blocked that
+    long every ``block_every_s`` meanwhile."""
     srv_sock = lab.server_socket(socket.AF_INET, socket.SOCK_STREAM)
     srv_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv_sock.bind((SRV_ADDR, SERVER_PORT))
@@ -108,31 +132,54 @@ async def _echo_over(lab: NamespaceLab, pcap: Path, messages: int) -> dict[str, 
 
     async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while data := await r.read(4096):
-            w.write(data)
+            w.write(data + b"y" * burst * data.count(b"!"))
             await w.drain()
         w.close()
 
+    loop = asyncio.get_running_loop()
+    blocker: list[asyncio.TimerHandle] = []
+
+    def block() -> None:
+        time.sleep(block_ms / 1e3)  # a busy client sharing the relay's loop
+        blocker[:] = [loop.call_later(block_every_s, block)]
+
     server = await asyncio.start_server(echo, sock=srv_sock)
     try:
-        async with capture(lab.mid_ns, pcap), lab.tcp_relay(SERVER_PORT, listen_port=0) as relay:
+        async with (
+            capture(lab.mid_ns, pcap) as cap,
+            lab.tcp_relay(SERVER_PORT, listen_port=0) as relay,
+        ):
             sock = lab.client_socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, (lab.relay_host, relay.port))
+            await loop.sock_connect(sock, (lab.relay_host, relay.port))
             reader, writer = await asyncio.open_connection(sock=sock)
-            got = 0
-            for _ in range(messages):
-                writer.write(b"x" * 200)
+            if block_ms:
+                blocker.append(loop.call_later(0.05, block))
+            want = messages * 200 + burst * (messages // 10 if burst else 0)
+
+            async def read_all() -> None:  # reads as it arrives, as a real client does
+                got = 0
+                while got < want:
+                    got += len(await asyncio.wait_for(reader.read(65536), 10))
+
+            reading = asyncio.ensure_future(read_all())
+            for i in range(messages):
+                writer.write((b"!" if burst and i % 10 == 5 else b"x") + b"x" * 199)
                 await writer.drain()
                 await asyncio.sleep(0.02)
-            while got < messages * 200:
-                got += len(await asyncio.wait_for(reader.read(65536), 10))
+            await reading
+            for handle in blocker:
+                handle.cancel()
             writer.close()
             await asyncio.sleep(0.3)  # let the last packets reach the capture
             counters = relay.counters()
             port = relay.port
     finally:
+        for handle in blocker:
+            handle.cancel()
         server.close()
+    assert cap.missed == 0, f"tcpdump missed {cap.missed} packets: the wire's figures have holes"
     return compare_with_relays(read_pcap(pcap), [(port, counters)], SERVER_PORT)
 
 
@@ -163,3 +210,40 @@ async def test_kernel_drops_show_as_retransmissions_in_the_capture(tmp_path: Pat
     up = cmp["relays"][0]["packets"]["up"]  # type: ignore[index]
     assert up["resent"] >= 1, (up, drops)
     assert 0 < up["loss_pct"] < 20
+
+
+_RATE_CAPPED = "delay=30ms,jitter=15ms,rate=10mbit,seed=4"  # the 4g profile without loss
+
+
+async def test_rate_capped_bursts_agree_with_a_busy_loop(tmp_path: Path) -> None:
+    """The queue of a 10 Mbit/s bottleneck is counted by the relay (it paces MSS-sized
+    pieces) and the late reads of a blocked loop are not (arrival = the kernel's stamp;
+    departure = read right after the ``send``), while the loop is blocked 25 ms every
+    100 ms.  Noise: see ``MARGIN_MS``."""
+    _need_namespaces()
+    with NamespaceLab(up=_RATE_CAPPED, down=_RATE_CAPPED) as lab:
+        cmp = await asyncio.wait_for(
+            _echo_over(lab, tmp_path / "c.pcap", 100, burst=48_000, block_ms=25, block_every_s=0.1),
+            60,
+        )
+    row = cmp["relays"][0]  # type: ignore[index]
+    down = row["packets"]["down"]
+    # The bursts did queue: their segments left spread over ~40 ms at 10 Mbit/s.
+    assert down["delay_ms_p95"] - down["delay_ms_p50"] > 15, row
+    assert row["lab"]["down"]["held_bytes_max"] == 0, row
+    assert cmp["max_delay_diff_ms"] <= MARGIN_MS, cmp  # type: ignore[operator]
+
+
+async def test_a_queue_hidden_below_the_relay_breaks_the_agreement(tmp_path: Path) -> None:
+    """The check can fail: a kernel shaper under the relay (``tbf`` at 4 Mbit/s on the
+    down veth, what the lab itself did until 2026-12-01) delays packets the relay's
+    figure does not include."""
+    _need_namespaces()
+    with NamespaceLab(up=_RATE_CAPPED, down=_RATE_CAPPED) as lab:
+        tbf = "tc qdisc add dev m-cli root tbf rate 4mbit burst 5000 latency 500ms"
+        cmd = ["ip", "netns", "exec", lab.mid_ns, *tbf.split()]
+        await asyncio.to_thread(subprocess.run, cmd, check=True, timeout=10)
+        cmp = await asyncio.wait_for(_echo_over(lab, tmp_path / "d.pcap", 100, burst=48_000), 60)
+    assert not cmp["agrees"], cmp
+    diff = cmp["relays"][0]["diff_ms"]  # type: ignore[index]
+    assert diff["down_delay_ms_p95"] > 2 * MARGIN_MS, cmp

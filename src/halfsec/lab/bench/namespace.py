@@ -2,8 +2,8 @@
 
 Relay mode (the default) puts the lab's relays on 127.0.0.1, which skips most of the
 kernel's network stack.  Namespace mode builds a ``NamespaceLab`` (client, middle and
-server namespaces, two veth links, loss by nftables and rate by tbf in the middle) and
-runs each side where it belongs:
+server namespaces, two veth links, loss by nftables in the middle, the rate cap paced
+by the relay) and runs each side where it belongs:
 
 * the server: ``ip netns exec hs-srv-<id> halfsec serve --host 169.254.231.6`` (a
   non-loopback bind, so the bench gives it a token, generated when ``--token`` is

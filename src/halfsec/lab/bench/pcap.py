@@ -11,8 +11,11 @@ From the capture, per relayed connection and direction: one-way delay p50/p95, j
 (p95 - p50: the spread a jitter buffer must absorb, computable from the relay's counters
 alike), loss (data segments sent again / data segments; the kernel's nftables drop sits
 *after* the capture tap, so a dropped segment is seen once and then its retransmission),
-and RTT (p50 up + p50 down).  Arrival is the *last* copy of a byte (what the relay could
-read), departure the first copy on the far side.
+and RTT (p50 up + p50 down).  One sample per segment leaving on the far veth: departure
+is its first copy there, arrival the *last* copy of its bytes on the near veth (what the
+relay could read).  The relay counts one sample per piece it writes, and with a rate cap
+it writes MSS-sized pieces (``netem.impair.TcpImpairment.pieces``), so the two
+populations are the same packets.
 
 Why a hand-written reader: neither dpkt nor scapy is installed, and what is needed is
 small and fixed -- the classic pcap container (not pcapng: ``tcpdump -w`` writes classic),
@@ -23,8 +26,10 @@ headers.  ~100 lines of ``struct`` beat a dependency for that.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
+import re
 import signal
 import struct
 from collections.abc import AsyncIterator, Iterable
@@ -37,6 +42,7 @@ from halfsec.measure.percentile import percentile
 
 __all__ = [
     "AGREE_MS",
+    "Capture",
     "Packet",
     "PcapError",
     "capture",
@@ -163,12 +169,6 @@ class _Stream:
             self.last_copy[new] = p.t
             self.high = end
 
-    def first_time_of(self, offset: int) -> float | None:
-        for start, end, t in self.firsts:  # in capture order; streams here are short
-            if start <= offset < end:
-                return t
-        return None
-
 
 def _streams(packets: Iterable[Packet]) -> dict[_Key, _Stream]:
     out: dict[_Key, _Stream] = {}
@@ -178,13 +178,26 @@ def _streams(packets: Iterable[Packet]) -> dict[_Key, _Stream]:
 
 
 def _delays(near: _Stream, far: _Stream) -> list[float]:
-    """One-way delay (ms) of each segment from ``near`` (arrival: its last copy) to
-    ``far`` (departure: the first copy holding its first byte)."""
+    """One-way delay (ms) of each segment that left on ``far``: its first copy's time
+    minus when the last of its bytes arrived on ``near`` (the last copy of every near
+    segment holding some of them).
+
+    Why per departing segment and not per arriving one: the sender's kernel hands the
+    veth GSO super-segments (up to 64 KB seen as one "packet"), which leave the middle
+    as dozens of MTU-sized segments.  Counting each arrival once, at its first byte,
+    would see one of those dozens and miss the serialization queue behind it; each
+    departing segment is one packet the receiver gets, with its own delay."""
+    starts = [s for s, _e, _t in near.firsts]  # increasing: firsts only ever extend
     out = []
-    for start, _end, _t in near.firsts:
-        t_out = far.first_time_of(start)
-        if t_out is not None:
-            out.append((t_out - near.last_copy[start]) * 1e3)
+    for start, end, t_out in far.firsts:
+        i = bisect.bisect_right(starts, start) - 1  # the near segment holding ``start``
+        if i < 0:
+            continue
+        t_in = 0.0
+        while i < len(starts) and starts[i] < end:
+            t_in = max(t_in, near.last_copy[starts[i]])
+            i += 1
+        out.append((t_out - t_in) * 1e3)
     return out
 
 
@@ -259,9 +272,11 @@ def compare_with_relays(
 
     ``max_diff_ms`` (what ``agrees`` checks) is over the figures the lab reports for a
     network -- RTT and each direction's jitter; ``max_delay_diff_ms`` over each
-    direction's p50 and p95 as well.  The two populations differ slightly (the relay
-    counts a read, the capture a segment), and with a rate cap the packets also carry the
-    kernel's ``tbf`` queue, which the relay never sees."""
+    direction's p50 and p95 as well.  Both count a segment the relay wrote; the relay
+    times it from its read, the capture from the segment's arrival on the veth (the
+    difference is how late the relay's loop read it).  ``held_bytes_max`` (the relay's:
+    bytes still queued below it right after a write) is copied into each row: above 0, a
+    queue the relay's figure cannot include existed."""
     rows = []
     worst = worst_delay = 0.0
     for port, counters in relays:
@@ -275,6 +290,7 @@ def compare_with_relays(
                 "delay_ms_p50": p50,
                 "delay_ms_p95": p95,
                 "jitter_ms": (p95 - p50) if p50 is not None and p95 is not None else None,
+                "held_bytes_max": c.get("held_bytes_max"),
             }
             for key in ("delay_ms_p50", "delay_ms_p95", "jitter_ms"):
                 a, b = pkt[d][key], lab[d][key]
@@ -300,13 +316,42 @@ def compare_with_relays(
 # -- capture --------------------------------------------------------------------------------
 
 
+@dataclass
+class Capture:
+    """A running or finished capture: where it is written and, once stopped, how many
+    packets matched but are not in the file (``missed``: dropped by the kernel because
+    tcpdump did not read them in time, or still unread when it stopped; None: unknown).
+
+    Missed packets leave holes in the wire's figures (fewer samples, a segment's arrival
+    missing), so a report must say how many there were: 0 is the only complete capture."""
+
+    path: Path
+    missed: int | None = None
+
+
+_STAT = re.compile(rb"(\d+) packets? (captured|received by filter)")
+_SETTLE_S = 0.25
+"""The file must stop growing this long before tcpdump is stopped: on a loaded box it
+reads its buffer late, and SIGINT discards what it has not read yet."""
+_SETTLE_MAX_S = 10.0
+
+
 @contextlib.asynccontextmanager
-async def capture(netns: str, path: Path, snaplen: int = 96) -> AsyncIterator[Path]:
+async def capture(
+    netns: str, path: Path, snaplen: int = 96, buffer_kib: int = 32768
+) -> AsyncIterator[Capture]:
     """``tcpdump -i any`` in ``netns`` writing ``path`` for the block (headers only:
     ``snaplen`` bytes a packet); stopped with SIGINT so the file is complete.  Fails with
-    what to do when tcpdump is missing or does not start."""
+    what to do when tcpdump is missing or does not start.
+
+    ``--immediate-mode``: without it the kernel hands tcpdump packets in blocks, retired
+    when full or after a timeout, and on SIGINT the packets of an unretired block are
+    lost -- on the loaded 2-core box up to a quarter of a short run's last second went
+    missing, and the wire's figures lost their tail.  ``buffer_kib``: the kernel's capture
+    buffer, for the moments tcpdump waits for a CPU."""
     cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", "any", "-n", "-U", "-s", str(snaplen)]
-    cmd += ["-w", str(path), "tcp"]
+    cmd += ["--immediate-mode", "-B", str(buffer_kib), "-w", str(path), "tcp"]
+    cap = Capture(path)
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -322,13 +367,36 @@ async def capture(netns: str, path: Path, snaplen: int = 96) -> AsyncIterator[Pa
                     "install it (apt-get install tcpdump) and run as root"
                 )
             said += line
-        yield path
+        yield cap
     finally:
         if proc.returncode is None:
+            await _settle(path)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGINT)
             try:
+                rest = await asyncio.wait_for(proc.stderr.read(), 5.0) if proc.stderr else b""
                 await asyncio.wait_for(proc.wait(), 5.0)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+                rest = b""
+            stats = {kind: int(n) for n, kind in _STAT.findall(rest)}
+            if len(stats) == 2:
+                cap.missed = stats[b"received by filter"] - stats[b"captured"]
+
+
+async def _settle(path: Path) -> None:
+    """Wait until ``path`` has not grown for ``_SETTLE_S`` (at most ``_SETTLE_MAX_S``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _SETTLE_MAX_S
+    size, since = -1, loop.time()
+    while loop.time() < deadline:
+        try:
+            now_size = os.stat(path).st_size
+        except FileNotFoundError:
+            now_size = 0
+        if now_size != size:
+            size, since = now_size, loop.time()
+        elif loop.time() - since >= _SETTLE_S:
+            return
+        await asyncio.sleep(0.05)

@@ -248,6 +248,37 @@ class TcpImpairment:
         self.stats.delays_ms[-1] = (departure - now_ns) / _NS_PER_MS
         return Decision(base.seq, now_ns, (departure,), dropped=None)
 
+    def pieces(self, size: int, now_ns: int) -> list[tuple[int, int]]:
+        """``(bytes, departure_ns)`` of each MSS-sized piece of a chunk read at ``now_ns``.
+
+        Why pieces: with a ``rate`` the bottleneck serializes a chunk segment by segment,
+        so its first segment leaves one segment's time after the link is free and its
+        last the whole chunk's time later.  A relay writing the chunk at once at the last
+        byte's time would hold the first bytes too long; one handing it over at the first
+        byte's time would leave the serialization to a kernel shaper (``tbf``) whose
+        queue the relay never sees.  Writing each piece when the model lets it leave
+        keeps every byte's queueing delay inside the lab, where it is counted.  The
+        chunk still draws once (loss, jitter, RTO), as :meth:`decide`; the last piece
+        leaves at the chunk's departure, earlier ones spaced back by their serialization
+        time, never before an earlier departure (in order).  Without a rate: one piece."""
+        before = self._last_ns
+        departure = self.decide(size, now_ns).departures[0]
+        rate = self.spec.rate_bps
+        if rate <= 0 or size <= _MSS:
+            return [(size, departure)]
+        out: list[tuple[int, int]] = []
+        rest, prev = size, before
+        while rest > 0:
+            n = min(_MSS, rest)
+            rest -= n
+            t = max(departure - int(rest * 8 / rate * 1e9), prev + _GAP_NS)
+            out.append((n, t))
+            prev = t
+        self._last_ns = max(self._last_ns, prev)
+        self.stats.delays_ms.pop()
+        self.stats.delays_ms.extend((t - now_ns) / _NS_PER_MS for _n, t in out)
+        return out
+
 
 def simulate(
     spec: NetSpec,

@@ -10,12 +10,19 @@ Namespace mode builds a small isolated network instead::
 The middle namespace does NOT route between its two links (forwarding stays off), so
 the only way from client to server is the userspace relay bound in the middle
 namespace: client -> 169.254.231.2:port -> relay -> 169.254.231.6:port.  The relay
-applies delay, jitter, GE bursts, reordering and duplication (the kernel here has no
-``netem``); with ``kernel_impair=True`` (default) the random loss is applied by an
-nftables ``numgen random`` rule on the middle namespace's input and the bandwidth cap
-by a ``tbf`` qdisc on its egress veths, so those two go through real kernel code.
-Kernel random loss is not seeded -- use ``kernel_impair=False`` when a run must be
-bit-for-bit reproducible.
+applies delay, jitter, GE bursts, reordering, duplication and the bandwidth cap (the
+kernel here has no ``netem``); with ``kernel_impair=True`` (default) the random loss is
+applied by an nftables ``numgen random`` rule on the middle namespace's input, so it
+goes through real kernel code (and TCP's real retransmission).  Kernel random loss is
+not seeded -- use ``kernel_impair=False`` when a run must be bit-for-bit reproducible.
+
+Why the rate cap is the relay's and not a ``tbf`` qdisc (as it was until 2026-12-01):
+a kernel shaper's queue is a real delay the relay cannot see, so the lab's own figures
+left it out -- ``--pcap`` showed the down path over ``4g`` (10 Mbit/s, TTS audio in
+bursts of up to 64 KB, ~50 ms to serialize) up to 53 ms slower on the wire than the
+relay reported.  The relay now serializes each chunk in MSS-sized pieces at the
+profile's rate (``TcpImpairment.pieces``; the UDP relay per datagram), so every byte's
+queueing delay is measured where it happens, and the kernel sends each piece at once.
 
 The addresses are link-local (169.254.0.0/16) and exist only inside these
 namespaces; nothing is added to the host's own namespace, and nothing is routed
@@ -281,15 +288,7 @@ class NamespaceLab:
             self._kernel_impairments()
 
     def _kernel_impairments(self) -> None:
-        # Up traffic enters the middle on m-cli and leaves on m-srv; down the reverse.
-        for dev, spec in (("m-srv", self.up), ("m-cli", self.down)):
-            if spec.rate_bps > 0:
-                burst = max(3200, int(spec.rate_bps / 8 * 0.004))  # >= 2 MTUs, ~4 ms of rate
-                _run(
-                    "ip", "netns", "exec", self.mid_ns, "tc", "qdisc", "add", "dev", dev, "root",
-                    "tbf", "rate", f"{int(spec.rate_bps)}bit", "burst", str(burst),
-                    "latency", f"{int(spec.queue_ms)}ms",
-                )  # fmt: skip
+        # Up traffic enters the middle on m-cli, down on m-srv: drop there, before the relay.
         rules = []
         for dev, spec in (("m-cli", self.up), ("m-srv", self.down)):
             per10k = round(spec.loss * 10000)
@@ -324,13 +323,11 @@ class NamespaceLab:
     # -- relays ----------------------------------------------------------------------------
 
     def relay_specs(self) -> tuple[NetSpec, NetSpec]:
-        """What the userspace relay still has to apply once the kernel took its share."""
+        """What the userspace relay still has to apply once the kernel took its share
+        (the random loss; everything else, the rate cap included, is the relay's)."""
         if not self.kernel_impair:
             return self.up, self.down
-        return (
-            replace(self.up, loss=0.0, rate_bps=0.0),
-            replace(self.down, loss=0.0, rate_bps=0.0),
-        )
+        return replace(self.up, loss=0.0), replace(self.down, loss=0.0)
 
     def udp_relay(self, port: int) -> UdpRelay:
         """A UDP relay in the middle namespace: relay_host:port -> server_host:port."""

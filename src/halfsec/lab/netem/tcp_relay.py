@@ -6,17 +6,29 @@ chose.  Delivery per direction is a single in-order task, so the stream is never
 reordered or corrupted, and a "lost" chunk (one whose segments failed the loss roll)
 costs a retransmission timeout during which everything behind it waits -- the
 head-of-line blocking a real TCP connection shows under loss.  See
-:class:`~halfsec.lab.netem.impair.TcpImpairment` for the exact model.
+:class:`~halfsec.lab.netem.impair.TcpImpairment` for the exact model.  With a rate cap
+a chunk leaves as MSS-sized pieces, each when the bottleneck lets it go
+(``TcpImpairment.pieces``), so the serialization queue is the relay's and is counted.
 
-A chunk is whatever one ``read()`` returned, so on loopback one chunk may hold several
-WebSocket frames; they are delayed together, as they would be if sent back to back.
+A chunk is whatever one read returned, so one chunk may hold several WebSocket frames;
+they are delayed together, as they would be if sent back to back.
+
+Why plain non-blocking sockets and ``recvmsg`` rather than asyncio streams: a chunk's
+arrival is the kernel's receive timestamp (``SO_TIMESTAMPNS``), not the moment the event
+loop got round to reading it.  The relay shares its loop with the bench's client, and a
+loop busy for 30 ms used to start the chunk's delay 30 ms late -- the packets (``--pcap``)
+saw a delay the relay's figure did not.  The kernel's stamp (CLOCK_REALTIME, moved onto
+the monotonic clock at the read) is the same instant the capture records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
+import struct
+import sys
 import time
 from typing import Any
 
@@ -29,18 +41,89 @@ _CHUNK = 65536
 _QUEUE_CHUNKS = 4096  # per direction: bounds memory if the far side stops reading
 _CONNECT_TIMEOUT_S = 5.0
 _DRAIN_TIMEOUT_S = 30.0
+_SO_TIMESTAMPNS = 35  # linux/asm-generic/socket.h (SO_TIMESTAMPNS_OLD; == SCM_TIMESTAMPNS)
+_SIOCOUTQNSD = 0x894B  # linux/sockios.h: unsent bytes in a TCP socket's send queue
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 def _no_delay(sock: socket.socket) -> None:
-    """Nagle off, as asyncio does for the sockets it creates itself.
-
-    asyncio sets ``TCP_NODELAY`` only on sockets whose ``proto`` is ``IPPROTO_TCP``; a
-    socket made by a namespace's socket factory (``socket.socket(AF_INET, SOCK_STREAM)``,
-    proto 0) and the connections it accepts kept Nagle on, so a small write waited for
-    the previous segment's ACK (up to the peer's delayed ACK) -- a delay the relay never
-    saw but ``--pcap`` did (``lab.bench.pcap``)."""
+    """Nagle off: a small write must leave at once, not wait for the previous segment's
+    ACK (up to the peer's delayed ACK) -- a delay the relay would never see but
+    ``--pcap`` did (``lab.bench.pcap``).  asyncio sets this only on sockets it makes
+    itself with ``proto`` ``IPPROTO_TCP``; a namespace's socket factory makes proto 0."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _prepare(sock: socket.socket) -> None:
+    """Non-blocking, Nagle off, kernel receive timestamps on."""
+    sock.setblocking(False)
+    _no_delay(sock)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes the kernel holds in ``sock``'s send queue, not yet sent (0 if unknown)."""
+    buf = bytearray(4)
+    try:
+        fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, buf)
+    except (OSError, ValueError):
+        return 0
+    return int.from_bytes(buf, sys.byteorder, signed=True)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+async def _recv(sock: socket.socket) -> tuple[bytes, int]:
+    """The next chunk (``b""`` at EOF) and when its last bytes reached the socket
+    (monotonic ns: the kernel's stamp, or the read's own time without one)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data, ancillary, _flags, _addr = sock.recvmsg(_CHUNK, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(sock.fileno(), _wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(sock.fileno())
+            continue
+        now = time.monotonic_ns()
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(payload)
+                age = time.time_ns() - (sec * 1_000_000_000 + nsec)
+                return data, now - max(0, age)
+        return data, now
+
+
+async def _send_all(sock: socket.socket, data: memoryview) -> int:
+    """Hand all of ``data`` to the kernel; when it took the last byte (monotonic ns).
+
+    The time is read right after the ``send`` call that finished, in the same step:
+    after an ``await`` the loop may first run a slow callback of the bench's client,
+    and the figure would carry that wait though the bytes had long left."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        data = data[sent:]
+        if not data:
+            return time.monotonic_ns()
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(sock.fileno(), _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(sock.fileno())
 
 
 class _Stats:
@@ -48,6 +131,7 @@ class _Stats:
         self.chunks = 0
         self.bytes = 0
         self.actual_ms = delay_window()
+        self.held_bytes_max = 0
 
 
 class TcpRelay(Relay):
@@ -58,48 +142,49 @@ class TcpRelay(Relay):
     runs stay reproducible while connections do not share one loss pattern)."""
 
     def _init_state(self) -> None:
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._socks: set[socket.socket] = set()
         self._models: dict[str, list[TcpImpairment]] = {"up": [], "down": []}
         self._stats = {"up": _Stats(), "down": _Stats()}
         self.connections = 0
         self.failed_connects = 0
 
-    async def start(self) -> TcpRelay:
+    def _socket(self) -> socket.socket:
         if self._factory is None:
-            self._server = await asyncio.start_server(self._accept, *self.listen)
-        else:
-            sock = self._factory(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(self.listen)
-                sock.setblocking(False)
-            except BaseException:
-                sock.close()
-                raise
-            self._server = await asyncio.start_server(self._accept, sock=sock)
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        return self._factory(socket.AF_INET, socket.SOCK_STREAM)
+
+    async def start(self) -> TcpRelay:
+        sock = self._socket()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self.listen)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener = sock
+        self._spawn(self._accept_loop(sock))
         return self
 
     async def close(self) -> None:
         """Stop accepting, cut every relayed connection, wait for the pumps to end."""
-        if self._server is not None:
-            self._server.close()
-        for w in list(self._writers):
-            w.close()
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
+        for s in list(self._socks):
+            s.close()
+        self._socks.clear()
+        if self._listener is not None:
+            self._listener.close()
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._server is not None and self._server.sockets, "relay not started"
-        host, port = self._server.sockets[0].getsockname()[:2]
+        assert self._listener is not None, "relay not started"
+        host, port = self._listener.getsockname()[:2]
         return host, port
 
     def counters(self) -> dict[str, Any]:
@@ -116,6 +201,7 @@ class TcpRelay(Relay):
                 "retransmits": sum(m.stats.dropped["retransmit"] for m in models),
                 **delay_percentiles("delay_ms", (d for m in models for d in m.stats.delays_ms)),
                 **delay_percentiles("actual_delay_ms", st.actual_ms),
+                "held_bytes_max": st.held_bytes_max,
             }
         return out
 
@@ -127,102 +213,102 @@ class TcpRelay(Relay):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._factory is None:
-            return await asyncio.wait_for(asyncio.open_connection(*self.target), _CONNECT_TIMEOUT_S)
+    async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        sock = self._factory(socket.AF_INET, socket.SOCK_STREAM)
+        while True:
+            try:
+                conn, _addr = await loop.sock_accept(listener)
+            except OSError:
+                return  # the listener was closed
+            self._socks.add(conn)
+            self._spawn(self._serve(conn))
+
+    async def _connect_upstream(self) -> socket.socket:
+        sock = self._socket()
         try:
-            _no_delay(sock)
-            sock.setblocking(False)
+            _prepare(sock)
+            loop = asyncio.get_running_loop()
             await asyncio.wait_for(loop.sock_connect(sock, self.target), _CONNECT_TIMEOUT_S)
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        return sock
 
-    async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        try:
-            await self._serve(c_reader, c_writer)
-        except asyncio.CancelledError:
-            # close() cancels us; end normally, because asyncio.streams (3.11) logs a
-            # spurious traceback when a connection handler task ends cancelled.
-            c_writer.close()
-
-    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._writers.add(c_writer)
-        accepted = c_writer.get_extra_info("socket")
-        if accepted is not None:
-            _no_delay(accepted)
+    async def _serve(self, client: socket.socket) -> None:
+        _prepare(client)
         index = self.connections
         self.connections += 1
         try:
-            s_reader, s_writer = await self._connect_upstream()
+            server = await self._connect_upstream()
         except (OSError, TimeoutError):
             self.failed_connects += 1
-            c_writer.close()
-            self._writers.discard(c_writer)
+            client.close()
+            self._socks.discard(client)
             return
-        self._writers.add(s_writer)
+        self._socks.add(server)
         up = TcpImpairment(self.up_spec.with_seed(self.up_spec.seed + index), "up")
         down = TcpImpairment(self.down_spec.with_seed(self.down_spec.seed + index), "down")
         self._models["up"].append(up)
         self._models["down"].append(down)
+        pumps = [
+            asyncio.ensure_future(self._pump(client, server, up, self._stats["up"])),
+            asyncio.ensure_future(self._pump(server, client, down, self._stats["down"])),
+        ]
         try:
-            await asyncio.gather(
-                self._pump(c_reader, s_writer, up, self._stats["up"]),
-                self._pump(s_reader, c_writer, down, self._stats["down"]),
-            )
-        except (OSError, asyncio.IncompleteReadError, TimeoutError):
-            pass
+            # Both directions end at their EOF; an error in one (a reset) ends both.
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for w in (c_writer, s_writer):
-                w.close()
-                self._writers.discard(w)
+            for p in pumps:
+                p.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for s in (client, server):
+                s.close()
+                self._socks.discard(s)
 
     async def _pump(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        model: TcpImpairment,
-        stats: _Stats,
+        self, src: socket.socket, dst: socket.socket, model: TcpImpairment, stats: _Stats
     ) -> None:
-        """Read chunks, stamp them with their departure, deliver them in order."""
-        queue: asyncio.Queue[tuple[int, int, bytes] | None] = asyncio.Queue(_QUEUE_CHUNKS)
+        """Read chunks, stamp each piece with its departure, deliver them in order.
+
+        Each piece's delay is measured when the kernel took all of it (from the chunk's
+        kernel arrival stamp); the bytes the kernel then still held unsent
+        (``SIOCOUTQNSD``) are kept as ``held_bytes_max``: 0 means no queue hid behind
+        the relay's figure."""
+        queue: asyncio.Queue[tuple[int, list[tuple[int, int]], bytes] | None] = asyncio.Queue(
+            _QUEUE_CHUNKS
+        )
 
         async def deliver() -> None:
             while True:  # ends at the reader's EOF marker (None)
                 item = await queue.get()
                 if item is None:
-                    if writer.can_write_eof():
-                        with contextlib.suppress(OSError):
-                            writer.write_eof()
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
                     return
-                arrival, departure, data = item
-                wait = (departure - time.monotonic_ns()) / 1e9
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                writer.write(data)
-                await asyncio.wait_for(writer.drain(), _DRAIN_TIMEOUT_S)
-                stats.actual_ms.append((time.monotonic_ns() - arrival) / 1e6)
+                arrival, pieces, data = item
+                at = 0
+                for n, departure in pieces:
+                    wait = (departure - time.monotonic_ns()) / 1e9
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    piece = memoryview(data)[at : at + n]
+                    at += n
+                    sent_at = await asyncio.wait_for(_send_all(dst, piece), _DRAIN_TIMEOUT_S)
+                    stats.actual_ms.append((sent_at - arrival) / 1e6)
+                    stats.held_bytes_max = max(stats.held_bytes_max, _unsent(dst))
 
-        sender = self._spawn(deliver())
+        sender = asyncio.ensure_future(deliver())
         try:
             while True:
-                data = await reader.read(_CHUNK)
+                data, arrival = await _recv(src)
                 if not data:
                     break
-                now = time.monotonic_ns()
                 stats.chunks += 1
                 stats.bytes += len(data)
-                decision = model.decide(len(data), now)
-                await queue.put((now, decision.departures[0], data))
+                await queue.put((arrival, model.pieces(len(data), arrival), data))
             await queue.put(None)
             await sender
         finally:
             if not sender.done():
                 sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
