@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from halfsec.lab.bench.options import BenchError, BenchOptions
-from halfsec.lab.bench.pcap import PcapError, capture, compare_with_relays, read_pcap
+from halfsec.lab.bench.pcap import Capture, PcapError, capture, compare_with_relays, read_pcap
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.netem.namespaces import NamespaceLab, enter_netns, namespaces_supported
 from halfsec.lab.netem.path import NetPath, no_net
@@ -95,10 +95,11 @@ async def namespace_server(
     lab = NamespaceLab(up=spec, down=spec, client_default_route=opts.client_kind == "browser")
     await asyncio.to_thread(lab.__enter__)
     path = NetPath(opts.net, lab, SERVER_PORT)
+    cap: Capture | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
             if opts.pcap is not None:
-                await stack.enter_async_context(capture(lab.mid_ns, opts.pcap))
+                cap = await stack.enter_async_context(capture(lab.mid_ns, opts.pcap))
             with enter_netns(lab.cli_ns):
                 async with lab.tcp_relay(SERVER_PORT) as http:
                     proc = ServerProcess(
@@ -115,13 +116,15 @@ async def namespace_server(
                     async with proc:
                         yield proc, path
         if opts.pcap is not None:
-            path.pcap = await asyncio.to_thread(pcap_figures, opts.pcap, path)
+            missed = cap.missed if cap is not None else None
+            path.pcap = await asyncio.to_thread(pcap_figures, opts.pcap, path, missed)
     finally:
         await asyncio.to_thread(lab.cleanup)
 
 
-def pcap_figures(pcap: Path, path: NetPath) -> dict[str, Any]:
-    """The capture's figures beside each recording relay's own (``lab.bench.pcap``)."""
+def pcap_figures(pcap: Path, path: NetPath, missed: int | None = None) -> dict[str, Any]:
+    """The capture's figures beside each recording relay's own (``lab.bench.pcap``);
+    ``capture_missed``: packets tcpdump did not write (0: the capture is complete)."""
     try:
         packets = read_pcap(pcap)
     except (OSError, PcapError) as e:
@@ -130,5 +133,6 @@ def pcap_figures(pcap: Path, path: NetPath) -> dict[str, Any]:
     return {
         "file": str(pcap),
         "packets": len(packets),
+        "capture_missed": missed,
         **compare_with_relays(packets, relays, SERVER_PORT),
     }
