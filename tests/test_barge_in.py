@@ -31,9 +31,16 @@ from halfsec.frames import (
     SpeechStarted,
     TimingMark,
 )
-from halfsec.lab.clients.interrupt import run_barge_in
+from halfsec.lab.clients.interrupt import BargeInRun, _measure, _Player, final_stop, run_barge_in
 from halfsec.measure.end_of_speech import voiced_bounds
-from halfsec.runtime.barge_in import NOISE_GAP_MS, PausedReply, classify, is_backchannel
+from halfsec.runtime.barge_in import (
+    ENERGY_HOLD_MS,
+    ENERGY_ONLY_MAX_MS,
+    NOISE_GAP_MS,
+    PausedReply,
+    classify,
+    is_backchannel,
+)
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.options import SessionOptions
 from halfsec.runtime.session import VoiceSession
@@ -100,6 +107,79 @@ def test_verdicts() -> None:
     assert q.verdict(True, False, False, 0, " ", 200, opt) == "noise"
     assert q.verdict(True, False, False, 0, None, 499, opt) is None
     assert q.verdict(True, False, False, 0, None, 500, opt) == "timeout"
+
+
+def test_an_energy_pause_waits_for_the_vad_past_a_closure() -> None:
+    """The "s" of "stop" pauses the reply on energy; 100-150 ms of closure follow before
+    the vowel Silero hears.  Resuming there (and pausing again at the vowel) let the
+    reply sound in between: the pause is kept ``ENERGY_HOLD_MS`` after the last loud
+    frame, and bounded by ``ENERGY_ONLY_MAX_MS`` when no voiced window ever comes."""
+    opt = SessionOptions()
+    p = PausedReply(1, 1000.0)
+    assert p.verdict(False, False, False, 1020.0, None, 0.0, opt, loud=True) is None  # "s"
+    assert p.verdict(False, False, False, 1060.0, None, 0.0, opt, loud=True) is None
+    assert p.verdict(False, False, False, 1200.0, None, 0.0, opt) is None  # 140 ms closure
+    assert p.verdict(False, False, True, 1220.0, None, 0.0, opt) is None  # the vowel
+    # A click: resumed once it has been gone ENERGY_HOLD_MS; energy still pauses later.
+    q = PausedReply(1, 0.0)
+    assert q.verdict(False, False, False, 20.0, None, 0.0, opt, loud=True) is None
+    assert q.verdict(False, False, False, 20.0 + ENERGY_HOLD_MS - 20, None, 0, opt) is None
+    assert q.verdict(False, False, False, 20.0 + ENERGY_HOLD_MS, None, 0, opt) == "noise"
+    assert not q.hum
+    # A hum: loud on and on, never voiced: resumed at the bound, and energy is off.
+    h = PausedReply(1, 0.0)
+    pos = [20.0 * k for k in range(1, int(ENERGY_ONLY_MAX_MS // 20) + 1)]
+    got = [h.verdict(False, False, False, t, None, 0.0, opt, loud=True) for t in pos]
+    assert got[:-1] == [None] * (len(pos) - 1) and got[-1] == "noise" and h.hum
+
+
+def test_the_final_stop_is_the_pause_no_resume_undid() -> None:
+    ms = 1_000_000
+    pause, resume, cancel = "reply.paused", "reply.resumed", "interruption"
+    flap = [
+        (100 * ms, pause, 1),
+        (250 * ms, resume, 1),
+        (300 * ms, pause, 1),
+        (900 * ms, cancel, 1),
+    ]
+    assert final_stop(flap, 1, 0) == 300 * ms  # not the first pause: it resumed
+    assert final_stop([(100 * ms, pause, 1), (900 * ms, cancel, 1)], 1, 0) == 100 * ms
+    assert final_stop([(100 * ms, pause, 1), (600 * ms, resume, 1)], 1, 0) is None
+    assert final_stop([(50 * ms, pause, 2), (100 * ms, cancel, 1)], 1, 0) == 100 * ms
+    assert final_stop([(50 * ms, pause, 1), (60 * ms, resume, 1)], 1, 55 * ms) is None
+
+
+def test_the_client_measures_to_the_final_stop() -> None:
+    """Reply audio heard between a resume and the second pause counts; an interruption
+    whose pause was resumed for good did not stop the reply."""
+    ms = 1_000_000
+
+    def run(events: list[tuple[int, str]]) -> BargeInRun:
+        player = _Player(1000, 0)  # 1 sample per ms
+        player.audio(1, np.full(2000, 8000, np.int16), 0)  # the reply: 0..2000 ms
+        out = BargeInRun(at_ms=0.0, onset_sample=1000, clip_ns=950 * ms, reply_turn=1)
+        for t, kind in events:
+            ev = {"type": kind, "turn_id": 1}
+            out.events.append((t * ms, ev))
+            player.event(ev, t * ms)
+        _measure(player, out)
+        return out
+
+    flap = run(
+        [
+            (1020, "reply.paused"),
+            (1150, "reply.resumed"),
+            (1230, "reply.paused"),
+            (1600, "interruption"),
+        ]
+    )
+    assert flap.stopped and flap.cancelled and flap.pauses == 2
+    assert flap.stop_ms == pytest.approx(230, abs=2) and flap.cut_ms == pytest.approx(230, abs=2)
+    once = run([(1020, "reply.paused"), (1600, "interruption")])
+    assert once.stop_ms == pytest.approx(20, abs=2) and once.cut_ms == pytest.approx(20, abs=2)
+    missed = run([(1020, "reply.paused"), (1300, "reply.resumed")])
+    assert not missed.stopped and missed.cut_ms is None
+    assert missed.stop_ms == pytest.approx(1280, abs=2)  # the reply played on to its end
 
 
 def test_events_on_the_wire() -> None:
@@ -253,6 +333,48 @@ async def test_an_interruption_pauses_then_cancels_the_reply(
     assert [f.turn_id for f in _of(frames, EndOfTurn)] == [1, 2]
 
 
+async def test_a_stop_after_its_closure_pauses_the_reply_once(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    """A person's "stop" whose "s" is followed by 120 ms of closure before the vowel:
+    the reply paused on the "s", resumed as noise in the closure and paused again at the
+    vowel (it sounded in between).  Now it pauses once, and that pause is what the
+    speech decides."""
+    stop = load_audio(speech_dir / "audio" / "speechcommands_stop_1eddce1d_nohash_3.flac")
+    frames, onset_ms = await _converse(engines, _order(rows, speech_dir), stop)
+    assert _reply_ms(frames, 1) > GAP_S * 1000 + 500, "the reply must still play at the clip"
+    marks = [f for f in frames if isinstance(f, ReplyPaused | ReplyResumed | Interruption)]
+    assert isinstance(marks[0], ReplyPaused), _told(frames)
+    assert 0 <= marks[0].audio_ms - onset_ms <= 100, (marks[0].audio_ms, onset_ms)
+    assert len(marks) == 2 and not isinstance(marks[1], ReplyPaused), _told(frames)
+    assert not (isinstance(marks[1], ReplyResumed) and marks[1].reason == "noise"), marks
+
+
+async def test_a_click_does_not_leave_the_next_interruption_to_the_vad(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    """A click pauses the reply and resumes it as noise; energy must go on pausing that
+    reply, or the next interruption waits for Silero's vowel.  The person's "stop" here
+    is loud 200 ms before the VAD hears speech in it."""
+    click = (np.random.default_rng(0).standard_normal(640) * 3000).astype(np.int16)
+    stop = load_audio(speech_dir / "audio" / "speechcommands_stop_a9abc695_nohash_1.flac")
+    b = voiced_bounds(stop)
+    assert b is not None
+    lead = np.concatenate([click, np.zeros(8000, np.int16)])  # 40 ms click, 500 ms quiet
+    clip = np.concatenate([lead, stop])
+    frames, at_ms = await _converse(engines, _order(rows, speech_dir), clip)
+    vb = voiced_bounds(clip)
+    assert vb is not None
+    onset_ms = at_ms + (lead.size + b[0] - vb[0]) / 16.0  # the "s" of "stop"
+    marks = [f for f in frames if isinstance(f, ReplyPaused | ReplyResumed | Interruption)]
+    kinds = [type(f).__name__ for f in marks]
+    assert kinds[:3] == ["ReplyPaused", "ReplyResumed", "ReplyPaused"], _told(frames)
+    assert isinstance(marks[1], ReplyResumed) and marks[1].reason == "noise", marks
+    assert isinstance(marks[2], ReplyPaused)
+    assert 0 <= marks[2].audio_ms - onset_ms <= 100, (marks[2].audio_ms, onset_ms)
+    assert kinds[3:] == ["Interruption"], _told(frames)
+
+
 async def test_cancel_mode_cancels_without_pausing(
     engines: Engines, rows: list[dict[str, str]], speech_dir: Path
 ) -> None:
@@ -286,7 +408,8 @@ async def test_the_interrupt_client_hears_the_pause_and_the_stop(
         await runner.cleanup()
     assert bc.error is None and it.error is None, (bc.error, it.error)
     assert bc.paused and bc.resumed and not bc.cancelled, bc
-    assert bc.stop_ms is not None and bc.stop_ms < 250, bc.stop_ms
+    assert bc.pauses == 1 and not bc.stopped and bc.cut_ms is None, bc  # a pause, no stop
     assert bc.pause_heard_ms is not None and 0 < bc.pause_heard_ms < 2500, bc.pause_heard_ms
-    assert it.paused and it.cancelled and not it.resumed, it
+    assert it.paused and it.cancelled and not it.resumed and it.stopped, it
     assert it.stop_ms is not None and it.stop_ms < 250, it.stop_ms
+    assert it.cut_ms is not None and it.stop_ms <= it.cut_ms < 250, it.cut_ms  # the pause

@@ -12,9 +12,14 @@ of the input's noise floor (``EnergyOnset``: the "s" of "stop" or "sorry" comes 
 ms before Silero hears a vowel), and the decision comes when there is evidence:
 
 * the sound stops again before a turn even starts (a click, a breath): resume
-  (``noise``); so does energy that no voiced window follows within
-  ``ENERGY_ONLY_MAX_MS`` (a hum, residual echo), after which energy no longer pauses
-  that reply (the VAD still does);
+  (``noise``).  A pause that energy alone started is kept until the VAD has had its say:
+  ``ENERGY_HOLD_MS`` after the last loud frame, not ``NOISE_GAP_MS``, since the "s" of
+  "stop" is followed by 100-150 ms of closure before the vowel Silero hears (resuming
+  there and pausing again at the vowel let the reply sound between the two).  Energy
+  that no voiced window joins within ``ENERGY_ONLY_MAX_MS`` (a hum, residual echo)
+  resumes too (the bound of that hold), and only then does energy no longer pause that
+  reply (``hum``; the VAD still does): a click must not make the next interruption wait
+  for the VAD;
 * the speech goes on for ``interrupt_min_speech_ms``: no backchannel is that long, the
   reply is cancelled (an interruption) and the speech is a turn like any other;
 * the speech ends sooner: its transcript decides (``classify``).  Backchannel words
@@ -133,7 +138,14 @@ ONSET_MIN_DBFS = -50.0
 of a 20 ms frame must be this loud, so a lone click or the step from digital silence
 to a recording's own noise floor does not pause the reply."""
 ENERGY_ONLY_MAX_MS = 400.0
-"""A pause that only energy holds (no voiced VAD window) resumes after this long."""
+"""A pause that only energy holds (no voiced VAD window) resumes after this long: the
+bound of ``ENERGY_HOLD_MS``'s hold for a sound that stays loud but never sounds voiced."""
+ENERGY_HOLD_MS = 200.0
+"""A pause no voiced VAD window has joined yet resumes only once the sound has been gone
+this long.  Silero hears the vowel, not the fricative or the stop before it: in "stop"
+the "s" pauses the reply and 100-150 ms of closure follow before the first voiced
+window (the longest such gap in the 186 shared recordings and the bench's clips, VAD
+start included, is 140 ms; one "up" after a 360 ms click is the exception)."""
 
 DECIDE_SILENCE_MS = 200.0
 """Short speech is judged only once it has been over this long (the end-of-turn
@@ -141,8 +153,8 @@ window, ``turn.silence_ms``): a dip inside "hold on" is a VAD pause too, and the
 transcript of its first half ("", "Hold") must not decide for the whole."""
 
 NOISE_GAP_MS = 96.0
-"""A pause that no turn followed ends after this long without a voiced VAD window
-(three Silero windows): the sound was too short to be speech."""
+"""A pause that voiced VAD windows held but no turn followed ends after this long
+without a voiced window (three Silero windows): the sound was too short to be speech."""
 
 _WORD = re.compile(r"[a-z']+")
 _REPEAT = re.compile(r"(.)\1+")
@@ -216,6 +228,10 @@ class PausedReply:
         self.speech_ms = 0.0
         """The candidate turn's speech so far (frames in the speech state)."""
         self.held: list[Frame] = []
+        self.hum = False
+        """Resumed because energy alone held it for ``ENERGY_ONLY_MAX_MS`` and the sound
+        is still there: a steady sound that is no speech (a hum, echo), so energy should
+        no longer pause this reply."""
 
     @property
     def paused_ms(self) -> float:
@@ -258,15 +274,20 @@ class PausedReply:
         return False
 
     def before_turn(self, voiced: bool, pos_ms: float, loud: bool = False) -> str | None:
-        """No turn has started yet: ``noise`` once the sound has been gone long enough,
-        or when only energy has held the pause for ``ENERGY_ONLY_MAX_MS``."""
+        """No turn has started yet: ``noise`` once the sound has been gone long enough
+        (``NOISE_GAP_MS`` after a voiced window, ``ENERGY_HOLD_MS`` while only energy
+        has been heard), or when only energy has held the pause for
+        ``ENERGY_ONLY_MAX_MS`` (``hum``)."""
         self.voiced_seen = self.voiced_seen or voiced
-        if not self.voiced_seen and pos_ms - self.audio_ms >= ENERGY_ONLY_MAX_MS:
-            return "noise"
         if voiced or loud:
             self.last_voiced_ms = pos_ms
+        if not self.voiced_seen and pos_ms - self.audio_ms >= ENERGY_ONLY_MAX_MS:
+            self.hum = pos_ms - self.last_voiced_ms < NOISE_GAP_MS  # still sounding
+            return "noise"
+        if voiced or loud:
             return None
-        return "noise" if pos_ms - self.last_voiced_ms >= NOISE_GAP_MS else None
+        gap = NOISE_GAP_MS if self.voiced_seen else ENERGY_HOLD_MS
+        return "noise" if pos_ms - self.last_voiced_ms >= gap else None
 
     def during_speech(self, interrupt_min_speech_ms: float) -> str | None:
         """One more frame of the candidate's speech: ``interrupt`` once it is too long

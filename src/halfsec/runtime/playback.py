@@ -28,11 +28,20 @@ class PlaybackModel:
         self.reported: tuple[int, int] | None = None
         """(turn_id, end ns) from the transport, for the reply in flight."""
         self.transport_reports = False
+        self.audio_turn: int | None = None
+        """The turn whose reply audio was produced last (None: none since a cancel)."""
 
     def audio(self, frame: ReplyAudio) -> None:
         """Reply audio produced: it plays from now or after what is queued."""
         dur_ns = int(frame.pcm.size * 1e9 / frame.sample_rate)
         self.guessed_end_ns = max(self.guessed_end_ns, frame.t_ns) + dur_ns
+        self.audio_turn = frame.turn_id
+
+    def started(self, turn_id: int) -> bool:
+        """Has ``turn_id``'s reply produced audio, which the client plays as it arrives?
+        Before that there is nothing to stop: a barge-in pause then only holds back the
+        reply's first sample (a breath after the user's own turn would delay it)."""
+        return self.audio_turn == turn_id
 
     def report(self, turn_id: int, at_ns: int | None, reply_turn_id: int | None) -> None:
         """The transport says ``turn_id``'s reply ends (ended) playing at ``at_ns``; only
@@ -59,3 +68,4 @@ class PlaybackModel:
         """The reply was cancelled: nothing is playing."""
         self.guessed_end_ns = 0
         self.reported = None
+        self.audio_turn = None

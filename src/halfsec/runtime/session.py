@@ -209,9 +209,12 @@ class VoiceSession:
         self._loud = self._onset.loud(frame) and self._reply is not self._energy_off
         if self._paused is None and self._turn is None and self.opt.barge_in == "pause":
             voiced = self.detector.last_prob >= self.turn_opt.threshold
-            if (voiced or self._loud) and self._reply is not None and self.agent_speaking:
-                self._paused = PausedReply(self._reply.turn_id, self.position_ms)
-                self._emit(ReplyPaused(turn_id=self._reply.turn_id, audio_ms=self.position_ms))
+            reply = self._reply
+            # Energy alone pauses only a reply already heard (runtime/playback.py).
+            loud = self._loud and reply is not None and self.playback.started(reply.turn_id)
+            if (voiced or loud) and reply is not None and self.agent_speaking:
+                self._paused = PausedReply(reply.turn_id, self.position_ms)
+                self._emit(ReplyPaused(turn_id=reply.turn_id, audio_ms=self.position_ms))
         turn = self._turn
         for ev in events:
             if ev.kind == "start":
@@ -254,8 +257,8 @@ class VoiceSession:
         if verdict is None:
             return False
         self._paused = None
-        if not p.voiced_seen and cand is None:
-            self._energy_off = self._reply  # sound that is no speech: VAD alone from now on
+        if p.hum:
+            self._energy_off = self._reply  # a steady sound, no speech: VAD alone from now on
         if verdict == "interrupt":
             await self._interrupt(self.position_ms)
             for f in p.held:

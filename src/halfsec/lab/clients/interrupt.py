@@ -13,13 +13,19 @@ to play is kept), resumed on ``reply.resumed``, dropped on ``interruption``; and
 
 * onset: the clip's first voiced sample (``measure.end_of_speech.voiced_bounds``) where
   the client played it (its frame's place on the microphone timeline);
-* stop: the reply's last audible sample (``measure.audible``) on the client's timeline
-  after the onset, up to where its playback stopped for good: the ``interruption`` when
-  it was cancelled (so reply audio played between a pause and the cancel counts), else
-  the first ``reply.paused`` after the clip began (or the reply's end, when nothing
-  stopped it);
-* for a backchannel: whether the reply was cancelled, and the pause heard: from that last
-  audible sample to the first audible one after ``reply.resumed``.
+* the final stop: where the client stopped playing the reply for good -- the first
+  ``reply.paused`` or ``interruption`` of the reply after the clip began that no
+  ``reply.resumed`` undid (a pause that resumed and paused again counts from the second
+  pause: the reply sounded in between); none when the reply was resumed in the end;
+* stop: onset -> the reply's last audible sample (``measure.audible``) on the client's
+  timeline before the final stop (0: it was silent already); with no final stop, the
+  reply's last audible sample at all (it was never stopped: ``stopped`` is False);
+* cut: onset -> the final stop itself, whatever the reply was saying then;
+* for a backchannel: whether the reply was cancelled, and the pause heard: the last
+  audible sample before the first pause to the first audible one after ``reply.resumed``.
+
+The client applies each event when it receives it, and drops what it had queued but not
+played yet on ``reply.paused`` (kept for ``reply.resumed``), as the browser page does.
 """
 
 from __future__ import annotations
@@ -63,11 +69,18 @@ class BargeInRun:
     onset_sample: int | None = None
     """The clip's first voiced sample on the timeline (output rate)."""
     stop_ms: float | None = None
-    """Onset -> the reply's last audible sample before it stopped (0: silent already)."""
+    """Onset -> the reply's last audible sample before its final stop (0: silent already;
+    not stopped: its last audible sample at all)."""
     cut_ms: float | None = None
-    """Onset -> where the client stopped playing it (whatever the reply was saying then);
-    None when nothing stopped it."""
+    """Onset -> the final stop, where the client stopped playing the reply for good
+    (whatever it was saying then); None when nothing stopped it."""
+    stopped: bool = False
+    """The reply stopped for good after the clip began (paused and never resumed, or
+    cancelled); a pause that was resumed is no stop."""
     paused: bool = False
+    pauses: int = 0
+    """``reply.paused`` of the reply after the clip began: more than one means it paused,
+    resumed and paused again (the reply sounded in between)."""
     resumed: bool = False
     cancelled: bool = False
     """The reply got an ``interruption``."""
@@ -96,24 +109,21 @@ class _Player:
 
     def __init__(self, rate: int, t0_ns: int) -> None:
         self.timeline = PlaybackTimeline(rate, t0_ns)
-        self.cuts: list[int] = []  # every pause or interruption applied, in order
-        self.dropped_at: int | None = None  # the interruption applied
-        self.resumes: list[int] = []
+        self.marks: list[tuple[int, str, int]] = []
+        """(receive ns, event type, turn) of every pause, resume and interruption."""
         self.dropped: set[int] = set()
         self.done: set[int] = set()
         self.reported: set[int] = set()
 
     def event(self, ev: dict[str, Any], t: int) -> None:
         kind, tid = ev["type"], int(ev.get("turn_id", 0) or 0)
+        if kind in ("reply.paused", "reply.resumed", "interruption"):
+            self.marks.append((t, kind, tid))
         if kind == "reply.paused":
-            self.cuts.append(t)
             self.timeline.pause(t)
         elif kind == "reply.resumed":
-            self.resumes.append(t)
             self.timeline.resume(t)
         elif kind == "interruption":
-            self.cuts.append(t)
-            self.dropped_at = self.dropped_at or t
             self.dropped.add(tid)
             self.timeline.stop(t)
         elif kind == "reply.done":
@@ -272,6 +282,22 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse, player: _Player, out: Ba
             return
 
 
+def final_stop(marks: list[tuple[int, str, int]], turn_id: int, since_ns: int) -> int | None:
+    """When the reply ``turn_id`` stopped for good after ``since_ns``: its first pause or
+    interruption that no resume undid (``marks`` as ``_Player.marks``); None if none."""
+    stop: int | None = None
+    for t, kind, tid in marks:
+        if tid != turn_id or t < since_ns:
+            continue
+        if kind == "reply.resumed":
+            stop = None  # it played on: that pause was no stop
+        elif stop is None:
+            stop = t
+        if kind == "interruption":
+            break
+    return stop
+
+
 def _measure(player: _Player, out: BargeInRun) -> None:
     tl, onset = player.timeline, out.onset_sample
     rt = out.reply_turn
@@ -286,19 +312,25 @@ def _measure(player: _Player, out: BargeInRun) -> None:
     if onset is None or rt is None or out.clip_ns is None:
         return
     played = tl.played
-    # The first stop after the clip began to play (the VAD may fire before the first
-    # voiced sample; the reply is then silent at the onset: 0 ms).
-    cuts = [tl.sample_at(t) for t in player.cuts if t >= out.clip_ns]
-    cut = cuts[0] if cuts else played.size
-    if out.cancelled and player.dropped_at is not None:
-        cut = tl.sample_at(player.dropped_at)
-    if cuts or out.cancelled:
+    # The VAD may fire before the first voiced sample (the reply is then silent at the
+    # onset: 0 ms), so stops count from the clip's first frame.
+    final = final_stop(player.marks, rt, out.clip_ns)
+    out.stopped = final is not None
+    cut = tl.sample_at(final) if final is not None else played.size
+    if final is not None:
         out.cut_ms = (cut - onset) * 1000 / tl.rate
     last = _last_audible(played[onset:cut]) if cut > onset else None
     out.stop_ms = 0.0 if last is None else (last + 1) * 1000 / tl.rate
-    resumes = [r for r in (tl.sample_at(t) for t in player.resumes) if r >= cut]
-    if out.resumed and resumes:
-        before = _last_audible(played[:cut])
+    pauses = [t for t, k, tid in player.marks if k == "reply.paused" and tid == rt]
+    pauses = [t for t in pauses if t >= out.clip_ns]
+    out.pauses = len(pauses)
+    if not (out.resumed and pauses):
+        return
+    first = tl.sample_at(pauses[0])
+    resumes = [tl.sample_at(t) for t, k, tid in player.marks if k == "reply.resumed" and tid == rt]
+    resumes = [r for r in resumes if r >= first]
+    if resumes:
+        before = _last_audible(played[:first])
         after = first_audible_sample(played, start=resumes[0])
         if before is not None and after is not None:
             out.pause_heard_ms = (after - before) * 1000 / tl.rate
