@@ -109,9 +109,10 @@ def test_open_calls_count_by_their_measured_duty() -> None:
     assert m.snapshot().terms["calls"] == 0.0
 
 
-def test_young_calls_count_at_least_the_default_duty() -> None:
-    """Callers who have just connected have not spoken yet: a young window must not
-    measure them as free (16 callers 0.7 s apart once read a duty of 0.00 at the 3rd)."""
+def test_young_calls_count_at_the_default_duty_until_a_minute_measured_them() -> None:
+    """A young window is wrong both ways: callers who have just connected have not
+    spoken yet (16 callers 0.7 s apart once read a duty of 0.00 at the 3rd), and then
+    everyone's first turn comes at once (0.57 at the 8th)."""
     clock, turns, sessions = Clock(), [0], [0]
     m = LoadMeter(
         LoadLimits(turn_capacity=4.0),
@@ -125,9 +126,12 @@ def test_young_calls_count_at_least_the_default_duty() -> None:
         run_for(m, clock, 0.7)
     assert m.snapshot().duty == DEFAULT_DUTY
     assert m.snapshot().terms["calls"] == pytest.approx(6 * DEFAULT_DUTY / 4.0)
-    turns[0] = 5  # once they talk, a duty above the default is believed at once
-    run_for(m, clock, 5.0)
-    assert m.snapshot().duty > DEFAULT_DUTY
+    turns[0] = 5  # all first turns at once
+    run_for(m, clock, 3.0)
+    assert m.snapshot().duty == DEFAULT_DUTY
+    turns[0] = 2  # the calls settle: 2 of 6 in a turn
+    run_for(m, clock, 60.0)
+    assert m.snapshot().duty == pytest.approx(2 / 6, abs=0.005)
 
 
 def test_workers_admit_by_the_box_not_by_their_share() -> None:

@@ -22,12 +22,13 @@ divided by the value at which it starts to cost the SLO, so that 1.0 means "full
   a caller admitted while others think (1-2 s between turns) brings their turns back a
   moment later.  Measured 2026-12-01 (``benchmarks/admission_bench.py``, one worker):
   12 staggered callers were all admitted and v2v p95 went to 1646 ms with 0 refusals.
-  The duty is measured over a minute, not the 5 s window, and is never taken below
-  ``DEFAULT_DUTY`` until that minute holds ``duty_mature_s`` session-seconds: a caller
-  who has just connected has not spoken yet, so a young window measures every fresh
-  call as silent.  Measured 2026-12-01 (the admission log, ``readiness.py``): while 16
-  callers came in 0.7 s apart the 5 s duty read 0.00 at the 3rd and 4th caller and 0.14
-  at the 5th, so ``calls`` counted them as free.
+  The duty is measured over a minute, not the 5 s window, and is ``DEFAULT_DUTY``
+  until that minute holds ``duty_mature_s`` session-seconds: a young window is wrong
+  both ways.  Measured 2026-12-01 (the admission log, ``readiness.py``): while 16
+  callers came in 0.7 s apart on a fresh server the 5 s duty read 0.00 at the 3rd and
+  4th caller (connected, not yet speaking: ``calls`` counted them as free) and 0.57 at
+  the 8th (everyone's first turn at once); over a minute of a ramp it settles at
+  0.31-0.38.
 
 **Workers share one box.**  With ``--workers N`` each worker used to compare its own
 turns and calls with its share of the cores; but the shared listening socket hands
@@ -78,17 +79,21 @@ __all__ = [
 ]
 
 DEFAULT_DUTY = 0.5
-"""A session's share of time in an active turn before the window has measured it: a
-caller talks about half the time (speaking and waiting for the reply, then listening and
-thinking)."""
+"""A session's share of time in an active turn until a minute of calls has measured it:
+a caller talks about half the time (speaking and waiting for the reply, then listening
+and thinking).  Cautious: the load lab's callers measure 0.31-0.38."""
 
-TURNS_PER_CORE = 2.25
-"""Active turns one core carries at the SLO (the default capacity's rate): a turn costs a
-final decode (~90 ms on two threads of this box), a first clause (~50 ms), VAD and a
-partial or two; callers are in a turn about half the time, so 2.25 turns a core admits
-~4.5 callers a core.  Measured 2026-12-01 on the 2-core AVX-512 EPYC
-(``benchmarks/admission_bench.py``): 8 callers kept v2v p95 <= 500 ms with one worker or
-two, 12 did not.  Measure yours with the load bench and pass ``--capacity``."""
+TURNS_PER_CORE = 1.8
+"""Committed turns one core carries at the SLO (the default capacity's rate; with
+``--workers N`` the box's capacity is this times every core).  A turn costs a final
+decode (~90 ms on two threads of this box), a first clause (~50 ms), VAD and a partial
+or two, and the cost comes in bursts: the two cores run at 35-40 % on average while the
+p95 breaks.  The one calibrated figure of admission, from
+``benchmarks/admission_bench.py`` on the 2-core AVX-512 EPYC (2026-12-01) once the duty
+was measured right: 12 callers at 4.1 committed turns kept v2v p95 at 377 ms, 15 at 4.7
+broke it (742 ms); earlier, 10 callers held and 11 broke with one worker.  3.6 turns is
+~11 callers at the measured duty and 7-8 before it is measured (``DEFAULT_DUTY``).
+Measure yours with the load bench and pass ``--capacity``."""
 
 
 def worker_cores(workers: int = 1) -> float:
@@ -124,8 +129,8 @@ class LoadLimits:
     """How long an admitted session is counted before it shows among the open ones (an
     upgrade takes milliseconds; one that never completes lapses after this)."""
     duty_mature_s: float = 60.0
-    """Session-seconds the horizon must hold before a measured duty below
-    ``DEFAULT_DUTY`` is believed (about ten turn cycles of one caller)."""
+    """Session-seconds the horizon must hold before the measured duty is believed
+    (about ten turn cycles of one caller)."""
 
     @staticmethod
     def default(capacity: float | None, workers: int = 1) -> LoadLimits:
@@ -274,17 +279,14 @@ class LoadMeter:
 
     @staticmethod
     def duty(samples: Sequence[tuple[float, float, int, int]], limits: LoadLimits) -> float:
-        """Measured share of a session's time in an active turn over ``samples``; not
-        below ``DEFAULT_DUTY`` until they hold ``limits.duty_mature_s`` session-seconds
-        (module docstring: young calls have not spoken yet)."""
+        """Measured share of a session's time in an active turn over ``samples``;
+        ``DEFAULT_DUTY`` until they hold ``limits.duty_mature_s`` session-seconds
+        (module docstring: a young window is wrong both ways)."""
         busy = [s for s in samples if s[3] > 0]
-        if len(busy) < 10:
-            return DEFAULT_DUTY
         session_s = sum(s[3] for s in busy)
-        measured = min(1.0, sum(s[2] for s in busy) / session_s)
         if session_s * limits.interval_s < limits.duty_mature_s:
-            return max(DEFAULT_DUTY, measured)
-        return measured
+            return DEFAULT_DUTY
+        return min(1.0, sum(s[2] for s in busy) / session_s)
 
     def admits(self, saturation: float) -> bool:
         """Whether a new session may come in at ``saturation`` (with hysteresis)."""
