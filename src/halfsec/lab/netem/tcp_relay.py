@@ -44,6 +44,7 @@ _DRAIN_TIMEOUT_S = 30.0
 _SO_TIMESTAMPNS = 35  # linux/asm-generic/socket.h (SO_TIMESTAMPNS_OLD; == SCM_TIMESTAMPNS)
 _SIOCOUTQNSD = 0x894B  # linux/sockios.h: unsent bytes in a TCP socket's send queue
 _TIMESPEC = struct.Struct("@qq")
+_STAMP_MAX_AGE_NS = 10_000_000_000
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
@@ -99,7 +100,8 @@ async def _recv(sock: socket.socket) -> tuple[bytes, int]:
             if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                 sec, nsec = _TIMESPEC.unpack_from(payload)
                 age = time.time_ns() - (sec * 1_000_000_000 + nsec)
-                return data, now - max(0, age)
+                if 0 <= age < _STAMP_MAX_AGE_NS:  # else the wall clock was stepped
+                    return data, now - age
         return data, now
 
 
@@ -224,11 +226,16 @@ class TcpRelay(Relay):
             self._spawn(self._serve(conn))
 
     async def _connect_upstream(self) -> socket.socket:
-        sock = self._socket()
+        loop = asyncio.get_running_loop()
+        if self._factory is None:  # relay mode: the target may be a name or IPv6
+            infos = await loop.getaddrinfo(*self.target, type=socket.SOCK_STREAM)
+            family, _type, _proto, _name, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        else:
+            sock, address = self._socket(), self.target
         try:
             _prepare(sock)
-            loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.sock_connect(sock, self.target), _CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(loop.sock_connect(sock, address), _CONNECT_TIMEOUT_S)
         except BaseException:
             sock.close()
             raise
