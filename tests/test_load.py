@@ -255,3 +255,38 @@ async def test_a_ramp_and_refusals_against_a_real_server(
     assert refused.knee is None
     no = next(t for t in refused.turns if t["refused"])
     assert no["v2v_ms"] is None and "503" in no["error"]
+
+
+async def test_webrtc_callers_hold_one_peer_connection_for_their_call(
+    tmp_path: Path, rows: list[dict[str, str]], speech_dir: Path
+) -> None:
+    """Three WebRTC callers x 2 turns (``lab.clients.rtc_call``): every turn answered
+    with the client's v2v, one session per caller for its whole call."""
+    manifest = _manifest(rows, speech_dir, tmp_path, 3)
+    items = [
+        CorpusItem(tmp_path / line.split("\t")[0], intent="orderDrink")
+        for line in manifest.read_text().splitlines()[1:]
+    ]
+    result = await asyncio.wait_for(
+        run_ramp(
+            items,
+            [3],
+            LoadOptions(turns=2, think_min_s=0.2, think_max_s=0.4, stagger_s=0.3),
+            BenchOptions(transport="webrtc"),
+            Slo(p95_ms=100_000.0),
+        ),
+        timeout=240,
+    )
+    (step,) = result.steps
+    assert step["turns"] == 6 and step["ok"] == 6, result.turns
+    assert step["failed"] == 0 and step["refused"] == 0, step
+    for t in result.turns:
+        assert t["ok"] and t["v2v_ms"] is not None and 0 <= t["v2v_ms"] < 10_000, t
+        assert t["transport"] == "webrtc" and t["first_audible_ms"] > t["ref_end_ms"], t
+    calls = {c: {t["session_id"] for t in result.turns if t["caller"] == c} for c in range(3)}
+    assert all(len(ids) == 1 and "" not in ids for ids in calls.values()), calls
+    assert len(set().union(*calls.values())) == 3, calls
+    # The second turn of a call is measured on its own timeline: its v2v is not the
+    # think time plus the first turn's.
+    seconds = [t for t in result.turns if t["turn"] == 1]
+    assert len(seconds) == 3 and all(t["ref_end_ms"] < 20_000 for t in seconds)

@@ -36,6 +36,7 @@ from halfsec.lab.bench.records import empty_record, finish_client_spans, make_re
 from halfsec.lab.bench.server_process import ServerProcess, fetch_health, server_urls
 from halfsec.lab.clients.client_run import ClientRun
 from halfsec.lab.clients.conversation import run_conversation
+from halfsec.lab.clients.rtc_call import run_webrtc_conversation
 from halfsec.lab.clients.twilio import run_recording_twilio
 from halfsec.lab.clients.webrtc import run_recording_webrtc
 from halfsec.lab.clients.websocket import run_recording
@@ -89,8 +90,7 @@ async def run_items(
             continue
         net_info: dict[str, Any] = {}
         if opts.transport == "webrtc":
-            base = url.replace("wss://", "https://").replace("ws://", "http://")
-            base = base.split("/ws")[0]
+            base = webrtc_base(url)
             if path.mode == "namespace":
                 run = await _webrtc_through(path, base, pcm, opts, net_info)
             else:
@@ -150,13 +150,16 @@ async def run_conversation_items(
     keep_going: Callable[[], bool] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> None:
-    """Play ``items`` in order over ONE WebSocket session (``lab.clients.conversation``):
-    a caller's call, admitted once, its dialogue state carried from turn to turn.  Each
+    """Play ``items`` in order over ONE session (``lab.clients.conversation`` on the
+    WebSocket, ``lab.clients.rtc_call`` on WebRTC, loopback only): a caller's call,
+    admitted once, its dialogue state carried from turn to turn.  Each
     turn's record (the same as ``run_items``') goes to ``on_record(k, rec)``; a refused
     or failed call start gives one record, for turn 0.  Recordings that cannot be read
     are left out of the call beforehand (their records carry the error, turn -1)."""
-    if opts.transport != "websocket":
-        raise HalfsecError("a conversation over one session needs the WebSocket transport")
+    if opts.transport not in ("websocket", "webrtc"):
+        raise HalfsecError("a conversation over one session needs --transport websocket|webrtc")
+    if opts.transport == "webrtc" and opts.net:
+        raise HalfsecError("WebRTC callers of a load run take no --net (loopback only)")
     path = NetPath(opts.net)
     said: list[tuple[CorpusItem, np.ndarray, float]] = []
     loaded: dict[Path, np.ndarray] = {}  # a caller's plan repeats its few recordings
@@ -170,6 +173,22 @@ async def run_conversation_items(
             rec["error"] = f"unreadable audio: {e}"
             on_record(-1, rec)
     if not said:
+        return
+    if opts.transport == "webrtc":
+
+        def on_rtc_turn(k: int, run: ClientRun) -> None:
+            item, pcm, _ = said[k]
+            on_record(k, turn_record(item, pcm, run, opts, {}, None))
+
+        await run_webrtc_conversation(
+            webrtc_base(url),
+            [p for _, p, _ in said],
+            [t for _, _, t in said],
+            on_rtc_turn,
+            opts.client,
+            keep_going=keep_going,
+            on_start=on_start,
+        )
         return
     async with path.tcp(url) as (relayed, relay):
 
@@ -194,6 +213,12 @@ def fault_args(opts: BenchOptions) -> list[str]:
         return []
     args = [a for f in opts.faults for a in ("--fault", f)]
     return [*args, "--fault-seed", str(opts.fault_seed), "--fault-every", str(opts.fault_every)]
+
+
+def webrtc_base(url: str) -> str:
+    """The server's http(s)://host:port for ``POST /webrtc/offer``, from its ``/ws`` URL."""
+    base = url.replace("wss://", "https://").replace("ws://", "http://")
+    return base.split("/ws")[0]
 
 
 def twilio_url(url: str) -> str:

@@ -7,15 +7,15 @@ waits for the reply to finish playing (the client returns only then) and thinks 
 seeded random 1-2 s, as a person on a call would; so N callers put on the server the
 load of N people talking, not N microphones streaming flat out.
 
-A caller is ONE session for its whole call (WebSocket: ``lab.bench.run.
-run_conversation_items`` over ``lab.clients.conversation``): admitted once, when the
-call starts, with the dialogue state carried from turn to turn, as a person on the phone
-is.  A caller the server turns away as busy (HTTP 503 before the WebSocket upgrade) is a
+A caller is ONE session for its whole call (``lab.bench.run.run_conversation_items``
+over ``lab.clients.conversation`` on the WebSocket, ``lab.clients.rtc_call`` -- one
+peer connection -- on WebRTC): admitted once, when the call starts, with the dialogue
+state carried from turn to turn, as a person on the phone is.  A caller the server turns
+away as busy (HTTP 503 before the WebSocket upgrade or at the WebRTC offer) is a
 *refusal*: one record for the caller, counted apart from failed turns -- the server kept
 its promise to the callers it took -- and that caller plays nothing more.  A turn that
-fails ends its caller's call.  WebRTC callers still open a session per recording (the
-WebRTC client has no multi-turn session); for them a 503 at any turn's offer is a
-refusal of that turn.
+fails ends its caller's call.  Only the browser client still opens a session per
+recording; for it a 503 at any turn's offer is a refusal of that turn.
 
 Each caller runs on its own thread with its own event loop.  On one shared loop a
 finished turn's measurement (``lab.bench.records.make_record``) held every other
@@ -103,7 +103,7 @@ async def run_caller(
     each turn runs, on a loop of its own (one thread per caller; None: on this loop)."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(plan.start_delay_s)
-    if bench.transport == "websocket" and bench.client_kind == "python":
+    if bench.transport in ("websocket", "webrtc") and bench.client_kind == "python":
         await _one_session(url, plan, bench, t0_ns, deadline_ns, board, on_turn, executor)
         return
     await _session_per_turn(url, plan, bench, t0_ns, deadline_ns, board, on_turn, executor, loop)
@@ -201,7 +201,7 @@ async def _session_per_turn(
     executor: Executor | None,
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    """WebRTC callers: a new session for every recording."""
+    """Callers without a conversation client (the browser): a session per recording."""
 
     def on_thread(item: CorpusItem) -> list[dict[str, Any]]:
         return asyncio.run(run_items(url, [item], bench))[0]

@@ -71,9 +71,9 @@ def build_load_report(
             "think_s": [opts.think_min_s, opts.think_max_s],
             "stagger_s": opts.stagger_s,
             "seed": opts.seed,
-            # WebSocket callers hold one session for their whole call
-            # (``lab.load.caller``); WebRTC callers open one per recording.
-            "session_per_turn": meta.get("transport", "websocket") != "websocket",
+            # Python callers hold one session for their whole call over either
+            # transport (``lab.load.caller``); the browser client opens one per recording.
+            "session_per_turn": meta.get("client_kind", "python") != "python",
         },
         "knee": knee,
         "stop_reason": stop_reason,
