@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import platform
 import subprocess
@@ -27,27 +26,24 @@ from pathlib import Path
 
 from rich.console import Console
 
-from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.corpus import CorpusItem, filter_domain, load_manifest
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.load.live import LiveLoad
 from halfsec.lab.load.options import LoadOptions, Slo, parse_ramp
 from halfsec.lab.load.report import build_load_report, print_load, write_load
 from halfsec.lab.load.run import run_ramp
+from halfsec.logic.domain import load_domain
 
 console = Console(stderr=True)
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 
 def coffee_orders(limit: int) -> list[CorpusItem]:
-    """The first ``limit`` human coffee orders of the shared corpus, in manifest order."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
-    return [
-        CorpusItem(
-            SPEECH / r["file"], intent=r["intent"], slots=parse_slots(r["slots"]), domain="coffee"
-        )
-        for r in rows[:limit]
-    ]
+    """The first ``limit`` human coffee orders of the shared corpus, in manifest order:
+    the rows ``halfsec bench --domain coffee`` picks (by the coffee domain's intents, the
+    manifest having no domain column), labelled ``coffee``."""
+    corpus = load_manifest(SPEECH / "manifest.tsv")
+    return filter_domain(corpus.items, "coffee", load_domain("coffee").intents)[:limit]
 
 
 def cpu_name() -> str:

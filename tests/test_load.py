@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from halfsec.audio.io import load_audio, write_wav
-from halfsec.lab.bench.corpus import CorpusItem, parse_slots
+from halfsec.lab.bench.corpus import (
+    CorpusError,
+    CorpusItem,
+    filter_domain,
+    load_manifest,
+    parse_slots,
+)
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.records import recording_bounds
 from halfsec.lab.load.caller import is_refusal, plan_callers
@@ -158,6 +164,50 @@ def test_bad_load_options_fail_before_any_server_starts(tmp_path: Path) -> None:
         r = CliRunner().invoke(app, base + extra)
         assert r.exit_code == 2, (extra, r.output)
         assert words in r.output, (extra, r.output)
+
+
+def test_domain_picks_coffee_rows_of_a_manifest_without_a_domain_column(
+    speech_dir: Path, tmp_path: Path
+) -> None:
+    """``--domain coffee`` on ../shared/speech (no domain column) keeps the coffee orders
+    only, by the coffee domain's intents; with nothing to go by it says what to add."""
+    from typer.testing import CliRunner
+
+    from halfsec.cli.bench import domain_intents
+    from halfsec.cli.main import app
+
+    corpus = load_manifest(speech_dir / "manifest.tsv")
+    assert all(it.domain is None for it in corpus.items)
+    coffee = filter_domain(corpus.items, "coffee", domain_intents("coffee"))
+    orders = [it for it in corpus.items if it.intent == "orderDrink"]
+    assert len(coffee) == len(orders) == 150 < len(corpus.items)
+    assert [it.path for it in coffee] == [it.path for it in orders]
+    assert {it.domain for it in coffee} == {"coffee"}  # the server started runs coffee
+    assert filter_domain(corpus.items, None) == corpus.items
+    with pytest.raises(CorpusError, match="domain' column"):
+        filter_domain(corpus.items, "coffee")  # intents unknown: no guessing
+    with pytest.raises(CorpusError, match="addToCart.*orderDrink"):
+        filter_domain(corpus.items, "retail", domain_intents("retail"))
+
+    # A domain label wins over the intent; a row with neither label is no domain's.
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / f"{name}.wav").write_bytes(b"")
+    (tmp_path / "m.tsv").write_text(
+        "file\tintent\tdomain\na.wav\torderDrink\tcoffee\nb.wav\torderDrink\tretail\n"
+        "c.wav\torderDrink\t\nd.wav\t\t\n"
+    )
+    mixed = load_manifest(tmp_path / "m.tsv").items
+    picked = filter_domain(mixed, "coffee", {"orderDrink"})
+    assert [it.stem for it in picked] == ["a", "c"] and {it.domain for it in picked} == {"coffee"}
+    with pytest.raises(CorpusError, match="coffee, retail"):
+        filter_domain(mixed, "kiosk", {"buyTicket"})
+
+    r = CliRunner().invoke(
+        app,
+        ["bench", "--corpus", str(speech_dir / "manifest.tsv"), "--domain", "retail"]
+        + ["--sessions", "1", "--no-store"],
+    )
+    assert r.exit_code == 2 and "orderDrink" in r.output and "domain" in r.output, r.output
 
 
 # -- real runs ----------------------------------------------------------------------------

@@ -51,6 +51,19 @@ def builtin_corpus() -> Corpus:
     return load_corpus(manifest)
 
 
+def domain_intents(domain: str | None) -> frozenset[str] | None:
+    """The intents logic domain ``domain`` understands: ``--domain`` picks a manifest's
+    rows by them where it has no domain column.  None: no domain, or none loadable."""
+    if domain is None or domain == "all":
+        return None
+    from halfsec.logic.domain import load_domain
+
+    try:
+        return frozenset(load_domain(domain).intents)
+    except HalfsecError:
+        return None
+
+
 def _warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
@@ -201,7 +214,11 @@ def bench_command(
         return 2
     for w in corpus.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}")
-    items = filter_domain(corpus.items, domain)
+    try:
+        items = filter_domain(corpus.items, domain, domain_intents(domain))
+    except HalfsecError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        return 2
     if limit is not None:
         items = items[:limit]
     if not items:

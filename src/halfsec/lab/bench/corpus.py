@@ -7,13 +7,15 @@ silently drop every label), never a crash.  Unreadable audio is *not* checked he
 item is loaded when its turn comes, so one bad file fails one turn and the run goes on.
 
 Without a corpus the bench plays the built-in one (``builtin_corpus``), synthesized once.
+``--domain`` picks recordings by their ``domain`` label, or, where a manifest has none,
+by their labelled intent (``filter_domain``).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from halfsec.errors import HalfsecError
@@ -128,7 +130,45 @@ def load_corpus(path: Path) -> Corpus:
     return load_manifest(path)
 
 
-def filter_domain(items: Iterable[CorpusItem], domain: str | None) -> list[CorpusItem]:
+def filter_domain(
+    items: Iterable[CorpusItem], domain: str | None, intents: Collection[str] | None = None
+) -> list[CorpusItem]:
+    """The recordings of ``domain`` (None or ``all``: every one).
+
+    A recording labelled with a domain belongs to that domain only.  One without a
+    domain label (a manifest with no ``domain`` column, like ../shared/speech's) belongs
+    to ``domain`` when its labelled intent is one of ``intents``, the intents the
+    domain's definition understands (``logic.domain``; the caller passes them, the lab
+    imports no logic); it comes back labelled with ``domain``, so the server started for
+    it runs that domain.  A recording with neither label is no domain's.  Selecting
+    nothing is a ``CorpusError`` that says which label to add."""
+    items = list(items)
     if domain is None or domain == "all":
-        return list(items)
-    return [it for it in items if it.domain in (None, domain)]
+        return items
+    known = set(intents) if intents is not None else None
+    out = [
+        it if it.domain is not None else replace(it, domain=domain)
+        for it in items
+        if it.domain == domain or (it.domain is None and known is not None and it.intent in known)
+    ]
+    if out or not items:
+        return out
+    domains = sorted({it.domain for it in items if it.domain is not None})
+    if domains:
+        raise CorpusError(
+            f"no recording of domain {domain!r}: the corpus's domain labels are "
+            f"{', '.join(domains)}; pass one of them to --domain"
+        )
+    if known is None:
+        raise CorpusError(
+            f"the corpus has no domain labels and the intents of domain {domain!r} are "
+            "unknown: add a 'domain' column to the manifest, or pass --domain with a "
+            "packaged domain (coffee, retail), whose intents pick the rows"
+        )
+    labelled = sorted({it.intent for it in items if it.intent is not None})
+    raise CorpusError(
+        f"none of the {len(items)} recordings is labelled with domain {domain!r} or one of "
+        f"its intents ({', '.join(sorted(known)) or 'none'}); the corpus's intents: "
+        f"{', '.join(labelled) or 'none'}.  Add a 'domain' column (or intent labels) to the "
+        "manifest, or run without --domain"
+    )
