@@ -14,6 +14,11 @@ ends becomes a spare again.  A swap that takes the last spare loads one more in 
 background, so the pool grows to what the hangs need and then stops loading.  (Loading a
 fresh standby at every swap was measured to cost the other sessions more: on 2 cores a
 load and warm-up, ~0.5 CPU s, at every hung decode made their TTS miss its deadline.)
+A loaded worker stays in the pool (up to ``max_workers``) rather than being freed when
+it comes back to a full set of spares: freeing a model and loading another later, on a
+new thread, leaves the freed one's memory in glibc's per-thread arenas (tiny.en: RSS
++40-50 MB per free-and-load, measured 2026-12-01; the 10-minute soak's RSS steps were
+exactly these loads).  Kept, the pool's memory is its high-water mark and stays flat.
 
 A lane made with ``shed=True`` (partials) runs work that may be refused under load, and
 every lane reports its queue waits to the process's ``lane_load.LANE_LOAD``: the
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from halfsec.stt.lane_load import LANE_LOAD, DecodeShed, LaneLoad
+from halfsec.stt.native_caches import bound_onednn_cache
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +117,9 @@ class ReplaceableLane(Generic[M]):
     ``abandon(future)`` says nobody waits for that job any more.  Queued: it is dropped.
     Running: once it has run ``hung_after_s``, or at once when other jobs wait behind it
     (``replace_when_waiting``), the worker is replaced.  ``standby`` keeps spare workers
-    loaded and warm, up to ``max_spares`` (see the module docstring); ``busy_after_s``: a
+    loaded and warm (a swap that takes the last one loads another while the lane holds
+    fewer than ``max_workers``, default ``1 + max_spares + max_hung``; a worker that comes
+    back stays a spare, see the module docstring); ``busy_after_s``: a
     job submitted while the active worker's decode has run this long goes to a spare
     instead of queueing.
     At most ``max_hung`` replaced workers may still be running their job; past that the
@@ -137,6 +145,7 @@ class ReplaceableLane(Generic[M]):
         shed: bool = False,
         max_waiting: int = 0,
         lane_load: LaneLoad | None = None,
+        max_workers: int | None = None,
     ) -> None:
         self.name = name
         self._load = load
@@ -148,6 +157,8 @@ class ReplaceableLane(Generic[M]):
         self.busy_after_s = busy_after_s
         self.replace_when_waiting = replace_when_waiting
         self.max_hung = max_hung
+        self.max_workers = max_workers if max_workers is not None else 1 + max_spares + max_hung
+        bound_onednn_cache()  # before any model decodes: its cache would grow for hours
         self._active: _Worker[M] = _Worker(name, load, nice, None)
         self._active.model  # noqa: B018 - a model that cannot load fails here, at start-up
         self._spares: list[_Worker[M]] = [self._new_worker()] if standby else []
@@ -183,6 +194,11 @@ class ReplaceableLane(Generic[M]):
     def spares(self) -> int:
         """Spare workers (loaded, or loading) ready to take over."""
         return len(self._spares)
+
+    @property
+    def workers(self) -> int:
+        """Workers (each with its own model) the lane holds: active, spares, hung."""
+        return 1 + len(self._spares) + len(self._hung)
 
     @property
     def hung_workers(self) -> int:
@@ -361,7 +377,8 @@ class ReplaceableLane(Generic[M]):
             spare = ready[0] if ready else self._spares[0]
             self._spares.remove(spare)
             self._active = spare
-            if not self._spares and self._keep_standby:
+            # (+1: ``worker``, about to be hung or a spare again)
+            if not self._spares and self._keep_standby and self.workers + 1 < self.max_workers:
                 self.loads += 1  # the last spare: grow the pool, off the critical path
                 self._spares.append(self._new_worker())
                 log.info("STT lane %s: loading a spare (%d loaded so far)", self.name, self.loads)
@@ -385,8 +402,8 @@ class ReplaceableLane(Generic[M]):
     def _come_back(self, worker: _Worker[M]) -> None:
         if worker is self._active or worker in self._spares:
             return
-        if self._keep_standby and len(self._spares) < self.max_spares:
-            self._spares.append(worker)
+        if self._keep_standby and self.workers < self.max_workers:
+            self._spares.append(worker)  # kept, not freed: see the module docstring
         elif worker is not self._active:
             worker.executor.shutdown(wait=False)
 
