@@ -52,6 +52,7 @@ def split(run: ClientRun, rec: dict[str, Any], uploads: list[list[float]] | None
     """The endpointing split of the answered turn (ms; client clock, 0 = sample 0)."""
     row: dict[str, Any] = {"v2v_ms": rec.get("v2v_ms"), "ok": rec.get("ok")}
     row["endpointing_ms"] = (rec.get("stages") or {}).get("endpointing_ms")
+    row["network_buffer_ms"] = (rec.get("stages") or {}).get("network_buffer_ms")
     row["transcript"] = rec.get("transcript")
     row["eot_reason"] = rec.get("eot_reason")
     ends = [r for r in run.events if r.event is not None and r.event["type"] == "turn.end"]
@@ -173,6 +174,8 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
             _CAPTURED[str(item.path)] = pr.captured[at : at + pcm.size].copy()
     row = split(pr.run, rec, pr.export.get("uploads"))
     row["upload_rate"] = pr.export.get("upload_rate")
+    row["neteq_delay_ms"] = rec.get("neteq_delay_ms")
+    row["neteq_target_ms"] = rec.get("neteq_target_ms")
     row["base_latency_ms"] = pr.export.get("base_latency_ms")
     row["output_latency_ms"] = pr.export.get("output_latency_ms")
     row["input_offset_ms"] = rec.get("input_offset_ms")
@@ -199,6 +202,8 @@ KEYS = (
     "server_cpu_pct",
     "browser_cpu_pct",
     "client_cpu_pct",
+    "network_buffer_ms",
+    "neteq_delay_ms",
 )
 
 

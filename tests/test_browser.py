@@ -134,6 +134,8 @@ async def _browser_turn(
         assert 0 <= rec["upload_wait_p50_ms"] < 1000, rec["upload_wait_p50_ms"]
     else:
         assert rec["upload_rate"] is None  # the microphone track carries the audio
+        # Chromium's jitter buffer reported on the reply it played.
+        assert rec["neteq_delay_ms"] is not None and 0 <= rec["neteq_delay_ms"] < 2000
 
     # Voice-to-voice on the page's clock, and its stages, telescoped like the bench's.
     v2v = rec["v2v_ms"]

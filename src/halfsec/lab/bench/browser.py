@@ -108,6 +108,14 @@ def browser_record(
         lag, score = align(pr.captured, pr.uploaded)
         rec["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
         rec["upload_match"] = round(score, 3)
+    # WebRTC: NetEq's average delay per emitted sample (its own stats), beside the
+    # network+buffer stage it is part of.
+    rtc = ex.get("rtc_inbound") or {}
+    emitted = float(rtc.get("jitterBufferEmittedCount") or 0)
+    if emitted > 0:
+        rec["neteq_delay_ms"] = round(1000 * float(rtc["jitterBufferDelay"]) / emitted, 2)
+        target = rtc.get("jitterBufferTargetDelay")
+        rec["neteq_target_ms"] = round(1000 * float(target) / emitted, 2) if target else None
     wait = percentile([float(s) - float(c) for c, s in ex.get("uploads") or []], 50)
     rec["upload_wait_p50_ms"] = round(wait, 2) if wait is not None else None
     return rec

@@ -195,6 +195,20 @@ async function openWebRTC() {
     kind: "webrtc",
     sendJson: (o) => dc.readyState === "open" && dc.send(JSON.stringify(o)),
     sendAudio: () => {}, // the microphone track carries the audio
+    // Chromium's own account of the reply's jitter buffer (NetEq), read before closing:
+    // the bench sets its average delay beside the measured network+buffer stage.
+    stats: async () => {
+      const out = {};
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === "inbound-rtp" && r.kind === "audio") {
+          for (const k of ["jitterBufferDelay", "jitterBufferTargetDelay", "jitterBufferMinimumDelay",
+            "jitterBufferEmittedCount", "totalSamplesReceived", "concealedSamples", "jitter"]) {
+            if (r[k] !== undefined) out[k] = r[k];
+          }
+        }
+      });
+      return out;
+    },
     close: () => {
       try { dc.send(JSON.stringify({ type: "session.end" })); } catch (e) { /* closing anyway */ }
       pc.close();
@@ -746,6 +760,9 @@ async function stop() {
   S.running = false;
   S.sending = false;
   if (S.transport) {
+    if (S.transport.stats) {
+      try { S.rtcStats = await S.transport.stats(); } catch (e) { /* closed already */ }
+    }
     try {
       if (S.transport.kind === "websocket") S.transport.sendJson({ type: "session.end" });
       S.transport.close();
@@ -828,6 +845,7 @@ function exportRun() {
     traceparents: S.traceparents,
     capture: joined(S.capture),
     uploads: S.capture.uploads, // [capture end ms, send ms] per upload chunk
+    rtc_inbound: S.rtcStats || null, // WebRTC: the reply's inbound-rtp stats at the end
     upload_rate: S.opts.transport === "webrtc" ? null : S.uploadRate, // WebRTC: the track
     upload_b64: S.capture.sent.length ? uploaded() : null, // null: the capture went up as is
     played: joined(S.tap),
