@@ -37,6 +37,7 @@ from halfsec.runtime.barge_in import (
     ENERGY_HOLD_MS,
     ENERGY_ONLY_MAX_MS,
     NOISE_GAP_MS,
+    UNVOICED_LEAD_MS,
     PausedReply,
     classify,
     is_backchannel,
@@ -131,6 +132,21 @@ def test_an_energy_pause_waits_for_the_vad_past_a_closure() -> None:
     pos = [20.0 * k for k in range(1, int(ENERGY_ONLY_MAX_MS // 20) + 1)]
     got = [h.verdict(False, False, False, t, None, 0.0, opt, loud=True) for t in pos]
     assert got[:-1] == [None] * (len(pos) - 1) and got[-1] == "noise" and h.hum
+
+
+def test_unclear_words_that_began_unvoiced_interrupt() -> None:
+    """Whisper misreads a person's "stop" as "start,": one word, no cue, so ``unclear``,
+    which resumes (hums come out as words too).  But a hum is voiced from its first
+    sound, and this began with the "s" and closure: loud, unvoiced, for 160 ms."""
+    opt = SessionOptions()
+    s = PausedReply(1, 1000.0)
+    assert s.verdict(False, False, False, 1020.0, None, 0.0, opt, loud=True) is None
+    assert s.verdict(False, False, True, 1000.0 + UNVOICED_LEAD_MS, None, 0, opt) is None
+    assert s.verdict(True, False, False, 0, "start,", 200, opt) == "interrupt"
+    m = PausedReply(1, 1000.0)  # "mm-hmm": voiced at once
+    assert m.verdict(False, False, True, 1040.0, None, 0.0, opt) is None
+    assert m.verdict(True, False, False, 0, "and mama.", 200, opt) == "unclear"
+    assert m.verdict(True, False, False, 0, "Uh-huh.", 200, opt) == "backchannel"
 
 
 def test_the_final_stop_is_the_pause_no_resume_undid() -> None:
@@ -300,8 +316,10 @@ async def test_a_backchannel_pauses_the_reply_and_resumes_it(
     assert 0 <= paused[0].audio_ms - onset_ms <= 300, (paused[0].audio_ms, onset_ms)
     assert [f.turn_id for f in resumed] == [1], _told(frames)
     assert isinstance(resumed[0], ReplyResumed)
-    assert resumed[0].reason == "backchannel", resumed[0]
-    assert 0 < resumed[0].paused_ms < 2000
+    # Whisper tiny writes the synthetic hum "Mm-hmm." or, on a loaded box, "you": both
+    # resume (``unclear``: a hum read as a word), neither is an interruption.
+    assert resumed[0].reason in ("backchannel", "unclear"), resumed[0]
+    assert 0 < resumed[0].paused_ms < 3500  # the speech + backchannel_wait_ms, and slack
     assert not _of(frames, Interruption)
     # The backchannel never became a turn anyone sees.
     assert [f.turn_id for f in _of(frames, SpeechStarted)] == [1]
@@ -338,16 +356,16 @@ async def test_a_stop_after_its_closure_pauses_the_reply_once(
 ) -> None:
     """A person's "stop" whose "s" is followed by 120 ms of closure before the vowel:
     the reply paused on the "s", resumed as noise in the closure and paused again at the
-    vowel (it sounded in between).  Now it pauses once, and that pause is what the
-    speech decides."""
+    vowel (it sounded in between).  Now it pauses once, until the speech is judged."""
     stop = load_audio(speech_dir / "audio" / "speechcommands_stop_1eddce1d_nohash_3.flac")
     frames, onset_ms = await _converse(engines, _order(rows, speech_dir), stop)
     assert _reply_ms(frames, 1) > GAP_S * 1000 + 500, "the reply must still play at the clip"
     marks = [f for f in frames if isinstance(f, ReplyPaused | ReplyResumed | Interruption)]
     assert isinstance(marks[0], ReplyPaused), _told(frames)
     assert 0 <= marks[0].audio_ms - onset_ms <= 100, (marks[0].audio_ms, onset_ms)
-    assert len(marks) == 2 and not isinstance(marks[1], ReplyPaused), _told(frames)
-    assert not (isinstance(marks[1], ReplyResumed) and marks[1].reason == "noise"), marks
+    # Whisper reads it "start," or "Stop.": an interruption either way (its "s" and
+    # closure are no hum).
+    assert [type(f).__name__ for f in marks] == ["ReplyPaused", "Interruption"], _told(frames)
 
 
 async def test_a_click_does_not_leave_the_next_interruption_to_the_vad(

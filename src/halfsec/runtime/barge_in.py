@@ -28,7 +28,9 @@ ms before Silero hears a vowel), and the decision comes when there is evidence:
   anything the domain understands ("large", "oat milk": an answer to the reply) interrupt
   it.  One or two words that are none of these resume it (``unclear``): Whisper tiny
   writes hums as words ("mm-hmm" -> "and mama", "in turn"), and stopping the agent for
-  a sound it could not read costs more than going on.  When the transcript does not come
+  a sound it could not read costs more than going on -- unless the sound began with
+  ``UNVOICED_LEAD_MS`` of loud, unvoiced sound before Silero heard a voiced window (the
+  "s" and closure of "stop", misread "start,"): a hum is voiced from its first sound.  When the transcript does not come
   within ``backchannel_wait_ms``, the reply resumes (``timeout``; LiveKit's
   ``false_interruption_timeout``).
 
@@ -147,6 +149,14 @@ the "s" pauses the reply and 100-150 ms of closure follow before the first voice
 window (the longest such gap in the 186 shared recordings and the bench's clips, VAD
 start included, is 140 ms; one "up" after a 360 ms click is the exception)."""
 
+UNVOICED_LEAD_MS = 120.0
+"""Short speech whose transcript is ``unclear`` interrupts when energy paused the reply
+this long before the first voiced VAD window: it began with a long unvoiced consonant
+("s", "st", "f"), which no hum does.  Measured from the energy onset to Silero's first
+voiced window on the 186 shared recordings and the bench's clips: every backchannel
+under 100 ms (voiced from the start: "mm", "yeah", "right", "okay"), a person's "stop"
+180-220 ms."""
+
 DECIDE_SILENCE_MS = 200.0
 """Short speech is judged only once it has been over this long (the end-of-turn
 window, ``turn.silence_ms``): a dip inside "hold on" is a VAD pause too, and the
@@ -223,6 +233,8 @@ class PausedReply:
         self.last_voiced_ms = audio_ms
         self.voiced_seen = False
         """A voiced VAD window came (else only energy holds the pause)."""
+        self.first_voiced_ms: float | None = None
+        """Where the first voiced VAD window came (None: none yet)."""
         self.candidate: int | None = None
         """The turn the speech became (None: no turn started yet)."""
         self.speech_ms = 0.0
@@ -279,6 +291,8 @@ class PausedReply:
         has been heard), or when only energy has held the pause for
         ``ENERGY_ONLY_MAX_MS`` (``hum``)."""
         self.voiced_seen = self.voiced_seen or voiced
+        if voiced and self.first_voiced_ms is None:
+            self.first_voiced_ms = pos_ms
         if voiced or loud:
             self.last_voiced_ms = pos_ms
         if not self.voiced_seen and pos_ms - self.audio_ms >= ENERGY_ONLY_MAX_MS:
@@ -295,8 +309,15 @@ class PausedReply:
         self.speech_ms += FRAME_MS
         return "interrupt" if self.speech_ms >= interrupt_min_speech_ms else None
 
-    @staticmethod
+    @property
+    def unvoiced_lead_ms(self) -> float:
+        """From the pause (energy's onset) to the first voiced VAD window; 0 if none."""
+        if self.first_voiced_ms is None:
+            return 0.0
+        return self.first_voiced_ms - self.audio_ms
+
     def after_speech(
+        self,
         transcript: str | None,
         silence_ms: float,
         wait_ms: float,
@@ -309,4 +330,7 @@ class PausedReply:
             return "timeout" if silence_ms >= wait_ms else None
         if not transcript.strip():
             return "noise"
-        return classify(transcript, understood)
+        verdict = classify(transcript, understood)
+        if verdict == "unclear" and self.unvoiced_lead_ms >= UNVOICED_LEAD_MS:
+            return "interrupt"  # no hum: it began with a long unvoiced consonant
+        return verdict
