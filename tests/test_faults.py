@@ -367,9 +367,9 @@ async def test_a_lane_drops_abandoned_queued_work_and_recycles_a_hung_worker() -
     assert time.perf_counter() - t0 < 0.1, "the next job did not wait for the hung one"
     await asyncio.sleep(0.9)  # the hung decode ends: its worker is a spare again
     assert ran == ["hung", "next"] and queued.cancelled()
-    # The swap took the only spare, so one more loaded in the background; the hung
-    # worker then came back as the second spare instead of being thrown away.
-    assert lane.loads == 1 and len(loads) == 3 and lane.spares == 2
+    # The lane started with its two spares loaded; the swap took one (no load), and the
+    # hung worker then came back as a spare instead of being thrown away.
+    assert lane.loads == 0 and len(loads) == 3 and lane.spares == 2
     lane.close()
 
 

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from halfsec.config import HalfsecConfig
 from halfsec.runtime.engines import Engines
+from halfsec.runtime.turn_models import preload_turn_models
 from halfsec.server.admission import presented_token, token_matches
 from halfsec.server.connection import ClientConnection, SessionServices
 from halfsec.server.listen import listen, listen_on
@@ -83,6 +84,8 @@ class VoiceServer:
                 otlp_endpoint=self.options.otlp_endpoint,
                 jsonl_path=self.options.trace_file,
             )
+        # The first session would load the shared turn models on the loop: pay it now.
+        preload_turn_models(config.turn, config.session.end_of_turn)
         self.services = SessionServices(engines, config, self.options, self.tracing)
         self.websocket = WebSocketEndpoint(self.services)
         self.webrtc = WebRtcEndpoint(self.services)

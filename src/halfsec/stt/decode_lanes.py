@@ -161,7 +161,13 @@ class ReplaceableLane(Generic[M]):
         bound_onednn_cache()  # before any model decodes: its cache would grow for hours
         self._active: _Worker[M] = _Worker(name, load, nice, None)
         self._active.model  # noqa: B018 - a model that cannot load fails here, at start-up
-        self._spares: list[_Worker[M]] = [self._new_worker()] if standby else []
+        # Every spare loaded and warm before the lane is used: a spare still loading when
+        # the first callers talk takes the cores from their turns (the soak's slowest
+        # first-minute turns were the pool's first loads, at 2 s and 35 s).
+        spares = max_spares if standby else 0
+        self._spares: list[_Worker[M]] = [self._new_worker() for _ in range(spares)]
+        for spare in self._spares:
+            spare.model  # noqa: B018 - waits for the load and warm-up
         self._hung: list[_Worker[M]] = []
         self._jobs: dict[asyncio.Future[Any], _Job] = {}
         self.replacements = 0

@@ -1,0 +1,35 @@
+"""The end-of-turn models every session shares, loaded and run once before the server
+listens.
+
+Silero VAD (``turn/vad.py``) and Smart Turn (``turn/combined.shared_smart_turn``) are
+process-wide, but each is loaded by the first session that needs it, inside that
+session's constructor, on the event loop: ~80 ms for the VAD and ~40 ms load + ~50 ms
+first inference for Smart Turn (measured 2026-12-01 on the 2-core box).  So the first
+caller waited, and every other session's audio stalled behind the loop meanwhile: in the
+10-minute soak the slowest turns of the first minute were the first callers'.  The
+server pays it at start-up instead (``server/app.py``), before ``/healthz`` and
+``/ready`` answer, like the engines' own warm-up (``runtime/build.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from halfsec.turn.combined import shared_smart_turn
+from halfsec.turn.options import TurnOptions
+from halfsec.turn.vad import SileroVAD
+
+__all__ = ["preload_turn_models"]
+
+_SAMPLE_RATE = 16_000
+
+
+def preload_turn_models(turn: TurnOptions, end_of_turn: str) -> None:
+    """Load the VAD and, when ``end_of_turn`` is the combined policy with Smart Turn on,
+    Smart Turn, and run each once on a second of quiet noise (first-run allocations)."""
+    noise = (np.random.default_rng(0).standard_normal(_SAMPLE_RATE) * 300).astype(np.int16)
+    SileroVAD().push(noise)
+    if end_of_turn == "combined" and turn.smart_turn:
+        smart = shared_smart_turn(turn.smart_turn_threads)
+        if smart is not None:
+            smart.probability(noise)
