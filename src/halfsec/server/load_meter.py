@@ -3,7 +3,7 @@
 Admission by a session count is wrong both ways: silent callers cost almost nothing,
 while a few callers talking at once can fill two cores.  What decides whether an
 admitted caller keeps the SLO (v2v p95 <= 500 ms) is how much work is in flight and
-whether it is already waiting.  Three signals, each over the last ``window_s`` and each
+whether it is already waiting.  Four signals, each over the last ``window_s`` and each
 divided by the value at which it starts to cost the SLO, so that 1.0 means "full":
 
 * **active turns** (time-averaged): turns whose user is speaking or whose reply is being
@@ -32,9 +32,10 @@ divided by the value at which it starts to cost the SLO, so that 1.0 means "full
 
 **Workers share one box.**  With ``--workers N`` each worker used to compare its own
 turns and calls with its share of the cores; but the shared listening socket hands
-callers to workers by chance (8 callers split 5/3 as often as 4/4), so one worker
-refused a caller while the other had room (measured 2026-12-01: 1 of 8 refused), and a
-process is not limited to its share when its sibling is idle.  So ``turns`` and
+callers to workers by chance (the admission log, 2026-12-01: 9 admitted callers split
+6/3 in one step, 4/5 in the next), so one worker could refuse a caller while the other
+had room (the likely way 1 of 8 callers was refused in a quiet run), and a process is
+not limited to its share when its sibling is idle.  So ``turns`` and
 ``calls`` are counted for the box: each worker publishes its averaged turns and its
 committed calls in memory the parent shares with every worker (``SharedLoad``), and
 divides the sum by the box's capacity (every worker's ``turn_capacity``).  ``lag`` and
