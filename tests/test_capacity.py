@@ -172,25 +172,6 @@ def test_workers_admit_by_the_box_not_by_their_share() -> None:
     assert meters[0].snapshot().terms["calls"] == pytest.approx(5 * DEFAULT_DUTY / 4.5)
 
 
-def test_a_burst_of_admissions_counts_before_the_sessions_open() -> None:
-    """Ten callers admitted inside one upgrade's time are ten calls at once; a
-    reservation whose session never opened lapses."""
-    clock, sessions = Clock(), [0]
-    m = LoadMeter(
-        LoadLimits(turn_capacity=4.0), lambda: 0, lambda since: [], clock, lambda: sessions[0]
-    )
-    admitted = 0
-    while m.admits(m.snapshot().saturation) and admitted < 20:
-        m.reserve()
-        admitted += 1
-    assert admitted == 8, "8 x 0.5 = 4 turns: full, though no session is open yet"
-    sessions[0] = 8  # they open: counted once, not twice
-    assert m.snapshot().sessions == 8
-    sessions[0] = 0  # and never opened
-    run_for(m, clock, m.limits.reserve_s + 0.2)
-    assert m.snapshot().sessions == 0
-
-
 def test_admission_has_hysteresis() -> None:
     m = meter([0], [], Clock())
     assert m.admits(0.99)

@@ -41,11 +41,6 @@ committed calls in memory the parent shares with every worker (``SharedLoad``), 
 divides the sum by the box's capacity (every worker's ``turn_capacity``).  ``lag`` and
 ``wait`` stay the worker's own: they measure the SLO being spent where it is spent.
 
-**Admitted, not yet open.**  A session counts in ``calls`` from the moment it is
-admitted (``reserve``), not from when its upgrade has finished and it is registered: a
-burst of callers inside that gap (a gateway retrying refused callers at once) would
-otherwise all be admitted on the same count.
-
 ``saturation = max(turns, lag, wait, calls)``: any one of them full is full.  The server admits
 a new session while saturation < 1.0; once refused, it admits again only below
 ``resume_below`` (0.85), so a readiness probe (Envoy) does not flap at the edge.  A new
@@ -93,7 +88,7 @@ p95 breaks.  The one calibrated figure of admission, from
 ``benchmarks/admission_bench.py`` on the 2-core AVX-512 EPYC (2026-12-01) once the duty
 was measured right: 12 callers at 4.1 committed turns kept v2v p95 at 377 ms, 15 at 4.7
 broke it (742 ms); earlier, 10 callers held and 11 broke with one worker.  3.6 turns is
-~11 callers at the measured duty and 7-8 before it is measured (``DEFAULT_DUTY``).
+~11 callers at the measured duty and 8 before it is measured (``DEFAULT_DUTY``).
 Measure yours with the load bench and pass ``--capacity``."""
 
 
@@ -126,9 +121,6 @@ class LoadLimits:
     """Over how long a session's duty is measured: several turn cycles of every caller
     (a cycle -- speak, wait, listen, think -- is 5-8 s), so a burst of arrivals barely
     moves it."""
-    reserve_s: float = 2.0
-    """How long an admitted session is counted before it shows among the open ones (an
-    upgrade takes milliseconds; one that never completes lapses after this)."""
     duty_mature_s: float = 60.0
     """Session-seconds the horizon must hold before the measured duty is believed
     (about ten turn cycles of one caller)."""
@@ -213,8 +205,6 @@ class LoadMeter:
         self._clock = clock
         self._samples: deque[tuple[float, float, int, int]] = deque()
         """(time, loop lag ms, active turns, open sessions) per tick."""
-        self._reserved: deque[tuple[float, int]] = deque()
-        """(admitted at, the open-session count that includes it) per admission."""
         self._saturated = False
         self.forced: float | None = None
         """A saturation that overrides the measurement (tests, and an operator's lever)."""
@@ -231,19 +221,6 @@ class LoadMeter:
             turns, _, sessions, duty = self._own(t)
             self.shared.publish(t, turns, sessions * duty)
 
-    def reserve(self) -> None:
-        """A session was just admitted: count it until it is open (module docstring)."""
-        now = self._clock()
-        before = self._reserved[-1][1] if self._reserved else 0
-        self._reserved.append((now, max(self._open_sessions(), before) + 1))
-
-    def sessions(self, now: float) -> int:
-        """Open sessions, and admitted ones not yet open."""
-        while self._reserved and now - self._reserved[0][0] > self.limits.reserve_s:
-            self._reserved.popleft()
-        n = self._open_sessions()
-        return max(n, self._reserved[-1][1]) if self._reserved else n
-
     def _own(self, now: float) -> tuple[float, list[tuple[float, float, int, int]], int, float]:
         """This process's averaged turns, its window's samples, open sessions, duty."""
         lim = self.limits
@@ -253,7 +230,7 @@ class LoadMeter:
             sum(s[2] for s in samples) / len(samples) if samples else float(self._active_turns())
         )
         history = [s for s in self._samples if s[0] >= now - lim.duty_horizon_s]
-        return turns, samples, self.sessions(now), self.duty(history, lim)
+        return turns, samples, self._open_sessions(), self.duty(history, lim)
 
     def snapshot(self) -> LoadSnapshot:
         """The signals over the window, and the saturation they add up to."""

@@ -128,8 +128,6 @@ class Readiness:
         with the signals it was made on: what admitted one caller too many is read from
         these lines (``benchmarks/admission_bench.py`` collects them)."""
         body, busy = self.state()
-        if busy is None:
-            self.meter.reserve()
         log.info(
             "admission %s worker=%d sessions=%d saturation=%.3f active=%d duty=%.3f %s",
             "admit" if busy is None else "refuse",
