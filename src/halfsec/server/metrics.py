@@ -35,6 +35,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -110,6 +111,11 @@ class ServerMetrics:
     def __init__(self, open_sessions: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds of
+        # this process (one worker's with --workers N): what a load run against a server
+        # it did not start can sample (``lab.load.sampler``); the global registry that
+        # would carry them by default is not used (see the module docstring).
+        ProcessCollector(registry=reg)
         self.turns = Counter(
             "halfsec_turns",
             "Committed turns by outcome: answered (reply synthesized), silent (nothing "
