@@ -14,6 +14,16 @@ by the one v2v rule.  Each recording gets a ``ClientRun`` of its own whose sampl
 that recording's first sample; the player, its jitter buffer and the RTP streams live
 for the whole call, as they do in a browser.
 
+When has a reply finished playing?  Over WebRTC ``reply.done`` says the reply was
+synthesized, not sent: the server's track still paces the rest out in real time (and a
+short reply's ``reply.done`` may come before its first packet).  Ending the turn on
+``reply.done`` and a quiet moment (the one-recording client's rule, enough when the
+session ends anyway) would start the next recording over the reply -- a barge-in, and a
+turn without its answer.  So a reply counts as finished once its audio was announced
+(``reply.audio``; a reply with no text has none), no reply packet arrived for
+``_QUIET_S`` (the track sends a packet every 20 ms while it has audio) and the jitter
+buffer is empty; the client reports ``playback.done`` then.
+
 Between turns: when the reply has finished playing the client says so
 (``playback.done``, as the browser page does on WebRTC), and the caller thinks.  The
 microphone keeps sending silence, paced like any frame (a browser's track never stops),
@@ -63,6 +73,8 @@ from halfsec.wire.rtc import EVENTS_LABEL, intercept_rtp, restrict_ice_hosts, rt
 __all__ = ["run_webrtc_conversation"]
 
 _FRAME_NS = FRAME_MS * 1_000_000
+_QUIET_S = 0.5
+"""No reply packet for this long after ``reply.done``: the server's track is done."""
 _HANG_S = 30.0
 """Beyond the client's own patience (``max_tail_s``): a turn this late is a hang."""
 
@@ -75,6 +87,10 @@ class _Turn:
     run: ClientRun = field(default_factory=ClientRun)
     state: TurnState = field(default_factory=TurnState)
     reporter: PlaybackDoneReporter | None = None
+    voiced: set[int] = field(default_factory=set)
+    """Turns whose ``reply.done`` has text: audio is owed for them."""
+    heard: set[int] = field(default_factory=set)
+    """Turns whose reply finished playing here (``playback.done`` sent)."""
 
 
 class _Call:
@@ -88,6 +104,9 @@ class _Call:
         self.player = ReplyPlayer(self.turn.run, self.turn.state)
         self.channel = self.pc.createDataChannel(EVENTS_LABEL)
         self.opened = asyncio.Event()
+        self.announced: set[int] = set()
+        """Turns whose first reply packet the server announced (``reply.audio``)."""
+        self.last_packet_ns = 0
         self.setup: asyncio.Queue[dict[str, Any]] | None = asyncio.Queue()
         """Events before the first turn (session.started, pongs); None afterwards."""
         self.channel.on("open", self.opened.set)
@@ -102,10 +121,29 @@ class _Call:
         self.send(text)
 
     def _track(self, track: MediaStreamTrack) -> None:
-        player = self.player
         for t in self.pc.getTransceivers():
             if t.receiver.track is track:
-                intercept_rtp(t.receiver, lambda s, ts, p, pt: player.push(s, ts, p))
+                intercept_rtp(t.receiver, self._packet)
+
+    def _packet(self, seq: int, ts: int, payload: bytes, pt: int) -> None:
+        self.last_packet_ns = now_ns()
+        self.player.push(seq, ts, payload)
+
+    def reply_playing(self, turn: _Turn) -> bool:
+        """Whether a reply of ``turn`` is still (or not yet) being heard (see the module
+        docstring); a reply found finished is reported (``playback.done``)."""
+        quiet = (
+            now_ns() - self.last_packet_ns >= _QUIET_S * 1e9 and self.player.buffer.buffered == 0
+        )
+        owed = False
+        for tid in turn.state.finished - turn.state.interrupted - turn.heard:
+            if quiet and (tid in self.announced or tid not in turn.voiced):
+                turn.heard.add(tid)
+                if turn.reporter is not None:
+                    turn.reporter.reply_done(tid)
+            else:
+                owed = True
+        return owed or self.player.playing
 
     def _message(self, message: str | bytes) -> None:
         t = now_ns()
@@ -123,14 +161,16 @@ class _Call:
         if kind == PONG:
             return
         turn.run.events.append(Received(t, ev, tid, int(ev.get("t_server_ns", 0) or 0)))
-        if kind == "reply.audio" and "rtp_timestamp" in ev:
-            self.player.mark_turn(int(ev["rtp_timestamp"]), tid, int(ev["t_server_ns"]))
+        if kind == "reply.audio":
+            self.announced.add(tid)
+            if "rtp_timestamp" in ev:
+                self.player.mark_turn(int(ev["rtp_timestamp"]), tid, int(ev["t_server_ns"]))
         elif turn.state.apply(ev, t, turn.run):
             tp = make_traceparent()  # a fresh context parents the next turn's spans
             turn.run.traceparents.append(tp)
             self.send(trace_context_message(tp))
-        elif kind == "reply.done" and turn.reporter is not None:
-            turn.reporter.reply_done(tid)
+        elif kind == "reply.done" and str(ev.get("text") or "").strip():
+            turn.voiced.add(tid)
 
     async def connect(self, base_url: str, first: ClientRun) -> None:
         """Offer, answer, events channel open, session.started, clock sync."""
@@ -188,6 +228,10 @@ class _Call:
         turn = _Turn(run, state, PlaybackDoneReporter(run, state, self.send_async, self.player))
         self.turn = turn
         self.player.run, self.player.state = run, state
+        # Every earlier reply was heard to its end: a packet that plays before its own
+        # ``reply.audio`` arrives (the events channel races the RTP) must not be taken
+        # for one of theirs.  It plays untagged, as in the one-recording client.
+        self.player.turn_marks.clear()
         return turn
 
     async def end_turn(self, turn: _Turn) -> None:
@@ -319,7 +363,7 @@ async def _play(call: _Call, turn: _Turn, pcm: np.ndarray, t0: int) -> None:
             raise ClientError(f"WebRTC connection {call.pc.connectionState}")
 
     def playing() -> bool:
-        return call.player.playing
+        return call.reply_playing(turn)
 
     await stream_microphone(run, pcm, call.opt, turn.state, playing, send_frame, check)
     if run.closed_by_server:

@@ -9,8 +9,9 @@ the SLO (``lab.load.slo``): above the knee every step only breaks harder, and
 measuring it would take the longest of all.
 
 The server's CPU, memory, descriptors and threads are sampled through every step
-(``lab.load.sampler``); with ``--server`` (a server started elsewhere) only what the
-clients see is reported, unless its pid is given.
+(``lab.load.sampler``): from outside by pid, or, with ``--server`` (a server started
+elsewhere, no pid given), from its ``/metrics`` process series (``source`` in the
+step's ``server`` entry says which).
 """
 
 from __future__ import annotations
