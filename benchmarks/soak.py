@@ -15,8 +15,14 @@ of its own.
 Reported (JSON, schema ``halfsec.soak/1``): for each series whether it stayed flat (a
 least-squares line over the last 80 % of the run moves it by at most max(absolute, share
 of median): RSS 16 MB or 5 %, descriptors 8 or 10 %, threads 3 or 10 %, tasks 8 or 10 %;
-``lab.load.soak.FLAT_BOUNDS``), and whether v2v p95 of the turns started in the last
-minute is within 10 % of the first minute's.  ``ok`` is all of them.
+``lab.load.soak.FLAT_BOUNDS``); v2v p95 of the last minute against the first
+(``latency``, the issue's rule) and of the last two minutes against the first two after
+the warm-up share (``latency_steady``; why two rules: ``lab.load.soak``), and every
+minute's p95.  ``ok``: every series flat, the steady rule held, no failed turn; ``why``
+lists what did not hold.
+
+``--server URL --server-pid PID`` soaks a server that is already running (e.g. one started
+with memory probes); without the pid its RSS, descriptors and threads are not sampled.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ async def measure_capacity(bench: BenchOptions, limit: int, seed: int) -> int | 
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    bench = BenchOptions(overrides=list(args.overrides))
+    bench = BenchOptions(overrides=list(args.overrides), server=args.server)
     capacity, measured = args.capacity, False
     if args.sessions is None and capacity is None:
         capacity, measured = await measure_capacity(bench, args.limit, args.seed), True
@@ -74,7 +80,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     console.print(
         f"soak: {k} session(s) for {args.minutes:g} min, sampling every {args.sample_s:g} s"
     )
-    async with load_server(bench, items, max(k, 1)) as server:
+    async with load_server(bench, items, max(k, 1), args.server_pid) as server:
         sampler = ResourceSampler(server.pid, server.metrics_url, args.sample_s)
         sampler.start()
         try:
@@ -105,8 +111,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "bounds": {key: {"abs": a, "rel": r} for key, (a, r) in FLAT_BOUNDS.items()},
         },
         "ok": verdict["ok"],
+        "why": verdict["why"],
+        "failed_turns": verdict["failed_turns"],
         "series": verdict["series"],
         "latency": verdict["latency"],
+        "latency_steady": verdict["latency_steady"],
+        "latency_per_minute": verdict["latency_per_minute"],
         "step": step_entry(run, Slo()),
         "samples": [
             {
@@ -134,24 +144,54 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=20, help="coffee orders to draw from")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument(
+        "--server", help="ws://host:port/ws of a running server (default: start one here)"
+    )
+    ap.add_argument(
+        "--server-pid", type=int, help="with --server: its pid, so RSS/fds/threads are sampled"
+    )
     ap.add_argument("--json", dest="json_out", type=Path)
     args = ap.parse_args()
     if args.minutes <= 0 or (args.sessions is not None and args.sessions < 1):
         ap.error("--minutes must be > 0 and --sessions >= 1")
 
     report = asyncio.run(soak(args))
+    step = report["step"]
+    console.print(
+        f"{step['turns']} turns, {step['failed']} failed, {step['refused']} refused; v2v "
+        f"p50/p95/p99 {step['v2v_ms']['p50']}/{step['v2v_ms']['p95']}/{step['v2v_ms']['p99']} ms"
+    )
     for key, s in report["series"].items():
         state = {True: "[green]flat[/green]", False: "[red]NOT flat[/red]", None: "not judged"}[
             s["flat"]
         ]
-        detail = f"drift {s['drift']} (limit {s['limit']})" if "drift" in s else s.get("why", "")
+        if "drift" in s:
+            detail = (
+                f"{s['first']} -> {s['last']} (max {s['max']}), drift {s['drift']} "
+                f"(limit {s['limit']}) over the last {s['window_s']} s"
+            )
+        else:
+            detail = s.get("why", "")
         console.print(f"{key:>14}: {state} {detail}")
-    lat = report["latency"]
+    verdict = {True: "[green]pass[/green]", False: "[red]FAIL[/red]", None: "not judged"}
+    lat, steady = report["latency"], report["latency_steady"]
     console.print(
-        f"v2v p95 first minute {lat['first_minute_p95_ms']} ms, last minute "
-        f"{lat['last_minute_p95_ms']} ms ({lat['change_pct']} %): within 10 %: {lat['within_10pct']}"
+        f"v2v p95 first vs last minute (the issue's rule): {lat['first_minute_p95_ms']} -> "
+        f"{lat['last_minute_p95_ms']} ms ({lat['first_minute_turns']}/"
+        f"{lat['last_minute_turns']} turns, {lat['change_pct']} %): "
+        f"{verdict[lat['within_10pct']]}"
     )
-    console.print(f"soak ok: {report['ok']}")
+    console.print(
+        f"v2v p95 steady, {steady['first_window_s']} s vs {steady['last_window_s']} s (ok uses "
+        f"this): {steady['first_p95_ms']} -> {steady['last_p95_ms']} ms ({steady['first_turns']}/"
+        f"{steady['last_turns']} turns, {steady['change_pct']} %): "
+        f"{verdict[steady['within_10pct']]}"
+    )
+    minutes = ", ".join(f"{m['p95_ms']} ({m['turns']})" for m in report["latency_per_minute"])
+    console.print(f"p95 per minute (turns): {minutes}")
+    console.print(
+        f"soak ok: {report['ok']}" + (f" ({'; '.join(report['why'])})" if report["why"] else "")
+    )
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
