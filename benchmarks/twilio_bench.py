@@ -1,6 +1,7 @@
 """Phone calls against the WebSocket PCM path: the same recordings, paired, in one run.
 
-    python benchmarks/twilio_bench.py [--limit 16] [--reps 2] [--eot silence] [--json OUT]
+    python benchmarks/twilio_bench.py [--limit 16] [--reps 2] [--eot silence]
+        [--phone-model base|same] [--json OUT]
 
 One ``halfsec serve`` subprocess; each recording is played twice back to back, once by
 the WebSocket client (PCM16 at 16 kHz both ways) and once by the lab's phone client over
@@ -26,7 +27,8 @@ clips go straight to the recognizer (``WhisperDecoder`` with the domain prompt, 
 server's settings) wideband and as a call carries them (``telephone_band``, mu-law
 coded and decoded, back to 16 kHz with the server's ``LowDelayResampler``), with
 variants: soxr HQ instead of the low-delay upsampler, 8 kHz without the 300-3400 Hz
-band, no mu-law, beam 5, no prompt.  Scored on the bench's sentences, on every
+band, no mu-law, beam 5, no prompt, and Whisper base (the phone calls' recognizer,
+``stt.phone_model``).  Scored on the bench's sentences, on every
 transcribed recording, and on the first 60 coffee orders against their own wideband
 transcript (words a phone line changes); the words lost per clip are listed.
 """
@@ -62,6 +64,7 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.stt.options import STTOptions
+from halfsec.stt.phone_model import phone_model_dir
 from halfsec.stt.whisper_decoder import WhisperDecoder
 from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
@@ -123,6 +126,7 @@ async def play(mode: str, url: str, pcm: np.ndarray) -> ClientRun:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     recs_in = recordings(args.limit)
     overrides = ["session.end_of_turn=silence"] if args.eot == "silence" else []
+    overrides.append(f"stt.phone_model={args.phone_model}")
     recs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     async with ServerProcess(overrides=overrides) as proc:
         for rep in range(args.reps):
@@ -152,6 +156,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     meta["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     meta["cpus"] = os.cpu_count()
     meta["eot"] = args.eot
+    meta["phone_model"] = args.phone_model
     return {
         "meta": meta,
         "results": results,
@@ -183,6 +188,8 @@ def decoder_only(limit: int) -> dict[str, Any]:
         "greedy": greedy,
         "beam5": WhisperDecoder(STTOptions(prompt=prompt, beam_size=5)),
         "no prompt": WhisperDecoder(STTOptions()),
+        # The phone calls' recognizer (stt.phone_model=base), with the same prompt.
+        "base": WhisperDecoder(STTOptions(prompt=prompt, model_path=str(phone_model_dir()))),
     }
     audio = {
         "wideband": lambda p: p,
@@ -193,7 +200,7 @@ def decoder_only(limit: int) -> dict[str, Any]:
     }
     runs = [("wideband", "greedy"), ("wideband", "beam5"), ("wideband", "no prompt")]
     runs += [(a, "greedy") for a in audio if a != "wideband"]
-    runs += [("phone", "beam5"), ("phone", "no prompt")]
+    runs += [("phone", "beam5"), ("phone", "no prompt"), ("wideband", "base"), ("phone", "base")]
     bench = {it.path.name for it, _ in recordings(limit) if _sentence(it)}
     items = load_corpus(SPEECH / "manifest.tsv").items
     sets = {
@@ -227,6 +234,7 @@ def decoder_only(limit: int) -> dict[str, Any]:
                         "wideband": wide,
                         "phone": phone,
                         "phone beam5": texts["phone / beam5"],
+                        "phone base": texts["phone / base"],
                     }
                 )
         out[name] = {
@@ -258,6 +266,12 @@ if __name__ == "__main__":
         default="default",
         help="end-of-turn policy: the configured one (default: what a caller gets) or a "
         "fixed silence window (the decision then depends on the audio frames only)",
+    )
+    ap.add_argument(
+        "--phone-model",
+        choices=("base", "same"),
+        default="base",
+        help="the calls' recognizer (stt.phone_model): base (the default) or same (tiny.en)",
     )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--records", action="store_true", help="include every record in --json")

@@ -17,6 +17,7 @@ import pytest
 from halfsec import models
 from halfsec.cli.engines import engines_command
 from halfsec.models import PINNED, ModelIntegrityError, verify_model_file
+from halfsec.stt.phone_model import phone_model_dir
 from halfsec.stt.whisper_decoder import packaged_model_path
 from halfsec.tts.piper import packaged_voice_paths
 from halfsec.turn.smart_turn import smart_turn_model_path
@@ -56,6 +57,7 @@ def test_the_installed_model_files_pass() -> None:
     model, config = packaged_voice_paths()
     silero = silero_model_path()
     smart_turn = smart_turn_model_path()
+    phone = phone_model_dir()
     checked = {c.key: c for c in models.checks()}
     assert set(checked) == set(PINNED), sorted(checked)
     assert all(c.ok for c in checked.values())
@@ -64,6 +66,7 @@ def test_the_installed_model_files_pass() -> None:
     assert checked["piper/en_US-joe-medium.onnx.json"].path == config.resolve()
     assert checked["silero/silero_vad_v6.onnx"].path == silero.resolve()
     assert checked["smart_turn/smart-turn-v3.2-cpu.onnx"].path == smart_turn.resolve()
+    assert checked["whisper_base/model.bin"].path == (phone / "model.bin").resolve()
 
 
 def test_a_tampered_silero_model_fails_with_a_clear_error(

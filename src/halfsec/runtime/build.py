@@ -16,6 +16,7 @@ from halfsec.runtime.faults import FaultPlan
 from halfsec.runtime.session import VoiceSession
 from halfsec.stt.factory import create_stt
 from halfsec.stt.options import STTOptions
+from halfsec.stt.phone_model import create_phone_stt
 from halfsec.tts.factory import create_tts
 from halfsec.tts.options import TTSOptions
 
@@ -35,14 +36,21 @@ def build_engines(
     if stt_opt.prompt is None and domain is not None and hasattr(domain, "stt_prompt"):
         stt_opt = dataclasses.replace(stt_opt, prompt=domain.stt_prompt())
     stt = create_stt(stt_opt)
-    hung_after = getattr(stt, "hung_after_ms", None)
-    if hung_after is not None:  # an engine whose hung workers can be replaced (Whisper)
-        stt.hung_after_ms = config.session.stt_hung_ms  # type: ignore[attr-defined]
+    try:
+        phone_stt = create_phone_stt(stt_opt)
+    except HalfsecError as e:  # calls then use the main recognizer: worse WER, still served
+        log.warning("no phone model, calls use the main recognizer: %s", e)
+        phone_stt = None
+    for engine in (stt, phone_stt):
+        hung_after = getattr(engine, "hung_after_ms", None)
+        if hung_after is not None:  # an engine whose hung workers can be replaced (Whisper)
+            engine.hung_after_ms = config.session.stt_hung_ms  # type: ignore[union-attr]
     engines = Engines(
         stt=stt,
         logic=logic,
         tts=create_tts(config.tts),
         fallback=build_fallbacks(config, logic, prompt=stt_opt.prompt),
+        phone_stt=phone_stt,
     )
     if faults is not None:
         engines = apply_faults(engines, faults)

@@ -26,9 +26,13 @@ class Engines:
     tts: TTSEngine
     fallback: FallbackEngines | None = None
     faults: FaultPlan | None = None
+    phone_stt: STTEngine | None = None
+    """The recognizer of phone calls (``stt.phone_model``); ``None``: calls use ``stt``."""
 
     def warmup(self) -> None:
         self.stt.warmup()
+        if self.phone_stt is not None:
+            self.phone_stt.warmup()
         self.tts.warmup()
         if self.fallback is not None:
             self.fallback.warmup(self.tts)

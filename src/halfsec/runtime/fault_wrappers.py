@@ -61,4 +61,6 @@ def apply_faults(engines: Engines, plan: FaultPlan) -> Engines:
                 f"(this server runs {engines.stt.name!r})"
             )
         engines.stt.fault_hook = _stt_hook
+        if hasattr(engines.phone_stt, "fault_hook"):  # calls' recognizer: faulted alike
+            engines.phone_stt.fault_hook = _stt_hook  # type: ignore[union-attr]
     return replace(engines, tts=FaultyTTS(engines.tts), faults=plan)

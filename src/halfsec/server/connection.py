@@ -107,12 +107,16 @@ class SessionServices:
             self.metrics.refusal(refusal.status)
         return refusal
 
-    def voice_session(self, turn: TurnOptions | None = None) -> VoiceSession:
+    def voice_session(self, turn: TurnOptions | None = None, phone: bool = False) -> VoiceSession:
         """A conversation on the shared engines; ``turn`` replaces the configured turn
-        options (a phone line's band-limited audio needs other VAD thresholds)."""
+        options (a phone line's band-limited audio needs other VAD thresholds), and
+        ``phone`` gives it the phone calls' recognizer (``stt.phone_model``)."""
         cfg = self.config
+        engines = self.engines
+        if phone and engines.phone_stt is not None:
+            engines = dataclasses.replace(engines, stt=engines.phone_stt)
         return VoiceSession(
-            self.engines, turn or cfg.turn, cfg.session, output_rate=cfg.audio.output_rate
+            engines, turn or cfg.turn, cfg.session, output_rate=cfg.audio.output_rate
         )
 
     def trace_recorder(self, session_id: str) -> TurnTraceRecorder | None:
@@ -226,10 +230,13 @@ class ClientConnection(ABC):
     line cannot (Twilio's ``clear`` drops what it holds, and nothing pauses it), so there
     speech during a reply cancels it as soon as it is speech (``session.barge_in``)."""
 
-    def open_voice_session(self, opus_input: bool, turn: TurnOptions | None = None) -> VoiceSession:
+    def open_voice_session(
+        self, opus_input: bool, turn: TurnOptions | None = None, phone: bool = False
+    ) -> VoiceSession:
         """Start the conversation; with ``opus_input`` its audio comes in through a
-        jitter buffer (``InboundAudio``) that reports undecodable packets to the client."""
-        session = self.services.voice_session(turn)
+        jitter buffer (``InboundAudio``) that reports undecodable packets to the client;
+        ``phone``: a call's narrowband audio, for the phone recognizer."""
+        session = self.services.voice_session(turn, phone=phone)
         if not self.can_pause_reply:
             session.opt = dataclasses.replace(session.opt, barge_in="cancel")
         self.session = session

@@ -272,7 +272,7 @@ class TwilioConnection(ClientConnection):
         self.socket.stream_sid = m.stream_sid
         self.socket.lab_events = m.custom_parameters.get(LAB_PARAMETER) == "1"
         self.open_voice_session(
-            opus_input=False, turn=phone_turn_options(self.services.config.turn)
+            opus_input=False, turn=phone_turn_options(self.services.config.turn), phone=True
         )
         self.services.connections[self.session_id] = self
         log.info("twilio session %s started (call %s)", self.session_id, m.call_sid)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from halfsec.options_check import ConfigKeys, at_least, between, check_fields, positive
+from halfsec.options_check import (
+    ConfigKeys,
+    OneOf,
+    Rule,
+    at_least,
+    between,
+    check_fields,
+    positive,
+)
 
-_RULES = {
+_RULES: dict[str, Rule] = {
     "cpu_threads": between(1, 256),
     "beam_size": between(1, 32),
     "partial_interval_ms": positive("ms", at_most=60_000),
@@ -20,6 +28,7 @@ _RULES = {
     "logprob_threshold": at_least(-100, at_most=0),
     "silence_dbfs": between(-120, 0, "dBFS"),
     "openai_timeout_s": positive("s", at_most=600),
+    "phone_model": OneOf(("same", "base")),
 }
 
 
@@ -116,6 +125,12 @@ class STTOptions:
     openai_timeout_s: float = 5.0
     """Longest wait to connect and for the transcription to come back; past it the turn
     fails with an error that names the server."""
+
+    phone_model: str = "same"
+    """The recognizer of phone calls (``/twilio``: 8 kHz mu-law, 300-3400 Hz) when
+    ``engine = "whisper"``: ``same`` gives calls the recognizer above; ``base`` is
+    Whisper base, which loses fewer words on narrowband audio than tiny.en at about
+    twice the decode cost and ~500 MiB more memory (``halfsec.stt.phone_model``)."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, ConfigKeys("stt"))

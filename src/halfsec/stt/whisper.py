@@ -60,7 +60,13 @@ class WhisperEngine(STTEngine):
 
     name = "whisper"
 
-    def __init__(self, options: STTOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: STTOptions | None = None,
+        decoder: Callable[[STTOptions], WhisperDecoder] = WhisperDecoder,
+    ) -> None:
+        """``decoder`` loads one model copy (each lane and spare has its own): another
+        model than ``options`` names, such as the phone path's (``stt.phone_model``)."""
         self.options = options or STTOptions()
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
@@ -75,7 +81,7 @@ class WhisperEngine(STTEngine):
         # that replacing a hung worker costs no load on the critical path.
         self._final_lane: ReplaceableLane[WhisperDecoder] = ReplaceableLane(
             self.name,
-            lambda: WhisperDecoder(self.options),
+            lambda: decoder(self.options),
             warm=warm_spare,
             standby=True,
             busy_after_s=BUSY_FACTOR * 1.0,
@@ -84,7 +90,7 @@ class WhisperEngine(STTEngine):
         # worker's lower priority.
         self._partial_lane: ReplaceableLane[WhisperDecoder] = ReplaceableLane(
             f"{self.name}-partial",
-            lambda: WhisperDecoder(replace(self.options, cpu_threads=1)),
+            lambda: decoder(replace(self.options, cpu_threads=1)),
             nice=PARTIAL_NICE,
             hung_after_s=PARTIAL_HUNG_FACTOR * self._final_lane.hung_after_s,
             replace_when_waiting=False,

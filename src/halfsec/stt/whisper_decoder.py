@@ -131,14 +131,11 @@ class WhisperDecoder:
             intra_threads=max(1, options.cpu_threads),
             inter_threads=1,
         )
-        if self.model.is_multilingual:
-            raise EngineUnavailable(
-                f"{path} is a multilingual Whisper model; this engine expects an English-only "
-                "(.en) model such as the packaged tiny.en"
-            )
+        # A multilingual model is told the language (``<|en|><|transcribe|>`` after
+        # ``<|startoftranscript|>``), an .en model needs no language token.
         self.tokenizer = Tokenizer(
             tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")),
-            multilingual=False,
+            multilingual=self.model.is_multilingual,
             task="transcribe",
             language=options.language,
         )

