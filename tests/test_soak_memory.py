@@ -83,6 +83,25 @@ async def test_a_lane_keeps_its_models_so_repeated_swaps_load_and_free_nothing()
         lane.close()
 
 
+async def test_a_lane_without_standby_reuses_a_replaced_worker_instead_of_loading() -> None:
+    """The partial lane keeps no spares, but a worker that hung and came back is kept for
+    the next replacement: a load there would sit on the critical path and free a model."""
+    loads: list[int] = []
+    freed: list[int] = []
+    lane: ReplaceableLane[_Model] = ReplaceableLane(
+        "toy-partial", lambda: _Model(loads, freed), hung_after_s=0.0
+    )
+    try:
+        await _burst(lane, hangs=1, seconds=0.2)
+        assert len(loads) == 2 and lane.spares == 1, "the hung worker came back as a spare"
+        for _ in range(3):
+            await _burst(lane, hangs=1, seconds=0.2)
+        gc.collect()
+        assert len(loads) == 2 and freed == [], (len(loads), len(freed))
+    finally:
+        lane.close()
+
+
 def _alive(kinds: tuple[type, ...]) -> dict[str, int]:
     gc.collect()
     out: dict[str, int] = {}

@@ -15,7 +15,8 @@ background, so the pool grows to what the hangs need and then stops loading.  (L
 fresh standby at every swap was measured to cost the other sessions more: on 2 cores a
 load and warm-up, ~0.5 CPU s, at every hung decode made their TTS miss its deadline.)
 A loaded worker stays in the pool (up to ``max_workers``) rather than being freed when
-it comes back to a full set of spares: freeing a model and loading another later, on a
+it comes back to a full set of spares (or to a lane without standby, whose next
+replacement then reuses it instead of loading on the critical path): freeing a model and loading another later, on a
 new thread, leaves the freed one's memory in glibc's per-thread arenas (tiny.en: RSS
 +40-50 MB per free-and-load, measured 2026-12-01; the 10-minute soak's RSS steps were
 exactly these loads).  Kept, the pool's memory is its high-water mark and stays flat.
@@ -408,7 +409,7 @@ class ReplaceableLane(Generic[M]):
     def _come_back(self, worker: _Worker[M]) -> None:
         if worker is self._active or worker in self._spares:
             return
-        if self._keep_standby and self.workers < self.max_workers:
+        if self.workers < self.max_workers:  # also without standby: the next swap reuses it
             self._spares.append(worker)  # kept, not freed: see the module docstring
         elif worker is not self._active:
             worker.executor.shutdown(wait=False)
