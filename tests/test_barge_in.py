@@ -193,6 +193,8 @@ def test_the_client_measures_to_the_final_stop() -> None:
     assert flap.stop_ms == pytest.approx(230, abs=2) and flap.cut_ms == pytest.approx(230, abs=2)
     once = run([(1020, "reply.paused"), (1600, "interruption")])
     assert once.stop_ms == pytest.approx(20, abs=2) and once.cut_ms == pytest.approx(20, abs=2)
+    before = run([(400, "reply.paused"), (500, "reply.resumed"), (1020, "reply.paused")])
+    assert before.pauses == 1 and before.paused and not before.resumed  # the clip's pause
     missed = run([(1020, "reply.paused"), (1300, "reply.resumed")])
     assert not missed.stopped and missed.cut_ms is None
     assert missed.stop_ms == pytest.approx(1280, abs=2)  # the reply played on to its end

@@ -78,6 +78,7 @@ class BargeInRun:
     """The reply stopped for good after the clip began (paused and never resumed, or
     cancelled); a pause that was resumed is no stop."""
     paused: bool = False
+    """The reply paused after the clip began (so do ``resumed`` and ``cancelled``)."""
     pauses: int = 0
     """``reply.paused`` of the reply after the clip began: more than one means it paused,
     resumed and paused again (the reply sounded in between)."""
@@ -301,7 +302,10 @@ def final_stop(marks: list[tuple[int, str, int]], turn_id: int, since_ns: int) -
 def _measure(player: _Player, out: BargeInRun) -> None:
     tl, onset = player.timeline, out.onset_sample
     rt = out.reply_turn
-    kinds = [(e["type"], int(e.get("turn_id", 0) or 0), e) for _, e in out.events]
+    # Only what the reply did once the clip began (a breath at the end of the question
+    # may pause and resume it before).
+    since = out.clip_ns or 0
+    kinds = [(e["type"], int(e.get("turn_id", 0) or 0), e) for t, e in out.events if t >= since]
     out.paused = any(k == "reply.paused" and tid == rt for k, tid, _ in kinds)
     out.cancelled = any(k == "interruption" and tid == rt for k, tid, _ in kinds)
     for k, tid, e in kinds:
