@@ -270,6 +270,36 @@ async def test_ready_then_saturated_refuses_new_sessions_with_retry_after(
         assert f"\n{name} " in text, name
 
 
+async def test_the_measured_calls_refuse_past_capacity_and_the_admitted_call_is_answered(
+    engines: Engines,
+) -> None:
+    """No forced saturation: ``--capacity 0.5`` turns, one open call at the default duty
+    fills it, so the next caller hears ``busy`` with ``Retry-After`` and /ready says
+    which signal is full, while the admitted call is still served."""
+    async with (
+        serving(engines, capacity=0.5) as (server, host),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.ws_connect(f"ws://{host}/ws") as admitted:
+            await admitted.send_str(session_start_message())
+            assert (await admitted.receive_json(timeout=5))["type"] == "session.started"
+            status, body = await ready(http, host)
+            assert status == 503 and body["reason"] == "saturated", body
+            assert body["signals"]["calls"] == pytest.approx(1.0) and body["duty"] == 0.5
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"ws://{host}/ws")
+            assert refused.value.status == 503
+            assert refused.value.headers is not None
+            assert int(refused.value.headers["Retry-After"]) == server.readiness.retry_after_s
+            await admitted.send_json({"type": "ping", "id": 7, "t_client_ns": 1})
+            assert (await admitted.receive_json(timeout=5))["type"] == "pong"
+        for _ in range(100):  # the call ended: room again (below the 0.85 hysteresis)
+            if (await ready(http, host))[0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (await ready(http, host))[0] == 200
+
+
 async def test_a_wrong_token_still_hears_401_from_a_busy_server(engines: Engines) -> None:
     async with serving(engines, token="s3cret") as (server, host), aiohttp.ClientSession() as http:
         server.load.forced = 2.0
