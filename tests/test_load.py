@@ -368,7 +368,10 @@ async def test_webrtc_callers_hold_one_peer_connection_for_their_call(
     assert near is not None and over_http is not None
     assert near["source"] == "psutil" and over_http["source"] == "metrics"
     assert over_http["processes"] == 1 and over_http["threads_max"] is None
-    assert all(s.source == "metrics" and s.cpu_pct is not None for s in far)
+    assert all(s.source == "metrics" for s in far)
+    # A sample whose scrapes all timed out (a lagging loop) has no figure, never a 0.
+    assert 2 * sum(s.cpu_pct is not None for s in far) >= len(far) >= 3, far
+    assert all(s.rss_mb is None or s.rss_mb > 50 for s in far), far
     assert abs(over_http["rss_mb_max"] - near["rss_mb_max"]) < 0.1 * near["rss_mb_max"]
     assert 0 < over_http["cpu_pct_mean"] <= 100 and 0 < near["cpu_pct_mean"] <= 100
     # Both read the same process's CPU over the same step: within a factor of two.
