@@ -55,6 +55,7 @@ def test_words_set_the_class_and_the_audio_model_slides_the_window() -> None:
     # A comma where the voice did not fall: people list an order's parts that way.
     assert text_class("a dark roast latte,", True) == "unknown"
     assert text_class("a dark roast latte,", True, listing=False) == "complete"
+    assert text_class("large,", True) == "complete", "a one-word answer is no list"
     listed = Evidence("a triple shot, drip coffee,", True, 1.0)
     assert required_silence(listed, w) == w.unknown_fast > w.complete_fast
     assert text_class("in being comparatively modern,", None) == "unknown"

@@ -65,6 +65,10 @@ same way with the model left out.  Re-tuned with the listing-comma rule (complet
 held-out half 302 ms, 2 of 102 (``benchmarks/eot_bench.py``, 2026-12-01)."""
 
 
+LISTING_MIN_WORDS = 4
+"""Words a complete transcript ending on a comma needs to count as a list (``text_class``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What is known about a pause at one moment."""
@@ -87,12 +91,20 @@ def text_class(transcript: str | None, complete: bool | None, listing: bool = Tr
     sweetener").  Among the shared recordings' pauses of >= 150 ms, a domain-complete
     transcript ending on a comma was a mid-turn pause 12 times in 23; without it, 14 in 152
     (``benchmarks/eot_bench.py`` evidence, 2026-12-01; docs/turn-taking.md).  The
-    comma alone says nothing about an off-domain phrase, which is ``unknown`` anyway."""
+    comma alone says nothing about an off-domain phrase, which is ``unknown`` anyway.  A
+    list has parts: under ``LISTING_MIN_WORDS`` words the rule does not apply, for Whisper
+    also writes "large," for a one-word answer to "What size?" (the replay is the same
+    with a minimum of 1 to 4 words: every comma case there is a longer order)."""
     if transcript is None or not transcript.strip():
         return "unknown"
     if TranscriptAwarePolicy.looks_incomplete(transcript) or complete is False:
         return "incomplete"
-    if complete and listing and transcript.rstrip().endswith(","):
+    if (
+        complete
+        and listing
+        and transcript.rstrip().endswith(",")
+        and len(transcript.split()) >= LISTING_MIN_WORDS
+    ):
         return "unknown"
     return "complete" if complete else "unknown"
 
