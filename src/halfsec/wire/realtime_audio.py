@@ -223,7 +223,9 @@ class PacedOpusOut:
             return None
         if self._queue:
             return self._queue.popleft()
-        if self._rest and not self._paused.intersection(self._rest):  # the turn's last partial frame, once nothing else is queued
+        if self._rest and not self._paused.intersection(
+            self._rest
+        ):  # the turn's last partial frame, once nothing else is queued
             tid, rest = self._rest.popitem()
             pad = np.zeros(self.frame_samples, np.int16)
             pad[: rest.size] = rest
