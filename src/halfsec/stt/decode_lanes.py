@@ -112,6 +112,11 @@ def _running(job: _Job) -> bool:
     return job.handle is not None and job.handle.running()
 
 
+def _orphaned(job: _Job) -> bool:
+    """Its decode ended, but the loop that would settle it has closed."""
+    return job.handle is not None and job.handle.done() and job.result.get_loop().is_closed()
+
+
 class ReplaceableLane(Generic[M]):
     """Jobs ``fn(model)`` run one at a time on a worker that is replaced when one hangs.
 
@@ -290,10 +295,19 @@ class ReplaceableLane(Generic[M]):
             self.overflows += 1
 
     def _reap(self) -> None:
-        """Replaced workers whose decode ended without being settled (its event loop had
-        closed: one engine may outlive several loops) come back now."""
+        """Jobs whose decode ended without being settled (their event loop had closed: one
+        engine may outlive several loops, as in tests or an embedding app that runs
+        ``asyncio.run`` more than once) are forgotten, so that nothing they hold (a
+        session's stream and turn) stays alive; replaced workers left with no job come
+        back now."""
+        for worker in (self._active, *self._spares, *self._hung):
+            for job in [j for j in worker.jobs if _orphaned(j)]:
+                worker.jobs.remove(job)
+                self._jobs.pop(job.result, None)
         for worker in list(self._hung):
             if all(j.handle is None or j.handle.done() for j in worker.jobs):
+                for job in worker.jobs:
+                    self._jobs.pop(job.result, None)
                 worker.jobs.clear()
                 self._hung.remove(worker)
                 self._come_back(worker)
