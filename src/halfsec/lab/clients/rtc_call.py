@@ -37,12 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -58,7 +56,7 @@ from halfsec.lab.clients.options import ClientOptions
 from halfsec.lab.clients.playback_done import PlaybackDoneReporter
 from halfsec.lab.clients.reply_player import PLAY_RATE, ReplyPlayer
 from halfsec.lab.clients.turn_state import TurnState
-from halfsec.lab.clients.webrtc import MicTrack
+from halfsec.lab.clients.webrtc import MicTrack, post_offer
 from halfsec.trace.context import make_traceparent
 from halfsec.wire.protocol import (
     PONG,
@@ -179,21 +177,7 @@ class _Call:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         tp = make_traceparent()
         first.traceparents.append(tp)
-        body = {"sdp": self.pc.localDescription.sdp, "type": "offer", "traceparent": tp}
-        if opt.token:
-            body["token"] = opt.token
-        timeout = aiohttp.ClientTimeout(total=opt.connect_timeout_s + 10)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
-                http.post(f"{base_url.rstrip('/')}/webrtc/offer", json=body) as r,
-            ):
-                text = await r.text()
-                if r.status != 200:
-                    raise ClientError(f"server refused the offer ({r.status}: {text[:300]})")
-                answer = json.loads(text)
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise ClientError(f"cannot reach {base_url} ({type(e).__name__}: {e})") from e
+        answer = await post_offer(base_url, self.pc.localDescription.sdp, tp, opt)
         first.session_id = str(answer.get("session_id", ""))
         await self.pc.setRemoteDescription(
             RTCSessionDescription(sdp=str(answer["sdp"]), type="answer")

@@ -58,6 +58,27 @@ from halfsec.wire.protocol import (
 from halfsec.wire.rtc import EVENTS_LABEL, intercept_rtp, restrict_ice_hosts, rtc_configuration
 
 
+async def post_offer(base_url: str, sdp: str, traceparent: str, opt: ClientOptions) -> Any:
+    """``POST /webrtc/offer`` and the server's answer (JSON), as every WebRTC client of the
+    lab sends it: the trace context rides in the body (there is no header on a data
+    channel), and a refusal or an unreachable server is a ``ClientError`` that says which."""
+    body = {"sdp": sdp, "type": "offer", "traceparent": traceparent}
+    if opt.token:
+        body["token"] = opt.token
+    timeout = aiohttp.ClientTimeout(total=opt.connect_timeout_s + 10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(f"{base_url.rstrip('/')}/webrtc/offer", json=body) as r,
+        ):
+            text = await r.text()
+            if r.status != 200:
+                raise ClientError(f"server refused the offer ({r.status}: {text[:300]})")
+            return json.loads(text)
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        raise ClientError(f"cannot reach {base_url} ({type(e).__name__}: {e})") from e
+
+
 class MicTrack(MediaStreamTrack):
     """The recording as an Opus track: the client puts 16 kHz frames at their due
     times, each leaves as one pre-encoded packet (48 kHz RTP clock)."""
@@ -171,21 +192,7 @@ async def run_recording_webrtc(
                 offer = rewrite_candidates(offer, relay_b.port)
             tp = make_traceparent()
             run.traceparents.append(tp)
-            body = {"sdp": offer, "type": "offer", "traceparent": tp}
-            if opt.token:
-                body["token"] = opt.token
-            timeout = aiohttp.ClientTimeout(total=opt.connect_timeout_s + 10)
-            try:
-                async with (
-                    aiohttp.ClientSession(timeout=timeout) as http,
-                    http.post(f"{base_url.rstrip('/')}/webrtc/offer", json=body) as r,
-                ):
-                    text = await r.text()
-                    if r.status != 200:
-                        raise ClientError(f"server refused the offer ({r.status}: {text[:300]})")
-                    answer = json.loads(text)
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                raise ClientError(f"cannot reach {base_url} ({type(e).__name__}: {e})") from e
+            answer = await post_offer(base_url, offer, tp, opt)
             run.session_id = str(answer.get("session_id", ""))
             asdp = str(answer["sdp"])
             if spec is not None:
