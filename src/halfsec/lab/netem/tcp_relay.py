@@ -318,4 +318,6 @@ class TcpRelay(Relay):
         finally:
             if not sender.done():
                 sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+            # Also when it already ended on its own (the far side closed: BrokenPipeError),
+            # so its exception is retrieved here rather than logged as never retrieved.
+            await asyncio.gather(sender, return_exceptions=True)
