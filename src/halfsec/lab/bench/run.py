@@ -174,33 +174,33 @@ async def run_conversation_items(
             on_record(-1, rec)
     if not said:
         return
-    if opts.transport == "webrtc":
+    pcms = [p for _, p, _ in said]
+    thinks = [t for _, _, t in said]
 
-        def on_rtc_turn(k: int, run: ClientRun) -> None:
+    def recorder(meta: Callable[[], dict[str, Any]]) -> Callable[[int, ClientRun], None]:
+        def on_turn(k: int, run: ClientRun) -> None:
             item, pcm, _ = said[k]
-            on_record(k, turn_record(item, pcm, run, opts, {}, None))
+            on_record(k, turn_record(item, pcm, run, opts, meta(), None))
 
+        return on_turn
+
+    if opts.transport == "webrtc":
         await run_webrtc_conversation(
             webrtc_base(url),
-            [p for _, p, _ in said],
-            [t for _, _, t in said],
-            on_rtc_turn,
+            pcms,
+            thinks,
+            recorder(dict),
             opts.client,
             keep_going=keep_going,
             on_start=on_start,
         )
         return
     async with path.tcp(url) as (relayed, relay):
-
-        def on_turn(k: int, run: ClientRun) -> None:
-            item, pcm, _ = said[k]
-            on_record(k, turn_record(item, pcm, run, opts, path.tcp_meta(relay) or {}, None))
-
         await run_conversation(
             relayed,
-            [p for _, p, _ in said],
-            [t for _, _, t in said],
-            on_turn,
+            pcms,
+            thinks,
+            recorder(lambda: path.tcp_meta(relay) or {}),
             opts.client,
             keep_going=keep_going,
             on_start=on_start,
