@@ -127,6 +127,13 @@ def make_record(
             "type": r.event["type"],
             "turn_id": r.turn_id,
             **({"name": r.event.get("name")} if r.event["type"] == "timing" else {}),
+            # what a mark measured (stt.end: the decode's compute_ms and audio_ms), so a
+            # slow stage can be told apart from a wait before it (fault_bench)
+            **(
+                {"attrs": r.event["attrs"]}
+                if r.event["type"] == "timing" and r.event.get("attrs")
+                else {}
+            ),
             "t_client_ms": round(client_ms(r.t_server_ns), 2) if r.t_server_ns else None,
             "t_recv_ms": round(_ms(run, r.t_recv_ns), 2),
         }
