@@ -60,7 +60,7 @@ def gather(args: argparse.Namespace) -> list[Replayed]:
 
 
 def _ms(p: dict[str, Any] | None) -> str:
-    if p is None:
+    if p is None or p["delay_p50_ms"] is None:
         return "-"
     return f"{p['delay_p50_ms']:.0f} / {p['delay_p95_ms']:.0f} ({p['premature']}/{p['turns']})"
 
@@ -128,6 +128,7 @@ def main() -> None:
     for key in (
         "previous_default_transcript",
         "previous_default_combined_v1",
+        "previous_default_combined_asked_at_pause",
         "default_combined",
         "default_combined_without_smart_turn",
         "retuned_combined",

@@ -19,12 +19,14 @@ from halfsec.lab.eot.simulate import (
     at_premature,
     combined,
     evaluate,
+    evidence_at,
     fires_at,
     fixed,
     outcome,
     paced,
     smart_turn,
     transcript_aware,
+    verdicts,
 )
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.ladder import HeardSoFar
@@ -124,6 +126,58 @@ def test_model_asked_at_the_pause_and_again_while_it_lasts() -> None:
     assert ask_times(p) == [1080] + [t for t in after if t < 1450], "not after the user went on"
     assert ask_times(Pause(1080, 1000, None)) == [1080, *after]
     assert ask_times(Pause(1250, 1000, None))[:2] == [1250, 1300], "none before the pause is seen"
+
+
+def test_model_asked_before_the_pause_and_again_only_while_unsure() -> None:
+    early = [950.0, 0.95, 30.0]
+    p = Pause(1080, 940, None, "", 0.0, None, [[1080, 0.3, 30.0], [1140, 0.5, 30.0]], early)
+    assert verdicts(p, live=False) == p.audio, "the evaluation's old asks"
+    assert verdicts(p, live=True) == [early], "sure before the pause: no re-ask"
+    p.early = [950.0, 0.6, 30.0]
+    assert verdicts(p, live=True) == [p.early, p.audio[1]], "unsure: asked again"
+    p.early = []
+    assert verdicts(p, live=True) == p.audio, "no quiet moment: asked at the pause (0.3: again)"
+    assert evidence_at(Pause(1080, 940, None, "x", 50.0, True, [], early), 990, live=True) == (
+        Evidence(None, None, 0.95)
+    ), "the early verdict is there before the pause is"
+
+
+async def test_combined_policy_asks_before_the_pause_when_the_voice_goes_quiet(
+    speech_dir: Path,
+) -> None:
+    pcm = load_audio(speech_dir / "audio" / "rhasspy_turn_on_living_room_lamp.flac")
+    padded = np.concatenate([pcm, np.zeros(16000, dtype=np.int16)])
+    det = TurnDetector(TurnOptions())
+    asked: list[float] = []  # stream position of each question to the model
+    turn_audio = det.turn_audio
+
+    def spy() -> np.ndarray:
+        asked.append(det.pos_ms)
+        return turn_audio()
+
+    det.turn_audio = spy  # type: ignore[method-assign]
+    smart = SmartTurn()
+    smart.probability(np.zeros(16000, dtype=np.int16))  # warm, as the server preloads it
+    w = Windows()
+    policy = CombinedPolicy(det, None, smart, w, deadline_ms=2000)
+    needs: list[float] = []
+    pause_at = None
+    for f in frames_of(padded):
+        det.process(f)
+        if det.state is VadState.PAUSE:
+            pause_at = pause_at or det.pos_ms
+            needs.append(policy.required_silence_ms("turn on the living room lamp."))
+        await asyncio.sleep(0.02)  # the pace of a live microphone
+        if det.silence_ms > 700:
+            break
+    smart.close()
+    assert pause_at is not None and asked
+    assert asked[0] < pause_at, "the first question came before the pause"
+    assert pause_at not in asked, "and was not asked again at the pause"
+    nxt = asked[1] if len(asked) > 1 else float("inf")
+    before_next = [n for k, n in enumerate(needs) if pause_at + 20 * k < nxt]
+    assert min(before_next) < w.unknown_slow, "its verdict served the pause"
+    assert len(asked) <= 1 + len(SMART_TURN_SCHEDULE_MS)
 
 
 async def test_combined_policy_asks_smart_turn_at_each_pause(speech_dir: Path) -> None:

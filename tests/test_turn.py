@@ -55,6 +55,30 @@ def test_detector_start_pause_and_estimated_end(speech_dir: Path) -> None:
     assert last_pause.audio_ms >= last_pause.speech_ms
 
 
+def test_detector_says_the_voice_went_quiet_before_silero_confirms_the_pause(
+    speech_dir: Path,
+) -> None:
+    pcm = load_audio(speech_dir / "audio" / "rhasspy_turn_on_living_room_lamp.flac")
+    padded = np.concatenate([pcm, np.zeros(16000, dtype=np.int16)])
+    det = TurnDetector(TurnOptions())
+    quiet: list[tuple[float, float]] = []  # (position, estimated end) while speaking
+    det.listeners.append(lambda: quiet.append((det.pos_ms, det.quiet_end() or -1.0)))
+    pause = None
+    for f in frames_of(padded):
+        events = det.process(f)
+        pause = next((e for e in events if e.kind == "pause"), pause)
+        if pause is not None:
+            break
+    assert pause is not None
+    assert len(quiet) == round(pause.audio_ms / 20), "the hook runs after every frame"
+    early = [(at, end) for at, end in quiet if end >= 0]
+    assert early, "the energy fell before Silero did"
+    at, end = early[-1]
+    assert end == pause.speech_ms, "the same estimated end as the pause's"
+    assert at < pause.audio_ms and at - end >= 20
+    assert det.quiet_end() is None, "not during a pause"
+
+
 def test_policies() -> None:
     opt = TurnOptions(silence_ms=200, incomplete_silence_ms=700)
     assert SilenceWindowPolicy(opt).required_silence_ms("a latte with") == 200

@@ -27,6 +27,7 @@ from halfsec.turn.policy import (
     TEXT_WINDOWS,
     Evidence,
     Windows,
+    reask,
     required_silence,
 )
 from halfsec.turn.smart_turn import SmartTurn
@@ -78,9 +79,17 @@ def build_policy(
 class CombinedPolicy(EndOfTurnPolicy):
     """``required_silence`` as the session's policy: it watches the detector for new
     pauses, asks Smart Turn about the turn's audio at each (and again at
-    ``SMART_TURN_SCHEDULE_MS`` of silence) off the event loop, and answers from whatever
-    verdicts, transcript and domain judgement have arrived.  Without a model
-    (``smart=None``) it is the same policy on words and meaning alone."""
+    ``SMART_TURN_SCHEDULE_MS`` of silence while the model is unsure) off the event loop,
+    and answers from whatever verdicts, transcript and domain judgement have arrived.
+    Without a model (``smart=None``) it is the same policy on words and meaning alone.
+
+    The first question of a pause is asked before the pause when it can be: once the
+    voice has gone quiet (``TurnDetector.quiet_end``), ~50 ms before Silero confirms the
+    pause.  Its ~30 ms of CPU then no longer runs beside the speculative final decode that
+    starts at the pause (on the 2-core box a concurrent call made that decode ~30 ms
+    slower: 105 -> 137 ms median over 12 coffee orders).  The verdict counts for the pause
+    only when the pause ends speech where the early question assumed (same estimated end);
+    otherwise the model is asked at the pause as before."""
 
     def __init__(
         self,
@@ -98,8 +107,13 @@ class CombinedPolicy(EndOfTurnPolicy):
         self._pause = -1
         self._asked: set[float] = set()
         self._p: float | None = None
+        self._early: tuple[int, float] | None = None
+        """(pause it is for, estimated end) of the question asked before the pause."""
+        self._early_p: float | None = None
         self._judged: tuple[str, bool | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        if smart is not None:
+            detector.listeners.append(self._before_pause)
 
     def _complete(self, transcript: str) -> bool | None:
         if self.completeness is None:
@@ -108,7 +122,9 @@ class CombinedPolicy(EndOfTurnPolicy):
             self._judged = (transcript, self.completeness(transcript))
         return self._judged[1]
 
-    def _ask(self, pause: int) -> None:
+    def _ask(self, pause: int, early: tuple[int, float] | None = None) -> None:
+        """Ask the model about the turn's audio so far, for pause number ``pause``
+        (``early``: asked before that pause, for its expected end)."""
         smart = self.smart
         if smart is None:
             return
@@ -116,21 +132,44 @@ class CombinedPolicy(EndOfTurnPolicy):
 
         async def run() -> None:
             p = await smart.predict(audio, self.deadline_ms)
-            if p is not None and self._pause == pause:
+            if p is None:
+                return
+            if early is not None:
+                if self._early != early:
+                    return  # the voice came back: a newer question replaced it
+                self._early_p = p
+            if self._pause == pause:
                 self._p = p
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _before_pause(self) -> None:
+        """Per frame (detector hook): ask early once the voice has gone quiet."""
+        end = self.detector.quiet_end()
+        if end is None:
+            return
+        early = (self.detector.pauses + 1, end)
+        if early != self._early:
+            self._early, self._early_p = early, None
+            self._ask(early[0], early)
+
     def _listen(self) -> None:
         d = self.detector
         if d.pauses != self._pause:
             self._pause, self._asked, self._p = d.pauses, set(), None
-        for at in (0.0, *SMART_TURN_SCHEDULE_MS):
+            if self._early == (d.pauses, d.speech_end_ms):
+                self._asked.add(0.0)  # answered (or being answered) before the pause
+                self._p = self._early_p
+        if 0.0 not in self._asked:
+            self._asked.add(0.0)
+            self._ask(self._pause)
+        for at in SMART_TURN_SCHEDULE_MS:
             if at not in self._asked and d.silence_ms >= at:
                 self._asked.add(at)
-                self._ask(self._pause)
+                if reask(self._p):
+                    self._ask(self._pause)
 
     def required_silence_ms(self, transcript: str | None) -> float:
         self._listen()

@@ -32,6 +32,18 @@ its first call at the pause itself: with more of the pause behind it the model i
 that a finished turn is finished (on the shared recordings the share of turn ends it
 calls finished goes from 84 % at the pause to 93 % at 300 ms), so a turn that sounded
 unfinished at first can still end before its slow window."""
+REASK_BELOW = 0.9
+"""The model is asked again only while its latest verdict is below this (or missing): a
+verdict of 0.9 already puts the window within a tenth of its class's range of the fast
+end, and a re-ask at 200 ms of silence lands just when the first clause is being
+synthesized, on the same two cores.  On the replayed shared recordings the decisions are
+the same at every setting swept, with 276 re-asks instead of 1007
+(``benchmarks/eot_bench.py``, 2026-12-01)."""
+
+
+def reask(latest: float | None) -> bool:
+    """Ask the model again at the next scheduled silence, given its latest verdict?"""
+    return latest is None or latest < REASK_BELOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ def sweeps(
         "smart_turn@200": [smart_turn(t, 200.0) for t in THRESHOLDS],
         "combined_text": [combined(k, text_w, audio=False) for k in SCALES],
         "combined_v1": [combined(k, w, listing=False) for k in SCALES],
+        "combined_asked_at_pause": [combined(k, w, live=False) for k in SCALES],
         "combined": [combined(k, w) for k in SCALES],
     } | extra
 
@@ -145,6 +146,9 @@ def summary(
             },
             "default_combined": point(evaluate(recs, combined(1.0, w))),
             "previous_default_combined_v1": point(evaluate(recs, combined(1.0, w, listing=False))),
+            "previous_default_combined_asked_at_pause": point(
+                evaluate(recs, combined(1.0, w, live=False))
+            ),
             "default_combined_without_smart_turn": point(
                 evaluate(recs, combined(1.0, text_w, audio=False))
             ),

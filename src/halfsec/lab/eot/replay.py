@@ -5,7 +5,8 @@ Per pause: when the detector saw it (``at_ms``), its estimate of where speech st
 (``end_ms``), when speech resumed (``resume_ms``, None for the last), the speculative
 final transcript the session would have asked for at that moment (Whisper on the turn's
 audio up to the pause) with its compute time, the domain's verdict on it, and Smart
-Turn's probability with its compute time.  A policy is then a pure function of these,
+Turn's probability with its compute time (at the pause, again as it lasts, and before it
+when the voice went quiet there: ``Pause.early``).  A policy is then a pure function of these,
 so every window and threshold can be swept without decoding again
 (``lab/eot/simulate.py``)."""
 
@@ -45,6 +46,11 @@ class Pause:
     audio: list[list[float]] = field(default_factory=list)
     """Smart Turn verdicts ``[asked_at_ms, probability, compute_ms]``, one per
     ``SMART_TURN_SCHEDULE_MS`` moment the pause lasted to."""
+    early: list[float] = field(default_factory=list)
+    """The verdict asked before the pause, once the voice went quiet
+    (``TurnDetector.quiet_end``) at this pause's estimated end, as the runtime's
+    combined policy asks it: ``[asked_at_ms, probability, compute_ms]``; empty when the
+    pause ended speech elsewhere (the runtime then asks at the pause)."""
 
 
 @dataclass
@@ -70,14 +76,21 @@ def detect_pauses(pcm: np.ndarray, turn: TurnOptions) -> tuple[float, list[Pause
     det = TurnDetector(turn)
     onset: float | None = None
     pauses: list[Pause] = []
+    quiet: tuple[float, float] | None = None  # (asked at, estimated end), as the runtime
     for frame in frames_of(pcm):
         for ev in det.process(frame):
             if ev.kind == "start" and onset is None:
                 onset = ev.speech_ms
             elif ev.kind == "pause":
-                pauses.append(Pause(at_ms=ev.audio_ms, end_ms=ev.speech_ms, resume_ms=None))
+                p = Pause(at_ms=ev.audio_ms, end_ms=ev.speech_ms, resume_ms=None)
+                if quiet is not None and quiet[1] == ev.speech_ms:
+                    p.early = [quiet[0]]
+                pauses.append(p)
             elif ev.kind == "resume" and pauses:
                 pauses[-1].resume_ms = ev.audio_ms
+        end = det.quiet_end()
+        if end is not None and (quiet is None or quiet[1] != end):
+            quiet = (det.pos_ms, end)
     return (onset or 0.0), pauses
 
 
@@ -119,6 +132,9 @@ async def replay(
             for ask in ask_times(p):
                 prob = smart.probability(pcm[s : int(ask * per_ms)])
                 p.audio.append([ask, prob, smart.last_ms])
+            if p.early:
+                prob = smart.probability(pcm[s : int(p.early[0] * per_ms)])
+                p.early += [prob, smart.last_ms]
     return Replayed(
         rec.name,
         rec.set,

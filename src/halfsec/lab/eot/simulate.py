@@ -21,7 +21,7 @@ from halfsec.lab.eot.replay import Pause, Replayed
 from halfsec.measure.percentile import percentile
 from halfsec.turn.end_of_turn import TranscriptAwarePolicy
 from halfsec.turn.options import TurnOptions
-from halfsec.turn.policy import Evidence, Windows, required_silence
+from halfsec.turn.policy import Evidence, Windows, reask, required_silence
 
 Need = Callable[[Evidence], float]
 PACE_MIN_PAUSE_MS = 100.0
@@ -39,6 +39,8 @@ class Policy:
     pace: Callable[[float, tuple[float, ...]], float] | None = None
     """Adapts ``need``'s answer to the user's pace: it gets the lengths (ms) of the
     pauses the user already made in this turn."""
+    live_asks: bool = False
+    """Smart Turn asked as the runtime's combined policy asks it (``verdicts``)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,25 @@ class Point:
         return self.premature / self.turns if self.turns else 0.0
 
 
-def evidence_at(p: Pause, t: float, first_only: bool = False) -> Evidence:
+def verdicts(p: Pause, live: bool) -> list[list[float]]:
+    """The model's verdicts in a pause as a policy gets them.  ``live``: as the runtime's
+    combined policy asks (``turn/combined.py``): the first before the pause when the voice
+    went quiet at its end (``Pause.early``), and again at a scheduled silence only while
+    the latest verdict heard by then is unsure (``turn.policy.reask``)."""
+    if not live:
+        return p.audio
+    out = [p.early] if p.early else p.audio[:1]
+    for asked, prob, ms in p.audio[1:]:
+        heard = [v[1] for v in out if v[0] + v[2] <= asked]
+        if reask(heard[-1] if heard else None):
+            out.append([asked, prob, ms])
+    return out
+
+
+def evidence_at(p: Pause, t: float, first_only: bool = False, live: bool = False) -> Evidence:
     ready = t >= p.at_ms + p.stt_ms
-    heard = [prob for asked, prob, ms in p.audio[: 1 if first_only else None] if asked + ms <= t]
+    asked = p.audio[:1] if first_only else verdicts(p, live)
+    heard = [prob for at, prob, ms in asked if at + ms <= t]
     return Evidence(
         transcript=p.transcript if ready else None,
         complete=p.complete if ready else None,
@@ -74,7 +92,7 @@ def fires_at(
     (``before``: the turn's earlier pauses, ms)."""
     t = p.at_ms
     while t < until:
-        ev = evidence_at(p, t, policy.first_verdict_only)
+        ev = evidence_at(p, t, policy.first_verdict_only, policy.live_asks)
         need = policy.need(ev)
         if policy.pace is not None:
             need = policy.pace(need, before)
@@ -151,10 +169,14 @@ def smart_turn(threshold: float, base_ms: float = 200.0, stop_ms: float = 3000.0
     return Policy(f"smart_turn@{base_ms:.0f}", threshold, need, False, first_verdict_only=True)
 
 
-def combined(k: float, w: Windows, audio: bool = True, listing: bool = True) -> Policy:
+def combined(
+    k: float, w: Windows, audio: bool = True, listing: bool = True, live: bool = True
+) -> Policy:
     """``turn.policy.required_silence`` with every window times ``k``; ``audio=False``
     ignores the audio model (transcript and domain only); ``listing=False`` is the first
-    version, which took a domain-complete transcript ending on a comma as complete."""
+    version, which took a domain-complete transcript ending on a comma as complete;
+    ``live=False`` asks the model at the pause and at every scheduled silence (the
+    runtime until stop 10) instead of as the runtime asks now (``verdicts``)."""
     ws = w.scaled(k)
 
     def need(ev: Evidence) -> float:
@@ -163,7 +185,11 @@ def combined(k: float, w: Windows, audio: bool = True, listing: bool = True) -> 
         return required_silence(ev, ws, listing)
 
     name = "combined" if audio else "combined_text"
-    return Policy(name if listing else f"{name}_v1", k, need, True)
+    if not listing:
+        name += "_v1"
+    elif audio and not live:
+        name += "_asked_at_pause"
+    return Policy(name, k, need, True, live_asks=audio and listing and live)
 
 
 def paced(k: float, w: Windows, mode: str, amount: float) -> Policy:
