@@ -165,7 +165,7 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
             )
         rec = make_record(item, pcm, run)
         return split(run, rec, None)
-    opt = BrowserOptions()
+    opt = BrowserOptions(niceness=_NICE[0])
     pr = await run_page(page_url(url), pcm, transport, opt)
     rec = browser_record(item, pcm, pr, transport, opt.lead_s)
     if rec.get("input_offset_ms") is not None:
@@ -180,6 +180,8 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
     row["output_latency_ms"] = pr.export.get("output_latency_ms")
     row["input_offset_ms"] = rec.get("input_offset_ms")
     row["input_match"] = rec.get("input_match")
+    for k in ("rtc_sent_to_track_ms", "rtc_track_to_audible_ms"):
+        row[k] = rec.get(k)
     bounds = voiced_bounds(pcm)
     if rec.get("ref_end_ms") is not None and rec.get("input_offset_ms") is not None and bounds:
         # The reference end on what the page captured vs on the file, where it landed.
@@ -189,6 +191,7 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
     return row
 
 
+_NICE = [0]
 _CAPTURED: dict[str, np.ndarray] = {}
 KEYS = (
     "v2v_ms",
@@ -204,6 +207,8 @@ KEYS = (
     "client_cpu_pct",
     "network_buffer_ms",
     "neteq_delay_ms",
+    "rtc_sent_to_track_ms",
+    "rtc_track_to_audible_ms",
 )
 
 
@@ -221,7 +226,15 @@ async def main() -> int:
     ap.add_argument("--transport", default="websocket,webrtc")
     ap.add_argument("--clients", default="python,browser,replay")
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run Chromium under nice N (a lab knob: how much of the gap is CPU contention "
+        "with the server on this box)",
+    )
     args = ap.parse_args()
+    _NICE[0] = args.browser_nice
     items = builtin_corpus().items[: args.limit]
     rows: list[dict[str, Any]] = []
     async with ServerProcess() as server:

@@ -9,9 +9,11 @@ record has the bench's schema.  Chromium is always killed by the client (and che
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from halfsec.measure.stages import STAGES
 from halfsec.runtime.engines import Engines
 from halfsec.server.app import ServerOptions, VoiceServer
 from halfsec.server.page import STATIC_DIR, add_routes
+from halfsec.wire.realtime_audio import FRAME_TICKS, PacedOpusOut
 
 
 @contextlib.asynccontextmanager
@@ -136,6 +139,10 @@ async def _browser_turn(
         assert rec["upload_rate"] is None  # the microphone track carries the audio
         # Chromium's jitter buffer reported on the reply it played.
         assert rec["neteq_delay_ms"] is not None and 0 <= rec["neteq_delay_ms"] < 2000
+        # The page saw NetEq hand the reply's first packet to the track, after the
+        # server sent it and before its first audible sample (the probe's order).
+        assert 0 < rec["rtc_sent_to_track_ms"] < 1000, rec
+        assert -5 < rec["rtc_track_to_audible_ms"] < 1000, rec
 
     # Voice-to-voice on the page's clock, and its stages, telescoped like the bench's.
     v2v = rec["v2v_ms"]
@@ -300,3 +307,36 @@ async def test_browser_over_webrtc_through_the_net_lab(
     """The page is loaded through the bench's signaling proxy, which rewrites offer and
     answer so the media crosses UDP relay A or B in each direction."""
     await _browser_turn_over_net(engines, rows, speech_dir, tmp_path, "webrtc")
+
+
+async def test_a_webrtc_reply_starts_with_a_burst_on_a_back_dated_grid() -> None:
+    """WebRTC replies start with ``talkspurt_frames`` frames at once (Chromium's NetEq
+    plays nothing after a silence until it holds half its target delay): their ``pts``
+    is as if they had left on time before (none looks early to the receiver, which
+    would raise its target), and the rest follow every 20 ms after the last of them."""
+    out = PacedOpusOut(16_000, talkspurt_frames=3)
+    first = await out.next_slot(continuous=True)  # the session's first (silent) packet
+    t_origin = time.monotonic_ns()  # its pts is 0
+    t_put = 0
+
+    async def put_later() -> None:
+        nonlocal t_put
+        await asyncio.sleep(0.2)  # a silence: longer than the burst's back-dating
+        t_put = time.monotonic_ns()
+        out.put(1, np.full(16_000 * 100 // 1000, 1000, np.int16))  # 5 frames
+
+    task = asyncio.create_task(put_later())  # queued while the sender waits, as live
+    slots, times = [], []
+    for _ in range(5):
+        slots.append(await asyncio.wait_for(out.next_slot(), 1))
+        times.append(time.monotonic_ns())
+    await task
+    assert [s.turn_id for s in slots] == [1] * 5 and slots[0].first_of_turn
+    assert [s.pts - slots[0].pts for s in slots] == [i * FRAME_TICKS for i in range(5)]
+    at = [(t - t_put) / 1e6 for t in times]
+    assert max(at[:3]) < 10.0, at  # the burst: at once
+    gaps = np.diff(at[2:])
+    assert all(15.0 < g < 25.0 for g in gaps), at  # then real time
+    # The burst's last frame carries "now": the first is back-dated by 2 frames.
+    assert first.pts == 0
+    assert abs(slots[2].pts / 48 - (t_put - t_origin) / 1e6) < 5.0, slots[2].pts / 48

@@ -120,7 +120,8 @@ class WebRtcConnection(ClientConnection):
         self.open_voice_session(opus_input=True)
         assert self.inbound is not None
         self.audio_in: InboundAudio = self.inbound
-        self.out = PacedOpusOut(services.config.audio.output_rate)
+        # A reply's first 3 frames leave at once (``PacedOpusOut.talkspurt_frames``).
+        self.out = PacedOpusOut(services.config.audio.output_rate, talkspurt_frames=3)
         self.paced_out = self.out
         self.track = ReplyTrack(self.out, self.is_cancelled, self._on_packet_sent)
         self.channel: RTCDataChannel | None = None

@@ -154,8 +154,20 @@ class OutFrame:
 class PacedOpusOut:
     """Reply audio -> Opus packets released in real time, one per 20 ms slot."""
 
-    def __init__(self, in_rate: int, expected_loss_pct: int = 5, bitrate: int = 24_000) -> None:
+    def __init__(
+        self,
+        in_rate: int,
+        expected_loss_pct: int = 5,
+        bitrate: int = 24_000,
+        talkspurt_frames: int = 1,
+    ) -> None:
         self.in_rate = in_rate
+        self.talkspurt_frames = talkspurt_frames
+        """Frames sent at once when a reply starts after silence, on a grid back-dated by
+        the others (their ``pts`` as if sent on time, so none looks early to the
+        receiver).  WebRTC sets 3: Chromium's NetEq keeps concealing after a silence until
+        it holds half its target delay (``PostponeDecode``), so a reply paced from its
+        first packet waited ~40 ms there before any of it played."""
         self.enc_rate = in_rate if in_rate in OPUS_RATES else RTP_CLOCK
         self._rs = FrameResampler(in_rate, self.enc_rate) if self.enc_rate != in_rate else None
         self.frame_samples = self.enc_rate * FRAME_MS // 1000
@@ -270,7 +282,7 @@ class PacedOpusOut:
                     self._wake.clear()
                     # Sleep until audio is queued; it leaves on a grid anchored then.
                     await self._wake.wait()
-                    self._anchor(time.monotonic_ns())
+                    self._anchor(time.monotonic_ns() - (self.talkspurt_frames - 1) * _FRAME_NS)
                 continue
             tid, pcm = item
             first = tid != self._last_turn

@@ -39,6 +39,7 @@ from halfsec.lab.netem.path import NetPath
 from halfsec.lab.netem.rtc_path import SignalingProxy
 from halfsec.measure.audible import AUDIBLE_DBFS
 from halfsec.measure.percentile import percentile
+from halfsec.trace.names import MARK_AUDIO_SENT
 
 
 @asynccontextmanager
@@ -116,9 +117,33 @@ def browser_record(
         rec["neteq_delay_ms"] = round(1000 * float(rtc["jitterBufferDelay"]) / emitted, 2)
         target = rtc.get("jitterBufferTargetDelay")
         rec["neteq_target_ms"] = round(1000 * float(target) / emitted, 2) if target else None
+    rec.update(neteq_onset(ex))
     wait = percentile([float(s) - float(c) for c, s in ex.get("uploads") or []], 50)
     rec["upload_wait_p50_ms"] = round(wait, 2) if wait is not None else None
     return rec
+
+
+def neteq_onset(export: dict[str, Any]) -> dict[str, float]:
+    """WebRTC: the reply's network+buffer split where Chromium's NetEq handed its first
+    packet to the track (the page's ``delivered`` probe, its synchronization source's
+    own delivery time; page clock, ms): ``rtc_sent_to_track_ms`` (server send -> NetEq
+    played it: the network and the jitter buffer's hold) and ``rtc_track_to_audible_ms``
+    (-> first audible sample on the page's clock: WebAudio's MediaStream source)."""
+    turns = [t for t in export.get("turns") or [] if t.get("delivered")]
+    if not turns:
+        return {}
+    t, out = turns[-1], {}
+    d = t["delivered"]
+    # The source's own timestamp (performance timeline) is when NetEq delivered the
+    # audio; the poll that saw it ran up to a few ms later.
+    at = float(d["seen_ms"]) + float(d["src_timestamp"]) - float(d["time_origin_ms"])
+    at -= float(d["perf_ms"])
+    sent = (t.get("marks") or {}).get(MARK_AUDIO_SENT)
+    if sent is not None:
+        out["rtc_sent_to_track_ms"] = round(at - float(sent), 2)
+    if t.get("first_audible_ms") is not None:
+        out["rtc_track_to_audible_ms"] = round(float(t["first_audible_ms"]) - at, 2)
+    return out
 
 
 async def run_browser_recording(

@@ -51,6 +51,8 @@ class BrowserOptions:
     settle_s: float = 0.4
     start_timeout_s: float = 30.0
     extra_flags: list[str] = field(default_factory=list)
+    niceness: int = 0
+    """``nice`` for Chromium's processes (``Chromium.niceness``; a lab knob)."""
     # What the bench does with a page run (``lab.bench.browser``): one options object
     # for the whole browser run, as ``halfsec bench --client browser`` has one.
     audible_dbfs: float = AUDIBLE_DBFS
@@ -162,7 +164,9 @@ async def run_page(
         # Trailing silence outlasts the whole wait, so the looping file never repeats
         # the speech into the conversation; the last 0.5 s is the loop's seam.
         wav = fake_mic_wav(pcm, Path(tmp) / "mic.wav", opt.lead_s, opt.max_tail_s + 10.0)
-        async with Chromium(wav, opt.chromium, opt.extra_flags, opt.start_timeout_s) as cdp:
+        async with Chromium(
+            wav, opt.chromium, opt.extra_flags, opt.start_timeout_s, opt.niceness
+        ) as cdp:
             export = await _drive_page(cdp, url, transport, speech_s, opt)
             if screenshot_path is not None:
                 await screenshot(cdp, screenshot_path)

@@ -149,6 +149,7 @@ async function openWebRTC() {
     // is for unknown networks; 0 asks for the least delay that its jitter estimate allows.
     if ("jitterBufferTarget" in e.receiver) e.receiver.jitterBufferTarget = 0;
     else if ("playoutDelayHint" in e.receiver) e.receiver.playoutDelayHint = 0;
+    S.rtcReceiver = e.receiver;
     const remote = e.streams[0] || new MediaStream([e.track]);
     // Chrome only pulls remote WebRTC audio into WebAudio while a media element plays it.
     const el = new Audio();
@@ -214,6 +215,30 @@ async function openWebRTC() {
       pc.close();
     },
   };
+}
+
+// WebRTC: when Chromium's jitter buffer (NetEq) hands the reply's first packet to the
+// track, seen through the receiver's synchronization source (its rtpTimestamp reaches the
+// one `reply.audio` named).  Splits network+buffer into "until NetEq played it" and "from
+// the track to the audio clock" (WebAudio's MediaStream source).  Polled every ~2 ms
+// only until it is seen (at most 1 s), so it costs nothing between replies.
+function watchDelivery(turn, rtpTs) {
+  const rx = S.rtcReceiver;
+  if (!rx || !rx.getSynchronizationSources) return;
+  const t0 = performance.now();
+  const poll = () => {
+    if (!S || !S.running || performance.now() - t0 > 1000) return;
+    for (const src of rx.getSynchronizationSources()) {
+      // RTP timestamps wrap at 2^32: "at or past" is a difference below half the range.
+      if (((src.rtpTimestamp - rtpTs) >>> 0) < 0x80000000) {
+        turn.delivered = { seen_ms: pageNow(), rtp_timestamp: src.rtpTimestamp, src_timestamp: src.timestamp,
+          perf_ms: performance.now(), time_origin_ms: performance.timeOrigin };
+        return;
+      }
+    }
+    setTimeout(poll, 2);
+  };
+  poll();
 }
 
 // NTP-style: of n sequential pings, the one with the smallest round trip fixes the offset.
@@ -492,6 +517,7 @@ function onEvent(ev) {
       break;
     case "reply.audio":
       if (S.play.rtcGain) S.play.rtcGain.gain.value = 1; // a new reply after an interruption
+      if (ev.rtp_timestamp !== undefined && !turn.delivered) watchDelivery(turn, ev.rtp_timestamp);
       // WebRTC: the server announces each turn's first reply packet (no HSA1 header).
       if (S.clock) turn.marks[SPAN.audio_sent] = turn.marks[SPAN.audio_sent] ?? serverToPage(ev.t_server_ns);
       break;
