@@ -1,6 +1,7 @@
 """Where the browser page's endpointing differs from the Python client's, turn by turn.
 
-    python benchmarks/browser_gap.py --limit 8 [--transport websocket,webrtc] [--json OUT]
+    python benchmarks/browser_gap.py --limit 8 [--transport websocket,webrtc]
+        [--clients python,browser,replay] [--browser-nice N] [--json OUT]
 
 One ``halfsec serve`` (default config); each built-in recording goes through the Python
 client and then through the page in real Chromium, over each transport, back to back.
@@ -18,7 +19,9 @@ sample 0):
 The page also stamps each upload chunk (capture time of its last sample, send time;
 ``uploads`` in its export), so ``lag`` is split into ``capture->send`` and the rest.
 Reported: per-turn rows and per client/transport medians (``halfsec.measure.percentile``),
-with the v2v p50 the issue's target is about.
+with the v2v p50 the issue's target is about, and ``page_vs_python`` per transport: the
+page's v2v p50 minus the Python client's over the recordings both answered (the done-when
+line: within +40 ms) and the paired per-recording differences.
 """
 
 from __future__ import annotations
@@ -251,10 +254,36 @@ async def main() -> int:
         for client in args.clients.split(","):
             sel = [r for r in rows if r["transport"] == transport and r["client"] == client]
             summary[f"{client}/{transport}"] = {"n": len(sel)} | {k: med(sel, k) for k in KEYS}
+    gap = {t: page_gap(rows, t) for t in args.transport.split(",")}
     print(json.dumps(summary, indent=1))
+    print(json.dumps({"page_vs_python": gap}, indent=1))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "p50": summary}, indent=1))
+        meta = {"limit": args.limit, "browser_nice": args.browser_nice, "clients": args.clients}
+        out = {"meta": meta, "rows": rows, "p50": summary, "page_vs_python": gap}
+        args.json.write_text(json.dumps(out, indent=1))
     return 0
+
+
+def page_gap(rows: list[dict[str, Any]], transport: str) -> dict[str, Any]:
+    """The issue's line: the page's v2v p50 minus the Python client's on the same
+    recordings (answered by both), and the paired per-recording differences."""
+    by: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["transport"] == transport and r.get("v2v_ms") is not None and r.get("ok"):
+            by.setdefault(r["file"], {})[r["client"]] = float(r["v2v_ms"])
+    both = {f: v for f, v in by.items() if "python" in v and "browser" in v}
+    page = percentile([v["browser"] for v in both.values()], 50)
+    py = percentile([v["python"] for v in both.values()], 50)
+    diffs = {f: round(v["browser"] - v["python"], 1) for f, v in sorted(both.items())}
+    return {
+        "n": len(both),
+        "python_v2v_p50_ms": _round(py),
+        "page_v2v_p50_ms": _round(page),
+        "gap_p50_ms": _round(page - py) if page is not None and py is not None else None,
+        "paired_diff_p50_ms": _round(percentile(list(diffs.values()), 50)),
+        "paired_diff_ms": diffs,
+        "target_ms": 40.0,
+    }
 
 
 if __name__ == "__main__":
