@@ -1,7 +1,7 @@
 """Where the browser page's endpointing differs from the Python client's, turn by turn.
 
     python benchmarks/browser_gap.py --limit 8 [--transport websocket,webrtc]
-        [--clients python,browser,replay] [--browser-nice N] [--json OUT]
+        [--clients python,browser,replay] [--browser-nice N] [--page-processing] [--json OUT]
 
 One ``halfsec serve`` (default config); each built-in recording goes through the Python
 client and then through the page in real Chromium, over each transport, back to back.
@@ -168,7 +168,7 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
             )
         rec = make_record(item, pcm, run)
         return split(run, rec, None)
-    opt = BrowserOptions(niceness=_NICE[0])
+    opt = BrowserOptions(niceness=_NICE[0], processing=_PROCESSING[0])
     pr = await run_page(page_url(url), pcm, transport, opt)
     rec = browser_record(item, pcm, pr, transport, opt.lead_s)
     if rec.get("input_offset_ms") is not None:
@@ -195,6 +195,7 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
 
 
 _NICE = [0]
+_PROCESSING = [False]
 _CAPTURED: dict[str, np.ndarray] = {}
 KEYS = (
     "v2v_ms",
@@ -236,8 +237,15 @@ async def main() -> int:
         help="run Chromium under nice N (a lab knob: how much of the gap is CPU contention "
         "with the server on this box)",
     )
+    ap.add_argument(
+        "--page-processing",
+        action="store_true",
+        help="the page's getUserMedia echoCancellation/noiseSuppression/autoGainControl on "
+        "(the page's own default for users; the bench runs them off)",
+    )
     args = ap.parse_args()
     _NICE[0] = args.browser_nice
+    _PROCESSING[0] = args.page_processing
     items = builtin_corpus().items[: args.limit]
     rows: list[dict[str, Any]] = []
     async with ServerProcess() as server:
@@ -258,7 +266,12 @@ async def main() -> int:
     print(json.dumps(summary, indent=1))
     print(json.dumps({"page_vs_python": gap}, indent=1))
     if args.json:
-        meta = {"limit": args.limit, "browser_nice": args.browser_nice, "clients": args.clients}
+        meta = {
+            "limit": args.limit,
+            "browser_nice": args.browser_nice,
+            "page_processing": args.page_processing,
+            "clients": args.clients,
+        }
         out = {"meta": meta, "rows": rows, "p50": summary, "page_vs_python": gap}
         args.json.write_text(json.dumps(out, indent=1))
     return 0
