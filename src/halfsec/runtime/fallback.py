@@ -66,6 +66,18 @@ SOURCE_FILLER = "filler"
 
 Templates = Callable[[Understanding], list[str]]
 
+FALLBACK_NICE = 5
+"""Nice value of the backup recognizer's thread (PocketSphinx; Linux, per thread).  It
+decodes a faulted turn's whole audio at once when the final is late and no partial came
+(~0.15-0.25 CPU s for 2 s of speech), and on 2 cores that burst landed on the healthy
+session beside it: its Whisper final took 180 ms instead of 75 (``fault_bench.py
+--workers 2 --fault stt.stall:5s``, per-turn breakdown, 2026-12-01).  The faulted turn
+has a fault's budget (p95 <= 1000 ms) and the healthy one its own (+50 ms), so the
+fallback yields: at nice 5 (scheduler weight 335 against 1024) a healthy decode on the
+same core gets three quarters of it.  Not lower: at nice 10 (weight 110) a busy box
+(other tests running) starved it past its own 450 ms deadline, and the faulted turn got
+the apology instead of an answer."""
+
 REMOTE_ENGINES = frozenset({"openai"})
 """Engines that run on another machine: they fail the ways a network does (a server
 down, a request that never comes back), which a local model on this machine does not."""
@@ -116,7 +128,11 @@ class FallbackEngines:
 
     def warmup(self, primary_tts: TTSEngine) -> None:
         """Warm the fallback engines and render the apology (in the primary voice when
-        it can render offline, else espeak-ng's)."""
+        it can render offline, else espeak-ng's); a local backup recognizer is set to
+        decode at ``FALLBACK_NICE``."""
+        lower = getattr(self.stt, "lower_priority", None)
+        if lower is not None:
+            lower(FALLBACK_NICE)
         for engine in (self.stt, self.tts):
             if engine is not None:
                 engine.warmup()

@@ -31,14 +31,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from halfsec.stt.lane_load import LANE_LOAD, DecodeShed, LaneLoad
+from halfsec.stt.lane_threads import inference_executor
 from halfsec.stt.native_caches import bound_onednn_cache
 
 log = logging.getLogger(__name__)
@@ -47,27 +46,9 @@ M = TypeVar("M")
 T = TypeVar("T")
 
 
-def inference_executor(name: str, nice: int = 0) -> concurrent.futures.ThreadPoolExecutor:
-    """One worker thread: decodes run one at a time, in order, off the event loop.
-
-    ``nice`` > 0 sets the worker's nice value, i.e. lowers its CPU priority (Linux:
-    per thread; where that is not permitted the worker runs at normal priority).  Threads created
-    from the worker inherit it, which is why a model meant to run at low priority must be
-    *loaded* on its worker (CTranslate2 starts its compute threads at load time).  Used
-    for background work such as partial transcripts, which must yield the CPU to the
-    final decode and TTS on a 2-core machine rather than halve their speed.
-    """
-
-    def lower_priority() -> None:
-        if nice > 0 and hasattr(os, "setpriority"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            except OSError:  # not permitted here: run at normal priority
-                pass
-
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix=f"halfsec-stt-{name}", initializer=lower_priority
-    )
+class DecodeAbandoned(Exception):
+    """A job found (``ReplaceableLane.wanted``) that nobody waits for it any more and did
+    not decode."""
 
 
 class _Worker(Generic[M]):
@@ -246,7 +227,7 @@ class ReplaceableLane(Generic[M]):
             self._replace(self._active)  # never queue behind a decode nobody waits for
         elif running is not None and self._standby_ready() and self._long(running):
             self._swap(self._active)  # nor behind a long one, with a warm spare at hand
-            self.overflows += 1
+            self._moved(running, 0.0)
         self._dispatch(job, loop)
         if running is not None and job.worker is running.worker and self.busy_after_s:
             # Queued behind a decode that is not long yet: look again once it would be.
@@ -292,7 +273,20 @@ class ReplaceableLane(Generic[M]):
             and self._standby_ready()
         ):
             self._swap(worker)
-            self.overflows += 1
+            self._moved(running, time.monotonic() - job.submitted)
+
+    def _moved(self, running: _Job, waited_s: float) -> None:
+        """Count (and log: the fault bench reads these lines) a queue moved to a spare."""
+        self.overflows += 1
+        ran = time.monotonic() - (running.started or time.monotonic())
+        log.info(
+            "STT lane %s: a decode moved to a spare after waiting %.0f ms behind one "
+            "running for %.0f ms (%d moved so far)",
+            self.name,
+            waited_s * 1000.0,
+            ran * 1000.0,
+            self.overflows,
+        )
 
     def _reap(self) -> None:
         """Jobs whose decode ended without being settled (their event loop had closed: one
@@ -343,6 +337,16 @@ class ReplaceableLane(Generic[M]):
             job.result.set_exception(exc)
         else:
             job.result.set_result(handle.result())
+
+    def wanted(self, future: asyncio.Future[Any]) -> bool:
+        """Does anyone still wait for ``future``'s job?  False once it was abandoned.
+
+        Safe to ask from the worker thread (one attribute read): a job that was held up
+        before its decode began (an injected stall, a page fault storm) asks this and
+        skips a decode whose result nobody will read -- on 2 cores, that decode's ~0.1
+        CPU s would land on whichever healthy turn runs then."""
+        job = self._jobs.get(future)
+        return job is None or not job.abandoned
 
     def abandon(self, future: asyncio.Future[Any]) -> None:
         """Nobody waits for ``future``'s job any more (see the class docstring)."""

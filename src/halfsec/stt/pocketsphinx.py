@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from halfsec.errors import EngineUnavailable
-from halfsec.stt.decode_lanes import inference_executor
 from halfsec.stt.engine import STTEngine, STTStream, Transcript
+from halfsec.stt.lane_threads import inference_executor, lower_thread_priority
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pcm_input import SAMPLE_RATE, as_pcm16
 
@@ -97,6 +97,13 @@ class PocketSphinxEngine(STTEngine):
 
     def submit(self, fn: Any) -> Future[Any]:
         return self._executor.submit(fn)
+
+    def lower_priority(self, nice: int) -> None:
+        """Run every later decode at nice value ``nice`` (lower CPU priority): for the
+        engine as a fallback, whose work must not slow other sessions (see
+        ``runtime.fallback.FALLBACK_NICE``).  PocketSphinx decodes on this one thread
+        and starts no threads of its own, so setting it now covers everything after."""
+        self._executor.submit(lower_thread_priority, nice).result()
 
     def open_stream(self) -> PocketSphinxStream:
         return PocketSphinxStream(self)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from halfsec.stt.decode_lanes import ReplaceableLane
+from halfsec.stt.decode_lanes import DecodeAbandoned, ReplaceableLane
 from halfsec.stt.engine import STTEngine, STTStream, Transcript
 from halfsec.stt.options import STTOptions
 from halfsec.stt.pcm_input import SAMPLE_RATE, as_pcm16
@@ -162,15 +162,23 @@ class WhisperEngine(STTEngine):
         """Schedule a decode on its lane: finals on the final worker, partials on the
         low-priority one."""
         fault = self.fault_hook(final) if self.fault_hook is not None else None
+        lane = self._final_lane if final else self._partial_lane
+        submitted: list[asyncio.Future[Decoded]] = []
 
         def job(decoder: WhisperDecoder) -> Decoded:
             if fault is not None:
                 fault()
+                # A decode held up by a stall and abandoned meanwhile is not run: its
+                # ~0.1 CPU s would only slow whichever healthy turn runs then.
+                if submitted and not lane.wanted(submitted[0]):
+                    raise DecodeAbandoned("nobody waits for this decode any more")
             if final:
                 return decoder.decode(pcm, final=True, short=short)
             return decoder.decode(pcm, final=False)
 
-        return (self._final_lane if final else self._partial_lane).submit(job)
+        future = lane.submit(job)
+        submitted.append(future)
+        return future
 
     def abandon(self, future: asyncio.Future[Decoded], final: bool) -> None:
         """Nobody waits for this decode any more: drop it if queued; a running one that
