@@ -72,6 +72,12 @@ SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 MODES = ("websocket", "twilio")
 V2V_TARGET_MS = 30.0
 WER_TARGET_POINTS = 3.0
+MISLABELLED = "librispeech_1272-128104-0000.flac"
+"""The shared manifest's transcript of this clip is another LibriSpeech sentence ("Mister
+Quilter is the apostle ..."; the audio says "Nor is Mister Quilter's manner less
+interesting than his matter"): ~15 errors in every row that includes it, on both paths.
+It stays in the WER figures (``wer_pct``, the done-when line); ``wer_pct_without_mislabelled``
+is the same pool without it, reported beside, never instead."""
 
 
 def _sentence(item: CorpusItem) -> bool:
@@ -99,6 +105,16 @@ def recordings(limit: int) -> list[tuple[CorpusItem, np.ndarray]]:
     return out
 
 
+def _wer_pct(recs: list[dict[str, Any]]) -> float | None:
+    """Pooled WER (%) as the report counts it: failed turns count as nothing heard."""
+    e = n = 0
+    for r in recs:
+        if r.get("ref_transcript"):
+            de, dn = word_errors(str(r["ref_transcript"]), str(r.get("transcript") or ""))
+            e, n = e + de, n + dn
+    return round(100 * e / n, 2) if n else None
+
+
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
     summary = build_report(recs, default_meta())["summary"]
     acc = summary["accuracy"]
@@ -111,8 +127,17 @@ def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
         "v2v_p95_ms": percentile(v, 95),
         "wer_pct": None if not wer or wer["rate"] is None else round(100 * wer["rate"], 2),
         "wer_words": wer["words"] if wer else 0,
+        "wer_pct_without_mislabelled": _wer_pct(
+            [r for r in recs if Path(str(r.get("file"))).name != MISLABELLED]
+        ),
         "command_acceptance": None if not cmd else cmd["rate"],
         "premature_replies": summary["premature_replies"],
+        # Where the time goes (``halfsec.lab.bench.records`` stages): a slower final shows
+        # in ``stt_ms`` only where the end-of-turn decision had to wait for it.
+        "stages_p50_ms": {
+            k: percentile([r["stages"][k] for r in recs if k in (r.get("stages") or {})], 50)
+            for k in sorted({k for r in recs for k in r.get("stages") or {}})
+        },
         "errors": [r.get("error") for r in recs if not r.get("ok")],
     }
 
@@ -145,12 +170,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     ws, tw = results["websocket"], results["twilio"]
     p50_diff = _diff(tw["v2v_p50_ms"], ws["v2v_p50_ms"])
     wer_diff = _diff(tw["wer_pct"], ws["wer_pct"])
+    key = "wer_pct_without_mislabelled"
+    wer_diff_clean = _diff(tw[key], ws[key])
     checks = {
         "v2v_p50_twilio_minus_websocket_ms": p50_diff,
         "v2v_paired_median_ms": pair["raw"]["median_ms"],
         "v2v_target_le_30ms": None if p50_diff is None else p50_diff <= V2V_TARGET_MS,
         "wer_twilio_minus_websocket_points": wer_diff,
         "wer_target_le_3_points": None if wer_diff is None else wer_diff <= WER_TARGET_POINTS,
+        "wer_without_mislabelled_twilio_minus_websocket_points": wer_diff_clean,
+        "wer_without_mislabelled_target_le_3_points": (
+            None if wer_diff_clean is None else wer_diff_clean <= WER_TARGET_POINTS
+        ),
     }
     meta = default_meta("python " + " ".join(sys.argv))
     meta["loadavg"] = [round(x, 2) for x in os.getloadavg()]

@@ -19,12 +19,16 @@ from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
 from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import (
+    BASE_MIN_WINDOW_S,
     BASE_MODEL_SHA256,
+    BASE_TAIL_PAD_S,
+    PROMPT_CLOSER,
     PhoneWhisperEngine,
+    base_options,
     create_phone_stt,
     phone_model_dir,
 )
-from halfsec.stt.whisper_decoder import WhisperDecoder
+from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
 from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
 
@@ -79,32 +83,69 @@ def test_which_recognizer_calls_get() -> None:
     assert load_config(overrides=["stt.phone_model=base"], environ={}).stt.phone_model == "base"
 
 
-def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -> None:
-    """ "Please call Stella." as a call carries it: tiny.en writes "stellar" (the cue is
-    above 3.4 kHz); the multilingual base, told the language, gets it."""
-    pcm = load_audio(speech_dir / "audio" / "vctk_p226_001.flac")
+def _as_a_call(path: Path) -> np.ndarray:
+    """A recording, speech-trimmed, as the server's recognizer gets it from a call."""
+    pcm = load_audio(path)
     b = voiced_bounds(pcm)
     assert b is not None
     clip = pcm[max(0, b[0] - 4800) : b[1] + 16000]
     narrow = mulaw_decode(mulaw_encode(telephone_band(clip)))
     up = LowDelayResampler(MULAW_RATE, 16_000)  # the server's upsampler for calls
-    pcm16 = np.concatenate([up.process(narrow), up.flush()]).astype(np.int16)
+    return np.concatenate([up.process(narrow), up.flush()]).astype(np.int16)
+
+
+def test_base_options_window_and_prompt() -> None:
+    """Base decodes calls on ``max(7 s, audio + 2 s)`` and its domain prompt ends in a
+    plain sentence; no prompt stays no prompt."""
+    o = base_options(STTOptions(prompt="latte mocha"))
+    assert (o.min_window_s, o.tail_pad_s) == (BASE_MIN_WINDOW_S, BASE_TAIL_PAD_S)
+    assert o.prompt == f"latte, mocha. {PROMPT_CLOSER}"
+    assert base_options(STTOptions()).prompt is None
+    assert base_options(STTOptions(prompt="  ")).prompt == "  "
+    assert base_options(o).prompt == f"{o.prompt} {PROMPT_CLOSER}"  # not idempotent: once
+    dec = WhisperDecoder(base_options(STTOptions(model_path=str(phone_model_dir()))))
+    assert dec._window_s(1.0) == BASE_MIN_WINDOW_S
+    assert dec._window_s(6.5) == 6.5 + BASE_TAIL_PAD_S
+
+
+def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -> None:
+    """ "Please call Stella." as a call carries it: tiny.en writes "stellar" (the cue is
+    above 3.4 kHz); the multilingual base, told the language, gets it."""
     base = WhisperDecoder(STTOptions(model_path=str(phone_model_dir())))
     assert base.model.is_multilingual
-    got = base.decode(pcm16, final=True).text
+    got = base.decode(_as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=True).text
     assert word_errors("Please call Stella.", got)[0] == 0, got
 
 
+def test_the_prompt_closer_keeps_base_writing_sentences(speech_dir: Path, engines: Engines) -> None:
+    """ "in being comparatively modern." over the phone, decoded as calls are (base's
+    window, the domain prompt with its closing sentence): with the bare coffee list as
+    its prompt base wrote "Invying comparatively modern." (it continued the list)."""
+    prompt = engines.stt.options.prompt  # type: ignore[attr-defined]
+    assert prompt
+    opt = base_options(STTOptions(prompt=prompt, model_path=str(phone_model_dir())))
+    got = WhisperDecoder(opt).decode(
+        _as_a_call(speech_dir / "audio" / "ljspeech_LJ001-0002.flac"), final=True
+    )
+    assert word_errors("in being comparatively modern.", got.text)[0] == 0, got.text
+
+
 def test_a_build_with_the_phone_model_carries_it(engines: Engines) -> None:
-    """``stt.phone_model = "base"``: loaded next to tiny.en, with the same deadline for
-    a hung decode; ``same`` (the shared test engines' setting) loads nothing more."""
+    """``stt.phone_model = "base"``: loaded next to tiny.en with the same deadline for a
+    hung decode, base's window and the domain prompt with its closer (tiny.en's options
+    untouched); ``same`` (the default, the shared test engines') loads nothing more."""
+    assert STTOptions().phone_model == "same"
     assert engines.phone_stt is None
     config = load_config(overrides=["stt.phone_model=base"], environ={})
     built = build_engines(config, warmup=False)
     try:
-        assert isinstance(built.phone_stt, PhoneWhisperEngine)
-        assert built.phone_stt.hung_after_ms == config.session.stt_hung_ms
-        assert built.phone_stt.options.prompt == built.stt.options.prompt  # type: ignore[attr-defined]
+        phone = built.phone_stt
+        assert isinstance(phone, PhoneWhisperEngine)
+        assert phone.hung_after_ms == config.session.stt_hung_ms
+        main = built.stt.options  # type: ignore[attr-defined]
+        assert phone.options.prompt == f"{prompt_text(main.prompt)} {PROMPT_CLOSER}"
+        assert (phone.options.min_window_s, phone.options.tail_pad_s) == (7.0, 2.0)
+        assert (main.min_window_s, main.tail_pad_s) == (10.0, 3.0)
     finally:
         for e in (built.stt, built.phone_stt):
             getattr(e, "close", lambda: None)()

@@ -123,7 +123,8 @@ def test_low_delay_resampler_equals_whole_buffer_and_holds_only_its_lookahead(
     for rate_in, rate_out, x, n in ((8_000, 16_000, pcm8, 160), (16_000, 8_000, pcm16, 320)):
         rs = LowDelayResampler(rate_in, rate_out)
         assert rs.delay_samples == 3 * rate_in // 1000  # 3 ms
-        out, fed = [], 0
+        out: list[np.ndarray] = []
+        fed = 0
         for i in range(0, x.size, n):
             chunk = rs.process(x[i : i + n])
             fed += x[i : i + n].size
@@ -199,7 +200,8 @@ def test_phone_sessions_listen_with_lower_vad_thresholds() -> None:
     phone = phone_turn_options(TurnOptions())
     assert (phone.threshold, phone.neg_threshold) == (0.3, 0.2)
     assert phone.silence_ms == TurnOptions().silence_ms
-    low = TurnOptions(threshold=0.25, neg_threshold=0.1)
+    assert phone.preroll_ms == 800.0 > TurnOptions().preroll_ms  # Silero hears onsets late
+    low = TurnOptions(threshold=0.25, neg_threshold=0.1, preroll_ms=900.0)
     assert phone_turn_options(low) == low
 
 

