@@ -66,17 +66,18 @@ SOURCE_FILLER = "filler"
 
 Templates = Callable[[Understanding], list[str]]
 
-FALLBACK_NICE = 5
+FALLBACK_NICE = 10
 """Nice value of the backup recognizer's thread (PocketSphinx; Linux, per thread).  It
-decodes a faulted turn's whole audio at once when the final is late and no partial came
-(~0.15-0.25 CPU s for 2 s of speech), and on 2 cores that burst landed on the healthy
-session beside it: its Whisper final took 180 ms instead of 75 (``fault_bench.py
---workers 2 --fault stt.stall:5s``, per-turn breakdown, 2026-12-01).  The faulted turn
-has a fault's budget (p95 <= 1000 ms) and the healthy one its own (+50 ms), so the
-fallback yields: at nice 5 (scheduler weight 335 against 1024) a healthy decode on the
-same core gets three quarters of it.  Not lower: at nice 10 (weight 110) a busy box
-(other tests running) starved it past its own 450 ms deadline, and the faulted turn got
-the apology instead of an answer."""
+decodes a faulted turn's whole audio at once when the final is late or failed and no
+partial came (~90 ms of CPU per second of speech), and on 2 cores that burst landed on
+the healthy session beside it: its Whisper final took 140-180 ms instead of 75
+(``fault_bench.py --workers 2``, per-turn breakdown, 2026-12-01).  The faulted turn has a
+fault's budget (p95 <= 1000 ms) and the healthy one its own (+50 ms), so the fallback
+yields: at nice 10 (scheduler weight 110 against 1024) it runs in the gaps of the
+healthy turns' work.  Measured: healthy Δp95 beside stt.stall/stt.error +119.5/-11.7 at
+nice 0 (08:20 run), +14.6/+12.4 at nice 10, +26.6/+128.1 at nice 5 (healthy finals still
+at 140 ms beside a PocketSphinx decode).  The price: on a machine busy for longer than
+the backup's own deadline (450 ms) the faulted turn gets the apology instead."""
 
 REMOTE_ENGINES = frozenset({"openai"})
 """Engines that run on another machine: they fail the ways a network does (a server
