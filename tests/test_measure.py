@@ -20,7 +20,7 @@ from halfsec.audio.timeline import PlaybackTimeline
 from halfsec.measure.audible import AUDIBLE_DBFS, first_audible_sample, is_audible
 from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.measure.stages import STAGES
-from halfsec.measure.v2v import reply_sample, rule_constants, voice_to_voice
+from halfsec.measure.v2v import premature_replies, reply_sample, rule_constants, voice_to_voice
 from halfsec.runtime.file_run import FileRun, TurnRecord
 from halfsec.server.page import CONSTANTS_PATH, STATIC_DIR, add_routes, page_constants
 from halfsec.trace.names import page_span_names
@@ -178,3 +178,42 @@ def test_page_loads_the_constants_before_its_script_and_uses_them() -> None:
     # The page's waterfall telescopes over the same stages, in the same order.
     keys = re.findall(r'^\s*\["(\w+_ms)",', js, re.M)
     assert keys == list(STAGES)
+
+
+def test_a_reply_counts_as_premature_only_when_heard_before_the_end_of_speech() -> None:
+    """One rule for premature replies, the v2v rule's line and audibility: a reply whose
+    silent lead began before the end of speech but which sounded only after it is not
+    premature (its v2v is positive); one that sounded before the end is; and the file
+    runner counts with that rule."""
+    rate = 24_000
+    timeline = PlaybackTimeline(rate, t0_ns=0)
+    silent = np.zeros(int(0.2 * rate), np.int16)
+    loud = np.full(int(0.3 * rate), 8000, np.int16)
+    # Turn 1: silence from 0.9 s, sound from 1.1 s; the speech ends at 1.0 s.
+    timeline.place(silent, t_ns=900_000_000, turn_id=1)
+    timeline.place(loud, t_ns=1_100_000_000, turn_id=1)
+    played = timeline.played
+    end = 16_000  # 1.0 s at 16 kHz
+    assert premature_replies(played, rate, [int(0.9 * rate)], end) == 0
+    v = voice_to_voice(played, rate, end)
+    assert v is not None and v.v2v_ms == pytest.approx(100.0)
+    # The same reply one 150 ms earlier sounds at 0.95 s: heard before the end.
+    early = PlaybackTimeline(rate, t0_ns=0)
+    early.place(silent, t_ns=750_000_000, turn_id=1)
+    early.place(loud, t_ns=950_000_000, turn_id=1)
+    assert premature_replies(early.played, rate, [int(0.75 * rate)], end) == 1
+    # A turn starting after the line is never premature, whatever it holds.
+    assert premature_replies(played, rate, [int(1.1 * rate)], end) == 0
+
+    def summary(tl: PlaybackTimeline, first_s: float) -> dict[str, object]:
+        turn = TurnRecord(
+            1,
+            eot_ns=int(first_s * 1e9) - 50_000_000,
+            first_audio_ns=int(first_s * 1e9),
+            first_audio_sample=int(first_s * rate),
+        )
+        run = FileRun(np.zeros(32_000, np.int16), 0, tl, {1: turn}, (4000, end), [], [])
+        return run.summary()
+
+    assert summary(timeline, 0.9)["premature_replies"] == 0
+    assert summary(early, 0.75)["premature_replies"] == 1

@@ -19,6 +19,7 @@ on its audio clock with the constants it loads from ``/constants.js``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,13 @@ from halfsec import INTERNAL_RATE
 from halfsec.measure.audible import AUDIBLE_DBFS, first_audible_sample
 from halfsec.measure.stages import STAGES
 
-__all__ = ["VoiceToVoice", "reply_sample", "rule_constants", "voice_to_voice"]
+__all__ = [
+    "VoiceToVoice",
+    "premature_replies",
+    "reply_sample",
+    "rule_constants",
+    "voice_to_voice",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,34 @@ def voice_to_voice(
         ref_end_ms=ref_end_sample * 1000.0 / input_rate,
         first_audible_sample=audible,
         first_audible_ms=audible * 1000.0 / rate,
+    )
+
+
+def premature_replies(
+    played: np.ndarray,
+    rate: int,
+    first_samples: Iterable[int],
+    ref_end_sample: int,
+    *,
+    dbfs: float = AUDIBLE_DBFS,
+    input_rate: int = INTERNAL_RATE,
+) -> int:
+    """How many replies were *heard* before the end of speech: the same line and the same
+    audibility test as :func:`voice_to_voice`, so a turn counts as premature exactly when
+    the user could hear it over their own words.
+
+    ``first_samples``: each reply turn's first played sample (at ``rate``).  A turn whose
+    audio began before the line with a silent lead and became audible only after it was not
+    heard early (the reference end can include a trailing breath the pipeline rightly
+    treated as silence); counting its first sample instead would call it premature while
+    its v2v is positive.  Why one function: the file runner and the bench's records both
+    count this, and two spellings of one rule drift apart."""
+    line = reply_sample(ref_end_sample, rate, input_rate)
+    before = played[:line]
+    return sum(
+        1
+        for s in first_samples
+        if s < line and first_audible_sample(before, dbfs, start=s) is not None
     )
 
 

@@ -41,7 +41,7 @@ from halfsec.frames import (
 from halfsec.logic.state import DialogueState
 from halfsec.measure.audible import AUDIBLE_DBFS
 from halfsec.measure.end_of_speech import voiced_bounds
-from halfsec.measure.v2v import reply_sample, voice_to_voice
+from halfsec.measure.v2v import premature_replies, voice_to_voice
 from halfsec.runtime.session import VoiceSession
 
 
@@ -106,14 +106,14 @@ class FileRun:
         rate = self.timeline.rate
         last_voiced = self.voiced[1]
         t_last_ns = self.t0_ns + int(last_voiced * 1e9 / INTERNAL_RATE)
-        start = reply_sample(last_voiced, rate)
-        premature = [
-            x
-            for x in self.turns.values()
-            if x.first_audio_sample is not None and x.first_audio_sample < start
-        ]
-        out["premature_replies"] = len(premature)
         dbfs = AUDIBLE_DBFS if audible_dbfs is None else audible_dbfs
+        out["premature_replies"] = premature_replies(
+            self.timeline.played,
+            rate,
+            [x.first_audio_sample for x in self.turns.values() if x.first_audio_sample is not None],
+            last_voiced,
+            dbfs=dbfs,
+        )
         v = voice_to_voice(self.timeline.played, rate, last_voiced, dbfs=dbfs)
         if v is None or t is None:
             out["errors"].append("no audible reply after the end of speech")

@@ -19,7 +19,7 @@ from halfsec.lab.clients.client_run import ClientRun
 from halfsec.measure.audible import AUDIBLE_DBFS
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import StagePoints, breakdown, dominant_stage
-from halfsec.measure.v2v import reply_sample, voice_to_voice
+from halfsec.measure.v2v import premature_replies, voice_to_voice
 from halfsec.trace import names
 
 RECORD_KEYS: tuple[str, ...] = (
@@ -180,12 +180,13 @@ def make_record(
         return rec
     rate = run.output_rate
     ref_end_ms = bounds[1] * 1000.0 / INTERNAL_RATE
-    ref_sample = reply_sample(bounds[1], rate)
     rec["ref_end_ms"] = round(ref_end_ms, 2)
     first_by_turn: dict[int, int] = {}
     for p in run.packets:
         first_by_turn.setdefault(p.turn_id, p.start_sample)
-    rec["premature_replies"] = sum(1 for s in first_by_turn.values() if s < ref_sample)
+    rec["premature_replies"] = premature_replies(
+        run.timeline.played, rate, first_by_turn.values(), bounds[1], dbfs=audible_dbfs
+    )
 
     v2v = voice_to_voice(run.timeline.played, rate, bounds[1], dbfs=audible_dbfs)
     if v2v is not None and run.error is None:
