@@ -131,9 +131,8 @@ class FallbackEngines:
         """Warm the fallback engines and render the apology (in the primary voice when
         it can render offline, else espeak-ng's); a local backup recognizer is set to
         decode at ``FALLBACK_NICE``."""
-        lower = getattr(self.stt, "lower_priority", None)
-        if lower is not None:
-            lower(FALLBACK_NICE)
+        if self.stt is not None:
+            self.stt.lower_priority(FALLBACK_NICE)
         for engine in (self.stt, self.tts):
             if engine is not None:
                 engine.warmup()

@@ -55,3 +55,9 @@ class STTEngine(ABC):
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Run once before the first turn so the first user does not pay model load."""
+
+    def lower_priority(self, nice: int) -> None:  # noqa: B027 - optional hook
+        """Run later decodes at nice value ``nice`` (lower CPU priority), for an engine
+        serving as a fallback whose work must not slow other sessions
+        (``runtime.fallback.FALLBACK_NICE``).  Engines whose threads this process cannot
+        renice (a remote service) keep the default: nothing to do."""
