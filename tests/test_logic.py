@@ -198,6 +198,69 @@ def test_an_article_glued_to_a_drink_is_split(coffee: DomainLogic) -> None:
     assert coffee.understand("alarm please").slots == {}
 
 
+@pytest.mark.parametrize(
+    ("text", "slots"),
+    [
+        # Whisper tiny.en on the shared orders: one word of a phrase misheard, the
+        # rest of the phrase (the anchor) heard right.
+        (
+            "an iced coffee with brown sugar and a bit of home milk?",
+            {
+                "coffeeDrink": "iced coffee",
+                "sugarAmount": "brown sugar",
+                "milkAmount": "a bit of whole milk",
+            },
+        ),
+        (
+            "Can I get a double, short, medium roast house coffee?",
+            {
+                "numberOfShots": "double shot",
+                "roast": "medium roast",
+                "coffeeDrink": "house coffee",
+            },
+        ),
+        (
+            "a triple shot mocha, over the lot of sugar.",
+            {
+                "numberOfShots": "triple shot",
+                "coffeeDrink": "mocha",
+                "sugarAmount": "a lot of sugar",
+            },
+        ),
+    ],
+)
+def test_one_misheard_word_of_an_anchored_phrase_is_recovered(
+    coffee: DomainLogic, text: str, slots: dict[str, str]
+) -> None:
+    u = coffee.understand(text)
+    assert (u.intent, u.slots) == ("orderDrink", slots), u
+    exact_only = Matcher(load_domain("coffee"), anchored_min_ratio=None).understand(text)
+    assert exact_only.slots != slots  # what the recovery adds, not the exact phrases
+
+
+@pytest.mark.parametrize(
+    ("domain", "text", "slots"),
+    [
+        # No anchor, or too far from the phrase's word: left as heard.
+        ("coffee", "a latte with horn milk", {"coffeeDrink": "latte", "milkAmount": "milk"}),
+        ("coffee", "a latte from home", {"coffeeDrink": "latte"}),
+        ("coffee", "a latte with milk", {"coffeeDrink": "latte", "milkAmount": "milk"}),
+        # A word that is a slot value itself needs stronger evidence to be overridden.
+        (
+            "coffee",
+            "a large iced latte please",
+            {"size": "large", "temperature": "iced", "coffeeDrink": "latte"},
+        ),
+        ("retail", "order eight bulbs", {"quantity": "eight", "product": "light bulbs"}),
+    ],
+)
+def test_anchored_recovery_leaves_other_words_alone(
+    coffee: DomainLogic, retail: DomainLogic, domain: str, text: str, slots: dict[str, str]
+) -> None:
+    engine = coffee if domain == "coffee" else retail
+    assert dict(engine.understand(text).slots) == slots
+
+
 def test_normalize_spells_numbers_and_splits_units() -> None:
     assert normalize("12oz") == ["twelve", "oz"]
     assert normalize("A 12-ounce, Latté!") == ["a", "twelve", "ounce", "latte"]
