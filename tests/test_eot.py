@@ -29,6 +29,7 @@ from halfsec.lab.eot.simulate import (
     verdicts,
 )
 from halfsec.runtime.engines import Engines
+from halfsec.runtime.final_pace import FinalPace
 from halfsec.runtime.ladder import HeardSoFar
 from halfsec.runtime.turn_task import TurnTask
 from halfsec.trace import names
@@ -203,14 +204,26 @@ async def test_combined_policy_asks_smart_turn_at_each_pause(speech_dir: Path) -
 
 
 # -- early start from a partial ------------------------------------------------------------
+def _slow() -> FinalPace:
+    """A machine whose finals are slow: where early start is allowed."""
+    pace = FinalPace()
+    for _ in range(3):
+        pace.record(300.0)
+    return pace
+
+
 async def _turn(
-    engines: Engines, pcm: np.ndarray, partial: str, covered_ms: float
+    engines: Engines,
+    pcm: np.ndarray,
+    partial: str,
+    covered_ms: float,
+    pace: FinalPace | None = None,
 ) -> tuple[TurnTask, list[Frame]]:
     stream = engines.stt.open_stream()
     stream.feed(pcm)
     frames: list[Frame] = []
     heard = HeardSoFar([pcm], partial=partial, partial_audio_ms=covered_ms)
-    task = TurnTask(1, stream, engines, 16_000, frames.append, heard=heard)
+    task = TurnTask(1, stream, engines, 16_000, frames.append, heard=heard, pace=pace or _slow())
     task.commit()  # the gate is open: only the early gate can hold anything back
     task.start()
     await asyncio.wait_for(task.done.wait(), 20)
@@ -258,6 +271,31 @@ async def test_early_start_redone_unheard_when_the_final_differs(
     assert all(f.t_ns > t_final for f in frames if isinstance(f, ReplyAudio))
     assert _mark(frames, names.MARK_LOGIC_START) > t_final
     assert sum(1 for f in frames if isinstance(f, ReplyDone)) == 1
+
+
+def test_final_pace_allows_early_start_only_where_finals_are_slow() -> None:
+    pace = FinalPace(min_final_ms=200.0, window=4)
+    assert not pace.slow(), "nothing measured yet: no early start"
+    for ms in (90.0, 110.0, 0.0, 0.0):  # cached finals (0 ms) are not decodes
+        pace.record(ms)
+    assert not pace.slow()
+    for ms in (250.0, 300.0, 280.0):
+        pace.record(ms)
+    assert pace.slow(), "the median of the last 4 (110, 250, 300, 280) is slow"
+
+
+async def test_no_early_start_where_finals_are_fast(engines: Engines, order: np.ndarray) -> None:
+    """A covering partial that would start early on a slow machine does not where the
+    finals are fast: the early reply's synthesis would only slow the final."""
+    s = engines.stt.open_stream()
+    s.feed(order)
+    final = (await s.hypothesis(final=True)).text
+    fast = FinalPace()
+    fast.record(100.0)
+    task, frames = await _turn(engines, order, final, order.size / 16, fast)
+    assert task.early == "none"
+    assert _mark(frames, names.MARK_LOGIC_START) > _mark(frames, names.MARK_STT_END)
+    assert not fast.slow() and len(fast) == 2, "the turn's final was recorded"
 
 
 async def test_no_early_start_from_a_partial_that_ends_before_the_pause(

@@ -19,7 +19,8 @@ logic and the first clause's synthesis start from it while the final decodes, be
 second gate.  When the final arrives it confirms or refutes: the same intent and slots
 (or the same words) keep the early reply, which is released at once; anything else
 drops it unheard and the reply is redone from the final.  ``stt.end`` says which
-(``early``: ``kept``, ``redone`` or ``none``)."""
+(``early``: ``kept``, ``redone`` or ``none``).  Only where finals are slow lately
+(``runtime/final_pace.py``): beside a fast final it hides nothing and slows the final."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ from halfsec.runtime.deadlines import Deadlines
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.fallback import APOLOGY_TEXT
 from halfsec.runtime.faults import FaultSpec, SessionFaults, TurnFaults, enter_turn
+from halfsec.runtime.final_pace import FINAL_PACE, FinalPace
 from halfsec.runtime.ladder import HeardSoFar, TurnLadder
 from halfsec.runtime.options import SessionOptions
 from halfsec.stt.engine import STTStream, Transcript
@@ -59,17 +61,15 @@ from halfsec.trace import names
 from halfsec.tts.engine import set_clause_index
 
 EARLY_COVER_SLACK_MS = 100.0
-"""A partial covers the audio up to the pause when it misses at most this much of its
-end: the detector sees a pause 70-100 ms after the voice stops (Silero's lag), so that
-stretch is silence."""
+"""A partial covers the audio up to the pause when it misses at most this much of its end:
+the detector sees a pause 70-100 ms after the voice stops (Silero's lag): silence."""
 EARLY_POLL_S = 0.01
 """How often the task looks for a covering partial while the final decodes."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Offer:
-    """A dialogue state an early reply would offer: ``said`` None for the state once the
-    reply is released, else what had been said."""
+    """A dialogue state an early reply would offer (``said``: None once released)."""
 
     said: str | None
     done: bool = False
@@ -98,6 +98,7 @@ class TurnTask:
         heard: HeardSoFar | None = None,
         faults: SessionFaults | None = None,
         early_start: bool = True,
+        pace: FinalPace = FINAL_PACE,
     ) -> None:
         self.turn_id = turn_id
         self.stream = stream
@@ -125,6 +126,7 @@ class TurnTask:
         self._resampler: StreamResampler | None = None
         self._spoke = False
         self.early_start = early_start
+        self.pace = pace  # recent finals' compute time: early start only while slow
         self._early_hold: list[Frame | _Offer] | None = None
         """Set while an early reply (from a partial) waits for the final's verdict."""
         self._early_text = ""
@@ -264,7 +266,7 @@ class TurnTask:
         )
         early: asyncio.Task[None] | None = None
         try:
-            if self.early_start and self.heard is not None:
+            if self.early_start and self.heard is not None and self.pace.slow():
                 early = await self._start_early(final, ladder)
             tr = await final
         except BaseException:
@@ -276,6 +278,7 @@ class TurnTask:
             self._fail(f"{ladder.stt_failure} (and no fallback transcript)")
             return
         self.transcript = tr
+        self.pace.record(tr.compute_ms)
         text = tr.text.strip()
         held: list[Frame | _Offer] = []
         if early is not None and text and not _failed(early) and self._confirms(text):
