@@ -8,7 +8,10 @@ frames, silence after the file), one at a time.  Reported: v2v p50/p95/p99 (clie
 timeline: last voiced input sample -> first audible reply sample), median of each stage,
 WER where the manifest has transcripts (normalised), command acceptance (intent and
 every slot right) where it has intents, and how often a reply started before the user
-had finished (premature end of turn)."""
+had finished (premature end of turn), against issue 11's line (``issue11_line``), and
+how often an STT lane handed its work to another worker because a decode nobody waited
+for was still running (``stt_lane_takeovers``: abandoned speculative finals; each is a
+CPU burst beside the next decode)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import csv
 import json
+import logging
 import platform
 import sys
 import tempfile
@@ -34,6 +38,27 @@ from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 
 console = Console(stderr=True)
+
+
+TAKEOVER = "a decode nobody waits for is still running"
+"""The STT lanes' log line when another worker takes over (``stt/decode_lanes.py``)."""
+
+
+class TakeoverCount(logging.Handler):
+    """Counts the STT lanes' takeover lines, per lane."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lanes: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if TAKEOVER in str(record.msg):
+            lane = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+            self.lanes[lane] = self.lanes.get(lane, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.lanes.values())
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -67,10 +92,14 @@ def main() -> None:
     engines = build_engines(cfg)
     out_dir = Path(tempfile.mkdtemp(prefix="halfsec-bench-"))
     results: list[dict[str, Any]] = []
+    takeovers = TakeoverCount()
+    logging.getLogger("halfsec.stt").addHandler(takeovers)
 
     async def go() -> None:
         for r in track(rows, description="files", console=console):
+            before = takeovers.total
             res = await run_one(man.parent / r["file"], engines, cfg, out_dir)
+            res["stt_lane_takeovers"] = takeovers.total - before
             res["ref_transcript"] = r.get("transcript", "")
             res["ref_intent"] = r.get("intent", "")
             res["ref_slots"] = r.get("slots", "")
@@ -81,6 +110,7 @@ def main() -> None:
     wall = time.time() - t0
 
     v2v = [r["v2v_ms"] for r in results if r.get("v2v_ms") is not None]
+    v2v_p50, v2v_p95 = pct(v2v, 50), pct(v2v, 95)
     stages: dict[str, list[float]] = {}
     for r in results:
         for k, v in (r.get("stages") or {}).items():
@@ -114,6 +144,7 @@ def main() -> None:
         "command_acceptance": round(acc_ok / acc_total, 4) if acc_total else None,
         "command_total": acc_total,
         "premature_replies": sum(1 for r in results if r.get("premature_replies")),
+        "stt_lane_takeovers": dict(takeovers.lanes),
         "failed": [
             {"input": r["input"], "errors": r.get("errors") or r.get("error")}
             for r in results
@@ -125,6 +156,14 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python"] + sys.argv),
     }
+    premature = summary["premature_replies"]
+    acceptance = summary["command_acceptance"]
+    summary["issue11_line"] = {
+        "v2v_p50_le_220": v2v_p50 is not None and v2v_p50 <= 220.0,
+        "v2v_p95_le_380": v2v_p95 is not None and v2v_p95 <= 380.0,
+        "premature_le_3pct": bool(results) and premature <= 0.03 * len(results),
+        "acceptance_ge_96pct": acceptance is not None and acceptance >= 0.96,
+    }
     t = Table(title=f"halfsec run over {len(results)} files")
     t.add_column("metric")
     t.add_column("value")
@@ -135,6 +174,8 @@ def main() -> None:
     t.add_row("WER", str(summary["wer"]))
     t.add_row("command acceptance", f"{summary['command_acceptance']} of {acc_total}")
     t.add_row("premature replies", str(summary["premature_replies"]))
+    t.add_row("STT lane takeovers", str(takeovers.total))
+    t.add_row("issue 11 line", str(summary["issue11_line"]))
     t.add_row("failed", str(len(summary["failed"])))
     console.print(t)
     doc = {"summary": summary, "files": results}
