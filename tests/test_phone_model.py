@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -146,6 +147,12 @@ def test_a_build_with_the_phone_model_carries_it(engines: Engines) -> None:
         assert phone.options.prompt == f"{prompt_text(main.prompt)} {PROMPT_CLOSER}"
         assert (phone.options.min_window_s, phone.options.tail_pad_s) == (7.0, 2.0)
         assert (main.min_window_s, main.tail_pad_s) == (10.0, 3.0)
+        # Finals on base, partials on tiny.en with tiny.en's own settings at one thread
+        # (PARTIALS_ON_TINY); a tiny.en partial is never promoted to a base final.
+        assert phone.decoder.model.is_multilingual
+        assert not phone.partial_decoder.model.is_multilingual
+        assert phone.partial_decoder.options == dataclasses.replace(main, cpu_threads=1)
+        assert not phone.partials_are_finals
     finally:
         for e in (built.stt, built.phone_stt):
             getattr(e, "close", lambda: None)()

@@ -291,6 +291,28 @@ async def test_whisper_partial_is_promoted_to_final(whisper: WhisperEngine) -> N
     assert word_error_rate("what time is it", final.text) == 0.0
 
 
+async def test_a_partial_of_another_model_is_never_promoted_to_final() -> None:
+    """Where the partial lane has a model of its own (the phone path: tiny.en previews,
+    base finals), the final of the same audio is decoded on the final lane, not taken
+    from the partial: the partial's words are another model's."""
+    from halfsec.stt.whisper_decoder import WhisperDecoder
+
+    engine = WhisperEngine(STTOptions(), partial_decoder=WhisperDecoder)
+    try:
+        assert not engine.partials_are_finals
+        stream = engine.open_stream()
+        await feed_in_frames(stream, load("rhasspy_what_time_is_it"))
+        partial = await stream.hypothesis(final=False)
+        assert partial.compute_ms > 0
+        final = await stream.hypothesis(final=True)
+        assert final.final and final.compute_ms > 0, "the partial was promoted"
+        assert word_error_rate("what time is it", final.text) == 0.0
+        again = await stream.hypothesis(final=True)
+        assert again.compute_ms == 0 and again.text == final.text  # the final's own cache
+    finally:
+        engine.close()
+
+
 async def test_whisper_feed_never_blocks_on_inference(whisper: WhisperEngine) -> None:
     pcm = load("ljspeech_LJ001-0005")
     stream = whisper.open_stream()

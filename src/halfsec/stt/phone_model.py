@@ -26,7 +26,8 @@ must be Systran's ``model.bin`` byte for byte (``BASE_MODEL_SHA256``, pinned as
 ``whisper_base/model.bin``), and is checked like every packaged file at each load.
 Nothing is downloaded.  The join goes to disk rather than memory because CTranslate2
 keeps a model loaded from bytes at ~2.4x the RSS of one loaded from a file (measured:
-~240 vs ~100 MiB a copy, and the engine holds three: final lane, its spare, partials).
+~240 vs ~100 MiB a copy, and the engine holds two: the final lane and its spare;
+partials decode on a copy of tiny.en, ``PARTIALS_ON_TINY``).
 
 Base is multilingual: the decoder tells it the language (``stt.language``) with
 Whisper's language token; the domain prompt and every guard of ``WhisperDecoder`` apply as
@@ -53,6 +54,7 @@ __all__ = [
     "BASE_MIN_WINDOW_S",
     "BASE_MODEL_SHA256",
     "BASE_TAIL_PAD_S",
+    "PARTIALS_ON_TINY",
     "PHONE_MODELS",
     "PROMPT_CLOSER",
     "PhoneWhisperEngine",
@@ -192,14 +194,32 @@ def _base_decoder(options: STTOptions) -> WhisperDecoder:
     return WhisperDecoder(dataclasses.replace(options, model_path=str(phone_model_dir())))
 
 
+PARTIALS_ON_TINY = True
+"""Partials (previews, and the early start's text) of calls decode on tiny.en as on every
+other transport; only the final, whose words count, decodes on base.  A base partial
+costs about twice a tiny.en one at one thread, so one still running when the user
+pauses overlapped the final for twice as long on a 2-core box; and a preview of another
+model is never promoted to the final (``WhisperEngine.partials_are_finals``)."""
+
+
 class PhoneWhisperEngine(WhisperEngine):
-    """``WhisperEngine`` on Whisper base: the same lanes, spares, hung-worker
-    replacement and cache, so a call's turn has the deadlines and fallbacks of any other."""
+    """``WhisperEngine`` with its finals on Whisper base: the same lanes, spares,
+    hung-worker replacement and cache, so a call's turn has the deadlines and fallbacks of
+    any other.  Partials stay on tiny.en with its own settings (``PARTIALS_ON_TINY``)."""
 
     name = "whisper-phone"
 
-    def __init__(self, options: STTOptions) -> None:
-        super().__init__(base_options(options), decoder=_base_decoder)
+    def __init__(self, options: STTOptions, partials_on_tiny: bool = PARTIALS_ON_TINY) -> None:
+        def tiny_partial(partial: STTOptions) -> WhisperDecoder:
+            # ``partial`` is base's options at one thread: tiny.en keeps its own window
+            # and prompt, the partial lane's thread count.
+            return WhisperDecoder(dataclasses.replace(options, cpu_threads=partial.cpu_threads))
+
+        super().__init__(
+            base_options(options),
+            decoder=_base_decoder,
+            partial_decoder=tiny_partial if partials_on_tiny else None,
+        )
 
 
 def create_phone_stt(options: STTOptions) -> STTEngine | None:

@@ -64,10 +64,18 @@ class WhisperEngine(STTEngine):
         self,
         options: STTOptions | None = None,
         decoder: Callable[[STTOptions], WhisperDecoder] = WhisperDecoder,
+        partial_decoder: Callable[[STTOptions], WhisperDecoder] | None = None,
     ) -> None:
         """``decoder`` loads one model copy (each lane and spare has its own): another
-        model than ``options`` names, such as the phone path's (``stt.phone_model``)."""
+        model than ``options`` names, such as the phone path's (``stt.phone_model``).
+        ``partial_decoder``: the partial lane's model when it is not the final's (the
+        phone path previews on tiny.en and decodes its final on base); a partial of
+        another model is then never promoted to a final (``WhisperStream``)."""
         self.options = options or STTOptions()
+        self.partials_are_finals = partial_decoder is None
+        """Partials decode with the final's model and settings, so a partial of the
+        final's audio is that final."""
+        make_partial = decoder if partial_decoder is None else partial_decoder
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 3000).astype(np.int16)
 
@@ -90,7 +98,7 @@ class WhisperEngine(STTEngine):
         # worker's lower priority.
         self._partial_lane: ReplaceableLane[WhisperDecoder] = ReplaceableLane(
             f"{self.name}-partial",
-            lambda: decoder(replace(self.options, cpu_threads=1)),
+            lambda: make_partial(replace(self.options, cpu_threads=1)),
             nice=PARTIAL_NICE,
             hung_after_s=PARTIAL_HUNG_FACTOR * self._final_lane.hung_after_s,
             replace_when_waiting=False,
@@ -200,7 +208,8 @@ class WhisperStream(STTStream):
     * a final for the same version as an in-flight final: awaits that decode (and returns
       its ``Transcript``, whose ``compute_ms`` is the decode's), never starts a second one;
     * a final for the same version as a partial (finished or in flight) that is not
-      broken: the partial's text is promoted, since it used the same decode settings;
+      broken: the partial's text is promoted, since it used the same decode settings
+      (only when it did: ``partials_are_finals``; else the final is decoded at once);
     * a partial for a version that has a final: the final's text, ``compute_ms=0``;
     * a partial while an older partial is still in flight: that partial's result (a
       slightly stale preview), so partials never pile up;
@@ -293,7 +302,9 @@ class WhisperStream(STTStream):
         promoted_ms = 0.0
         done_partial = self._done.get(False)
         partial_inflight = self._inflight.get(False)
-        if done_partial is not None and done_partial[0] == version:
+        if not self._engine.partials_are_finals:
+            pass  # another model's preview says nothing about this final: decode it
+        elif done_partial is not None and done_partial[0] == version:
             short = done_partial[1]
         elif partial_inflight is not None and partial_inflight[0] == version:
             short = await self._wait(partial_inflight[1], False)
