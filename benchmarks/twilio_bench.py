@@ -19,7 +19,9 @@ Reported per transport: v2v p50/p95, pooled WER, command acceptance, premature r
 and ``paired``: the median of per-recording differences twilio - websocket with a
 bootstrap 95 % CI, raw and less each run's own compute (``transport_bench.paired``).
 Checks: twilio's v2v p50 within +30 ms of the WebSocket's (and the paired median), WER
-within +3 points.  The figures are only as quiet as the machine: ``meta.loadavg`` is
+within +3 points; beside each difference its bootstrap 95 % interval over the recording
+pairs (``line_spread``: how much of the figure is which recordings were drawn).
+``--reps 2`` plays every recording twice per path: 64 turns a path, the same lines.  The figures are only as quiet as the machine: ``meta.loadavg`` is
 recorded with them; on a shared 2-core box rerun on a quiet one before trusting 10 ms.
 
 ``--decoder-only``: no server, no clients; where the phone path loses words.  The same
@@ -61,7 +63,7 @@ from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.report.json import build_report, default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.measure.end_of_speech import voiced_bounds
-from halfsec.measure.percentile import percentile
+from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.measure.wer import word_errors
 from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import phone_model_dir
@@ -172,12 +174,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     wer_diff = _diff(tw["wer_pct"], ws["wer_pct"])
     key = "wer_pct_without_mislabelled"
     wer_diff_clean = _diff(tw[key], ws[key])
+    spread = line_spread(recs["websocket"], recs["twilio"])
+    n = len(recs_in)
+    per_rep = []
+    for k in range(args.reps):
+        ws_k, tw_k = (summarize(recs[m][k * n : (k + 1) * n]) for m in MODES)
+        per_rep.append(
+            {
+                "v2v_p50_twilio_minus_websocket_ms": _diff(tw_k["v2v_p50_ms"], ws_k["v2v_p50_ms"]),
+                "wer_twilio_minus_websocket_points": _diff(tw_k["wer_pct"], ws_k["wer_pct"]),
+            }
+        )
     checks = {
         "v2v_p50_twilio_minus_websocket_ms": p50_diff,
+        "v2v_p50_diff_ci95_ms": spread["v2v_p50_diff_ci95_ms"],
         "v2v_paired_median_ms": pair["raw"]["median_ms"],
         "v2v_target_le_30ms": None if p50_diff is None else p50_diff <= V2V_TARGET_MS,
         "wer_twilio_minus_websocket_points": wer_diff,
         "wer_target_le_3_points": None if wer_diff is None else wer_diff <= WER_TARGET_POINTS,
+        "wer_diff_ci95_points": spread["wer_diff_ci95_points"],
         "wer_without_mislabelled_twilio_minus_websocket_points": wer_diff_clean,
         "wer_without_mislabelled_target_le_3_points": (
             None if wer_diff_clean is None else wer_diff_clean <= WER_TARGET_POINTS
@@ -192,6 +207,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "meta": meta,
         "results": results,
         "paired_twilio_minus_websocket": pair,
+        # Each pass's own two lines: how much the figures move run to run on the same
+        # recordings (the lines themselves are over every pass's turns together).
+        "per_rep": per_rep,
         "checks": checks,
         "records": recs if args.records else None,
     }
@@ -279,6 +297,44 @@ def decoder_only(limit: int) -> dict[str, Any]:
         }
         print(name, json.dumps(out[name], indent=1), file=sys.stderr)
     return {"sets": out, "phone_lost_words": lost}
+
+
+def line_spread(
+    ws: list[dict[str, Any]], tw: list[dict[str, Any]], seed: int = 0, draws: int = 2000
+) -> dict[str, Any]:
+    """How far the two done-when figures move when the recordings are drawn again.
+
+    The lines are differences of pooled figures (p50 of every turn's v2v, WER pooled over
+    every sentence's words), each run's on the same recordings.  Resampling the recording
+    pairs (both paths' records of one playing stay together) with replacement and
+    recomputing both differences gives their bootstrap 95 % intervals: the noise that
+    the recording set alone puts on the figures (one word of the 188 is 0.5 points; one
+    turn moves a p50 of 32 by several ms).  Reported beside the figures, never instead."""
+    pairs = [(w, t) for w, t in zip(ws, tw, strict=True)]
+    if not pairs:
+        return {"v2v_p50_diff_ci95_ms": None, "wer_diff_ci95_points": None, "draws": 0}
+    rng = np.random.default_rng(seed)
+    p50s, wers = [], []
+    for _ in range(draws):
+        pick = [pairs[i] for i in rng.integers(0, len(pairs), len(pairs))]
+        a = [w for w, _ in pick]
+        b = [t for _, t in pick]
+        va = [r["v2v_ms"] for r in a if r.get("ok") and r.get("v2v_ms") is not None]
+        vb = [r["v2v_ms"] for r in b if r.get("ok") and r.get("v2v_ms") is not None]
+        pa, pb = percentile(va, 50), percentile(vb, 50)
+        if pa is not None and pb is not None:
+            p50s.append(pb - pa)
+        wa, wb = _wer_pct(a), _wer_pct(b)
+        if wa is not None and wb is not None:
+            wers.append(wb - wa)
+
+    def ci(xs: list[float]) -> list[float] | None:
+        if not xs:
+            return None
+        lo, hi = percentile_rows(np.asarray(xs), [2.5, 97.5])
+        return [round(float(lo), 1), round(float(hi), 1)]
+
+    return {"v2v_p50_diff_ci95_ms": ci(p50s), "wer_diff_ci95_points": ci(wers), "draws": draws}
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
