@@ -20,12 +20,13 @@ conversation's chat history (within ``llm_history_tokens``) and the open request
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 from halfsec.logic.clauses import ClauseSplitter
 from halfsec.logic.dialogue import DialoguePolicy, Move
-from halfsec.logic.domain import Domain
+from halfsec.logic.domain import Domain, Intent
 from halfsec.logic.engine import DialogueTurn, LogicEngine, ReplyClause, Understanding
 from halfsec.logic.llm import ChatClient, ChatMessage, LLMError, trim_history
 from halfsec.logic.matcher import Matcher
@@ -41,6 +42,17 @@ _DEFAULT_SYSTEM = (
 )
 
 
+def _tail(intent: Intent) -> frozenset[str]:
+    """Slots that some example of ``intent`` says after its first required slot."""
+    out: set[str] = set()
+    for example in intent.examples:
+        said = re.findall(r"\{(\w+)\}", example)
+        first = next((i for i, s in enumerate(said) if s in intent.required), None)
+        if first is not None:
+            out.update(said[first + 1 :])
+    return frozenset(out)
+
+
 class DomainLogic(LogicEngine):
     """:class:`LogicEngine` for one domain file, with an optional LLM behind it."""
 
@@ -51,6 +63,8 @@ class DomainLogic(LogicEngine):
         self.options = options or LogicOptions(domain=domain.name)
         self.matcher = Matcher(domain, min_confidence=self.options.min_confidence)
         self.policy = DialoguePolicy(domain, self.options.min_clause_chars)
+        self._tails = {name: _tail(intent) for name, intent in domain.intents.items()}
+        """Per intent, the slots its examples say after a required one (``tail_said``)."""
         self.llm: ChatClient | None = None
         if self.options.llm_base_url:
             self.llm = ChatClient.from_env(
@@ -84,6 +98,18 @@ class DomainLogic(LogicEngine):
         if move.act == "ask" and request is not None and asking is not None:
             return asking not in self.domain.intents[request.intent].required
         return True
+
+    def tail_said(self, text: str, state: DialogueState | None = None) -> bool | None:
+        """For a new request: True when it filled a slot its intent's examples put after
+        a required one (the coffee order's milk or sugar: its *tail*), False while every
+        such slot is open.  None when the turn answers the agent's question, is not about
+        the domain, or its intent has no tail (``_tails``)."""
+        state = state or DialogueState()
+        u = self.understand(text)
+        if state.asking is not None or self.policy.step(text, u, state).act == "chat":
+            return None
+        tail = self._tails.get(u.intent or "")
+        return any(u.slots.get(s) for s in tail) if tail else None
 
     def stt_prompt(self) -> str:
         """Vocabulary hint for the recogniser (see :meth:`Domain.stt_prompt`)."""

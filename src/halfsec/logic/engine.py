@@ -63,6 +63,16 @@ class LogicEngine(ABC):
         "What size?".  Engines that cannot judge keep the default."""
         return None
 
+    def tail_said(self, text: str, state: DialogueState | None = None) -> bool | None:
+        """Has a request ``is_complete`` accepts also said what people add at its end?
+        ``None`` = cannot tell.
+
+        The end-of-turn policy asks this too: a complete order whose add-ons are still
+        open ("a dark roast drip coffee.") is often followed, after a pause, by one
+        ("... with soy milk"); one that has said them is done (docs/turn-taking.md).
+        Engines that cannot judge keep the default."""
+        return None
+
     @abstractmethod
     def reply(self, text: str, understanding: Understanding) -> AsyncIterator[ReplyClause]:
         """Stream the reply to one utterance on its own, one speakable clause at a time."""
