@@ -30,9 +30,10 @@ from halfsec.config import load_config
 from halfsec.lab.eot.curves import evidence_costs, point, summary, tune
 from halfsec.lab.eot.hazard import FEATURES, fit
 from halfsec.lab.eot.recordings import hesitation_recordings, shared_recordings
-from halfsec.lab.eot.replay import Replayed
+from halfsec.lab.eot.replay import Replayed, fill_tails
 from halfsec.lab.eot.run import collect, load, save
 from halfsec.lab.eot.simulate import combined, evaluate
+from halfsec.logic.factory import create_logic
 from halfsec.runtime.build import build_engines
 from halfsec.turn.policy import TEXT_WINDOWS, Windows
 from halfsec.turn.smart_turn import LICENSE, SmartTurn
@@ -42,7 +43,9 @@ console = Console(stderr=True, width=200)
 
 def gather(args: argparse.Namespace) -> list[Replayed]:
     if args.evidence:
-        return load(Path(args.evidence))
+        recs = load(Path(args.evidence))
+        fill_tails(recs, create_logic(load_config(None, args.overrides).logic))
+        return recs
     cfg = load_config(None, args.overrides)
     engines = build_engines(cfg)
     smart = SmartTurn(threads=args.smart_turn_threads)
@@ -129,6 +132,7 @@ def main() -> None:
         "previous_default_transcript",
         "previous_default_combined_v1",
         "previous_default_combined_asked_at_pause",
+        "previous_default_combined_no_tail",
         "default_combined",
         "default_combined_without_smart_turn",
         "retuned_combined",

@@ -5,6 +5,7 @@ start from a partial (kept when the final agrees, redone unheard when not)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
 from halfsec.frames import FinalTranscript, Frame, IntentFrame, ReplyAudio, ReplyDone, TimingMark
 from halfsec.lab.eot.hazard import FEATURES, fit, hazard
-from halfsec.lab.eot.replay import Pause, Replayed, ask_times
+from halfsec.lab.eot.replay import Pause, Replayed, ask_times, fill_tails
 from halfsec.lab.eot.simulate import (
     at_premature,
     combined,
@@ -28,6 +29,7 @@ from halfsec.lab.eot.simulate import (
     transcript_aware,
     verdicts,
 )
+from halfsec.logic.state import DialogueState
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.final_pace import FinalPace
 from halfsec.runtime.ladder import HeardSoFar
@@ -38,6 +40,7 @@ from halfsec.turn.detector import TurnDetector, VadState
 from halfsec.turn.options import TurnOptions
 from halfsec.turn.policy import (
     SMART_TURN_SCHEDULE_MS,
+    TEXT_WINDOWS,
     Evidence,
     Windows,
     required_silence,
@@ -69,6 +72,65 @@ def test_words_set_the_class_and_the_audio_model_slides_the_window() -> None:
     assert half == pytest.approx((w.complete_fast + w.complete_slow) / 2)
     assert required_silence(Evidence("a latte with", False, 1.0), w) == w.incomplete_fast
     assert w.scaled(2.0).unknown_slow == 2 * w.unknown_slow
+
+
+def test_a_complete_request_waits_longer_while_its_tail_is_open() -> None:
+    """The domain's tail verdict splits complete requests: an order that said its milk or
+    sugar is done after ~200 ms whatever the audio model says; one that has not may go
+    on ("a dark roast drip coffee. | with soy milk") and waits for a sure model."""
+    w = Windows()
+    assert text_class("a dark roast latte.", True, tail=True) == "finished"
+    assert text_class("a dark roast latte.", True, tail=False) == "open"
+    assert text_class("a dark roast latte,", True, tail=True) == "unknown", "listing first"
+    assert text_class("a latte with", True, tail=True) == "incomplete"
+    assert text_class("in being modern.", None, tail=False) == "unknown", "off-domain"
+    said = Evidence("a latte with oat milk.", True, 0.2, tail=True)
+    still_open = Evidence("a dark roast latte.", True, 0.2, tail=False)
+    unsure_model = required_silence(still_open, w)
+    assert required_silence(said, w) <= w.finished_slow < unsure_model
+    assert unsure_model > required_silence(replace(still_open, tail=None), w), "open > complete"
+    assert required_silence(still_open, w, tail=False) == required_silence(
+        replace(still_open, tail=None), w
+    ), "tail=False: stop 10's policy"
+    assert TEXT_WINDOWS.open_slow == TEXT_WINDOWS.complete_slow == TEXT_WINDOWS.finished_slow
+
+
+def test_domain_tail_comes_from_its_examples(engines: Engines) -> None:
+    logic = engines.logic
+    assert logic.tail_said("Give me a dark roast, double shot, drip coffee.") is False
+    assert logic.tail_said("A latte with a bit of soy milk.") is True
+    assert logic.tail_said("Get me a mocha with brown sugar.") is True
+    assert logic.tail_said("what time is it") is None, "not about the domain"
+    asked = DialogueState(asking="size")
+    assert logic.tail_said("Large.", asked) is None, "an answer to the agent's question"
+
+
+async def test_combined_policy_reads_the_domains_tail(speech_dir: Path) -> None:
+    """The runtime policy passes the domain's tail verdict into the decision (once per
+    transcript): the same complete order needs more silence while its tail is open."""
+    det = TurnDetector(TurnOptions())
+    calls: list[str] = []
+
+    def tail(text: str) -> bool | None:
+        calls.append(text)
+        return "milk" in text
+
+    policy = CombinedPolicy(det, lambda text: True, None, Windows(), tail=tail)
+    plain = CombinedPolicy(det, lambda text: True, None, Windows())
+    w = Windows()
+    assert policy.required_silence_ms("a latte with oat milk.") == w.finished_slow
+    assert policy.required_silence_ms("a latte with oat milk.") == w.finished_slow
+    assert policy.required_silence_ms("a dark roast latte.") == w.open_slow
+    assert plain.required_silence_ms("a dark roast latte.") == w.complete_slow
+    assert calls == ["a latte with oat milk.", "a dark roast latte."]
+
+
+def test_old_evidence_gets_its_tail_verdicts(engines: Engines) -> None:
+    r = _rec(_pause(3080, 3000, None, "a mocha with whole milk.", True, 0.9))
+    r.pauses.append(Pause(3500, 3400, None, "", 0.0, None))
+    fill_tails([r], engines.logic)
+    assert r.pauses[0].tail is True and r.pauses[1].tail is None
+    assert evidence_at(r.pauses[0], 3080 + 100.0).tail is True, "with the transcript"
 
 
 def _pause(

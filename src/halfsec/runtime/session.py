@@ -123,6 +123,7 @@ class VoiceSession:
             (lambda text: engines.logic.is_complete(text, self.dialogue))
             if engines.logic
             else None,
+            (lambda text: engines.logic.tail_said(text, self.dialogue)) if engines.logic else None,
         )
         self._framer = Framer()
         self._queue: asyncio.Queue[object] = asyncio.Queue()

@@ -60,8 +60,10 @@ def build_policy(
     options: TurnOptions,
     detector: TurnDetector,
     completeness: Callable[[str], bool | None] | None,
+    tail: Callable[[str], bool | None] | None = None,
 ) -> EndOfTurnPolicy:
-    """The policy ``session.end_of_turn`` names, for one session."""
+    """The policy ``session.end_of_turn`` names, for one session (``tail``: the domain's
+    ``LogicEngine.tail_said``, read by the combined policy only)."""
     if kind == "silence":
         return SilenceWindowPolicy(options)
     if kind == "transcript":
@@ -73,6 +75,7 @@ def build_policy(
         smart,
         Windows() if smart is not None else TEXT_WINDOWS,
         options.smart_turn_deadline_ms,
+        tail,
     )
 
 
@@ -98,9 +101,11 @@ class CombinedPolicy(EndOfTurnPolicy):
         smart: SmartTurn | None = None,
         windows: Windows | None = None,
         deadline_ms: float = 150.0,
+        tail: Callable[[str], bool | None] | None = None,
     ) -> None:
         self.detector = detector
         self.completeness = completeness
+        self.tail = tail
         self.smart = smart
         self.windows = windows or Windows()
         self.deadline_ms = deadline_ms
@@ -110,17 +115,18 @@ class CombinedPolicy(EndOfTurnPolicy):
         self._early: tuple[int, float] | None = None
         """(pause it is for, estimated end) of the question asked before the pause."""
         self._early_p: float | None = None
-        self._judged: tuple[str, bool | None] | None = None
+        self._judged: tuple[str, bool | None, bool | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         if smart is not None:
             detector.listeners.append(self._before_pause)
 
-    def _complete(self, transcript: str) -> bool | None:
-        if self.completeness is None:
-            return None
+    def _judge(self, transcript: str) -> tuple[bool | None, bool | None]:
+        """The domain's (completeness, tail) verdicts on a transcript, once per text."""
         if self._judged is None or self._judged[0] != transcript:
-            self._judged = (transcript, self.completeness(transcript))
-        return self._judged[1]
+            complete = self.completeness(transcript) if self.completeness else None
+            tail = self.tail(transcript) if self.tail and complete else None
+            self._judged = (transcript, complete, tail)
+        return self._judged[1], self._judged[2]
 
     def _ask(self, pause: int, early: tuple[int, float] | None = None) -> None:
         """Ask the model about the turn's audio so far, for pause number ``pause``
@@ -173,5 +179,7 @@ class CombinedPolicy(EndOfTurnPolicy):
 
     def required_silence_ms(self, transcript: str | None) -> float:
         self._listen()
-        complete = self._complete(transcript) if transcript and transcript.strip() else None
-        return required_silence(Evidence(transcript, complete, self._p), self.windows)
+        complete, tail = (
+            self._judge(transcript) if transcript and transcript.strip() else (None, None)
+        )
+        return required_silence(Evidence(transcript, complete, self._p, tail), self.windows)

@@ -10,8 +10,10 @@ the session asks (every 20 ms frame), from whatever has arrived by then:
 
 * what the words say sets a *class*: ``incomplete`` (trailing connective or filler, or
   the domain says a required slot is missing), ``complete`` (the domain accepts it and
-  the transcript does not end on a comma) or ``unknown`` (off-domain, empty, not
-  decoded yet, or a listing comma: ``text_class``);
+  the transcript does not end on a comma), split by the request's *tail* where the
+  domain can tell (``LogicEngine.tail_said``): ``finished`` (it also said what people
+  add at the end: the coffee order's milk or sugar) or ``open`` (it could go on), or
+  ``unknown`` (off-domain, empty, not decoded yet, or a listing comma: ``text_class``);
 * within its class the audio model's probability slides the window linearly from the
   class's longest (model says "not done") to its shortest (model says "done"); with no
   model verdict yet the window is the class's longest.
@@ -64,17 +66,29 @@ class Windows:
     shared recordings this costs +36 ms of p95 delay and one fewer premature cut
     (31 -> 30 of 210 with the hesitation set; ``benchmarks/eot_bench.py``, 2026-12-01)."""
     incomplete_slow: float = 700.0
+    finished_fast: float = 180.0
+    finished_slow: float = 200.0
+    """A complete request that said its tail ends after ~180-200 ms whatever the audio
+    model says (the tune half's choice of 180-450 x 200-450 ms, stop 11): 3 of its 110
+    pauses of >= 150 ms on the shared recordings were inside a turn."""
+    open_fast: float = 180.0
+    open_slow: float = 600.0
+    """A complete request with its tail still open: 11 of its 42 such pauses were inside a
+    turn ("a dark roast, double shot, drip coffee. | with soy milk").  The tune half
+    scores 450 and 600 ms alike (its one premature turn is elsewhere); the longer is
+    taken (docs/turn-taking.md)."""
 
     def scaled(self, k: float) -> Windows:
         """Every window times ``k`` (the evaluation's one knob for a curve)."""
         return Windows(*(k * getattr(self, f) for f in self.__slots__))
 
 
-TEXT_WINDOWS = Windows(60.0, 300.0, 100.0, 450.0, 300.0, 700.0)
+TEXT_WINDOWS = Windows(60.0, 300.0, 100.0, 450.0, 300.0, 700.0, 60.0, 300.0, 60.0, 300.0)
 """The windows when no audio model is there (only the ``slow`` ends count), tuned the
 same way with the model left out.  Re-tuned with the listing-comma rule (complete 450 ->
 300 ms): delay p50 447 -> 302 ms on all 186 shared turns at 3 premature (1 before);
-held-out half 302 ms, 2 of 102 (``benchmarks/eot_bench.py``, 2026-12-01)."""
+held-out half 302 ms, 2 of 102 (``benchmarks/eot_bench.py``, 2026-12-01).  A request's
+tail (``finished`` / ``open``) changes nothing here: both keep the complete windows."""
 
 
 LISTING_MIN_WORDS = 4
@@ -91,10 +105,16 @@ class Evidence:
     """The domain's verdict on it (``LogicEngine.is_complete``; None: cannot tell)."""
     audio_p: float | None = None
     """Smart Turn's probability that the turn is finished (None: no verdict yet)."""
+    tail: bool | None = None
+    """The domain on the request's tail (``LogicEngine.tail_said``; None: cannot tell)."""
 
 
-def text_class(transcript: str | None, complete: bool | None, listing: bool = True) -> str:
-    """``incomplete``, ``complete`` or ``unknown``: what the words alone say.
+def text_class(
+    transcript: str | None, complete: bool | None, listing: bool = True, tail: bool | None = None
+) -> str:
+    """``incomplete``, ``finished``, ``open``, ``complete`` or ``unknown``: what the words
+    alone say (``tail``: the domain on the request's tail, ``LogicEngine.tail_said``: a
+    complete request is ``finished`` when it said it, ``open`` when not, else ``complete``).
 
     ``listing``: a request the domain accepts but whose transcript ends on a comma is
     ``unknown``, not ``complete``.  Whisper writes a comma where the voice did not fall
@@ -118,13 +138,16 @@ def text_class(transcript: str | None, complete: bool | None, listing: bool = Tr
         and len(transcript.split()) >= LISTING_MIN_WORDS
     ):
         return "unknown"
-    return "complete" if complete else "unknown"
+    if not complete:
+        return "unknown"
+    return "complete" if tail is None else "finished" if tail else "open"
 
 
-def required_silence(ev: Evidence, w: Windows, listing: bool = True) -> float:
+def required_silence(ev: Evidence, w: Windows, listing: bool = True, tail: bool = True) -> float:
     """The combined decision: silence needed given what has arrived so far
-    (``listing=False``: the first version, which ignored a trailing comma)."""
-    cls = text_class(ev.transcript, ev.complete, listing)
+    (``listing=False``: the first version, which ignored a trailing comma; ``tail=False``:
+    stop 10's, which did not split complete requests by their tail)."""
+    cls = text_class(ev.transcript, ev.complete, listing, ev.tail if tail else None)
     fast = getattr(w, f"{cls}_fast")
     slow = getattr(w, f"{cls}_slow")
     if ev.audio_p is None:

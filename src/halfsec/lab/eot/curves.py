@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -76,8 +76,9 @@ def sweeps(
         "smart_turn@100": [smart_turn(t, 100.0) for t in THRESHOLDS],
         "smart_turn@200": [smart_turn(t, 200.0) for t in THRESHOLDS],
         "combined_text": [combined(k, text_w, audio=False) for k in SCALES],
-        "combined_v1": [combined(k, w, listing=False) for k in SCALES],
-        "combined_asked_at_pause": [combined(k, w, live=False) for k in SCALES],
+        "combined_v1": [combined(k, w, listing=False, tail=False) for k in SCALES],
+        "combined_asked_at_pause": [combined(k, w, live=False, tail=False) for k in SCALES],
+        "combined_no_tail": [combined(k, w, tail=False) for k in SCALES],
         "combined": [combined(k, w) for k in SCALES],
     } | extra
 
@@ -89,6 +90,9 @@ def tune(recs: Sequence[Replayed], audio: bool = True, target: float = TARGET) -
     keys = list(GRID)
     for values in itertools.product(*(GRID[k] for k in keys)):
         w = Windows(**dict(zip(keys, values, strict=True)))
+        if not audio:  # as TEXT_WINDOWS: a request's tail keeps the complete windows
+            c = (w.complete_fast, w.complete_slow)
+            w = replace(w, finished_fast=c[0], finished_slow=c[1], open_fast=c[0], open_slow=c[1])
         if w.complete_fast > w.complete_slow or w.unknown_fast > w.unknown_slow:
             continue
         pt = evaluate(recs, combined(1.0, w, audio))
@@ -145,9 +149,14 @@ def summary(
                 for k, v in cs.items()
             },
             "default_combined": point(evaluate(recs, combined(1.0, w))),
-            "previous_default_combined_v1": point(evaluate(recs, combined(1.0, w, listing=False))),
+            "previous_default_combined_v1": point(
+                evaluate(recs, combined(1.0, w, listing=False, tail=False))
+            ),
             "previous_default_combined_asked_at_pause": point(
-                evaluate(recs, combined(1.0, w, live=False))
+                evaluate(recs, combined(1.0, w, live=False, tail=False))
+            ),
+            "previous_default_combined_no_tail": point(
+                evaluate(recs, combined(1.0, w, tail=False))
             ),
             "default_combined_without_smart_turn": point(
                 evaluate(recs, combined(1.0, text_w, audio=False))

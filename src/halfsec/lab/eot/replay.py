@@ -51,6 +51,9 @@ class Pause:
     (``TurnDetector.quiet_end``) at this pause's estimated end, as the runtime's
     combined policy asks it: ``[asked_at_ms, probability, compute_ms]``; empty when the
     pause ended speech elsewhere (the runtime then asks at the pause)."""
+    tail: bool | None = None
+    """The domain on the transcript's tail (``LogicEngine.tail_said``); evidence saved
+    before stop 11 has none: ``fill_tails`` computes it from the transcript."""
 
 
 @dataclass
@@ -127,6 +130,7 @@ async def replay(
         p.transcript, p.stt_ms = tr.text, tr.compute_ms
         if logic is not None and tr.text.strip():
             p.complete = logic.is_complete(tr.text, DialogueState())
+            p.tail = logic.tail_said(tr.text, DialogueState())
         if smart is not None:
             s = max(0, int((onset - SMART_TURN_PREROLL_MS) * per_ms))
             for ask in ask_times(p):
@@ -143,3 +147,12 @@ async def replay(
         horizon_ms=pcm.size / per_ms,
         pauses=pauses,
     )
+
+
+def fill_tails(recs: list[Replayed], logic: LogicEngine) -> None:
+    """The domain's tail verdict for evidence collected before it was recorded (the
+    transcripts are there; the verdict is a pure function of them)."""
+    for r in recs:
+        for p in r.pauses:
+            if p.tail is None and p.transcript.strip():
+                p.tail = logic.tail_said(p.transcript, DialogueState())

@@ -14,7 +14,7 @@ fires is charged the rest of the recording).  Premature rate is per recording (t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from halfsec import FRAME_MS
 from halfsec.lab.eot.replay import Pause, Replayed
@@ -82,6 +82,7 @@ def evidence_at(p: Pause, t: float, first_only: bool = False, live: bool = False
         transcript=p.transcript if ready else None,
         complete=p.complete if ready else None,
         audio_p=heard[-1] if heard else None,
+        tail=p.tail if ready else None,
     )
 
 
@@ -170,25 +171,33 @@ def smart_turn(threshold: float, base_ms: float = 200.0, stop_ms: float = 3000.0
 
 
 def combined(
-    k: float, w: Windows, audio: bool = True, listing: bool = True, live: bool = True
+    k: float,
+    w: Windows,
+    audio: bool = True,
+    listing: bool = True,
+    live: bool = True,
+    tail: bool = True,
 ) -> Policy:
     """``turn.policy.required_silence`` with every window times ``k``; ``audio=False``
     ignores the audio model (transcript and domain only); ``listing=False`` is the first
     version, which took a domain-complete transcript ending on a comma as complete;
     ``live=False`` asks the model at the pause and at every scheduled silence (the
-    runtime until stop 10) instead of as the runtime asks now (``verdicts``)."""
+    runtime until stop 10) instead of as the runtime asks now (``verdicts``);
+    ``tail=False`` does not split complete requests by their tail (stop 10's default)."""
     ws = w.scaled(k)
 
     def need(ev: Evidence) -> float:
         if not audio:
-            ev = Evidence(ev.transcript, ev.complete, None)
-        return required_silence(ev, ws, listing)
+            ev = replace(ev, audio_p=None)
+        return required_silence(ev, ws, listing, tail)
 
     name = "combined" if audio else "combined_text"
     if not listing:
         name += "_v1"
     elif audio and not live:
         name += "_asked_at_pause"
+    elif audio and not tail:
+        name += "_no_tail"
     return Policy(name, k, need, True, live_asks=audio and listing and live)
 
 
