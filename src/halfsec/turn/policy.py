@@ -69,7 +69,7 @@ class Windows:
     finished_fast: float = 180.0
     finished_slow: float = 200.0
     """A complete request that said its tail ends after ~180-200 ms whatever the audio
-    model says (the tune half's choice of 180-450 x 200-450 ms, stop 11): 3 of its 110
+    model says (the tune half's choice from 120-180 x 200-450 ms, stop 11): 3 of its 110
     pauses of >= 150 ms on the shared recordings were inside a turn."""
     open_fast: float = 180.0
     open_slow: float = 600.0
