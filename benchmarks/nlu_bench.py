@@ -16,9 +16,9 @@ reports what the recovery buys and what it breaks:
 * changes on text that is not a coffee order: the retail domain's generated requests,
   the shared corpus' other speech and the Piper hesitation set (through coffee and
   retail), and the Piper coffee orders;
-* ``is_complete`` verdicts that change on the pause transcripts of the end-of-turn
-  evidence (the end-of-turn policy reads them: a new ``True`` at a pause where the
-  user went on is a premature reply risk);
+* ``is_complete`` and ``tail_said`` verdicts that change on the pause transcripts of
+  the end-of-turn evidence (the end-of-turn policy reads them: a new ``True`` at a
+  pause where the user went on is a premature reply risk);
 * time per ``understand`` call.
 
     python benchmarks/nlu_bench.py [--json OUT]
@@ -193,12 +193,18 @@ def run(data: dict[str, Any], ratio: float | None) -> dict[str, Any]:
     on_logic, off_logic = DomainLogic(coffee), DomainLogic(coffee)
     on_logic.matcher, off_logic.matcher = m, base
     flips: list[dict[str, Any]] = []
+    tails: list[dict[str, Any]] = []
     for p in pauses:
         a = on_logic.is_complete(p["transcript"], DialogueState())
         b = off_logic.is_complete(p["transcript"], DialogueState())
         if a != b:
             flips.append({**p, "before": b, "after": a})
+        ta = on_logic.tail_said(p["transcript"], DialogueState())
+        tb = off_logic.tail_said(p["transcript"], DialogueState())
+        if ta != tb:
+            tails.append({**p, "before": tb, "after": ta})
     result["is_complete"] = {"pauses": len(pauses), "changed": flips}
+    result["tail_said"] = {"pauses": len(pauses), "changed": tails}
 
     texts = [o["transcript"] for o in orders] + [p["transcript"] for p in pauses]
     timing: dict[str, Any] = {}
@@ -250,7 +256,12 @@ def main() -> None:
         f"{h['all']['wrong_slot_values']}; chosen on tune: {result['chosen_on_tune']}"
     )
     print("changes elsewhere:", {k: len(v) for k, v in result["changes"].items()})
-    print("is_complete verdicts changed:", len(result["is_complete"]["changed"]))
+    print(
+        "verdicts changed at pauses: is_complete",
+        len(result["is_complete"]["changed"]),
+        "tail_said",
+        len(result["tail_said"]["changed"]),
+    )
     print("understand us:", result["understand_us"])
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
