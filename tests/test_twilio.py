@@ -37,7 +37,7 @@ from halfsec.server.app import ServerOptions, VoiceServer, start_server
 from halfsec.server.twilio import close_reason, phone_turn_options
 from halfsec.stt.phone_model import create_phone_stt
 from halfsec.turn.options import TurnOptions
-from halfsec.wire.mulaw import MULAW_SILENCE, mulaw_decode, mulaw_encode
+from halfsec.wire.mulaw import MULAW_RATE, MULAW_SILENCE, mulaw_decode, mulaw_encode
 from halfsec.wire.twilio import (
     TwilioProtocolError,
     caller_media_message,
@@ -365,6 +365,34 @@ async def test_bad_input_closes_with_a_reason_and_the_server_keeps_serving(
         await ws.send_str(_media(good))
         await ws.send_str(stop_message(SID, CALL, 3))
         assert await _closed(ws) == (1000, "stop")
+
+
+async def test_each_chunk_completes_its_own_frame(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After k ``media`` chunks the session holds exactly k whole 20 ms frames: the frame
+    carrying a chunk's audio is complete when that chunk arrives, not one chunk (20 ms)
+    later, although the upsampler keeps its 3 ms lookahead back (``frame_aligning_lead``)."""
+    pushed: list[int] = []
+    original = VoiceSession.push
+
+    async def spy(self: VoiceSession, pcm: np.ndarray) -> None:
+        pushed.append(int(pcm.size))
+        await original(self, pcm)
+
+    monkeypatch.setattr(VoiceSession, "push", spy)
+    tone = (3000 * np.sin(np.arange(160) * 2 * np.pi * 440 / MULAW_RATE)).astype(np.int16)
+    async with serving(engines) as (server, url), aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url)
+        await ws.send_str(_start())
+        for k in range(5):
+            await ws.send_str(_media(mulaw_encode(tone), k))
+            for _ in range(100):
+                if len(pushed) == k + 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert sum(pushed) == (k + 1) * 320, pushed
+        await ws.close()
 
 
 async def test_audio_faster_than_a_phone_line_ends_the_stream(engines: Engines) -> None:
