@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,13 @@ import pytest
 import soxr
 
 from halfsec.errors import ConfigError, EngineUnavailable
+from halfsec.logic.factory import create_logic
+from halfsec.logic.options import LogicOptions
+from halfsec.runtime.build import fixed_clauses
 from halfsec.tts import TTSEngine, TTSOptions, available_engines, create_tts
+from halfsec.tts.engine import set_clause_index
 from halfsec.tts.espeak import EspeakEngine
+from halfsec.tts.phrase_cache import PhraseCache
 from halfsec.tts.piper import PiperEngine, _split_clauses
 from halfsec.tts.silence_trim import LeadingSilenceTrimmer
 
@@ -347,3 +352,85 @@ async def test_both_engines_in_one_process(piper: PiperEngine, espeak: EspeakEng
         collect(piper, "And again."),
     )
     assert a and b and c
+
+
+# -- the phrase cache (tts/phrase_cache.py) ---------------------------------------------
+class CountingEspeak(EspeakEngine):
+    """The real espeak-ng engine, counting how often it is asked to render."""
+
+    calls = 0
+
+    async def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
+        self.calls += 1
+        async for chunk in super().synthesize(text):
+            yield chunk
+
+
+@pytest.fixture
+def counting() -> Iterator[CountingEspeak]:
+    engine = CountingEspeak(TTSOptions(engine="espeak"))
+    yield engine
+    engine.close()
+
+
+async def test_phrase_cache_replays_a_kept_clause(counting: CountingEspeak) -> None:
+    cache = PhraseCache(counting, entries=4, max_chars=48)
+    first = await collect(cache, "Sure.")
+    again = await collect(cache, "Sure.")
+    assert counting.calls == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert np.array_equal(np.concatenate(first), np.concatenate(again))
+    again[0][:] = 0  # a consumer scaling in place must not change what is kept
+    assert np.array_equal(np.concatenate(await collect(cache, "Sure.")), np.concatenate(first))
+
+
+async def test_phrase_cache_keeps_openers_apart_from_later_clauses(
+    counting: CountingEspeak,
+) -> None:
+    """Engines trim a reply's first clause only, so the same words later in a reply are
+    another rendering."""
+    cache = PhraseCache(counting, entries=4, max_chars=48)
+    await collect(cache, "Got it.")
+
+    async def later() -> None:
+        set_clause_index(1)
+        await collect(cache, "Got it.")
+
+    await asyncio.create_task(later())
+    assert counting.calls == 2
+    assert cache.kept("Got it.", first=True) and cache.kept("Got it.", first=False)
+
+
+async def test_phrase_cache_skips_long_and_unfinished_clauses(counting: CountingEspeak) -> None:
+    cache = PhraseCache(counting, entries=4, max_chars=20)
+    long = "One large latte with oat milk, coming right up."
+    await collect(cache, long)
+    await collect(cache, long)
+    assert counting.calls == 2 and not cache.kept(long)
+    stream = cache.synthesize("Hello there, friend.")
+    assert isinstance(stream, AsyncGenerator)
+    await stream.__anext__()
+    await stream.aclose()  # the consumer stopped (barge-in): a partial clause is not kept
+    assert not cache.kept("Hello there, friend.")
+
+
+async def test_phrase_cache_is_bounded_least_recently_used_out(counting: CountingEspeak) -> None:
+    cache = PhraseCache(counting, entries=2, max_chars=48)
+    for text in ("Sure.", "Got it.", "Sure.", "Okay."):
+        await collect(cache, text)
+    assert cache.kept("Sure.") and cache.kept("Okay.") and not cache.kept("Got it.")
+    assert PhraseCache(counting, entries=0, max_chars=48).kept("Sure.") is False
+
+
+async def test_phrase_cache_prefills_at_warmup_inside_a_running_loop(
+    counting: CountingEspeak,
+) -> None:
+    cache = PhraseCache(counting, entries=8, max_chars=48, prefill=["Sure.", " Sure.", "Got it."])
+    cache.warmup()  # called from a running loop, as a server's startup does
+    assert cache.kept("Sure.") and cache.kept("Got it.") and counting.calls == 2
+    assert len(await collect(cache, "Got it.")) > 0 and counting.calls == 2
+
+
+def test_fixed_clauses_are_the_domain_replies_without_slots() -> None:
+    fixed = fixed_clauses(create_logic(LogicOptions()))
+    assert "Sure." in fixed and "Got it." in fixed
+    assert not [t for t in fixed if "{" in t or "[" in t]

@@ -7,6 +7,7 @@ import logging
 
 from halfsec.config import HalfsecConfig
 from halfsec.errors import HalfsecError
+from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.engine import LogicEngine
 from halfsec.logic.factory import create_logic
 from halfsec.runtime.engines import Engines
@@ -19,6 +20,7 @@ from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import create_phone_stt
 from halfsec.tts.factory import create_tts
 from halfsec.tts.options import TTSOptions
+from halfsec.tts.phrase_cache import PhraseCache
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,12 @@ def build_engines(
     engines = Engines(
         stt=stt,
         logic=logic,
-        tts=create_tts(config.tts),
+        tts=PhraseCache(
+            create_tts(config.tts),
+            entries=config.tts.phrase_cache_entries,
+            max_chars=config.tts.phrase_cache_max_chars,
+            prefill=fixed_clauses(logic),
+        ),
         fallback=build_fallbacks(config, logic, prompt=stt_opt.prompt),
         phone_stt=phone_stt,
     )
@@ -57,6 +64,21 @@ def build_engines(
     if warmup:
         engines.warmup()
     return engines
+
+
+def fixed_clauses(logic: LogicEngine) -> list[str]:
+    """The clauses of a domain's replies and questions that hold no slot ("Sure.", "Got
+    it."): the same words every time, so the TTS phrase cache renders them at warmup.
+    None for a logic engine without a domain (an LLM's words are its own)."""
+    if not isinstance(logic, DomainLogic):
+        return []
+    out: list[str] = []
+    for intent in logic.domain.intents.values():
+        for text in (*intent.confirm, *intent.reply, *intent.ask.values()):
+            if "{" not in text and "[" not in text:
+                out.append(text)
+    out.append(logic.domain.fallback)
+    return out
 
 
 def build_fallbacks(

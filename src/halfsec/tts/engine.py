@@ -36,6 +36,10 @@ def clause_index() -> int:
 class TTSEngine(ABC):
     name: str = "tts"
     sample_rate: int = 22_050
+    prefill_safe: bool = False
+    """May ``synthesize`` run on a private event loop during warmup (``tts/phrase_cache``)?
+    True for engines that keep nothing bound to the loop they first ran on (local ones);
+    an engine holding an HTTP client must stay False and fill its cache on first use."""
 
     @abstractmethod
     def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:

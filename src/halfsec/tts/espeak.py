@@ -178,6 +178,8 @@ class EspeakEngine(TTSEngine):
     synthesised.  Safe to share between sessions: utterances are serialised.
     """
 
+    prefill_safe = True  # per-call loop objects only: safe on a private warmup loop
+
     name = "espeak"
 
     def __init__(self, options: TTSOptions | None = None) -> None:

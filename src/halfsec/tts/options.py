@@ -30,6 +30,8 @@ _RULES = {
     "espeak_chunk_ms": between(1, 1000, "ms"),
     "openai_sample_rate": between(8000, 48000, "Hz"),
     "openai_timeout_s": positive("s", at_most=600),
+    "phrase_cache_entries": between(0, 4096),
+    "phrase_cache_max_chars": between(1, 1000, "chars"),
 }
 
 
@@ -96,6 +98,16 @@ class TTSOptions:
     keep_leading_ms: float = 5.0
     """Silence kept before the detected onset so the attack of the first phoneme (which
     starts below the threshold) is not clipped into a click."""
+
+    phrase_cache_entries: int = 64
+    """Short clauses whose audio is kept for the next time they are said (0: none).  A
+    domain's replies open with the same few clauses ("Sure.", "Got it."), so their
+    synthesis need not sit between the end of a turn and the reply's first sample
+    (``tts/phrase_cache.py``).  64 clauses of up to 48 characters are at most ~10 MB."""
+
+    phrase_cache_max_chars: int = 48
+    """Longest clause (characters) that is kept: openers and questions, not read-backs
+    whose slots make each one different."""
 
     espeak_voice: str = "en-us"
     """espeak-ng voice name (``espeak-ng --voices`` lists them)."""

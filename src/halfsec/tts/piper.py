@@ -112,6 +112,8 @@ class PiperEngine(TTSEngine):
     first audio before other replies' later clauses (``clause_queue.RankedWorker``).
     """
 
+    prefill_safe = True  # per-call loop objects only: safe on a private warmup loop
+
     name = "piper"
 
     def __init__(self, options: TTSOptions | None = None) -> None:
