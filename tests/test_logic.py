@@ -359,11 +359,6 @@ def test_stt_prompt_has_canonical_values_not_mishearings() -> None:
         assert wrong not in prompt
     assert len(prompt) <= 600
     assert "lotte" not in load_domain("coffee").vocabulary
-    # Every value a label can have is in the hint, whole: Whisper tiny.en wrote "horn
-    # milk" and "ice, milk" when "whole milk" and "iced mocha" were not.
-    listed = prompt.removeprefix("Coffee order:").rstrip(".").split(", ")
-    for value in ("whole milk", "iced mocha", "medium roast", "brown sugar", "house coffee"):
-        assert value in [p.strip() for p in listed], value
 
 
 # ------------------------------------------------------------------ clause splitter

@@ -148,21 +148,16 @@ class Domain:
     def stt_prompt(self) -> str:
         """A compact hint for the recogniser (e.g. Whisper's ``initial_prompt``).
 
-        Canonical values first, whole, in file order: a value left out is one tiny.en
-        mishears ("horn milk", "ice, milk" when "whole milk", "iced mocha" were not in;
-        the 150 shared orders decoded offline: 147 right before, 149 now).  A value of 3+
-        words all in already is skipped ("a lot of skim milk"); synonyms with a new word
-        fill the room left, shortest first."""
-        canonical = list(dict.fromkeys(v.canonical for s in self.slots.values() for v in s.values))
-        spoken = sorted(
-            [p for p in self.vocabulary if p not in canonical], key=lambda p: len(p.split())
-        )
+        Phrases whose words all appeared already are skipped ("a lot of skim milk" adds
+        nothing once "a lot of milk" and "skim milk" are in), so that many values fit
+        in Whisper's short prompt window; shorter phrases go first for the same reason.
+        """
         words: set[str] = set()
         parts: list[str] = []
         length = len(self.stt_prompt_prefix)
-        for phrase, min_words in [*((p, 3) for p in canonical), *((p, 1) for p in spoken)]:
+        for phrase in sorted(self.vocabulary, key=lambda p: len(p.split())):
             toks = set(phrase.lower().split())
-            if len(toks) >= min_words and toks <= words:
+            if toks <= words:
                 continue
             if length + len(phrase) + 2 > _STT_PROMPT_MAX_CHARS:
                 break
