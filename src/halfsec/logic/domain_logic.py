@@ -20,7 +20,6 @@ conversation's chat history (within ``llm_history_tokens``) and the open request
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
@@ -32,6 +31,7 @@ from halfsec.logic.llm import ChatClient, ChatMessage, LLMError, trim_history
 from halfsec.logic.matcher import Matcher
 from halfsec.logic.options import LogicOptions
 from halfsec.logic.state import DialogueState
+from halfsec.logic.templates import PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _tail(intent: Intent) -> frozenset[str]:
     """Slots that some example of ``intent`` says after its first required slot."""
     out: set[str] = set()
     for example in intent.examples:
-        said = re.findall(r"\{(\w+)\}", example)
+        said = PLACEHOLDER.findall(example)
         first = next((i for i, s in enumerate(said) if s in intent.required), None)
         if first is not None:
             out.update(said[first + 1 :])
