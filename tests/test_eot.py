@@ -13,7 +13,16 @@ import pytest
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
-from halfsec.frames import FinalTranscript, Frame, IntentFrame, ReplyAudio, ReplyDone, TimingMark
+from halfsec.clock import now_ns
+from halfsec.frames import (
+    EndOfTurn,
+    FinalTranscript,
+    Frame,
+    IntentFrame,
+    ReplyAudio,
+    ReplyDone,
+    TimingMark,
+)
 from halfsec.lab.eot.hazard import FEATURES, fit, hazard
 from halfsec.lab.eot.replay import Pause, Replayed, ask_times, fill_tails
 from halfsec.lab.eot.simulate import (
@@ -33,6 +42,8 @@ from halfsec.logic.state import DialogueState
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.final_pace import FinalPace
 from halfsec.runtime.ladder import HeardSoFar
+from halfsec.runtime.options import SessionOptions
+from halfsec.runtime.session import VoiceSession
 from halfsec.runtime.turn_task import TurnTask
 from halfsec.trace import names
 from halfsec.turn.combined import CombinedPolicy
@@ -366,3 +377,39 @@ async def test_no_early_start_from_a_partial_that_ends_before_the_pause(
     task, frames = await _turn(engines, order, "make me a dark roast", order.size / 16 - 800)
     assert task.early == "none"
     assert _mark(frames, names.MARK_LOGIC_START) > _mark(frames, names.MARK_STT_END)
+
+
+async def test_the_turn_ends_when_its_final_lands_not_on_the_next_frame(
+    engines: Engines, order: np.ndarray
+) -> None:
+    """The silence window is met while the final decodes; once the final lands the turn
+    ends at once, with no further frame pushed (before, it waited for the next frame)."""
+    session = VoiceSession(
+        engines,
+        TurnOptions(silence_ms=200.0, max_wait_for_transcript_ms=5000.0),
+        SessionOptions(end_of_turn="silence", partials=False),
+    )
+    silence = np.zeros(16 * 400, dtype=np.int16)  # past the window, far inside the wait
+    got: list[tuple[int, Frame]] = []
+    ended = asyncio.Event()
+
+    async def read() -> None:
+        async for f in session.events():
+            got.append((now_ns(), f))
+            if isinstance(f, EndOfTurn):
+                ended.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        await session.push(np.concatenate([order, silence]))
+        pushed = now_ns()
+        assert not ended.is_set(), "the final decodes for ~100 ms: not in yet"
+        await asyncio.wait_for(ended.wait(), 20)  # no frame is pushed after this point
+        t_end, eot = next((t, f) for t, f in got if isinstance(f, EndOfTurn))
+        assert t_end > pushed
+        assert isinstance(eot, EndOfTurn) and eot.reason == "silence"
+        assert eot.audio_ms == session.position_ms, "decided on the silence already heard"
+        assert any(isinstance(f, FinalTranscript) and f.text.strip() for _, f in got)
+    finally:
+        await session.close()
+        await reader

@@ -8,9 +8,8 @@ stops everything the turn still had queued or in flight.
 
 The conversation's next dialogue state goes through the same gate: the task computes it
 from the state it started with (a value) and hands it to ``on_dialogue`` only once the
-gate is open, so a cancelled speculative turn leaves the session's state untouched.  Once
-the reply has been said (or cut off by a barge-in) the state with the exchange in its chat
-history follows.
+gate is open, so a cancelled speculative turn leaves the session's state untouched; the
+state with the exchange in its chat history follows once the reply is said (or cut off).
 
 **Early start.**  Where the final decode is slow (a CPU without AVX-512: ~280 ms, the
 floor of every turn) the task does not wait for it when it need not: if the latest
@@ -72,8 +71,7 @@ class _Offer:
     """A dialogue state an early reply would offer (``said``: None once released)."""
 
     said: str | None
-    done: bool = False
-    """Not a state: the ``reply.done`` an early reply had reached."""
+    done: bool = False  # not a state: the ``reply.done`` an early reply had reached
 
 
 def _failed(task: asyncio.Task[None]) -> bool:
@@ -99,6 +97,7 @@ class TurnTask:
         faults: SessionFaults | None = None,
         early_start: bool = True,
         pace: FinalPace = FINAL_PACE,
+        on_final: Callable[[], None] | None = None,
     ) -> None:
         self.turn_id = turn_id
         self.stream = stream
@@ -112,8 +111,8 @@ class TurnTask:
         self.reply_text: list[str] = []
         self.task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
+        # The conversation as this turn found it (what a continuation goes back to).
         self.dialogue_before = dialogue if dialogue is not None else DialogueState()
-        """The conversation as this turn found it (what a continuation goes back to)."""
         self._on_dialogue = on_dialogue
         self._held_dialogue: DialogueState | None = None
         self._answer: DialogueTurn | None = None
@@ -127,12 +126,11 @@ class TurnTask:
         self._spoke = False
         self.early_start = early_start
         self.pace = pace  # recent finals' compute time: early start only while slow
-        self._early_hold: list[Frame | _Offer] | None = None
-        """Set while an early reply (from a partial) waits for the final's verdict."""
+        self.on_final = on_final  # the session decides the turn's end as the final lands
+        self._early_hold: list[Frame | _Offer] | None = None  # early reply awaiting the final
         self._early_text = ""
         self._early_answer: DialogueTurn | None = None
-        self.early = "none"
-        """``none``, ``kept`` or ``redone``: what became of an early start."""
+        self.early = "none"  # ``kept`` or ``redone``: what became of an early start
 
     # -- gate ---------------------------------------------------------------------------
     def _emit(self, frame: Frame) -> None:
@@ -292,6 +290,8 @@ class TurnTask:
             names.MARK_STT_END, compute_ms=tr.compute_ms, audio_ms=tr.audio_ms, early=self.early
         )
         self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
+        if self.on_final is not None:
+            self.on_final()
         if early is not None:
             self._release_early(held)
             await early
