@@ -79,6 +79,32 @@ def test_detector_says_the_voice_went_quiet_before_silero_confirms_the_pause(
     assert det.quiet_end() is None, "not during a pause"
 
 
+def _final_pause_ends(pcm: np.ndarray) -> tuple[float, float]:
+    """(the last pause's first estimated end, its estimated end after 1 s of silence)."""
+    det = TurnDetector(TurnOptions())
+    first = -1.0
+    for f in frames_of(np.concatenate([pcm, np.zeros(16000, dtype=np.int16)])):
+        for e in det.process(f):
+            if e.kind == "pause":
+                first = e.speech_ms
+    return first, det.speech_end_ms
+
+
+def test_a_stop_released_after_its_closure_restarts_the_silence(speech_dir: Path) -> None:
+    """273ecb20 ends "... and milk": the /k/ is released ~160 ms into what Silero calls the
+    pause (hand-marked end 3475 ms).  The estimated end moves to the burst, so the silence
+    the turn waits for counts from there; a soft tail (breath, room) moves nothing."""
+    first, end = _final_pause_ends(
+        load_audio(speech_dir / "audio" / "picovoice_273ecb20-8c0a-4242-9678-b622ae2da7b1.flac")
+    )
+    assert 3100 <= first <= 3160, first
+    assert 3280 <= end <= 3330, end
+    first, end = _final_pause_ends(
+        load_audio(speech_dir / "audio" / "picovoice_1cf61395-1205-46c4-bf1c-2e43dd489455.flac")
+    )
+    assert end == first
+
+
 def test_policies() -> None:
     opt = TurnOptions(silence_ms=200, incomplete_silence_ms=700)
     assert SilenceWindowPolicy(opt).required_silence_ms("a latte with") == 200

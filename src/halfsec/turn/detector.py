@@ -61,6 +61,22 @@ recordings 262 of 314 pauses were preceded by such a moment at the same estimate
 a median 60 ms before the pause (``benchmarks/eot_bench.py``, 2026-12-01)."""
 
 
+RELEASE_DB = 20.0
+"""A 10 ms frame within this much of the turn's loudest, heard during a pause, is voice
+the VAD missed, and the silence count restarts after it.  Why: a word-final stop ("milk")
+is a closure of ~100-200 ms of near silence, then a release burst and its aspiration;
+Silero calls the closure a pause and the burst no speech, so the turn could end and the
+reply be heard over the word's last sound (picovoice_273ecb20: the reply audible under
+the /k/ released 160 ms after the closure, hand-marked in
+tests/data/end_of_speech_marks.tsv; premature in every live run).  Over the final pauses
+of the 186 shared recordings such a frame follows 6 ends within ``RELEASE_WINDOW_MS``:
+that /k/, and five one-second speech commands recorded in loud noise, where it also costs
+time; quieter sounds (breath, room: 25-35 dB under the peak) never restart the count."""
+RELEASE_WINDOW_MS = 300.0
+"""Only sounds this soon after the estimated end restart the count, so that a steady loud
+noise after the voice delays a turn's end by at most this much."""
+
+
 class TurnDetector:
     def __init__(self, options: TurnOptions) -> None:
         self.opt = options
@@ -77,6 +93,7 @@ class TurnDetector:
         """Estimated onset of the turn being spoken (None between turns)."""
         self.pauses = 0
         """Pauses seen so far: a new value means a new pause."""
+        self._pause_end_ms = 0.0  # the pause's first estimated end (``RELEASE_WINDOW_MS``)
         self._recent: deque[np.ndarray] = deque(maxlen=int(KEEP_AUDIO_MS // FRAME_MS))
         self.listeners: list[Callable[[], None]] = []
         """Called after each frame has been processed (its events decided)."""
@@ -116,6 +133,8 @@ class TurnDetector:
         self._recent.append(frame)
         probs = self.vad.push(frame)
         self.pos_ms += frame.size * 1000.0 / INTERNAL_RATE
+        if self.state is VadState.PAUSE:
+            self._released()
         events: list[VadEvent] = []
         for p in probs:
             self.last_prob = p
@@ -132,7 +151,7 @@ class TurnDetector:
             elif self.state is VadState.SPEECH:
                 if p < self.opt.neg_threshold:
                     self.state = VadState.PAUSE
-                    self.speech_end_ms = self._estimate_end()
+                    self.speech_end_ms = self._pause_end_ms = self._estimate_end()
                     self.pauses += 1
                     events.append(VadEvent("pause", self.pos_ms, self.speech_end_ms))
             elif self.state is VadState.PAUSE:
@@ -142,6 +161,17 @@ class TurnDetector:
         for listener in self.listeners:
             listener()
         return events
+
+    def _released(self) -> None:
+        """In a pause: a sound as loud as the voice (``RELEASE_DB``) soon after the end
+        (``RELEASE_WINDOW_MS``) moves the estimated end of speech to it."""
+        for end_ms, db in list(self._db)[-2:]:
+            if (
+                end_ms > self.speech_end_ms
+                and end_ms - self._pause_end_ms <= RELEASE_WINDOW_MS
+                and db >= self._peak_db - RELEASE_DB
+            ):
+                self.speech_end_ms = end_ms
 
     def quiet_end(self) -> float | None:
         """While speech lasts: the estimated end of speech once frame energy has stayed
