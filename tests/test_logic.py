@@ -20,6 +20,7 @@ from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.llm import ChatClient, ChatMessage, LLMError, SSEDecoder
 from halfsec.logic.matcher import Matcher
 from halfsec.logic.normalize import normalize
+from halfsec.logic.state import DialogueState
 from halfsec.textnorm import number_words
 
 COFFEE_SLOTS = ("size", "roast", "numberOfShots", "coffeeDrink", "milkAmount", "sugarAmount")
@@ -682,3 +683,26 @@ def test_single_stray_word_is_not_an_order(coffee: DomainLogic) -> None:
     for text in ("go.", "no.", "No.", "yes", "stop"):
         assert coffee.understand(text).intent is None, text
     assert coffee.understand("I'd like a latte").intent == "orderDrink"
+
+
+def test_one_judgement_serves_completeness_and_tail() -> None:
+    """The end-of-turn policy asks ``is_complete`` then ``tail_said`` about the same
+    transcript and state: the matcher runs once for both, and again for new text or a
+    new state (the verdicts are those of a fresh engine)."""
+    logic = DomainLogic(load_domain("coffee"))
+    calls: list[str] = []
+    understand = logic.matcher.understand
+
+    def counted(text: str):  # type: ignore[no-untyped-def]
+        calls.append(text)
+        return understand(text)
+
+    logic.matcher.understand = counted  # type: ignore[method-assign]
+    state = DialogueState()
+    text = "A latte with a bit of soy milk."
+    assert logic.is_complete(text, state) is True
+    assert logic.tail_said(text, state) is True
+    assert calls == [text]
+    assert logic.tail_said("Give me a dark roast, double shot, drip coffee.", state) is False
+    assert logic.tail_said(text, DialogueState()) is True
+    assert len(calls) == 3

@@ -65,6 +65,9 @@ class DomainLogic(LogicEngine):
         self.policy = DialoguePolicy(domain, self.options.min_clause_chars)
         self._tails = {name: _tail(intent) for name, intent in domain.intents.items()}
         """Per intent, the slots its examples say after a required one (``tail_said``)."""
+        self._judged: tuple[str, DialogueState, Understanding, Move] | None = None
+        """The last ``_judge``: the end-of-turn policy asks ``is_complete`` and then
+        ``tail_said`` about the same transcript and state, and one judgement does both."""
         self.llm: ChatClient | None = None
         if self.options.llm_base_url:
             self.llm = ChatClient.from_env(
@@ -90,7 +93,7 @@ class DomainLogic(LogicEngine):
         with no drink yet); finished when it moves the conversation on otherwise
         (answers the question, corrects, confirms); None when it is not about the
         domain at all (the LLM's, or the fallback's)."""
-        move = self.policy.step(text, self.understand(text), state or DialogueState())
+        move = self._judge(text, state or DialogueState())[1]
         if move.act == "chat":
             return None
         request = move.state.request
@@ -105,11 +108,24 @@ class DomainLogic(LogicEngine):
         such slot is open.  None when the turn answers the agent's question, is not about
         the domain, or its intent has no tail (``_tails``)."""
         state = state or DialogueState()
-        u = self.understand(text)
-        if state.asking is not None or self.policy.step(text, u, state).act == "chat":
+        u, move = self._judge(text, state)
+        if state.asking is not None or move.act == "chat":
             return None
         tail = self._tails.get(u.intent or "")
         return any(u.slots.get(s) for s in tail) if tail else None
+
+    def _judge(self, text: str, state: DialogueState) -> tuple[Understanding, Move]:
+        """Understanding and the dialogue policy's move for ``text`` in ``state``, kept
+        for the next call about the same text and the same state object (states are
+        frozen, so the same object gives the same move; a shared engine at worst
+        recomputes)."""
+        last = self._judged
+        if last is not None and last[0] == text and last[1] is state:
+            return last[2], last[3]
+        u = self.understand(text)
+        move = self.policy.step(text, u, state)
+        self._judged = (text, state, u, move)
+        return u, move
 
     def stt_prompt(self) -> str:
         """Vocabulary hint for the recogniser (see :meth:`Domain.stt_prompt`)."""

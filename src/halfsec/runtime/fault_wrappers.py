@@ -9,22 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.faults import FaultPlan, FaultSpecError, current_turn_faults
-from halfsec.tts.engine import TTSEngine
+from halfsec.tts.engine import WrappedTTS
 
 
-class FaultyTTS(TTSEngine):
+class FaultyTTS(WrappedTTS):
     """A TTS engine whose streams pass through the running turn's ``tts.*`` faults."""
-
-    def __init__(self, inner: TTSEngine) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.sample_rate = inner.sample_rate
 
     async def synthesize(self, text: str) -> AsyncIterator[np.ndarray]:
         faults = current_turn_faults()
@@ -33,14 +27,6 @@ class FaultyTTS(TTSEngine):
             chunks = faults.stream("tts", chunks)
         async for chunk in chunks:
             yield chunk
-
-    def warmup(self) -> None:
-        self.inner.warmup()
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything else (``render_blocking``, ``aclose``, ``close``, options) is the
-        real engine's."""
-        return getattr(self.inner, name)
 
 
 def _stt_hook(final: bool) -> Callable[[], None] | None:

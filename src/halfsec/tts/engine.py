@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +50,22 @@ class TTSEngine(ABC):
 
     def warmup(self) -> None:  # noqa: B027 - optional hook
         """Run once before the first turn so the first user does not pay model load."""
+
+
+class WrappedTTS(TTSEngine):
+    """Base of an engine that stands in front of another (the phrase cache, the lab's fault
+    plan): it is heard as the inner engine (same name, rate and prefill safety), warms it,
+    and passes everything it does not define itself (``render_blocking``, ``aclose``,
+    ``close``, options) to it.  One base, so a new wrapper cannot forget one of these."""
+
+    def __init__(self, inner: TTSEngine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.sample_rate = inner.sample_rate
+        self.prefill_safe = inner.prefill_safe
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -29,18 +29,17 @@ import concurrent.futures
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import numpy as np
 
-from halfsec.tts.engine import TTSEngine, clause_index
+from halfsec.tts.engine import TTSEngine, WrappedTTS, clause_index
 
 log = logging.getLogger(__name__)
 
 _Key = tuple[str, bool]
 
 
-class PhraseCache(TTSEngine):
+class PhraseCache(WrappedTTS):
     """``inner`` with its short clauses' audio kept (see the module docstring)."""
 
     def __init__(
@@ -51,10 +50,7 @@ class PhraseCache(TTSEngine):
         max_chars: int,
         prefill: Sequence[str] = (),
     ) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.sample_rate = inner.sample_rate
-        self.prefill_safe = inner.prefill_safe
+        super().__init__(inner)
         self.entries = entries
         self.max_chars = max_chars
         self.prefill = tuple(dict.fromkeys(t.strip() for t in prefill if t.strip()))
@@ -122,11 +118,6 @@ class PhraseCache(TTSEngine):
                 assert key is not None
                 self._keep(key, chunks)
         log.debug("tts phrase cache: %d clauses prefilled", len(self._kept))
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything else (``render_blocking``, ``aclose``, ``close``, options) is the
-        real engine's."""
-        return getattr(self.inner, name)
 
 
 async def _render(engine: TTSEngine, text: str) -> tuple[np.ndarray, ...]:
