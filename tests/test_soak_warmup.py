@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from halfsec.config import load_config
+from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
 from halfsec.server.app import ServerOptions, VoiceServer
 from halfsec.stt.decode_lanes import ReplaceableLane
@@ -39,3 +40,16 @@ async def test_the_server_loads_the_shared_turn_models_before_it_listens(
     assert vad._SESSION is not None, "the VAD is loaded at start-up"
     assert config.session.end_of_turn == "combined" and config.turn.smart_turn
     assert combined._SHARED.get(config.turn.smart_turn_threads) is not None, "Smart Turn too"
+
+
+def test_every_warmed_build_loads_the_shared_turn_models_too() -> None:
+    """``halfsec run``, Wyoming and embedding programs build their engines without the
+    server: a warmed build loads the turn models as the server's start-up does."""
+    config = load_config()
+    vad._SESSION = None
+    combined._SHARED.pop(config.turn.smart_turn_threads, None)
+    build_engines(config, warmup=False)
+    assert vad._SESSION is None and not combined._SHARED, "nothing loaded unwarmed"
+    build_engines(config)
+    assert vad._SESSION is not None
+    assert combined._SHARED.get(config.turn.smart_turn_threads) is not None

@@ -15,6 +15,7 @@ from halfsec.runtime.fallback import FallbackEngines, backup_engines, domain_tem
 from halfsec.runtime.fault_wrappers import apply_faults
 from halfsec.runtime.faults import FaultPlan
 from halfsec.runtime.session import VoiceSession
+from halfsec.runtime.turn_models import preload_turn_models
 from halfsec.stt.factory import create_stt
 from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import create_phone_stt
@@ -63,6 +64,9 @@ def build_engines(
         engines = apply_faults(engines, faults)
     if warmup:
         engines.warmup()
+        # The session's shared turn models too, for every entry point (``halfsec run``,
+        # Wyoming, an embedding program), not only the server's start-up.
+        preload_turn_models(config.turn, config.session.end_of_turn)
     return engines
 
 

@@ -8,7 +8,8 @@ first inference for Smart Turn (measured 2026-12-01 on the 2-core box).  So the 
 caller waited, and every other session's audio stalled behind the loop meanwhile: in the
 10-minute soak the slowest turns of the first minute were the first callers'.  The
 server pays it at start-up instead (``server/app.py``), before ``/healthz`` and
-``/ready`` answer, like the engines' own warm-up (``runtime/build.py``).
+``/ready`` answer, and so does every warmed ``build_engines`` (``runtime/build.py``:
+``halfsec run``, Wyoming, an embedding program), after the engines' own warm-up.
 """
 
 from __future__ import annotations
