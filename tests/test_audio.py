@@ -10,7 +10,7 @@ import soundfile as sf
 
 from halfsec.audio.framing import Framer, frames_of
 from halfsec.audio.io import load_audio, pcm16_from_bytes, to_pcm16
-from halfsec.audio.resample import StreamResampler, resample
+from halfsec.audio.resample import LowDelayResampler, StreamResampler, resample
 from halfsec.audio.timeline import PlaybackTimeline
 from halfsec.errors import AudioInputError
 from halfsec.measure.audible import first_audible_sample
@@ -102,3 +102,24 @@ def test_timeline_places_audio_at_arrival_and_stops() -> None:
     tl.stop(550_000_000)
     audio = tl.audio()
     assert audio.size == 8800 and first_audible_sample(audio) == 8000
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000, 16000])
+def test_the_aligning_lead_completes_each_frame_with_its_own_chunk(rate: int) -> None:
+    """A client's k-th 20 ms chunk completes the session's k-th 20 ms frame once the lead
+    is in front (and not a whole frame more); without it each frame lacks the lookahead
+    until the next chunk, 20 ms later (calls' frames were late by that)."""
+    chunk = rate // 50
+    noise = (np.random.default_rng(1).standard_normal(chunk * 10) * 3000).astype(np.int16)
+    with_lead = LowDelayResampler(rate, 16_000, quality="HQ")
+    bare = LowDelayResampler(rate, 16_000, quality="HQ")
+    got = with_lead.aligning_lead().size
+    got_bare = 0
+    for k in range(1, 11):
+        piece = noise[(k - 1) * chunk : k * chunk]
+        got += with_lead.process(piece).size
+        got_bare += bare.process(piece).size
+        assert k * 320 <= got < (k + 1) * 320, (rate, k, got)
+        if rate != 16_000:
+            assert got_bare < k * 320, "without the lead the frame waits for the next chunk"
+    assert (with_lead.aligning_lead().size == 0) == (rate == 16_000)

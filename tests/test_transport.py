@@ -287,6 +287,40 @@ async def test_junk_gets_error_events_and_server_keeps_serving(
         assert await _drained(server)
 
 
+@pytest.mark.parametrize("rate", [48000, 44100])
+async def test_each_pcm_chunk_at_another_rate_completes_its_own_frame(
+    engines: Engines, monkeypatch: pytest.MonkeyPatch, rate: int
+) -> None:
+    """A page whose AudioContext cannot downsample sends its own rate: after k 20 ms
+    chunks the session holds k whole 20 ms frames, although the resampler keeps its
+    lookahead back (``LowDelayResampler.aligning_lead``; without it each frame would be
+    heard with the next chunk, 20 ms late)."""
+    from halfsec.runtime.session import VoiceSession
+
+    pushed: list[int] = []
+    original = VoiceSession.push
+
+    async def spy(self: VoiceSession, pcm: np.ndarray) -> None:
+        pushed.append(int(pcm.size))
+        await original(self, pcm)
+
+    monkeypatch.setattr(VoiceSession, "push", spy)
+    chunk = rate // 50
+    tone = (3000 * np.sin(np.arange(chunk) * 2 * np.pi * 440 / rate)).astype("<i2")
+    async with serving(engines) as (_s, url), aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url)
+        await ws.send_str(session_start_message(rate))
+        assert (await _json(ws))["type"] == "session.started"
+        for k in range(5):
+            await ws.send_bytes(tone.tobytes())
+            for _ in range(100):
+                if len(pushed) == k + 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert (k + 1) * 320 <= sum(pushed) < (k + 2) * 320, pushed
+        await ws.close()
+
+
 async def test_any_input_rate_is_resampled(
     engines: Engines, rows: list[dict[str, str]], speech_dir: Path
 ) -> None:

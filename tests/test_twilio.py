@@ -372,7 +372,7 @@ async def test_each_chunk_completes_its_own_frame(
 ) -> None:
     """After k ``media`` chunks the session holds exactly k whole 20 ms frames: the frame
     carrying a chunk's audio is complete when that chunk arrives, not one chunk (20 ms)
-    later, although the upsampler keeps its 3 ms lookahead back (``frame_aligning_lead``)."""
+    later, although the upsampler keeps its 3 ms lookahead back (``aligning_lead``)."""
     pushed: list[int] = []
     original = VoiceSession.push
 

@@ -80,6 +80,20 @@ class LowDelayResampler:
         """Input samples held back before the output covering them is released."""
         return self._ahead
 
+    def aligning_lead(self) -> np.ndarray:
+        """Silence (at the output rate) to put before the stream's first output, as long
+        as the output the lookahead holds back.
+
+        Why: a client sends 20 ms chunks, and each comes out less its last ``lookahead_ms``,
+        which follow with the next chunk, 20 ms later.  A consumer that cuts 20 ms frames
+        from the first sample (the session) would find every frame short at its own
+        chunk's arrival and complete only a chunk later: each frame heard 20 ms late (a
+        phone call's pause came a median 20.5 ms later than over the WebSocket before its
+        lead).  With the lead, frame k ends where chunk k's released output ends; the
+        stream runs ``lookahead_ms`` behind the client's clock, which no timing uses (the
+        client measures).  Empty when nothing is held back (same rate in and out)."""
+        return np.zeros(-(-self._ahead * self._up // self._step), dtype=np.int16)
+
     def process(self, pcm: np.ndarray) -> np.ndarray:
         """Feed int16 input; returns the output now due (possibly empty)."""
         if pcm.size:

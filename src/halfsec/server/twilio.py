@@ -110,22 +110,6 @@ def phone_turn_options(turn: TurnOptions) -> TurnOptions:
     )
 
 
-def frame_aligning_lead(upsampler: LowDelayResampler) -> np.ndarray:
-    """Silence (at 16 kHz) to push before a call's first audio, as long as the
-    upsampler's lookahead (3 ms).
-
-    Why: the upsampler releases each 20 ms ``media`` chunk's audio less its last 3 ms,
-    which come with the next chunk, 20 ms later.  The session cuts 20 ms frames from the
-    call's first sample, so every frame lacked 3 ms at its own chunk's arrival and was
-    complete (VAD, pause, speculative final) only a chunk later: a call heard each of its
-    frames 20 ms late (``twilio_bench --records``: the pause came a median 20.5 ms later
-    than over the WebSocket, which frames the client's 20 ms as they come).  With the
-    lead, frame k ends exactly where chunk k's released audio ends; the stream's clock is
-    3 ms behind the caller's, which no timing uses (the client measures)."""
-    out_samples = upsampler.delay_samples * upsampler.out_rate // upsampler.in_rate
-    return np.zeros(out_samples, dtype=np.int16)
-
-
 def close_reason(code: str, message: str) -> bytes:
     return f"{code}: {message}".encode()[:MAX_CLOSE_REASON_BYTES]
 
@@ -167,8 +151,10 @@ class TwilioConnection(ClientConnection):
         self.request = request
         self.stream: Start | None = None
         self.upsampler = LowDelayResampler(MULAW_RATE, INTERNAL_RATE)
-        self._lead: np.ndarray | None = frame_aligning_lead(self.upsampler)
-        """Pushed before the call's first audio (see ``frame_aligning_lead``)."""
+        self._lead: np.ndarray | None = self.upsampler.aligning_lead()
+        """Pushed before the call's first audio, so that each 20 ms ``media`` chunk
+        completes its own frame (``LowDelayResampler.aligning_lead``: without it every
+        frame of a call was processed 20 ms late)."""
         self._downsamplers: dict[int, LowDelayResampler] = {}
         """Per turn: reply audio at the session's rate -> 8 kHz (flushed at reply.done)."""
         self._marks: dict[str, int] = {}
