@@ -35,3 +35,20 @@ def engines():  # type: ignore[no-untyped-def]
     from halfsec.runtime.build import build_engines
 
     return build_engines(load_config())
+
+
+@pytest.fixture
+def pushed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every chunk a transport pushes into a ``VoiceSession``, in order (the
+    session still gets them): whether each client chunk completes its frames on time."""
+    from halfsec.runtime.session import VoiceSession
+
+    sizes: list[int] = []
+    original = VoiceSession.push
+
+    async def spy(self: VoiceSession, pcm):  # type: ignore[no-untyped-def]
+        sizes.append(int(pcm.size))
+        await original(self, pcm)
+
+    monkeypatch.setattr(VoiceSession, "push", spy)
+    return sizes

@@ -289,22 +289,12 @@ async def test_junk_gets_error_events_and_server_keeps_serving(
 
 @pytest.mark.parametrize("rate", [48000, 44100])
 async def test_each_pcm_chunk_at_another_rate_completes_its_own_frame(
-    engines: Engines, monkeypatch: pytest.MonkeyPatch, rate: int
+    engines: Engines, pushed: list[int], rate: int
 ) -> None:
     """A page whose AudioContext cannot downsample sends its own rate: after k 20 ms
     chunks the session holds k whole 20 ms frames, although the resampler keeps its
     lookahead back (``LowDelayResampler.aligning_lead``; without it each frame would be
     heard with the next chunk, 20 ms late)."""
-    from halfsec.runtime.session import VoiceSession
-
-    pushed: list[int] = []
-    original = VoiceSession.push
-
-    async def spy(self: VoiceSession, pcm: np.ndarray) -> None:
-        pushed.append(int(pcm.size))
-        await original(self, pcm)
-
-    monkeypatch.setattr(VoiceSession, "push", spy)
     chunk = rate // 50
     tone = (3000 * np.sin(np.arange(chunk) * 2 * np.pi * 440 / rate)).astype("<i2")
     async with serving(engines) as (_s, url), aiohttp.ClientSession() as http:

@@ -367,20 +367,10 @@ async def test_bad_input_closes_with_a_reason_and_the_server_keeps_serving(
         assert await _closed(ws) == (1000, "stop")
 
 
-async def test_each_chunk_completes_its_own_frame(
-    engines: Engines, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_each_chunk_completes_its_own_frame(engines: Engines, pushed: list[int]) -> None:
     """After k ``media`` chunks the session holds exactly k whole 20 ms frames: the frame
     carrying a chunk's audio is complete when that chunk arrives, not one chunk (20 ms)
     later, although the upsampler keeps its 3 ms lookahead back (``aligning_lead``)."""
-    pushed: list[int] = []
-    original = VoiceSession.push
-
-    async def spy(self: VoiceSession, pcm: np.ndarray) -> None:
-        pushed.append(int(pcm.size))
-        await original(self, pcm)
-
-    monkeypatch.setattr(VoiceSession, "push", spy)
     tone = (3000 * np.sin(np.arange(160) * 2 * np.pi * 440 / MULAW_RATE)).astype(np.int16)
     async with serving(engines) as (server, url), aiohttp.ClientSession() as http:
         ws = await http.ws_connect(url)

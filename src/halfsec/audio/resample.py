@@ -50,7 +50,9 @@ class LowDelayResampler:
     and nothing more.  ``quality="LQ"`` (16-bit, wide transition band) needs 2-3 ms of
     lookahead to come within 3 LSB of resampling the whole signal at once; telephone
     audio (300-3400 Hz, 8-bit mu-law) has nothing for a steeper filter to keep.
-    ``flush`` releases the rest at the end of a stream (a reply's last clause)."""
+    ``flush`` releases the rest at the end of a stream (a reply's last clause).
+    ``aligned``: a client's input, cut into frames downstream: the first output starts
+    with ``aligning_lead`` (see there)."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class LowDelayResampler:
         lookahead_ms: float = 3.0,
         quality: str = "LQ",
         history: int = 256,
+        aligned: bool = False,
     ) -> None:
         g = math.gcd(in_rate, out_rate)
         self.in_rate = in_rate
@@ -74,6 +77,7 @@ class LowDelayResampler:
         """Input index of ``_buf[0]``."""
         self._received = 0
         self._released = 0
+        self._lead_due = aligned  # ``aligning_lead`` not yet put before the output
 
     @property
     def delay_samples(self) -> int:
@@ -99,7 +103,11 @@ class LowDelayResampler:
         if pcm.size:
             self._buf = np.concatenate([self._buf, pcm.astype(np.int16)])
             self._received += pcm.size
-        return self._release(self._received - self._ahead)
+        out = self._release(self._received - self._ahead)
+        if self._lead_due:
+            self._lead_due = False
+            out = np.concatenate([self.aligning_lead(), out])
+        return out
 
     def flush(self) -> np.ndarray:
         """The output still held back; the stream may go on afterwards."""

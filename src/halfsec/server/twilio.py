@@ -150,11 +150,10 @@ class TwilioConnection(ClientConnection):
         self.socket = socket
         self.request = request
         self.stream: Start | None = None
-        self.upsampler = LowDelayResampler(MULAW_RATE, INTERNAL_RATE)
-        self._lead: np.ndarray | None = self.upsampler.aligning_lead()
-        """Pushed before the call's first audio, so that each 20 ms ``media`` chunk
-        completes its own frame (``LowDelayResampler.aligning_lead``: without it every
-        frame of a call was processed 20 ms late)."""
+        self.upsampler = LowDelayResampler(MULAW_RATE, INTERNAL_RATE, aligned=True)
+        """Its first output starts with the lead that lets each 20 ms ``media`` chunk
+        complete its own frame (``LowDelayResampler.aligning_lead``: without it every frame
+        of a call was processed 20 ms late)."""
         self._downsamplers: dict[int, LowDelayResampler] = {}
         """Per turn: reply audio at the session's rate -> 8 kHz (flushed at reply.done)."""
         self._marks: dict[str, int] = {}
@@ -314,8 +313,6 @@ class TwilioConnection(ClientConnection):
             return True
         assert self.session is not None
         pcm = self.upsampler.process(mulaw_decode(m.payload))
-        if self._lead is not None:
-            pcm, self._lead = np.concatenate([self._lead, pcm]), None
         if pcm.size:
             await self.session.push(pcm)
         return False

@@ -56,8 +56,6 @@ class WebSocketConnection(ClientConnection):
         super().__init__(services)
         self.socket = ClientSocket(ws, transport, services.options.write_timeout_s)
         self.resampler: LowDelayResampler | None = None
-        self._lead = np.zeros(0, dtype=np.int16)
-        """Pushed before the first audio (``LowDelayResampler.aligning_lead``)."""
         self._pacer: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._sealer = sealer_from_key(services.options.resume_key)
@@ -163,8 +161,9 @@ class WebSocketConnection(ClientConnection):
         # Not soxr's stream: fed 20 ms chunks it holds 48 kHz input back 20-40 ms (the
         # browser page sends its AudioContext rate); HQ with 3 ms of look-ahead is within
         # 7 LSB of resampling the whole recording at once.
-        self.resampler = LowDelayResampler(m.sample_rate, INTERNAL_RATE, quality="HQ")
-        self._lead = self.resampler.aligning_lead()  # before the first audio: frames on time
+        self.resampler = LowDelayResampler(
+            m.sample_rate, INTERNAL_RATE, quality="HQ", aligned=True
+        )  # aligned: each 20 ms chunk completes its own session frame
         self.next_traceparent = m.traceparent
         if m.output_encoding == "opus":
             self.paced_out = PacedOpusOut(output_rate)
@@ -239,8 +238,6 @@ class WebSocketConnection(ClientConnection):
         if await self._over_rate(pcm.size * 1e3 / self.resampler.in_rate):
             return
         pcm = self.resampler.process(pcm)
-        if self._lead.size:
-            pcm, self._lead = np.concatenate([self._lead, pcm]), self._lead[:0]
         if pcm.size:
             # Waits while the client's events are not being sent (back-pressure): a
             # client that does not read stops being read.
