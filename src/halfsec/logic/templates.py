@@ -27,6 +27,12 @@ def template_problem(text: str) -> str:
     return f"unclosed '[' in {text!r}" if depth else ""
 
 
+def is_fixed(template: str) -> bool:
+    """Does ``template`` say the same words whatever the slots (no placeholder, no
+    optional group)?  The TTS phrase cache renders such clauses at warmup."""
+    return PLACEHOLDER.search(template) is None and _GROUP.search(template) is None
+
+
 def render_template(template: str, values: dict[str, str]) -> str:
     """Fill ``{slot}`` placeholders; ``[a|b|c]`` keeps the first alternative whose
     placeholders all have values (a plain alternative always fits, so ``[{n}|one]``

@@ -10,6 +10,7 @@ from halfsec.errors import HalfsecError
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.engine import LogicEngine
 from halfsec.logic.factory import create_logic
+from halfsec.logic.templates import is_fixed
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.fallback import FallbackEngines, backup_engines, domain_templates
 from halfsec.runtime.fault_wrappers import apply_faults
@@ -79,7 +80,7 @@ def fixed_clauses(logic: LogicEngine) -> list[str]:
     out: list[str] = []
     for intent in logic.domain.intents.values():
         for text in (*intent.confirm, *intent.reply, *intent.ask.values()):
-            if "{" not in text and "[" not in text:
+            if is_fixed(text):
                 out.append(text)
     out.append(logic.domain.fallback)
     return out

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from halfsec.turn.combined import shared_smart_turn
+from halfsec.turn import vad
+from halfsec.turn.combined import shared_smart_turn, smart_turn_loaded
 from halfsec.turn.options import TurnOptions
-from halfsec.turn.vad import SileroVAD
 
 __all__ = ["preload_turn_models"]
 
@@ -27,10 +27,15 @@ _SAMPLE_RATE = 16_000
 
 def preload_turn_models(turn: TurnOptions, end_of_turn: str) -> None:
     """Load the VAD and, when ``end_of_turn`` is the combined policy with Smart Turn on,
-    Smart Turn, and run each once on a second of quiet noise (first-run allocations)."""
+    Smart Turn, and run each once on a second of quiet noise (first-run allocations).
+    Nothing to do for what this process has loaded already (a server built on warmed
+    engines: ``build_engines`` preloaded them)."""
+    smart_on = end_of_turn == "combined" and turn.smart_turn
+    if vad.loaded() and (not smart_on or smart_turn_loaded(turn.smart_turn_threads)):
+        return
     noise = (np.random.default_rng(0).standard_normal(_SAMPLE_RATE) * 300).astype(np.int16)
-    SileroVAD().push(noise)
-    if end_of_turn == "combined" and turn.smart_turn:
+    vad.SileroVAD().push(noise)
+    if smart_on:
         smart = shared_smart_turn(turn.smart_turn_threads)
         if smart is not None:
             smart.probability(noise)

@@ -99,7 +99,7 @@ class PhraseCache(WrappedTTS):
 
     def warmup(self) -> None:
         """Warm the engine, then render ``prefill`` as openers (at most ``entries``)."""
-        self.inner.warmup()
+        super().warmup()
         if not self.prefill_safe or self.entries <= 0:
             return
         texts = [t for t in self.prefill if self._key(t, True) is not None][: self.entries]

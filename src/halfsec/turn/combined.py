@@ -55,6 +55,11 @@ def shared_smart_turn(threads: int) -> SmartTurn | None:
         return _SHARED[threads]
 
 
+def smart_turn_loaded(threads: int) -> bool:
+    """Has this process made its shared model for ``threads`` (or found it missing)?"""
+    return threads in _SHARED
+
+
 def build_policy(
     kind: str,
     options: TurnOptions,

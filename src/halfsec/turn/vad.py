@@ -52,6 +52,11 @@ def _session() -> ort.InferenceSession:
     return _SESSION
 
 
+def loaded() -> bool:
+    """Has this process loaded the model (``runtime/turn_models`` preloads it once)?"""
+    return _SESSION is not None
+
+
 class SileroVAD:
     """Streaming speech probability, one value per 32 ms window."""
 
