@@ -43,7 +43,7 @@ from halfsec.lab.bench.browser import browser_record
 from halfsec.lab.bench.records import make_record
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.clients.browser import BrowserOptions, run_page
-from halfsec.lab.clients.browser_page import page_url
+from halfsec.lab.clients.browser_page import page_url, reply_schedule
 from halfsec.lab.clients.client_run import ClientRun
 from halfsec.lab.clients.webrtc import run_recording_webrtc
 from halfsec.lab.clients.websocket import run_recording as ws_recording
@@ -167,7 +167,13 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
                 url.replace("ws://", "http://").rsplit("/ws", 1)[0], pcm
             )
         rec = make_record(item, pcm, run)
-        return split(run, rec, None)
+        row = split(run, rec, None)
+        pk = [p for p in run.packets if p.turn_id and p.t_server_ns]
+        if pk and run.clock is not None:
+            last = [p for p in pk if p.turn_id == max(q.turn_id for q in pk)][0]
+            sent = run.clock.to_client_ns(last.t_server_ns)
+            row["reply_recv_ms"] = round((last.t_recv_ns - sent) / 1e6, 2)
+        return row
     opt = BrowserOptions(niceness=_NICE[0], processing=_PROCESSING[0])
     pr = await run_page(page_url(url), pcm, transport, opt)
     rec = browser_record(item, pcm, pr, transport, opt.lead_s)
@@ -185,6 +191,10 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
     row["input_match"] = rec.get("input_match")
     for k in ("rtc_sent_to_track_ms", "rtc_track_to_audible_ms"):
         row[k] = rec.get(k)
+    # The reply player (WebSocket): send -> page, page -> scheduled start, and whether it
+    # started where scheduled and ran without underruns.
+    row.update(reply_schedule(pr))
+    row["context_rate"] = pr.rate
     bounds = voiced_bounds(pcm)
     if rec.get("ref_end_ms") is not None and rec.get("input_offset_ms") is not None and bounds:
         # The reference end on what the page captured vs on the file, where it landed.
@@ -213,6 +223,11 @@ KEYS = (
     "neteq_delay_ms",
     "rtc_sent_to_track_ms",
     "rtc_track_to_audible_ms",
+    "reply_recv_ms",
+    "reply_lead_ms",
+    "reply_recv_to_start_ms",
+    "reply_start_slip_ms",
+    "reply_underruns",
 )
 
 

@@ -33,7 +33,7 @@ from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.records import empty_record, make_record
 from halfsec.lab.bench.server_process import server_urls
 from halfsec.lab.clients.browser import TRANSPORTS, BrowserOptions, run_page
-from halfsec.lab.clients.browser_page import PageRun, align, page_url
+from halfsec.lab.clients.browser_page import PageRun, align, page_url, reply_schedule
 from halfsec.lab.clients.chromium import BrowserError
 from halfsec.lab.netem.path import NetPath
 from halfsec.lab.netem.rtc_path import SignalingProxy
@@ -118,6 +118,7 @@ def browser_record(
         target = rtc.get("jitterBufferTargetDelay")
         rec["neteq_target_ms"] = round(1000 * float(target) / emitted, 2) if target else None
     rec.update(neteq_onset(ex))
+    rec.update(reply_schedule(pr))  # WebSocket: the page's reply player (browser_page)
     wait = percentile([float(s) - float(c) for c, s in ex.get("uploads") or []], 50)
     rec["upload_wait_p50_ms"] = round(wait, 2) if wait is not None else None
     return rec

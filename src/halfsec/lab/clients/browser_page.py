@@ -160,3 +160,47 @@ def _webrtc_packets(
         nxt = starts[i + 1][0] if i + 1 < len(starts) else end
         out.append(Received(t_recv, None, tid, t_server, first, max(1, nxt - first)))
     return out
+
+
+def reply_schedule(pr: PageRun) -> dict[str, Any]:
+    """How the page's WebSocket reply player started the last reply (page clock, ms).
+
+    ``reply_recv_ms``: the reply's first chunk arrived at the page, after the server sent
+    it (``t_server_ns``, on the page clock); ``reply_lead_ms``: how far ahead of the
+    context's ``currentTime`` it was scheduled; ``reply_recv_to_start_ms``: arrival ->
+    its scheduled first sample (negative: ``currentTime`` lags the page clock, which is
+    the render position); ``reply_start_slip_ms``: where the chunk actually played in
+    what the page played minus where it was scheduled (cross-correlation; 0 = on time,
+    > 0 = started late, so it overlapped what followed); ``reply_underruns``: every reply's
+    gaps where its audio ran out before its next chunk (the page counts them).  Empty
+    for WebRTC (the track plays through NetEq, not this player)."""
+    ex = pr.export
+    chunks = [c for c in ex.get("chunks") or [] if c.get("ctx_ms") is not None]
+    if not chunks:
+        return {}
+    tid = max(int(c["turn_id"]) for c in chunks)
+    first = next(c for c in chunks if int(c["turn_id"]) == tid)
+    out: dict[str, Any] = {
+        "reply_lead_ms": round(float(first["start_ms"]) - float(first["ctx_ms"]), 2),
+        "reply_recv_to_start_ms": round(float(first["start_ms"]) - float(first["t_recv_ms"]), 2),
+        "reply_underruns": len(ex.get("underruns") or []),
+    }
+    if pr.run.clock is not None:
+        sent = pr.run.clock.to_client_ns(int(first["t_server_ns"])) / 1e6
+        out["reply_recv_ms"] = round(float(first["t_recv_ms"]) - sent, 2)
+    pcm = next(
+        (_pcm(f["b64"]) for f in ex.get("first_chunks") or [] if int(f["turn_id"]) == tid), None
+    )
+    origin = (ex.get("capture") or {}).get("start_frame")  # sample 0 of `played`
+    if pcm is not None and pcm.size and pr.played.size and origin is not None:
+        out_rate = int(ex.get("output_rate") or pr.rate)
+        want = resample(pcm.astype(np.float32), out_rate, pr.rate)
+        at = round(float(first["start_ms"]) * pr.rate / 1000) - int(origin)
+        slack = round(0.05 * pr.rate)  # look 50 ms either side of the scheduled start
+        lo = max(0, at - slack)
+        seg = pr.played[lo : at + want.size + slack]
+        if seg.size >= want.size and np.any(want) and np.any(seg):
+            lag, score = align(seg, want)
+            out["reply_start_slip_ms"] = round((lo + lag - at) * 1000 / pr.rate, 2)
+            out["reply_start_match"] = round(score, 3)
+    return out

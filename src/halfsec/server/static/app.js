@@ -62,6 +62,9 @@ function freshState(opts) {
       nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set(),
       paused: null, // turn whose reply is paused (reply.paused): {turnId, held: [[AudioBuffer, offset s]]}
       rtcGain: null, // WebRTC: the reply track's gain (0 while paused)
+      ends: new Map(), // turn -> context time its scheduled audio ends (underrun check)
+      underruns: [], // [turn, ms of silence] where a reply ran dry before its next chunk
+      firstPcm: new Map(), // turn -> its first reply chunk as received (export: start check)
     },
     events: [],
     turns: new Map(),
@@ -357,6 +360,7 @@ function onAudio(buf) {
   if (S.play.cancelled.has(turnId)) return;
   const pcm = new Int16Array(buf.slice(16));
   if (!pcm.length) return;
+  if (!S.play.firstPcm.has(turnId)) S.play.firstPcm.set(turnId, pcm);
   const ab = S.ctx.createBuffer(1, pcm.length, S.outputRate);
   const f = ab.getChannelData(0);
   for (let i = 0; i < pcm.length; i++) f[i] = pcm[i] / 32768;
@@ -376,10 +380,15 @@ function schedule(turnId, ab, offset, tServerNs) {
   src.buffer = ab;
   src.connect(S.playBus);
   const lead = Math.max(ctx.baseLatency || 0, 0.005);
-  const at = Math.max(S.play.nextTime, ctx.currentTime + lead);
+  const now = ctx.currentTime;
+  const at = Math.max(S.play.nextTime, now + lead);
+  // An underrun: this reply's audio so far ended before this chunk could follow it.
+  const end = S.play.ends.get(turnId);
+  if (end !== undefined && at > end + 1e-6) S.play.underruns.push([turnId, (at - end) * 1000]);
   src.start(at, offset);
   src.at = at - offset; // context time of the buffer's first sample
   S.play.nextTime = at + ab.duration - offset;
+  S.play.ends.set(turnId, S.play.nextTime);
   if (!S.play.sources.has(turnId)) S.play.sources.set(turnId, new Set());
   S.play.sources.get(turnId).add(src);
   src.onended = () => {
@@ -388,6 +397,7 @@ function schedule(turnId, ab, offset, tServerNs) {
   };
   S.play.chunks.push({
     turn_id: turnId,
+    ctx_ms: now * 1000, // currentTime when it was scheduled: start_ms - ctx_ms is the lead
     start_ms: at * 1000,
     samples: Math.round((ab.duration - offset) * ab.sampleRate),
     t_server_ns: tServerNs,
@@ -411,6 +421,7 @@ function pauseTurnAudio(turnId) {
     try { src.stop(); } catch (e) { /* not started */ }
   }
   S.play.sources.delete(turnId);
+  S.play.ends.delete(turnId); // resuming later is the pause, not an underrun
   S.play.nextTime = 0;
   S.play.paused = { turnId, held };
 }
@@ -876,6 +887,10 @@ function exportRun() {
     upload_b64: S.capture.sent.length ? uploaded() : null, // null: the capture went up as is
     played: joined(S.tap),
     chunks: S.play.chunks,
+    underruns: S.play.underruns,
+    // Each reply's first chunk as received (16-bit, output_rate): the bench finds where
+    // it actually played in `played` and checks that against where it was scheduled.
+    first_chunks: [...S.play.firstPcm].map(([turnId, pcm]) => ({ turn_id: turnId, b64: base64(pcm) })),
     events: S.events,
     turns: [...S.turns.values()],
   };
