@@ -29,15 +29,13 @@ transcript) plus half A of the bench's 16 sentences (every other one, by length)
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import twilio_bench as tb
+from _cli import bench_parser, emit
 
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import LowDelayResampler
@@ -177,12 +175,7 @@ def main(variants: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument("--variants", default=DEFAULT, help="decoder:audio, comma-separated")
-    ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    out = main(a.variants.split(","))
-    text = json.dumps(out, indent=2, default=str)
-    print(text)
-    if a.json:
-        a.json.write_text(text + "\n")
+    emit(main(a.variants.split(",")), a.json)

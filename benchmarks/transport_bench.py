@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import bench_parser, emit
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -237,10 +237,9 @@ def _le(x: float | None, limit: float) -> bool | None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--net", default="4g")
-    ap.add_argument("--json", type=Path)
     ap.add_argument(
         "--modes", default="", help="comma-separated subset, e.g. webrtc,ws_opus (default: all)"
     )
@@ -254,8 +253,4 @@ if __name__ == "__main__":
     )
     ap.add_argument("--records", action="store_true", help="include every record in --json")
     a = ap.parse_args()
-    out = asyncio.run(main(a))
-    text = json.dumps(out, indent=2, default=str)
-    print(text)
-    if a.json:
-        a.json.write_text(text + "\n")
+    emit(asyncio.run(main(a)), a.json)
