@@ -135,6 +135,16 @@ async def _browser_turn(
         assert rec["upload_match"] > 0.98, rec["upload_match"]
         assert abs(rec["upload_offset_ms"]) <= 0.5, rec["upload_offset_ms"]
         assert 0 <= rec["upload_wait_p50_ms"] < 1000, rec["upload_wait_p50_ms"]
+        # The page's reply player: the reply's first chunk was scheduled one render
+        # quantum (128 frames) past currentTime, not a render buffer (10 ms here); it
+        # played exactly where it was scheduled (a late start would overlap the next
+        # chunk) and the reply never ran dry before its next chunk.
+        quantum_ms = 128_000 / rec["context_rate"]
+        assert abs(rec["reply_lead_ms"] - quantum_ms) < 0.01, (rec["reply_lead_ms"], quantum_ms)
+        assert rec["reply_start_match"] > 0.9, rec["reply_start_match"]
+        assert abs(rec["reply_start_slip_ms"]) <= 1000 / rec["context_rate"], rec
+        assert rec["reply_underruns"] == 0, rec["reply_underruns"]
+        assert rec["reply_recv_ms"] > -5, rec["reply_recv_ms"]  # sent, then received
     else:
         assert rec["upload_rate"] is None  # the microphone track carries the audio
         # Chromium's jitter buffer reported on the reply it played.
@@ -143,6 +153,11 @@ async def _browser_turn(
         # server sent it and before its first audible sample (the probe's order).
         assert 0 < rec["rtc_sent_to_track_ms"] < 1000, rec
         assert -5 < rec["rtc_track_to_audible_ms"] < 1000, rec
+
+    # The page drew its log in batches, not once per event (each draw is a layout on the
+    # main thread, where the reply's audio waited behind a turn's burst of events).
+    assert rec["page_log_lines"] >= 10, rec["page_log_lines"]
+    assert rec["page_draws"] <= rec["page_log_lines"] / 2, rec
 
     # Voice-to-voice on the page's clock, and its stages, telescoped like the bench's.
     v2v = rec["v2v_ms"]

@@ -163,7 +163,9 @@ def _webrtc_packets(
 
 
 def reply_schedule(pr: PageRun) -> dict[str, Any]:
-    """How the page's WebSocket reply player started the last reply (page clock, ms).
+    """How the page's WebSocket reply player started the last reply (page clock, ms),
+    and how often the page redrew (``page_log_lines`` written in ``page_draws`` batches:
+    the main thread does no layout per event, see app.js ``drawSoon``).
 
     ``reply_recv_ms``: the reply's first chunk arrived at the page, after the server sent
     it (``t_server_ns``, on the page clock); ``reply_lead_ms``: how far ahead of the
@@ -175,12 +177,14 @@ def reply_schedule(pr: PageRun) -> dict[str, Any]:
     gaps where its audio ran out before its next chunk (the page counts them).  Empty
     for WebRTC (the track plays through NetEq, not this player)."""
     ex = pr.export
+    ui = ex.get("ui") or {}
+    drawn = {"page_log_lines": ui["lines"], "page_draws": ui["draws"]} if ui else {}
     chunks = [c for c in ex.get("chunks") or [] if c.get("ctx_ms") is not None]
     if not chunks:
-        return {}
+        return drawn
     tid = max(int(c["turn_id"]) for c in chunks)
     first = next(c for c in chunks if int(c["turn_id"]) == tid)
-    out: dict[str, Any] = {
+    out: dict[str, Any] = drawn | {
         "reply_lead_ms": round(float(first["start_ms"]) - float(first["ctx_ms"]), 2),
         "reply_recv_to_start_ms": round(float(first["start_ms"]) - float(first["t_recv_ms"]), 2),
         "reply_underruns": len(ex.get("underruns") or []),

@@ -371,15 +371,20 @@ function onAudio(buf) {
 }
 
 // Play `ab` from `offset` s on, back to back with what is scheduled.  Gap-free: each
-// chunk starts where the previous one ends.  After an underrun, start one render buffer
-// ahead: main-thread currentTime lags the render thread by about that much, and a start
-// time in the past would play late and overlap the next chunk.
+// chunk starts where the previous one ends.  A reply's first chunk (or one after an
+// underrun) starts one render quantum (128 frames, 2.9 ms at 44.1 kHz) past currentTime:
+// currentTime is the end of the last quantum rendered, advanced quantum by quantum, so
+// the render thread is at most inside the next one, and the next after that is still to
+// come.  A start in the past would play late and overlap the next chunk; the bench checks
+// where each reply's first chunk really played (reply_start_slip_ms, browser_page.py).
+// (This was max(baseLatency, 5 ms), 10 ms here: a render *buffer*, ~7 ms of every reply.)
+const RENDER_QUANTUM = 128;
 function schedule(turnId, ab, offset, tServerNs) {
   const ctx = S.ctx;
   const src = ctx.createBufferSource();
   src.buffer = ab;
   src.connect(S.playBus);
-  const lead = Math.max(ctx.baseLatency || 0, 0.005);
+  const lead = RENDER_QUANTUM / ctx.sampleRate;
   const now = ctx.currentTime;
   const at = Math.max(S.play.nextTime, now + lead);
   // An underrun: this reply's audio so far ended before this chunk could follow it.
@@ -629,14 +634,43 @@ function setStatus(kind, text) {
   el.textContent = text;
 }
 
+// The log and the turn view are drawn at most every UI_MS, not per message: rewriting
+// the log and reading scrollHeight forces a layout, ~0.5-1 ms per event on a loaded
+// box, and a turn's dozen events arrive back to back just before its first reply audio,
+// which waited behind them on the main thread.
+const UI_MS = 50;
+const ui = { log: [], turn: null, timer: null, lines: 0, draws: 0 };
+
 function logLine(s) {
-  const el = $("log");
-  el.textContent += s + "\n";
-  if (el.textContent.length > 60000) el.textContent = el.textContent.slice(-40000);
-  el.scrollTop = el.scrollHeight;
+  ui.log.push(s);
+  ui.lines++;
+  drawSoon();
 }
 
 function renderTurn(turn) {
+  ui.turn = turn;
+  drawSoon();
+}
+
+function drawSoon() {
+  if (ui.timer === null) ui.timer = setTimeout(drawUi, UI_MS);
+}
+
+function drawUi() {
+  ui.timer = null;
+  ui.draws++;
+  if (ui.log.length) {
+    const el = $("log");
+    el.textContent += ui.log.join("\n") + "\n";
+    ui.log = [];
+    if (el.textContent.length > 60000) el.textContent = el.textContent.slice(-40000);
+    el.scrollTop = el.scrollHeight;
+  }
+  if (ui.turn) drawTurn(ui.turn);
+  ui.turn = null;
+}
+
+function drawTurn(turn) {
   const tr = $("transcript");
   tr.replaceChildren();
   if (turn.transcript !== null) tr.textContent = turn.transcript || "(nothing recognised)";
@@ -768,6 +802,7 @@ async function start(opts = {}) {
   window.halfsec.turns = [];
   $("waterfall").replaceChildren();
   $("log").textContent = "";
+  Object.assign(ui, { log: [], lines: 0, draws: 0 });
   S.running = true;
   updateButton();
   setStatus("busy", "connecting…");
@@ -888,6 +923,7 @@ function exportRun() {
     played: joined(S.tap),
     chunks: S.play.chunks,
     underruns: S.play.underruns,
+    ui: { lines: ui.lines, draws: ui.draws }, // log lines written, redraws that wrote them
     // Each reply's first chunk as received (16-bit, output_rate): the bench finds where
     // it actually played in `played` and checks that against where it was scheduled.
     first_chunks: [...S.play.firstPcm].map(([turnId, pcm]) => ({ turn_id: turnId, b64: base64(pcm) })),
