@@ -99,13 +99,17 @@ class TurnDetector:
         """Called after each frame has been processed (its events decided)."""
 
     # -- energy bookkeeping -------------------------------------------------------------
-    def _track_energy(self, frame: np.ndarray) -> None:
+    def _track_energy(self, frame: np.ndarray) -> list[tuple[float, float]]:
+        """Record the frame's 10 ms energies (each half of the 20 ms frame) and update
+        the noise floor and the turn's peak; the frame's ``(end_ms, dB)`` entries."""
         half = frame.size // 2
+        entries: list[tuple[float, float]] = []
         for k, part in enumerate((frame[:half], frame[half:])):
             x = part.astype(np.float64) / 32768.0
             db = 20.0 * float(np.log10(max(float(np.sqrt(np.mean(x * x))), 1e-6)))
             end_ms = self.pos_ms + (k + 1) * FRAME_MS / 2
             self._db.append((end_ms, db))
+            entries.append((end_ms, db))
             # Slow floor tracker: falls fast, rises slowly (speech must not lift it).
             if db < self._floor_db:
                 self._floor_db = 0.7 * self._floor_db + 0.3 * db
@@ -113,6 +117,7 @@ class TurnDetector:
                 self._floor_db += 0.002 * (db - self._floor_db)
             if self.state is VadState.SPEECH and db > self._peak_db:
                 self._peak_db = db
+        return entries
 
     def _last_loud(self) -> float | None:
         """End of the last 10 ms clearly above the noise floor (None: none kept)."""
@@ -129,12 +134,12 @@ class TurnDetector:
     # -- main entry ---------------------------------------------------------------------
     def process(self, frame: np.ndarray) -> list[VadEvent]:
         """Consume one 20 ms frame; return the events it caused."""
-        self._track_energy(frame)
+        heard = self._track_energy(frame)
         self._recent.append(frame)
         probs = self.vad.push(frame)
         self.pos_ms += frame.size * 1000.0 / INTERNAL_RATE
         if self.state is VadState.PAUSE:
-            self._released()
+            self._released(heard)
         events: list[VadEvent] = []
         for p in probs:
             self.last_prob = p
@@ -162,10 +167,11 @@ class TurnDetector:
             listener()
         return events
 
-    def _released(self) -> None:
-        """In a pause: a sound as loud as the voice (``RELEASE_DB``) soon after the end
-        (``RELEASE_WINDOW_MS``) moves the estimated end of speech to it."""
-        for end_ms, db in list(self._db)[-2:]:
+    def _released(self, heard: list[tuple[float, float]]) -> None:
+        """In a pause: a sound in this frame's ``(end_ms, dB)`` entries (``heard``) as loud
+        as the voice (``RELEASE_DB``) soon after the end (``RELEASE_WINDOW_MS``) moves the
+        estimated end of speech to it."""
+        for end_ms, db in heard:
             if (
                 end_ms > self.speech_end_ms
                 and end_ms - self._pause_end_ms <= RELEASE_WINDOW_MS
