@@ -21,7 +21,8 @@ no recording with the bench:
 Every clip goes through the call's path (``telephone_band``, mu-law coded and decoded,
 the server's ``LowDelayResampler``), cut 0.3 s before and 1 s after its speech as the
 bench cuts its own.  A variant is ``prompt@window``: the prompt rule applied to the
-domain's STT hint (``halfsec.stt.phone_model.PROMPT_RULES``) and ``w<min>+<pad>`` for the
+domain's STT hint (``halfsec.stt.phone_model.PROMPT_RULES``, or one of the shorter
+hints compared here: ``experiment_prompt``) and ``w<min>+<pad>`` for the
 window ``max(min, audio + pad)`` (default: base's own).  ``wideband`` is the WebSocket
 path's recognizer on the same clips before the phone line (tiny.en, its window, the
 domain hint): the reference a phone variant's WER is compared with, on the held-out
@@ -51,8 +52,14 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.stt.options import STTOptions
-from halfsec.stt.phone_model import base_options, phone_model_dir
-from halfsec.stt.whisper_decoder import WhisperDecoder
+from halfsec.stt.phone_model import (
+    PROMPT_CLOSER,
+    PROMPT_RULES,
+    base_options,
+    base_prompt,
+    phone_model_dir,
+)
+from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
 from halfsec.tts.options import TTSOptions
 from halfsec.tts.piper import PiperEngine
 
@@ -144,9 +151,46 @@ def tuning_split() -> list[dict[str, Any]]:
     return out
 
 
+EXPERIMENT_RULES = ("prefix", "unique", "firstN")
+"""Shorter hints compared with the product's rules (``firstN``: ``first`` and a number)."""
+
+
+def experiment_prompt(prompt: str | None, rule: str) -> str | None:
+    """Base's prompt by ``rule``: a product rule (``PROMPT_RULES``) as calls make it, or a
+    shorter hint and the closer: ``prefix`` the hint's heading (before its first colon);
+    ``unique`` every word of the hint once, in order; ``firstN`` its first N
+    comma-separated items."""
+    if rule in PROMPT_RULES:
+        return base_prompt(prompt, rule)
+    text = prompt_text(prompt)
+    if not text:
+        return None
+    head, colon, body = text.partition(":")
+    if not colon:
+        head, body = "", text
+    lead = f"{head}: " if head else ""
+    items = [w.strip(" .") for w in body.split(",") if w.strip(" .")]
+    if rule == "prefix":
+        kept = f"{head}." if head else ""
+    elif rule == "unique":
+        words: list[str] = []
+        for w in " ".join(items).split():
+            if w not in words:
+                words.append(w)
+        kept = lead + ", ".join(words) + "."
+    elif rule.startswith("first") and rule[5:].isdigit():
+        kept = lead + ", ".join(items[: int(rule[5:])]) + "."
+    else:
+        known = ", ".join((*PROMPT_RULES, *EXPERIMENT_RULES))
+        raise ValueError(f"unknown prompt rule {rule!r}: one of {known}")
+    return f"{kept} {PROMPT_CLOSER}".strip()
+
+
 def _decoder(prompt: str, rule: str, window: str | None) -> WhisperDecoder:
     """Base as ``PhoneWhisperEngine`` builds it, with ``rule`` and ``window`` instead."""
-    opt = base_options(STTOptions(prompt=prompt), rule=rule)
+    opt = dataclasses.replace(
+        base_options(STTOptions(prompt=prompt)), prompt=experiment_prompt(prompt, rule)
+    )
     if window:
         lo, pad = (float(v) for v in window[1:].split("+"))
         opt = dataclasses.replace(opt, min_window_s=lo, tail_pad_s=pad)

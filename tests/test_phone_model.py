@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -114,20 +115,33 @@ def test_base_options_window_and_prompt() -> None:
 
 
 def test_base_prompt_rules() -> None:
-    """Every rule of ``PROMPT_RULES`` on a hint with a heading, multi-word items and a
-    repeated word; an unknown rule is a clear error."""
+    """Every rule of ``PROMPT_RULES`` on a hint with a heading; an unknown rule (such as
+    the bench's shorter hints, which no call uses) is a clear error."""
     hint = "Coffee order: small, large, iced latte, latte, mocha."
     assert base_prompt(hint, "bare") == hint
     assert base_prompt(hint, "closer") == f"{hint} {PROMPT_CLOSER}"
     assert base_prompt(hint, "none") is None
-    assert base_prompt(hint, "prefix") == f"Coffee order. {PROMPT_CLOSER}"
-    unique = f"Coffee order: small, large, iced, latte, mocha. {PROMPT_CLOSER}"
-    assert base_prompt(hint, "unique") == unique
-    assert base_prompt(hint, "first2") == f"Coffee order: small, large. {PROMPT_CLOSER}"
-    assert base_prompt("latte mocha", "first1") == f"latte. {PROMPT_CLOSER}"
     assert base_prompt(None, "closer") is None
+    for rule in ("prefix", "first2", "longest"):
+        with pytest.raises(ValueError, match="unknown prompt rule"):
+            base_prompt(hint, rule)
+
+
+def test_the_bench_compares_shorter_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prompt bench's shorter hints (``experiment_prompt``) on a hint with a heading,
+    multi-word items and a repeated word; the product's rules come out as calls make them."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("phone_prompt_bench")
+    hint = "Coffee order: small, large, iced latte, latte, mocha."
+    exp = bench.experiment_prompt
+    assert exp(hint, "closer") == base_prompt(hint, "closer")
+    assert exp(hint, "none") is None
+    assert exp(hint, "prefix") == f"Coffee order. {PROMPT_CLOSER}"
+    assert exp(hint, "unique") == f"Coffee order: small, large, iced, latte, mocha. {PROMPT_CLOSER}"
+    assert exp(hint, "first2") == f"Coffee order: small, large. {PROMPT_CLOSER}"
+    assert exp("latte mocha", "first1") == f"latte. {PROMPT_CLOSER}"
     with pytest.raises(ValueError, match="unknown prompt rule"):
-        base_prompt(hint, "longest")
+        exp(hint, "longest")
 
 
 def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -> None:

@@ -177,10 +177,11 @@ chosen on the coffee orders and half A of the bench's own sentences, so partly i
 sample; see ``BASE_PROMPT_RULE`` for the held-out comparison)."""
 
 
-PROMPT_RULES = ("closer", "bare", "none", "prefix", "unique", "firstN")
-"""How base's prompt is made from the domain's STT hint (``base_prompt``); ``firstN`` is
-``first`` and a number.  Compared on audio the Twilio bench never plays
-(``benchmarks/phone_prompt_bench.py``)."""
+PROMPT_RULES = ("closer", "bare", "none")
+"""How base's prompt is made from the domain's STT hint (``base_prompt``).  The shorter
+hints the choice was compared with (the hint's heading, each word once, its first N
+items) live with the comparison in ``benchmarks/phone_prompt_bench.py``: no call uses
+them."""
 
 BASE_PROMPT_RULE = "closer"
 """The rule calls use (``PROMPT_RULES``): the hint and ``PROMPT_CLOSER``.  Compared on
@@ -200,35 +201,13 @@ sentences' gain did not carry to real voices."""
 
 def base_prompt(prompt: str | None, rule: str = BASE_PROMPT_RULE) -> str | None:
     """Base's prompt from the domain's hint ``prompt`` by ``rule``: ``closer`` the hint
-    and ``PROMPT_CLOSER``; ``bare`` the hint alone; ``none`` no prompt; ``prefix`` the
-    hint's heading (before its first colon) and the closer; ``unique`` every word of the
-    hint once, in order, and the closer; ``firstN`` the hint's first N comma-separated
-    items and the closer."""
+    and ``PROMPT_CLOSER``; ``bare`` the hint alone; ``none`` no prompt."""
+    if rule not in PROMPT_RULES:
+        raise ValueError(f"unknown prompt rule {rule!r}: one of {', '.join(PROMPT_RULES)}")
     text = prompt_text(prompt)
     if not text or rule == "none":
         return None
-    if rule == "bare":
-        return text
-    head, colon, body = text.partition(":")
-    if not colon:
-        head, body = "", text
-    head = f"{head}: " if head else ""
-    items = [w.strip(" .") for w in body.split(",") if w.strip(" .")]
-    if rule == "prefix":
-        kept = f"{head.rstrip(': ')}." if head else ""
-    elif rule == "unique":
-        words: list[str] = []
-        for w in " ".join(items).split():
-            if w not in words:
-                words.append(w)
-        kept = head + ", ".join(words) + "."
-    elif rule.startswith("first") and rule[5:].isdigit():
-        kept = head + ", ".join(items[: int(rule[5:])]) + "."
-    elif rule == "closer":
-        kept = text
-    else:
-        raise ValueError(f"unknown prompt rule {rule!r}: one of {', '.join(PROMPT_RULES)}")
-    return f"{kept} {PROMPT_CLOSER}".strip()
+    return text if rule == "bare" else f"{text} {PROMPT_CLOSER}"
 
 
 def base_options(options: STTOptions, rule: str = BASE_PROMPT_RULE) -> STTOptions:
