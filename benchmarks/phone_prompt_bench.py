@@ -33,15 +33,13 @@ time per clip (p50, mean) on the box as it is: run under the exclusive lock to c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import twilio_bench as tb
+from _cli import bench_parser, emit
 
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import resample
@@ -256,12 +254,8 @@ def main(variants: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument("--variants", default=DEFAULT, help="rule[@wMIN+PAD], comma-separated")
-    ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     out = main(a.variants.split(","))
-    text = json.dumps(out, indent=2, default=str)
-    print(text)
-    if a.json:
-        a.json.write_text(text + "\n")
+    emit(out, a.json)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import bench_parser, emit
 from transport_bench import paired
 
 from halfsec.audio.io import load_audio
@@ -348,7 +349,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument(
         "--limit", type=int, default=16, help="recordings of each kind (16: every sentence)"
     )
@@ -366,14 +367,10 @@ if __name__ == "__main__":
         default="base",
         help="the calls' recognizer (stt.phone_model): base (the default) or same (tiny.en)",
     )
-    ap.add_argument("--json", type=Path)
     ap.add_argument("--records", action="store_true", help="include every record in --json")
     ap.add_argument(
         "--decoder-only", action="store_true", help="where phone audio loses words (no server)"
     )
     a = ap.parse_args()
     out = decoder_only(a.limit) if a.decoder_only else asyncio.run(main(a))
-    text = json.dumps(out, indent=2, default=str)
-    print(text)
-    if a.json:
-        a.json.write_text(text + "\n")
+    emit(out, a.json)
