@@ -155,9 +155,11 @@ async def _browser_turn(
         assert -5 < rec["rtc_track_to_audible_ms"] < 1000, rec
 
     # The page drew its log in batches, not once per event (each draw is a layout on the
-    # main thread, where the reply's audio waited behind a turn's burst of events).
+    # main thread, where the reply's audio waited behind a turn's burst of events): the
+    # ~8 events between the final transcript and the first audio arrive within a few ms
+    # and share one or two draws (partials, spread over the utterance, may draw alone).
     assert rec["page_log_lines"] >= 10, rec["page_log_lines"]
-    assert rec["page_draws"] <= rec["page_log_lines"] / 2, rec
+    assert rec["page_draws"] <= rec["page_log_lines"] - 4, rec
 
     # Voice-to-voice on the page's clock, and its stages, telescoped like the bench's.
     v2v = rec["v2v_ms"]
