@@ -4,7 +4,8 @@ worker's sessions and the parent replaces it, and SIGTERM drains.
 Each test runs the real command (the parent binds the port, the workers load real
 models) and talks to it over the wire.  Which worker a connection reached is in every
 response's ``X-Halfsec-Worker`` header, the WebSocket upgrade's included.  The process
-group is killed at the end whatever happened, so nothing outlives a failed test."""
+group is killed at the end whatever happened, so nothing outlives a failed test.  The
+last test stops a worker's web server in this process, at the moment that raced."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from aiohttp import web
 
 from halfsec.audio.io import load_audio
+from halfsec.server.listen import listen_on
+from halfsec.server.workers import bind_shared, stop_serving
 from halfsec.wire.protocol import session_start_message
 
 CLIP = Path(__file__).resolve().parent / "data" / "dialogue" / "latte_please.flac"
@@ -132,11 +136,13 @@ async def session_on_each(
 
 
 async def pong(ws: aiohttp.ClientWebSocketResponse, n: int) -> None:
+    """Ping ``ws`` and wait for the pong of this ping (earlier events and pongs skipped)."""
     await ws.send_json({"type": "ping", "id": n, "t_client_ns": n})
     while True:
         msg = await ws.receive(timeout=10)
         assert msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), msg
-        if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["type"] == "pong":
+        ev = json.loads(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else {}
+        if ev.get("type") == "pong" and ev.get("id") == n:
             return
 
 
@@ -170,6 +176,32 @@ async def speak(ws: aiohttp.ClientWebSocketResponse, pcm: np.ndarray) -> dict[st
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sender
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(
+    ws: aiohttp.ClientWebSocketResponse, every_s: float = 5.0
+) -> AsyncIterator[None]:
+    """Ping ``ws`` every ``every_s`` while the test waits on something else, as a live
+    client does (a microphone sends audio, a client with nothing to say pings): the server
+    closes a session silent for ``--idle-timeout-s`` (30 s), and a replacement worker may
+    take longer than that to load its models on a loaded box.  The pongs queue up and are
+    skipped by whatever reads ``ws`` next."""
+
+    async def ping() -> None:
+        n = 1000
+        while True:
+            await asyncio.sleep(every_s)
+            n += 1
+            await ws.send_json({"type": "ping", "id": n, "t_client_ns": n})
+
+    task = asyncio.create_task(ping())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def ended(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 15.0) -> bool:
@@ -239,26 +271,31 @@ async def test_a_killed_worker_is_replaced_the_other_serves_on_and_sigterm_drain
         await pong(ws, 1)
         heard = await speak(ws, pcm)
         assert heard["audio"] > 0 and "reply.done" in heard["events"], heard
-        await new_worker(http, s, pids)
+        async with kept_alive(ws):  # else the survivor's session may idle out meanwhile
+            await new_worker(http, s, pids)
         assert f"worker {victim} died (signal 9)" in s.log_text()
+        await pong(ws, 2)  # the survivor has a session open when the drain starts
 
         s.proc.send_signal(signal.SIGTERM)  # the parent forwards it: every worker drains
-        deadline = time.monotonic() + 20
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
         body: dict[str, object] = {}
-        while time.monotonic() < deadline:
+        while loop.time() < deadline:
+            assert s.proc.poll() is None, f"the parent exited; log:\n{s.log_text()[-3000:]}"
+            # Every poll is answered: the shared socket's queue outlives a worker that
+            # exits, and what a worker has accepted it answers before it exits
+            # (workers.stop_serving).  A reset or a hang here is the bug, not a race.
             try:
-                async with http.get(f"{s.base}/ready") as r:
+                async with asyncio.timeout_at(deadline), http.get(f"{s.base}/ready") as r:
                     body = await r.json()
-            except aiohttp.ClientConnectionError:
-                # The replacement worker has no session, so it drains at once and exits; a
-                # poll sent on a kept-alive connection to it as it closes is reset (the
-                # keep-alive race any HTTP client meets; Envoy retries it).  Ask again.
-                await asyncio.sleep(0.05)
-                continue
-            if r.status == 503 and body["reason"] == "draining":
-                break
+            except TimeoutError:
+                log = s.log_text()[-3000:]
+                raise AssertionError(f"a poll went unanswered; log:\n{log}") from None
+            if r.status == 503 and body["reason"] == "draining" and body["worker"] == survivor:
+                break  # (the replacement may say so too, for the moment before it exits)
             await asyncio.sleep(0.05)
-        assert body == {**body, "ready": False, "draining": True}, body
+        want = {"ready": False, "draining": True, "worker": survivor, "sessions": 1}
+        assert body == {**body, **want}, body
         async with http.get(f"{s.base}/ws") as r:
             assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
             assert (await r.json())["error"] == "busy"
@@ -280,8 +317,40 @@ async def test_the_worker_kill_fault_ends_only_that_workers_sessions() -> None:
         assert heard["closed"] and heard["audio"] == 0, heard
         assert "vad.speech_started" in heard["events"], "it died mid-turn, not before"
         await pong(sessions[survivor], 1)
-        await new_worker(http, s, pids)
+        async with kept_alive(sessions[survivor]):
+            await new_worker(http, s, pids)
         assert f"worker {victim} died (signal 9)" in s.log_text()
         await pong(sessions[survivor], 2)
         for ws in sessions.values():
             await ws.close()
+
+
+async def test_a_request_accepted_as_the_worker_stops_is_answered_and_the_stop_is_prompt() -> None:
+    """A worker that has drained stops listening and exits; a connection it accepted in
+    that moment, its request not read yet, must still get its answer and must not hold
+    the exit.  With aiohttp's cleanup alone (``runner.cleanup()``) this request was
+    dropped unanswered, and when the connection came a loop turn later the exit waited
+    out aiohttp's 60 s shutdown timeout: the parent killed the worker at ``--drain-s`` +
+    15 s and the probe hung until then (docs/reliability.md)."""
+    app = web.Application()
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"reason": "draining"}, status=503)
+
+    app.router.add_get("/ready", ready)
+    sock = bind_shared("127.0.0.1", 0)
+    runner, port = await listen_on(app, sock)
+    assert runner.server is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    # Stop once the worker has accepted the connection (before, it is any worker's to
+    # take) and before its handler has read the request: a loop turn or two.
+    while not runner.server.connections:  # noqa: ASYNC110 (no event to wait on)
+        await asyncio.sleep(0)
+    t0 = time.monotonic()
+    await stop_serving(runner)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert time.monotonic() - t0 < 10, "the stop waited for a connection that never sends"

@@ -54,6 +54,8 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from aiohttp import web
+
 from halfsec.config import HalfsecConfig
 from halfsec.errors import HalfsecError
 from halfsec.runtime.build import build_engines
@@ -71,6 +73,9 @@ FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 STABLE_S = 60.0
 """A worker that lived this long resets its slot's backoff."""
+STOP_GRACE_S = 0.5
+"""From closing the listener to aiohttp's cleanup: the connections accepted last are
+answered (``stop_serving``)."""
 
 
 def thread_plan(config: HalfsecConfig, workers: int, cores: int | None = None) -> HalfsecConfig:
@@ -111,7 +116,7 @@ def run_process(
                 done = await _first(server.drain(), stop.wait())
                 log.info("drained%s", "" if done else "; closing the sessions still open")
         finally:
-            await runner.cleanup()
+            await stop_serving(runner)
 
     try:
         asyncio.run(main())
@@ -124,6 +129,26 @@ def run_process(
         )
         return EXIT_STARTUP
     return 0
+
+
+async def stop_serving(runner: web.AppRunner, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop accepting, give the connections accepted last ``grace_s`` to be answered, then
+    run aiohttp's cleanup (the app's shutdown and cleanup hooks).
+
+    Why not ``runner.cleanup()`` alone: it closes the listener, yields one loop turn and
+    marks every connection closing, after which a request is ignored.  A connection
+    accepted just before (its reading task is not started eagerly on Python 3.11) has
+    not read its request by then: it was dropped unanswered -- or, a turn later, its
+    reader waited for a request aiohttp had ignored and the exit waited out aiohttp's
+    60 s shutdown timeout, so the parent killed the worker at ``--drain-s`` + 15 s and
+    the probe on that connection hung until then.  A draining worker answers ``/ready``
+    (503 ``draining``) until it exits: what a load balancer needs.  After ``grace_s``
+    with the listener closed every connection is reading (and is closed promptly) or
+    answered; the other workers go on accepting on the shared socket meanwhile."""
+    for site in list(runner.sites):
+        await site.stop()
+    await asyncio.sleep(grace_s)
+    await runner.cleanup()
 
 
 async def _first(*aws: object) -> bool:
