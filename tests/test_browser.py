@@ -10,6 +10,7 @@ record has the bench's schema.  Chromium is always killed by the client (and che
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 import shutil
@@ -24,6 +25,7 @@ import pytest
 import soundfile as sf
 from aiohttp import web
 
+from halfsec import INTERNAL_RATE
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.audio.resample import resample
@@ -32,8 +34,9 @@ from halfsec.lab.bench.browser import run_browser_bench
 from halfsec.lab.bench.corpus import CorpusItem, parse_slots
 from halfsec.lab.bench.records import RECORD_KEYS
 from halfsec.lab.clients.browser import BrowserOptions
-from halfsec.lab.clients.browser_page import align, page_url
+from halfsec.lab.clients.browser_page import PageRun, align, page_url, upload_alignment
 from halfsec.lab.clients.chromium import DEFAULT_CHROMIUM
+from halfsec.lab.clients.client_run import ClientRun
 from halfsec.lab.netem.path import NetPath
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.stages import STAGES
@@ -130,7 +133,9 @@ async def _browser_turn(
     assert rec["input_match"] > 0.9, "the page captured the recording, nearly unchanged"
     if transport == "websocket":
         # The page resamples its capture to 16 kHz itself and sends that: the same audio
-        # (vs the capture resampled offline), in the same place of the stream.
+        # (vs the capture resampled offline), in the same place of the stream.  Against
+        # the capture back to back: a skip of the context clock under load is no shift
+        # of the upload (test_upload_is_aligned_with_the_capture_back_to_back).
         assert rec["upload_rate"] == 16000, rec["upload_rate"]
         assert rec["upload_match"] > 0.98, rec["upload_match"]
         assert abs(rec["upload_offset_ms"]) <= 0.5, rec["upload_offset_ms"]
@@ -220,6 +225,37 @@ def test_align_finds_the_recording_in_the_capture(speech_dir: Path) -> None:
     assert lag == 1234 and score > 0.999
     noise = np.random.default_rng(0).integers(-3000, 3000, captured.size).astype(np.int16)
     assert align(noise, pcm)[1] < 0.2
+
+
+def test_upload_is_aligned_with_the_capture_back_to_back(speech_dir: Path) -> None:
+    """The upload check survives a skip of the page's context clock, and still sees a
+    real shift.  When Chromium's render thread falls behind it skips the clock ahead (383
+    frames, 8.7 ms, seen in CI) while the worklet's input, and so the upload, stays
+    contiguous: the capture laid out on the clock has zeros there."""
+    rate = 44_100
+    speech = load_audio(next((speech_dir / "audio").glob("*.flac")))[:48_000]
+    ctx = resample(speech, INTERNAL_RATE, rate).astype(np.int16)  # what the worklet got
+    start, cut, skip = 1_000_000, ctx.size // 3, 383
+    on_clock = np.concatenate([ctx[:cut], np.zeros(skip, np.int16), ctx[cut:]])
+    export: dict[str, Any] = {
+        "capture": {"start_frame": start, "b64": base64.b64encode(on_clock.tobytes()).decode()},
+        "capture_gaps": [[start + cut, skip]],
+    }
+
+    def check(uploaded: np.ndarray) -> dict[str, Any]:
+        empty = np.zeros(0, np.int16)
+        return upload_alignment(PageRun(export, ClientRun(), empty, empty, rate, uploaded))
+
+    got = check(speech)
+    assert got["capture_skipped_ms"] == round(skip * 1000 / rate, 2)
+    assert abs(got["upload_offset_ms"]) <= 0.5 and got["upload_match"] > 0.98, got
+    # Lined up with the clock layout instead, the part after the skip wins: +8.7 ms.
+    holey = resample(on_clock, rate, INTERNAL_RATE).astype(np.int16)
+    assert abs(align(holey, speech)[0] / 16 - skip * 1000 / rate) < 0.5
+    # A real shift still shows: the upload 1 ms late, or a 20 ms frame lost early on.
+    assert check(np.concatenate([np.zeros(16, np.int16), speech]))["upload_offset_ms"] == -1.0
+    lost = np.concatenate([speech[:3200], speech[3520:]])
+    assert check(lost)["upload_offset_ms"] == 20.0
 
 
 @pytest.mark.slow

@@ -33,7 +33,13 @@ from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.records import empty_record, make_record
 from halfsec.lab.bench.server_process import server_urls
 from halfsec.lab.clients.browser import TRANSPORTS, BrowserOptions, run_page
-from halfsec.lab.clients.browser_page import PageRun, align, page_url, reply_schedule
+from halfsec.lab.clients.browser_page import (
+    PageRun,
+    align,
+    page_url,
+    reply_schedule,
+    upload_alignment,
+)
 from halfsec.lab.clients.chromium import BrowserError
 from halfsec.lab.netem.path import NetPath
 from halfsec.lab.netem.rtc_path import SignalingProxy
@@ -105,10 +111,7 @@ def browser_record(
     # The upload: its rate, whether it is the capture (same samples, no shift), and how
     # long each chunk waited between its last sample's capture and its send (p50).
     rec["upload_rate"] = ex.get("upload_rate")
-    if pr.uploaded is not None and pr.uploaded.size and pr.captured.size:
-        lag, score = align(pr.captured, pr.uploaded)
-        rec["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
-        rec["upload_match"] = round(score, 3)
+    rec.update(upload_alignment(pr))  # vs the capture back to back (browser_page)
     # WebRTC: NetEq's average delay per emitted sample (its own stats), beside the
     # network+buffer stage it is part of.
     rtc = ex.get("rtc_inbound") or {}

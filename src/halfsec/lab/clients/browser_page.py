@@ -208,3 +208,41 @@ def reply_schedule(pr: PageRun) -> dict[str, Any]:
             out["reply_start_slip_ms"] = round((lo + lag - at) * 1000 / pr.rate, 2)
             out["reply_start_match"] = round(score, 3)
     return out
+
+
+def without_gaps(pcm: np.ndarray, start_frame: int, gaps: list[list[int]]) -> np.ndarray:
+    """A recording laid out on the context clock (``app.js joined``: zeros where the
+    clock skipped, ``gaps`` = [[context frame, frames skipped]]) back to back, as the
+    worklet received it."""
+    keep = np.ones(pcm.size, dtype=bool)
+    for frame, n in gaps:
+        if n > 0:
+            keep[max(0, int(frame) - start_frame) : max(0, int(frame) + int(n) - start_frame)] = (
+                False
+            )
+    return pcm[keep]
+
+
+def upload_alignment(pr: PageRun) -> dict[str, Any]:
+    """Whether what the page sent (its own 16 kHz resampling, ``pr.uploaded``) is the
+    audio it captured, unshifted: ``upload_offset_ms`` (0 = in place; a frame lost or
+    doubled on the way up, or a resampler delay, moves it) and ``upload_match``.
+
+    Compared with the capture *back to back*, not as laid out on the clock: when the
+    render thread falls behind on a loaded box Chromium skips the context clock ahead
+    (``capture_skipped_ms``, the sum of the page's ``capture_gaps``; 8.7 ms seen in CI)
+    while the worklet's input, and so the upload, stays contiguous.  The clock layout
+    has zeros there, and aligning the upload with it found the part after the skip
+    (+8.7 ms) although nothing was lost or shifted: the server heard the same speech."""
+    ex = pr.export
+    cap = ex.get("capture") or {}
+    gaps = [[int(f), int(n)] for f, n in ex.get("capture_gaps") or []]
+    out: dict[str, Any] = {"capture_skipped_ms": round(sum(n for _, n in gaps) * 1000 / pr.rate, 2)}
+    if pr.uploaded is None or not pr.uploaded.size or cap.get("start_frame") is None:
+        return out
+    flat = without_gaps(_pcm(cap["b64"]), int(cap["start_frame"]), gaps)
+    captured = resample(flat, pr.rate, INTERNAL_RATE).astype(np.int16)
+    lag, score = align(captured, pr.uploaded)
+    out["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
+    out["upload_match"] = round(score, 3)
+    return out

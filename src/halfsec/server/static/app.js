@@ -56,8 +56,8 @@ function freshState(opts) {
     ctxSamples: [], // [perf ms, ctx ms - perf ms]
     meter: { peak: 0, frames: 0 },
     ctxOffset: null,
-    capture: { startFrame: null, chunks: [], levels: [], uploads: [], sent: [] },
-    tap: { startFrame: null, chunks: [], lastAudibleMs: null },
+    capture: { startFrame: null, chunks: [], levels: [], uploads: [], sent: [], gaps: [] },
+    tap: { startFrame: null, chunks: [], lastAudibleMs: null, gaps: [] },
     play: {
       nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set(),
       paused: null, // turn whose reply is paused (reply.paused): {turnId, held: [[AudioBuffer, offset s]]}
@@ -319,6 +319,7 @@ function onCaptureFrame({ startFrame, pcm, upload }) {
   S.transport.sendAudio(upload || pcm);
   const c = S.capture;
   if (c.startFrame === null) c.startFrame = startFrame;
+  noteGap(c, startFrame);
   c.chunks.push([startFrame, pcm]);
   // Upload stamps: when the chunk's last sample was captured and when it was sent, both
   // on the page clock (the bench compares them with the server's turn.end position).
@@ -338,6 +339,7 @@ function onCaptureFrame({ startFrame, pcm, upload }) {
 function onTapFrame({ startFrame, pcm }) {
   if (!S.sending) return;
   if (S.tap.startFrame === null) S.tap.startFrame = startFrame;
+  noteGap(S.tap, startFrame);
   S.tap.chunks.push([startFrame, pcm]);
   // The last audible sample so far, kept as frames arrive: status() is polled while the
   // user talks, and rescanning the whole recording each time took CPU from the server
@@ -869,6 +871,17 @@ function lastAudibleMs() {
   return S.tap.lastAudibleMs;
 }
 
+// A frame that does not start where the previous one ended: the context clock jumped
+// ahead (Chromium does when its audio thread falls behind on a loaded box: 383 frames) while
+// the worklet's input stayed contiguous.  [context frame of the jump, frames skipped]; the
+// bench needs them to line the upload (contiguous) up with the capture (on the clock).
+function noteGap(rec, startFrame) {
+  const last = rec.chunks[rec.chunks.length - 1];
+  if (last && startFrame !== last[0] + last[1].length) {
+    rec.gaps.push([last[0] + last[1].length, startFrame - (last[0] + last[1].length)]);
+  }
+}
+
 // Contiguous Int16 buffer from the recorded frames (zeros where nothing was recorded),
 // base64 encoded for the DevTools protocol.
 function joined(rec) {
@@ -916,11 +929,13 @@ function exportRun() {
     pings: S.pings,
     traceparents: S.traceparents,
     capture: joined(S.capture),
+    capture_gaps: S.capture.gaps, // [context frame, frames the clock skipped] (noteGap)
     uploads: S.capture.uploads, // [capture end ms, send ms] per upload chunk
     rtc_inbound: S.rtcStats || null, // WebRTC: the reply's inbound-rtp stats at the end
     upload_rate: S.opts.transport === "webrtc" ? null : S.uploadRate, // WebRTC: the track
     upload_b64: S.capture.sent.length ? uploaded() : null, // null: the capture went up as is
     played: joined(S.tap),
+    played_gaps: S.tap.gaps,
     chunks: S.play.chunks,
     underruns: S.play.underruns,
     ui: { lines: ui.lines, draws: ui.draws }, // log lines written, redraws that wrote them
