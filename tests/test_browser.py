@@ -34,7 +34,13 @@ from halfsec.lab.bench.browser import run_browser_bench
 from halfsec.lab.bench.corpus import CorpusItem, parse_slots
 from halfsec.lab.bench.records import RECORD_KEYS
 from halfsec.lab.clients.browser import BrowserOptions
-from halfsec.lab.clients.browser_page import PageRun, align, page_url, upload_alignment
+from halfsec.lab.clients.browser_page import (
+    PageRun,
+    align,
+    page_run,
+    page_url,
+    upload_alignment,
+)
 from halfsec.lab.clients.chromium import DEFAULT_CHROMIUM
 from halfsec.lab.clients.client_run import ClientRun
 from halfsec.lab.netem.path import NetPath
@@ -256,6 +262,30 @@ def test_upload_is_aligned_with_the_capture_back_to_back(speech_dir: Path) -> No
     assert check(np.concatenate([np.zeros(16, np.int16), speech]))["upload_offset_ms"] == -1.0
     lost = np.concatenate([speech[:3200], speech[3520:]])
     assert check(lost)["upload_offset_ms"] == 20.0
+
+
+def test_played_audio_keeps_its_place_when_the_tap_started_first() -> None:
+    """The page's two recorders cut 20 ms frames at their own phase, so the tap's first
+    frame may begin before the capture's (sample 0 of the run).  A click played at context
+    frame F must be at F - capture start in what the bench reads, whichever began first
+    (it was moved to sample 0: a played sample up to 20 ms late, in v2v and in the reply
+    start check, seen as an 11.29 ms "slip" under load)."""
+    rate, start = 44_100, 500_000
+    click = start + 10_000
+
+    def b64(pcm: np.ndarray) -> str:
+        return base64.b64encode(pcm.astype("<i2").tobytes()).decode()
+
+    for tap_start in (start - 498, start, start + 384):
+        played = np.zeros(rate, np.int16)
+        played[click - tap_start] = 20_000
+        export = {
+            "context_rate": rate,
+            "capture": {"start_frame": start, "b64": b64(np.zeros(rate, np.int16))},
+            "played": {"start_frame": tap_start, "b64": b64(played)},
+        }
+        pr = page_run(export)
+        assert int(np.argmax(pr.played)) == click - start, tap_start
 
 
 @pytest.mark.slow

@@ -105,8 +105,12 @@ def page_run(export: dict[str, Any]) -> PageRun:
     timeline = PlaybackTimeline(rate, run.t0_ns)
     played = export["played"]
     if played.get("start_frame") is not None:
-        pcm = _pcm(played["b64"])
-        timeline.place(pcm, round(int(played["start_frame"]) * 1e9 / rate), 0)
+        # The tap's first frame may begin before the capture's (the two worklets cut 20 ms
+        # frames at their own phase): what it played before sample 0 is dropped, not moved
+        # to sample 0 (``place`` clamps), which put every played sample up to 20 ms late.
+        pcm = _pcm(played["b64"])[max(0, start - int(played["start_frame"])) :]
+        at = max(start, int(played["start_frame"]))
+        timeline.place(pcm, round(at * 1e9 / rate), 0)
     timeline.chunks.clear()
     run.timeline = timeline
     out_rate = int(export.get("output_rate") or rate)
