@@ -368,7 +368,10 @@ async def test_no_early_start_where_finals_are_fast(engines: Engines, order: np.
     task, frames = await _turn(engines, order, final, order.size / 16, fast)
     assert task.early == "none"
     assert _mark(frames, names.MARK_LOGIC_START) > _mark(frames, names.MARK_STT_END)
-    assert not fast.slow() and len(fast) == 2, "the turn's final was recorded"
+    # The turn's own final is recorded too; whether it reads slow is this machine's pace
+    # (an AVX2-only or loaded box decodes finals in >= 200 ms), not the decision above,
+    # which was taken from the record before it.
+    assert len(fast) == 2, "the turn's final was recorded"
 
 
 async def test_no_early_start_from_a_partial_that_ends_before_the_pause(

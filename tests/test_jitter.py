@@ -297,7 +297,9 @@ async def test_reply_pacing_reanchors_at_each_replys_first_packet() -> None:
     assert first.pts == 0 and slots[0].first_of_turn and slots[0].turn_id == 1
     elapsed_ms = (times[0] - t_origin) / 1e6
     assert 28.0 < elapsed_ms < 36.0  # ~30 ms: when it was queued, not the 40 ms slot
-    assert abs(slots[0].pts / 48 - elapsed_ms) < 3.0
+    # Its timestamp is when it left, not the grid's 40 ms: the two clocks are read a few
+    # loop turns apart (3.3 ms seen on a 2-core box under a full test load), so 6 ms.
+    assert abs(slots[0].pts / 48 - elapsed_ms) < 6.0
     assert [s.pts - slots[0].pts for s in slots] == [0, FRAME_TICKS, 2 * FRAME_TICKS]
     gaps = np.diff(times) / 1e6
     assert all(15.0 < g < 25.0 for g in gaps), gaps
