@@ -155,7 +155,11 @@ async def _browser_turn(
         assert rec["reply_start_match"] > 0.9, rec["reply_start_match"]
         assert abs(rec["reply_start_slip_ms"]) <= 1000 / rec["context_rate"], rec
         assert rec["reply_underruns"] == 0, rec["reply_underruns"]
-        assert rec["reply_recv_ms"] > -5, rec["reply_recv_ms"]  # sent, then received
+        # Sent, then received, on the page clock.  Server times are mapped onto it once,
+        # by the pings at the start, and under load the AudioContext clock drifts from
+        # that mapping by tens of ms (reply_recv_ms down to -58 ms in 201 loaded turns,
+        # docs/browser.md): only a gross error (units, sign, a wrong offset) fails here.
+        assert rec["reply_recv_ms"] > -150, rec["reply_recv_ms"]
     else:
         assert rec["upload_rate"] is None  # the microphone track carries the audio
         # Chromium's jitter buffer reported on the reply it played.
@@ -261,6 +265,17 @@ def test_upload_is_aligned_with_the_capture_back_to_back(speech_dir: Path) -> No
     # A real shift still shows: the upload 1 ms late, or a 20 ms frame lost early on.
     assert check(np.concatenate([np.zeros(16, np.int16), speech]))["upload_offset_ms"] == -1.0
     lost = np.concatenate([speech[:3200], speech[3520:]])
+    assert check(lost)["upload_offset_ms"] == 20.0
+    # A repeated quantum's stamp (-128, then +128) overwrote samples of the clock layout:
+    # the page's back-to-back copy of the capture is what the upload is checked against.
+    overlap = np.concatenate([ctx[: cut - 128], ctx[cut : cut + 882], np.zeros(128, np.int16)])
+    export["capture"]["b64"] = base64.b64encode(
+        np.concatenate([overlap, ctx[cut + 882 :]])
+    ).decode()
+    export["capture_gaps"] = [[start + cut, -128], [start + cut + 754, 128]]
+    export["capture_flat_b64"] = base64.b64encode(ctx.tobytes()).decode()
+    got = check(speech)
+    assert abs(got["upload_offset_ms"]) <= 0.5 and got["upload_match"] > 0.98, got
     assert check(lost)["upload_offset_ms"] == 20.0
 
 

@@ -204,6 +204,8 @@ def reply_schedule(pr: PageRun) -> dict[str, Any]:
         out_rate = int(ex.get("output_rate") or pr.rate)
         want = resample(pcm.astype(np.float32), out_rate, pr.rate)
         at = round(float(first["start_ms"]) * pr.rate / 1000) - int(origin)
+        # Only what the recording holds (a run can stop inside a long first chunk).
+        want = want[: max(0, min(want.size, pr.played.size - at))]
         slack = round(0.05 * pr.rate)  # look 50 ms either side of the scheduled start
         lo = max(0, at - slack)
         seg = pr.played[lo : at + want.size + slack]
@@ -241,10 +243,16 @@ def upload_alignment(pr: PageRun) -> dict[str, Any]:
     ex = pr.export
     cap = ex.get("capture") or {}
     gaps = [[int(f), int(n)] for f, n in ex.get("capture_gaps") or []]
-    out: dict[str, Any] = {"capture_skipped_ms": round(sum(n for _, n in gaps) * 1000 / pr.rate, 2)}
+    skipped = sum(n for _, n in gaps if n > 0)
+    out: dict[str, Any] = {"capture_skipped_ms": round(skipped * 1000 / pr.rate, 2)}
     if pr.uploaded is None or not pr.uploaded.size or cap.get("start_frame") is None:
         return out
-    flat = without_gaps(_pcm(cap["b64"]), int(cap["start_frame"]), gaps)
+    # The page's own back-to-back copy when it has one (a repeated quantum's overlap
+    # overwrote samples of the clock layout); else the layout minus its skips.
+    if ex.get("capture_flat_b64"):
+        flat = _pcm(ex["capture_flat_b64"])
+    else:
+        flat = without_gaps(_pcm(cap["b64"]), int(cap["start_frame"]), gaps)
     captured = resample(flat, pr.rate, INTERNAL_RATE).astype(np.int16)
     lag, score = align(captured, pr.uploaded)
     out["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)

@@ -872,9 +872,9 @@ function lastAudibleMs() {
 }
 
 // A frame that does not start where the previous one ended: the context clock jumped
-// ahead (Chromium does when its audio thread falls behind on a loaded box: 383 frames) while
-// the worklet's input stayed contiguous.  [context frame of the jump, frames skipped]; the
-// bench needs them to line the upload (contiguous) up with the capture (on the clock).
+// ahead (Chromium does when its audio thread falls behind on a loaded box: 383 frames), or
+// one quantum's currentFrame repeated (-128 then +128, seen on the tap), while the worklet's
+// input stayed contiguous.  [context frame, frames skipped (< 0: overlap)], exported.
 function noteGap(rec, startFrame) {
   const last = rec.chunks[rec.chunks.length - 1];
   if (last && startFrame !== last[0] + last[1].length) {
@@ -892,12 +892,17 @@ function joined(rec) {
   return { start_frame: rec.startFrame, b64: base64(out) };
 }
 
-// The resampled upload, back to back (its chunks are contiguous by construction).
-function uploaded() {
-  const out = new Int16Array(S.capture.sent.reduce((n, c) => n + c.length, 0));
+// Chunks back to back (the upload's are contiguous by construction; so is the capture
+// as the worklet received it, whatever its frames' context stamps say).
+function backToBack(chunks) {
+  const out = new Int16Array(chunks.reduce((n, c) => n + c.length, 0));
   let at = 0;
-  for (const c of S.capture.sent) { out.set(c, at); at += c.length; }
+  for (const c of chunks) { out.set(c, at); at += c.length; }
   return base64(out);
+}
+
+function uploaded() {
+  return backToBack(S.capture.sent);
 }
 
 function base64(pcm) {
@@ -930,6 +935,9 @@ function exportRun() {
     traceparents: S.traceparents,
     capture: joined(S.capture),
     capture_gaps: S.capture.gaps, // [context frame, frames the clock skipped] (noteGap)
+    // With an upload: the capture back to back, what the upload was resampled from (the
+    // bench's upload check; on the clock a stamp can skip, or repeat a quantum, see noteGap).
+    capture_flat_b64: S.capture.sent.length ? backToBack(S.capture.chunks.map((c) => c[1])) : null,
     uploads: S.capture.uploads, // [capture end ms, send ms] per upload chunk
     rtc_inbound: S.rtcStats || null, // WebRTC: the reply's inbound-rtp stats at the end
     upload_rate: S.opts.transport === "webrtc" ? null : S.uploadRate, // WebRTC: the track
