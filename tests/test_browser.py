@@ -250,6 +250,7 @@ def test_upload_is_aligned_with_the_capture_back_to_back(speech_dir: Path) -> No
     export: dict[str, Any] = {
         "capture": {"start_frame": start, "b64": base64.b64encode(on_clock.tobytes()).decode()},
         "capture_gaps": [[start + cut, skip]],
+        "capture_flat_b64": base64.b64encode(ctx.tobytes()).decode(),  # as the page sends
     }
 
     def check(uploaded: np.ndarray) -> dict[str, Any]:
@@ -273,7 +274,6 @@ def test_upload_is_aligned_with_the_capture_back_to_back(speech_dir: Path) -> No
         np.concatenate([overlap, ctx[cut + 882 :]])
     ).decode()
     export["capture_gaps"] = [[start + cut, -128], [start + cut + 754, 128]]
-    export["capture_flat_b64"] = base64.b64encode(ctx.tobytes()).decode()
     got = check(speech)
     assert abs(got["upload_offset_ms"]) <= 0.5 and got["upload_match"] > 0.98, got
     assert check(lost)["upload_offset_ms"] == 20.0

@@ -216,19 +216,6 @@ def reply_schedule(pr: PageRun) -> dict[str, Any]:
     return out
 
 
-def without_gaps(pcm: np.ndarray, start_frame: int, gaps: list[list[int]]) -> np.ndarray:
-    """A recording laid out on the context clock (``app.js joined``: zeros where the
-    clock skipped, ``gaps`` = [[context frame, frames skipped]]) back to back, as the
-    worklet received it."""
-    keep = np.ones(pcm.size, dtype=bool)
-    for frame, n in gaps:
-        if n > 0:
-            keep[max(0, int(frame) - start_frame) : max(0, int(frame) + int(n) - start_frame)] = (
-                False
-            )
-    return pcm[keep]
-
-
 def upload_alignment(pr: PageRun) -> dict[str, Any]:
     """Whether what the page sent (its own 16 kHz resampling, ``pr.uploaded``) is the
     audio it captured, unshifted: ``upload_offset_ms`` (0 = in place; a frame lost or
@@ -241,19 +228,14 @@ def upload_alignment(pr: PageRun) -> dict[str, Any]:
     has zeros there, and aligning the upload with it found the part after the skip
     (+8.7 ms) although nothing was lost or shifted: the server heard the same speech."""
     ex = pr.export
-    cap = ex.get("capture") or {}
-    gaps = [[int(f), int(n)] for f, n in ex.get("capture_gaps") or []]
-    skipped = sum(n for _, n in gaps if n > 0)
+    skipped = sum(max(0, int(n)) for _, n in ex.get("capture_gaps") or [])
     out: dict[str, Any] = {"capture_skipped_ms": round(skipped * 1000 / pr.rate, 2)}
-    if pr.uploaded is None or not pr.uploaded.size or cap.get("start_frame") is None:
+    flat = ex.get("capture_flat_b64")  # the page exports it with every upload
+    if pr.uploaded is None or not pr.uploaded.size or not flat:
         return out
-    # The page's own back-to-back copy when it has one (a repeated quantum's overlap
-    # overwrote samples of the clock layout); else the layout minus its skips.
-    if ex.get("capture_flat_b64"):
-        flat = _pcm(ex["capture_flat_b64"])
-    else:
-        flat = without_gaps(_pcm(cap["b64"]), int(cap["start_frame"]), gaps)
-    captured = resample(flat, pr.rate, INTERNAL_RATE).astype(np.int16)
+    # The page's own back-to-back copy: removing the clock's skips from the layout is not
+    # enough, a repeated quantum's overlap overwrote samples of it.
+    captured = resample(_pcm(flat), pr.rate, INTERNAL_RATE).astype(np.int16)
     lag, score = align(captured, pr.uploaded)
     out["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
     out["upload_match"] = round(score, 3)
