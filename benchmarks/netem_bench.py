@@ -25,7 +25,6 @@ import asyncio
 import json
 import random
 import socket
-import struct
 import sys
 import time
 from pathlib import Path
@@ -33,37 +32,11 @@ from typing import Any
 
 from halfsec.lab.netem import PROFILES, NetSpec, parse_net, simulate, summarize
 from halfsec.lab.netem.namespaces import NamespaceLab
+from halfsec.lab.netem.probe import ProbeEndpoint, send_probes
 from halfsec.lab.netem.udp_relay import UdpRelay
 from halfsec.lab.report.json import default_meta
 
-HDR = struct.Struct("!Iq")
 GAP_S = 0.020
-
-
-class Endpoint:
-    """A UDP socket that records (seq, send_ns, recv_ns) and optionally echoes."""
-
-    def __init__(self, sock: socket.socket, echo: bool) -> None:
-        self.sock, self.echo = sock, echo
-        self.rows: list[tuple[int, int, int]] = []
-        sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
-
-    def _read(self) -> None:
-        for _ in range(256):
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except BlockingIOError:
-                return
-            now = time.monotonic_ns()
-            seq, sent = HDR.unpack_from(data)
-            self.rows.append((seq, sent, now))
-            if self.echo:
-                self.sock.sendto(data, addr)
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
 
 
 def _r(x: float | None, nd: int = 2) -> float | None:
@@ -94,15 +67,11 @@ async def run_one(
         cli_sock.bind((ns_lab.client_host, 0))
         relay = ns_lab.udp_relay(port)
         dest_host = ns_lab.relay_host
-    server, client = Endpoint(srv_sock, echo=True), Endpoint(cli_sock, echo=False)
+    server, client = ProbeEndpoint(srv_sock, echo=True), ProbeEndpoint(cli_sock)
     try:
         async with relay:
             dest = (dest_host, relay.port)
-            t0 = time.monotonic()
-            for i in range(packets):
-                payload = HDR.pack(i, time.monotonic_ns())
-                cli_sock.sendto(payload + bytes(sizes[i] - len(payload)), dest)
-                await asyncio.sleep(max(0.0, t0 + (i + 1) * GAP_S - time.monotonic()))
+            await send_probes(cli_sock, dest, sizes[:packets], GAP_S)
             # Let the slowest datagrams (delay + 5 sigma + queue) come back, bounded.
             await asyncio.sleep(min(5.0, (2 * (spec.delay_ms + 5 * spec.jitter_ms) + 200) / 1e3))
             counters = relay.counters()

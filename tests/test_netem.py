@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import socket
-import struct
 import subprocess
 import time
 
@@ -33,10 +32,9 @@ from halfsec.lab.netem import (
 from halfsec.lab.netem.impair import Impairment, TcpImpairment
 from halfsec.lab.netem.namespaces import NamespaceLab, namespaces_supported, remove_stale
 from halfsec.lab.netem.packet_sim import SRTP_OVERHEAD_BYTES, simulate_arrivals
+from halfsec.lab.netem.probe import STAMP, ProbeEndpoint, send_probes
 from halfsec.lab.netem.tcp_relay import TcpRelay
 from halfsec.lab.netem.udp_relay import UdpRelay
-
-HDR = struct.Struct("!Iq")  # seq, send time (monotonic ns)
 
 
 def arrivals_of(decisions: list) -> list[tuple[int, int, int]]:  # type: ignore[type-arg]
@@ -224,40 +222,6 @@ def test_tcp_model_serializes_a_chunk_in_pieces_at_the_rate() -> None:
 # -- UDP relay on loopback ----------------------------------------------------------------
 
 
-class _UdpSink:
-    """Receives stamped datagrams, records (seq, send_ns, recv_ns), optionally echoes."""
-
-    def __init__(self, sock: socket.socket, echo: bool = False) -> None:
-        self.sock = sock
-        self.echo = echo
-        self.rows: list[tuple[int, int, int]] = []
-        sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
-
-    def _read(self) -> None:
-        for _ in range(256):
-            try:
-                data, addr = self.sock.recvfrom(4096)
-            except BlockingIOError:
-                return
-            now = time.monotonic_ns()
-            seq, sent = HDR.unpack_from(data)
-            self.rows.append((seq, sent, now))
-            if self.echo:
-                self.sock.sendto(data, addr)
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
-
-
-async def _send_paced(sock: socket.socket, dest: tuple[str, int], n: int, gap_s: float) -> None:
-    t0 = time.monotonic()
-    for i in range(n):
-        sock.sendto(HDR.pack(i, time.monotonic_ns()) + bytes(148), dest)
-        await asyncio.sleep(max(0.0, t0 + (i + 1) * gap_s - time.monotonic()))
-
-
 async def _until(cond, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     # Polls state that add_reader callbacks update; bounded by the deadline.
@@ -271,13 +235,13 @@ async def test_udp_relay_delays_and_drops_real_datagrams() -> None:
     n = 500
     srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     srv.bind(("127.0.0.1", 0))
-    server = _UdpSink(srv, echo=True)
+    server = ProbeEndpoint(srv, echo=True)
     cli_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     cli_sock.bind(("127.0.0.1", 0))
-    client = _UdpSink(cli_sock)
+    client = ProbeEndpoint(cli_sock)
     try:
         async with UdpRelay(target=srv.getsockname(), up=up, down=down) as relay:
-            await _send_paced(cli_sock, relay.address, n, 0.004)
+            await send_probes(cli_sock, relay.address, [STAMP.size + 148] * n, 0.004)
             expected = [d for d in simulate(up, n) if d.delivered]
             await _until(lambda: len(client.rows) >= len(expected), 2.0)
             counters = relay.counters()
@@ -375,16 +339,16 @@ async def test_namespace_mode_udp_through_bridge_with_kernel_loss_and_cleanup() 
         assert set(lab.namespaces) <= _netns_names()
         srv = lab.server_socket(socket.AF_INET, socket.SOCK_DGRAM)
         srv.bind((lab.server_host, 9400))
-        server = _UdpSink(srv, echo=True)
+        server = ProbeEndpoint(srv, echo=True)
         cli = lab.client_socket(socket.AF_INET, socket.SOCK_DGRAM)
         cli.bind((lab.client_host, 0))
-        client = _UdpSink(cli)
+        client = ProbeEndpoint(cli)
         try:
             # Isolation: the middle does not route, so the relay is the only path.
             with pytest.raises(OSError):
                 cli.sendto(b"direct", (lab.server_host, 9400))
             async with lab.udp_relay(9400) as relay:
-                await _send_paced(cli, (lab.relay_host, relay.port), n, 0.004)
+                await send_probes(cli, (lab.relay_host, relay.port), [STAMP.size + 148] * n, 0.004)
 
                 def settled() -> bool:  # all forwarded datagrams arrived and came back
                     c = relay.counters()

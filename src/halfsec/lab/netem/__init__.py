@@ -11,6 +11,8 @@ hears.  This package impairs real traffic reproducibly so the same bench can be 
   relays on 127.0.0.1 that apply a spec per direction to UDP datagrams / a TCP stream;
 * :mod:`~halfsec.lab.netem.namespaces` -- the same relays between real network
   namespaces, with the kernel's drop (nftables) on veth links (the relays pace the rate);
+* :mod:`~halfsec.lab.netem.probe` / :mod:`~halfsec.lab.netem.measure` -- stamped UDP probes
+  and what their receiver saw (delay, jitter, loss), to check a relay against its spec;
 * :mod:`~halfsec.lab.netem.packet_sim` -- the same per-packet model applied to an RTP
   audio stream in simulated time, feeding a jitter buffer without sockets or sleeping
   (not imported here: it brings in ``wire.jitter``, which the relays do not need).
