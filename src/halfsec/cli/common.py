@@ -51,6 +51,17 @@ SetOpt = typer.Option(
 )
 
 
+async def stop_signal() -> None:
+    """Return at the first SIGINT or SIGTERM: every long-running command (``serve``,
+    ``edge``, ``wyoming``) stops the same way, cleaning up in its ``finally``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on every platform
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 def run_service(start: Callable[[], Awaitable[AppRunner]], host: str, port: int) -> int:
     """Run an aiohttp service until SIGINT/SIGTERM, then clean up; 2 if it cannot listen.
 
@@ -59,13 +70,8 @@ def run_service(start: Callable[[], Awaitable[AppRunner]], host: str, port: int)
 
     async def main() -> None:
         runner = await start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await stop_signal()
         finally:
             await runner.cleanup()
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 
-from halfsec.cli.common import err
+from halfsec.cli.common import err, stop_signal
 from halfsec.config import HalfsecConfig
 from halfsec.errors import HalfsecError
 from halfsec.runtime.build import build_engines
@@ -38,13 +36,8 @@ def wyoming_command(config: HalfsecConfig, uri: str, allow_remote: bool) -> int:
             "Assistant under Settings > Devices & services > Wyoming Protocol",
             soft_wrap=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await stop_signal()
         finally:
             await server.stop()
             await engines.aclose()
