@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from local_http import serve_local
 
 
 @dataclass
@@ -54,12 +55,7 @@ class LLMDouble:
     async def __aenter__(self) -> LLMDouble:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
+        self._runner, self.base_url = await serve_local(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from aiohttp import web
+from local_http import serve_local
 
 from halfsec.audio.io import to_pcm16
 from halfsec.audio.resample import resample
@@ -85,12 +86,7 @@ class OpenAIAudioDouble:
         app = web.Application(client_max_size=25 * 1024 * 1024)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
         app.router.add_post("/v1/audio/speech", self._speech)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1"
+        self._runner, self.base_url = await serve_local(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
