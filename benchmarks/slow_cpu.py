@@ -211,6 +211,8 @@ async def run_inside(mode: str, rows: list[dict[str, str]]) -> dict[str, Any]:
                 "v2v_ms": res["v2v_ms"],
                 "stages": res["stages"],
                 "early": end.get("early"),
+                "partial_behind_ms": end.get("partial_behind_ms"),
+                "partials": t.partials if t is not None else 0,
                 "transcript": res["transcript"],
                 "accepted": res["intent"] == r.get("intent") and res["slots"] == want,
                 "premature": bool(res.get("premature_replies")),
@@ -242,6 +244,9 @@ async def run_inside(mode: str, rows: list[dict[str, str]]) -> dict[str, Any]:
         "endpointing_p50_ms": pct(stage("endpointing_ms"), 50),
         "reply_ready_after_eot_p50_ms": pct(stage("reply_ready_after_eot_ms"), 50),
         "early": {k: early.count(k) for k in ("none", "kept", "redone")},
+        "partial_behind_p50_ms": pct(
+            [f["partial_behind_ms"] for f in files if f["partial_behind_ms"] is not None], 50
+        ),
         "acceptance": f"{sum(f['accepted'] for f in files)}/{len(files)}",
         "premature": sum(f["premature"] for f in files),
         "per_file": files,

@@ -379,6 +379,8 @@ async def test_no_early_start_from_a_partial_that_ends_before_the_pause(
 ) -> None:
     task, frames = await _turn(engines, order, "make me a dark roast", order.size / 16 - 800)
     assert task.early == "none"
+    end = next(f for f in frames if isinstance(f, TimingMark) and f.name == names.MARK_STT_END)
+    assert end.attrs["partial_behind_ms"] == pytest.approx(800.0, abs=0.1), "what it missed"
     assert _mark(frames, names.MARK_LOGIC_START) > _mark(frames, names.MARK_STT_END)
 
 

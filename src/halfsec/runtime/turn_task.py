@@ -286,9 +286,10 @@ class TurnTask:
             self.early = "redone"
             await self._drop_early(early)
             early = None
-        self.mark(
-            names.MARK_STT_END, compute_ms=tr.compute_ms, audio_ms=tr.audio_ms, early=self.early
-        )
+        # partial_behind_ms: how much of the final's audio the latest partial missed.
+        behind = round(tr.audio_ms - (self.heard.partial_audio_ms if self.heard else 0.0), 1)
+        attrs = {"compute_ms": tr.compute_ms, "audio_ms": tr.audio_ms, "early": self.early}
+        self.mark(names.MARK_STT_END, **attrs, partial_behind_ms=behind)
         self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
         if self.on_final is not None:
             self.on_final()
@@ -359,12 +360,8 @@ class TurnTask:
         early.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await early
-        for name in (
-            names.MARK_LOGIC_START,
-            names.MARK_LOGIC_FIRST_CLAUSE,
-            names.MARK_TTS_START,
-            names.MARK_TTS_FIRST_AUDIO,
-        ):
+        logic = (names.MARK_LOGIC_START, names.MARK_LOGIC_FIRST_CLAUSE)
+        for name in (*logic, names.MARK_TTS_START, names.MARK_TTS_FIRST_AUDIO):
             self.marks.pop(name, None)
         self._early_hold = None
         self._early_answer = None
