@@ -35,11 +35,10 @@ from halfsec.lab.clients.client_run import ClientRun, Received
 from halfsec.lab.clients.clock_sync import sync_clock
 from halfsec.lab.clients.errors import ClientError
 from halfsec.lab.clients.mark_echo import MarkEcho
-from halfsec.lab.clients.microphone import stream_microphone
 from halfsec.lab.clients.options import ClientOptions
 from halfsec.lab.clients.telephone_band import telephone_band
 from halfsec.lab.clients.turn_state import TurnState
-from halfsec.lab.clients.websocket import open_websocket, turn_context
+from halfsec.lab.clients.websocket import open_websocket, stream_over_websocket, turn_context
 from halfsec.wire.mulaw import MULAW_RATE, MULAW_SILENCE, mulaw_decode, mulaw_encode
 from halfsec.wire.protocol import SESSION_STARTED, trace_context_message
 from halfsec.wire.twilio import (
@@ -178,14 +177,7 @@ async def _converse(call: _Call, pcm: np.ndarray, opt: ClientOptions, run: Clien
         return now_ns() < timeline.playing_until_ns
 
     try:
-        try:
-            await stream_microphone(run, pcm, opt, state, playing, send_frame, check)
-        except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:
-            raise ClientError(
-                run.closed_by_server or f"connection lost while streaming ({type(e).__name__}: {e})"
-            ) from e
-        if run.closed_by_server:
-            raise ClientError(run.closed_by_server)
+        await stream_over_websocket(run, pcm, opt, state, playing, send_frame, check)
         await echo.settle()
         with contextlib.suppress(Exception):
             await call.send(stop_message(call.stream_sid, call.call_sid, call.sequence()))

@@ -111,6 +111,28 @@ async def open_websocket(
         ) from e
 
 
+async def stream_over_websocket(
+    run: ClientRun,
+    pcm: np.ndarray,
+    opt: ClientOptions,
+    state: TurnState,
+    playing: Callable[[], bool],
+    send: Callable[[int, np.ndarray], Awaitable[None]],
+    check: Callable[[], None],
+) -> None:
+    """``stream_microphone`` over a WebSocket (ours or a phone gateway's): a socket that
+    fails mid-stream, or a server that closed it, ends the turn with a ``ClientError``
+    that says which, preferring the server's own reason."""
+    try:
+        await stream_microphone(run, pcm, opt, state, playing, send, check)
+    except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:
+        raise ClientError(
+            run.closed_by_server or f"connection lost while streaming ({type(e).__name__}: {e})"
+        ) from e
+    if run.closed_by_server:
+        raise ClientError(run.closed_by_server)
+
+
 async def _next_json(ws: aiohttp.ClientWebSocketResponse, wait_s: float) -> dict[str, Any]:
     msg = await ws.receive(timeout=wait_s)
     if msg.type == aiohttp.WSMsgType.TEXT:
@@ -231,14 +253,7 @@ async def play_turn(
         return now_ns() < timeline.playing_until_ns
 
     try:
-        try:
-            await stream_microphone(run, pcm, opt, state, playing, send_frame, check)
-        except (ConnectionError, aiohttp.ClientError, RuntimeError) as e:
-            raise ClientError(
-                run.closed_by_server or f"connection lost while streaming ({type(e).__name__}: {e})"
-            ) from e
-        if run.closed_by_server:
-            raise ClientError(run.closed_by_server)
+        await stream_over_websocket(run, pcm, opt, state, playing, send_frame, check)
         if end_session:
             with contextlib.suppress(Exception):
                 await send_str(session_end_message())
