@@ -163,14 +163,18 @@ def corpus(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
     return rows[:limit] if limit else rows
 
 
-async def run_inside(mode: str, rows: list[dict[str, str]]) -> dict[str, Any]:
+async def run_inside(
+    mode: str, rows: list[dict[str, str]], cover_slack_ms: float | None = None
+) -> dict[str, Any]:
     """The corpus through ``halfsec run``'s path (one session per file, real-time pace),
-    in this (capped) process, with early start per ``mode``; what became of each
-    answered turn's early start is read from its ``stt.end`` mark."""
+    in this (capped) process, with early start per ``mode`` (and, for an experiment, a
+    partial's cover slack other than the product's); what became of each answered
+    turn's early start is read from its ``stt.end`` mark."""
     from halfsec.audio.io import load_audio
     from halfsec.config import load_config
     from halfsec.frames import Frame, TimingMark
     from halfsec.measure.percentile import percentile
+    from halfsec.runtime import turn_task
     from halfsec.runtime.build import build_engines
     from halfsec.runtime.file_run import run_file
     from halfsec.runtime.final_pace import FINAL_PACE
@@ -180,6 +184,8 @@ async def run_inside(mode: str, rows: list[dict[str, str]]) -> dict[str, Any]:
     gate = GATES[mode]
     if gate is not None:
         FINAL_PACE.min_final_ms = gate
+    if cover_slack_ms is not None:
+        turn_task.EARLY_COVER_SLACK_MS = cover_slack_ms
     cfg = load_config(None, [])
     engines = build_engines(cfg)
 
@@ -234,6 +240,7 @@ async def run_inside(mode: str, rows: list[dict[str, str]]) -> dict[str, Any]:
     return {
         "mode": mode,
         "min_final_ms": FINAL_PACE.min_final_ms,
+        "cover_slack_ms": turn_task.EARLY_COVER_SLACK_MS,
         "files": len(files),
         "answered": len(v2v),
         "v2v_ms": {"p50": pct(v2v, 50), "p95": pct(v2v, 95), "max": pct(v2v, 100)},
@@ -263,11 +270,18 @@ def main() -> None:
     ap.add_argument("--early", default="on,off", help="modes, comma-separated: on, off, forced")
     ap.add_argument("--manifest", default="")
     ap.add_argument("--timeout-s", type=float, default=600.0, help="per mode")
+    ap.add_argument(
+        "--cover-slack-ms",
+        type=float,
+        help="experiment: how much of the pause's audio a partial may miss and still start "
+        "the reply early (product: runtime/turn_task.EARLY_COVER_SLACK_MS)",
+    )
     ap.add_argument("--inside", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inside:
         rows = corpus(Path(args.manifest) if args.manifest else MANIFEST, args.only, args.limit)
-        args.json.write_text(json.dumps(asyncio.run(run_inside(args.inside, rows)), indent=2))
+        res = asyncio.run(run_inside(args.inside, rows, args.cover_slack_ms))
+        args.json.write_text(json.dumps(res, indent=2))
         return
     modes = [m for m in args.early.split(",") if m]
     if not modes or any(m not in GATES for m in modes):
@@ -294,6 +308,8 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--inside", mode, "--only", args.only]
                 cmd += ["--limit", str(args.limit), "--json", str(part)]
                 cmd += ["--manifest", args.manifest] if args.manifest else []
+                slack = args.cover_slack_ms
+                cmd += ["--cover-slack-ms", str(slack)] if slack is not None else []
                 before, load0, t0 = throttling(group), loadavg(), time.time()
                 rc = run_capped(group, cmd, env, args.timeout_s)
                 after = throttling(group)
