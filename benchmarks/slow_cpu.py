@@ -280,8 +280,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.inside:
         rows = corpus(Path(args.manifest) if args.manifest else MANIFEST, args.only, args.limit)
-        res = asyncio.run(run_inside(args.inside, rows, args.cover_slack_ms))
-        args.json.write_text(json.dumps(res, indent=2))
+        inside = asyncio.run(run_inside(args.inside, rows, args.cover_slack_ms))
+        args.json.write_text(json.dumps(inside, indent=2))
         return
     modes = [m for m in args.early.split(",") if m]
     if not modes or any(m not in GATES for m in modes):
