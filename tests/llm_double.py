@@ -55,7 +55,8 @@ class LLMDouble:
     async def __aenter__(self) -> LLMDouble:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner, self.base_url = await serve_local(app)
+        self._runner, where = await serve_local(app)
+        self.base_url = f"http://{where}/v1"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

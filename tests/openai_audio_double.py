@@ -86,7 +86,8 @@ class OpenAIAudioDouble:
         app = web.Application(client_max_size=25 * 1024 * 1024)
         app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
         app.router.add_post("/v1/audio/speech", self._speech)
-        self._runner, self.base_url = await serve_local(app)
+        self._runner, where = await serve_local(app)
+        self.base_url = f"http://{where}/v1"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

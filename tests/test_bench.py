@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import yaml
 from aiohttp import WSMsgType, web
+from local_http import serve_local
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio, write_wav
@@ -181,12 +182,8 @@ async def _fake_server(mode: str) -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_get("/ws", ws_handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"ws://127.0.0.1:{port}/ws"
+    runner, where = await serve_local(app)
+    return runner, f"ws://{where}/ws"
 
 
 async def test_failed_turns_have_reasons_and_the_run_continues(
@@ -307,12 +304,8 @@ async def _replying_server(
 
     app = web.Application()
     app.router.add_get("/ws", ws_handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"ws://127.0.0.1:{port}/ws"
+    runner, where = await serve_local(app)
+    return runner, f"ws://{where}/ws"
 
 
 @pytest.mark.parametrize("codec", ["pcm16", "opus"])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
+from local_http import serve_local
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -415,13 +416,9 @@ async def sse_server(body: Any) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, where = await serve_local(app)
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://{where}/v1"
     finally:
         await runner.cleanup()
 

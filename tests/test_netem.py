@@ -18,6 +18,7 @@ import subprocess
 import time
 
 import pytest
+from local_http import serve_local
 
 from halfsec.lab.netem import (
     PROFILES,
@@ -410,12 +411,8 @@ async def test_impaired_url_puts_a_real_websocket_behind_the_profile() -> None:
 
     app = web.Application()
     app.router.add_get("/ws", ws_echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"ws://127.0.0.1:{port}/ws?token=t"
+    runner, where = await serve_local(app)
+    url = f"ws://{where}/ws?token=t"
     try:
         async with impaired_url(url, "none") as (same, none_relay):
             assert same == url and none_relay is None
