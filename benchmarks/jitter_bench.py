@@ -28,8 +28,6 @@ loss), p50 <= 40 ms with <= 1 % concealed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -38,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from _cli import bench_parser, emit
 
 from halfsec.lab.netem.packet_sim import run_simulation, simulate_arrivals
 from halfsec.lab.netem.profile import PROFILES
@@ -129,11 +128,10 @@ def run_profile(name: str, packets: list[bytes], seeds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--profiles", default=",".join(PROFILES))
-    ap.add_argument("--json", type=Path)
     ap.add_argument("--no-codec", action="store_true")
     args = ap.parse_args(argv)
 
@@ -159,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     if not args.no_codec:
         report["codec_cost"] = codec_cost(pcm)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
     return 0
 
 

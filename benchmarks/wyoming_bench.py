@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import bench_parser, emit
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncClient
@@ -160,18 +160,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument("--speech", type=Path, default=SPEECH)
     ap.add_argument("--limit", type=int, default=0, help="first N transcribed recordings only")
-    ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument("--records", action="store_true", help="every file's texts in the output")
     ap.add_argument("--fast", action="store_true", help="send each file at once, not in real time")
     args = ap.parse_args()
     out = asyncio.run(run(args))
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
     return 0
 
 
