@@ -116,13 +116,18 @@ async def _browser_turn(
     speech_dir: Path,
     tmp_path: Path,
     transport: str,
+    capture: str = "track",
 ) -> None:
     assert shutil.which(DEFAULT_CHROMIUM), (
         f"{DEFAULT_CHROMIUM} is missing: apt-get install -y chromium (scripts/setup.sh)"
     )
     item = _coffee_item(rows, speech_dir, tmp_path, 0)
     before = _chromium_pids()
-    opts = BrowserOptions(screenshot_dir=tmp_path / "shots", save_audio=tmp_path / "audio")
+    opts = BrowserOptions(
+        screenshot_dir=tmp_path / "shots",
+        save_audio=tmp_path / "audio",
+        capture="auto" if capture == "track" else capture,
+    )
     async with page_server(engines) as url:
         records = await run_browser_bench(url, [item], transport, opts)
     assert _chromium_pids() - before == set(), "Chromium outlived the run"
@@ -137,6 +142,18 @@ async def _browser_turn(
     assert rec["intent"] == "orderDrink", rec
     assert rec["slots"].get("coffeeDrink") == item.slots["coffeeDrink"], rec["slots"]
     assert rec["input_match"] > 0.9, "the page captured the recording, nearly unchanged"
+    # Chromium has MediaStreamTrackProcessor: the page read the microphone track itself
+    # (not the AudioWorklet fallback, which hands samples over 12 ms later), at its rate.
+    assert rec["capture_path"] == capture, (rec["capture_path"], capture)
+    if capture == "track":
+        # Its stamps were put on the page clock no later than the page held the samples
+        # (the fake device stamps a 10 ms frame at its delivery: shifted by -10 ms).
+        assert rec["capture_ts_shift_ms"] is not None and rec["capture_ts_shift_ms"] <= 0.5, rec
+        assert rec["capture_rate"] >= 16000, rec["capture_rate"]
+    else:
+        assert rec["capture_rate"] == rec["context_rate"]
+    # Each upload left after the samples it carries were captured, on the page clock.
+    assert rec["upload_wait_min_ms"] >= -0.5, rec["upload_wait_min_ms"]
     if transport == "websocket":
         # The page resamples its capture to 16 kHz itself and sends that: the same audio
         # (vs the capture resampled offline), in the same place of the stream.  Against
@@ -205,7 +222,7 @@ async def test_page_is_served_with_local_assets_only(engines: Engines) -> None:
             assert r.content_type == "text/html"
             html = await r.text()
         assert "/static/app.js" in html and "/static/style.css" in html
-        for name in ("app.js", "recorder.js"):
+        for name in ("app.js", "recorder.js", "resampler.js"):
             async with http.get(base + f"static/{name}") as r:
                 assert r.status == 200
                 assert "javascript" in r.content_type  # module scripts and worklets need it
@@ -308,6 +325,43 @@ async def test_browser_turn_over_websocket(
     engines: Engines, rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
 ) -> None:
     await _browser_turn(engines, rows, speech_dir, tmp_path, "websocket")
+
+
+@pytest.mark.slow
+async def test_browser_turn_over_websocket_with_the_worklet_capture(
+    engines: Engines, rows: list[dict[str, str]], speech_dir: Path, tmp_path: Path
+) -> None:
+    """The fallback for browsers without MediaStreamTrackProcessor (Firefox, Safari),
+    forced in Chromium: the microphone through an AudioWorklet on the context clock, the
+    upload resampled there; the same checks."""
+    await _browser_turn(engines, rows, speech_dir, tmp_path, "websocket", "worklet")
+
+
+def test_a_track_capture_at_its_own_rate_keeps_the_played_audio_in_place() -> None:
+    """On the track path the capture is stamped in samples of the microphone's rate (48
+    kHz here) on the page clock, while what was played is in context frames (44.1 kHz):
+    sample 0 of the run is the capture's first sample, in ns, and a click played at
+    context frame F lands at F minus that origin in context frames (not a whole frame)."""
+    ctx_rate, cap_rate = 44_100, 48_000
+    start = 1_000_003  # capture samples at 48 kHz: 20.8334 s
+    origin = start * ctx_rate / cap_rate  # 919002.76 context frames
+    click = 930_000
+
+    def b64(pcm: np.ndarray) -> str:
+        return base64.b64encode(pcm.astype("<i2").tobytes()).decode()
+
+    for tap_start in (int(origin) - 500, int(origin) + 1, int(origin) + 300):
+        played = np.zeros(ctx_rate, np.int16)
+        played[click - tap_start] = 20_000
+        export = {
+            "context_rate": ctx_rate,
+            "capture": {"start_frame": start, "rate": cap_rate, "b64": b64(np.ones(cap_rate))},
+            "played": {"start_frame": tap_start, "b64": b64(played)},
+        }
+        pr = page_run(export)
+        assert pr.run.t0_ns == round(start * 1e9 / cap_rate)
+        assert pr.captured.size == 16_000  # 1 s at 48 kHz, resampled to 16 kHz
+        assert int(np.argmax(pr.played)) == round(click - origin), tap_start
 
 
 @pytest.mark.slow

@@ -111,6 +111,12 @@ def browser_record(
     # The upload: its rate, whether it is the capture (same samples, no shift), and how
     # long each chunk waited between its last sample's capture and its send (p50).
     rec["upload_rate"] = ex.get("upload_rate")
+    # How the page captured: "track" (MediaStreamTrackProcessor) or "worklet" (the
+    # fallback), at what rate, and (track) how its stamps were put on the page clock.
+    rec["capture_path"] = ex.get("capture_path")
+    rec["capture_rate"] = (ex.get("capture") or {}).get("rate")
+    clock = ex.get("capture_clock") or {}
+    rec["capture_ts_shift_ms"] = clock.get("ts_shift_ms")
     rec.update(upload_alignment(pr))  # vs the capture back to back (browser_page)
     # WebRTC: NetEq's average delay per emitted sample (its own stats), beside the
     # network+buffer stage it is part of.
@@ -122,8 +128,12 @@ def browser_record(
         rec["neteq_target_ms"] = round(1000 * float(target) / emitted, 2) if target else None
     rec.update(neteq_onset(ex))
     rec.update(reply_schedule(pr))  # WebSocket: the page's reply player (browser_page)
-    wait = percentile([float(s) - float(c) for c, s in ex.get("uploads") or []], 50)
+    # Each upload's wait from its last sample's capture to its send (page clock): a
+    # negative one would be a capture stamp later than the page held the samples.
+    waits = [float(s) - float(c) for c, s in ex.get("uploads") or []]
+    wait = percentile(waits, 50)
     rec["upload_wait_p50_ms"] = round(wait, 2) if wait is not None else None
+    rec["upload_wait_min_ms"] = round(min(waits), 2) if waits else None
     return rec
 
 

@@ -51,6 +51,10 @@ class BrowserOptions:
     settle_s: float = 0.4
     start_timeout_s: float = 30.0
     extra_flags: list[str] = field(default_factory=list)
+    capture: str = "auto"
+    """How the page captures the microphone: "auto" (the track, MediaStreamTrackProcessor,
+    where the browser has it; else an AudioWorklet) or "worklet" (the fallback, forced:
+    what Firefox and Safari run; the bench compares the two)."""
     niceness: int = 0
     """``nice`` for Chromium's processes (``Chromium.niceness``; a lab knob)."""
     # What the bench does with a page run (``lab.bench.browser``): one options object
@@ -93,7 +97,8 @@ async def _drive_page(
     on = "true" if opt.processing else "false"
     start = (
         f"window.halfsec.start({{transport: {json.dumps(transport)}, echoCancellation: {on}, "
-        f"noiseSuppression: {on}, autoGainControl: {on}}}).then(() => true)"
+        f"noiseSuppression: {on}, autoGainControl: {on}, capture: {json.dumps(opt.capture)}}})"
+        ".then(() => true)"
     )
     try:
         await cdp.evaluate(start, opt.start_timeout_s)

@@ -81,6 +81,23 @@ class PageRun:
     kHz, sample 0 = ``run.t0_ns``); None when the capture went up as is, or over WebRTC."""
 
 
+def capture_rate(export: dict[str, Any]) -> int:
+    """The rate of the page's capture: the microphone track's on the track path
+    (``capture_path`` "track", MediaStreamTrackProcessor), the context's on the worklet
+    path (and in exports from pages before it)."""
+    return int((export.get("capture") or {}).get("rate") or export["context_rate"])
+
+
+def origin_frame(export: dict[str, Any]) -> float | None:
+    """Sample 0 of the run (the capture's first sample) in context frames: where
+    ``played``, laid out in context frames, starts.  Not whole on the track path, whose
+    samples are stamped at the track's rate."""
+    start = (export.get("capture") or {}).get("start_frame")
+    if start is None:
+        return None
+    return float(start) * int(export["context_rate"]) / capture_rate(export)
+
+
 def page_run(export: dict[str, Any]) -> PageRun:
     """Rebuild a ``ClientRun`` on the page's clock (AudioContext ns) from its export."""
     rate = int(export["context_rate"])
@@ -91,31 +108,32 @@ def page_run(export: dict[str, Any]) -> PageRun:
     run.domain = export.get("domain")
     run.output_rate = rate  # the played buffer is at the context rate
     run.traceparents = list(export.get("traceparents") or [])
-    if cap.get("start_frame") is None:
+    origin = origin_frame(export)
+    if origin is None:
         run.error = run.error or "the page captured no audio (microphone never started)"
         empty = np.zeros(0, dtype=np.int16)
         return PageRun(export, run, empty, empty, rate)
-    start = int(cap["start_frame"])
-    run.t0_ns = round(start * 1e9 / rate)
-    captured_ctx = _pcm(cap["b64"])
-    captured = resample(captured_ctx, rate, INTERNAL_RATE).astype(np.int16)
+    run.t0_ns = round(origin * 1e9 / rate)
+    captured_cap = _pcm(cap["b64"])
+    captured = resample(captured_cap, capture_rate(export), INTERNAL_RATE).astype(np.int16)
     run.sent = [captured]
     pings = [(int(a), int(b), int(c)) for a, b, c in export.get("pings") or []]
     run.clock = best_clock(pings) if pings else None
     timeline = PlaybackTimeline(rate, run.t0_ns)
     played = export["played"]
     if played.get("start_frame") is not None:
-        # The tap's first frame may begin before the capture's (the two worklets cut 20 ms
+        # The tap's first frame may begin before the capture's (the two recorders cut
         # frames at their own phase): what it played before sample 0 is dropped, not moved
         # to sample 0 (``place`` clamps), which put every played sample up to 20 ms late.
-        pcm = _pcm(played["b64"])[max(0, start - int(played["start_frame"])) :]
-        at = max(start, int(played["start_frame"]))
-        timeline.place(pcm, round(at * 1e9 / rate), 0)
+        p0 = int(played["start_frame"])
+        skip = max(0, round(origin - p0))
+        pcm = _pcm(played["b64"])[skip:]
+        timeline.place(pcm, round((p0 + skip) * 1e9 / rate), 0)
     timeline.chunks.clear()
     run.timeline = timeline
     out_rate = int(export.get("output_rate") or rate)
     for c in export.get("chunks") or []:
-        first = round(float(c["start_ms"]) * rate / 1000.0) - start
+        first = round(float(c["start_ms"]) * rate / 1000.0 - origin)
         n = round(int(c["samples"]) * rate / out_rate)
         t_recv = round(float(c["t_recv_ms"]) * 1e6)
         run.packets.append(
@@ -199,11 +217,11 @@ def reply_schedule(pr: PageRun) -> dict[str, Any]:
     pcm = next(
         (_pcm(f["b64"]) for f in ex.get("first_chunks") or [] if int(f["turn_id"]) == tid), None
     )
-    origin = (ex.get("capture") or {}).get("start_frame")  # sample 0 of `played`
+    origin = origin_frame(ex)  # sample 0 of `played`
     if pcm is not None and pcm.size and pr.played.size and origin is not None:
         out_rate = int(ex.get("output_rate") or pr.rate)
         want = resample(pcm.astype(np.float32), out_rate, pr.rate)
-        at = round(float(first["start_ms"]) * pr.rate / 1000) - int(origin)
+        at = round(float(first["start_ms"]) * pr.rate / 1000 - origin)
         # Only what the recording holds (a run can stop inside a long first chunk).
         want = want[: max(0, min(want.size, pr.played.size - at))]
         slack = round(0.05 * pr.rate)  # look 50 ms either side of the scheduled start
@@ -228,14 +246,15 @@ def upload_alignment(pr: PageRun) -> dict[str, Any]:
     has zeros there, and aligning the upload with it found the part after the skip
     (+8.7 ms) although nothing was lost or shifted: the server heard the same speech."""
     ex = pr.export
+    rate = int((ex.get("capture") or {}).get("rate") or pr.rate)
     skipped = sum(max(0, int(n)) for _, n in ex.get("capture_gaps") or [])
-    out: dict[str, Any] = {"capture_skipped_ms": round(skipped * 1000 / pr.rate, 2)}
+    out: dict[str, Any] = {"capture_skipped_ms": round(skipped * 1000 / rate, 2)}
     flat = ex.get("capture_flat_b64")  # the page exports it with every upload
     if pr.uploaded is None or not pr.uploaded.size or not flat:
         return out
     # The page's own back-to-back copy: removing the clock's skips from the layout is not
     # enough, a repeated quantum's overlap overwrote samples of it.
-    captured = resample(_pcm(flat), pr.rate, INTERNAL_RATE).astype(np.int16)
+    captured = resample(_pcm(flat), rate, INTERNAL_RATE).astype(np.int16)
     lag, score = align(captured, pr.uploaded)
     out["upload_offset_ms"] = round(lag * 1000.0 / INTERNAL_RATE, 2)
     out["upload_match"] = round(score, 3)

@@ -2,9 +2,11 @@
 // the live transcript, understanding, reply and a per-turn latency waterfall.
 //
 // Clock: every time on this page is "page time" = milliseconds on the AudioContext clock.
-// Captured microphone audio and played reply audio are recorded by AudioWorklets that
-// stamp each frame with its context frame index, so voice-to-voice (last voiced sample
-// captured -> first audible sample played) is a difference of two frame indices on one
+// Played reply audio is recorded by an AudioWorklet that stamps each frame with its
+// context frame index; captured microphone audio comes straight from the track
+// (MediaStreamTrackProcessor, stamped with its capture time mapped onto the context
+// clock: onTrackData) or, without it, from a second worklet.  Voice-to-voice (last voiced
+// sample captured -> first audible sample played) is a difference of two times on one
 // clock.  Messages and server timestamps are mapped onto that clock through
 // performance.now() (monotonic) with an estimated offset (see ctxOffset below), and server
 // times through an NTP-style ping/pong exchange (docs/protocol.md).
@@ -12,8 +14,10 @@
 // `window.halfsec` exposes start/stop/status/export so `halfsec bench --client browser`
 // (src/halfsec/lab/clients/browser.py) can drive the page and read what it measured.
 
+import { UploadResampler } from "./resampler.js";
+
 const FRAME_MS = 20;
-const UPLOAD_RATE = 16000; // the server's rate: what the worklet sends when it can
+const UPLOAD_RATE = 16000; // the server's rate: what the page sends when it can
 // The v2v rule's audible threshold, served by the server from halfsec.measure.audible
 // (/constants.js): the page and the Python clients stop the clock at the same level.
 const AUDIBLE_DBFS = HALFSEC_CONSTANTS.audible_dbfs;
@@ -56,7 +60,14 @@ function freshState(opts) {
     ctxSamples: [], // [perf ms, ctx ms - perf ms]
     meter: { peak: 0, frames: 0 },
     ctxOffset: null,
-    capture: { startFrame: null, chunks: [], levels: [], uploads: [], sent: [], gaps: [] },
+    capture: {
+      startFrame: null, chunks: [], levels: [], uploads: [], sent: [], gaps: [],
+      path: null, // "track" (MediaStreamTrackProcessor) or "worklet" (the fallback): setupAudio
+      rate: null, // its samples' rate: the track's, or the context's (worklet)
+      clock: null, // track path: how AudioData stamps were put on the page clock (onTrackData)
+      reader: null,
+      origins: [], // track path: each frame's stamp minus its place (onTrackData)
+    },
     tap: { startFrame: null, chunks: [], lastAudibleMs: null, gaps: [] },
     play: {
       nextTime: 0, sources: new Map(), chunks: [], cancelled: new Set(), done: new Set(),
@@ -136,7 +147,7 @@ async function openWebSocket() {
   t.sendJson({
     type: "session.start",
     protocol: 1,
-    sample_rate: S.uploadRate, // 16 kHz from the capture worklet, else the context rate
+    sample_rate: S.uploadRate, // 16 kHz when the page can resample, else the capture rate
     encoding: "pcm16",
     traceparent: newTraceparent(),
   });
@@ -277,12 +288,6 @@ async function setupAudio(opts) {
     },
   });
   const frameSamples = Math.round((ctx.sampleRate * FRAME_MS) / 1000);
-  // The worklet resamples the microphone to 16 kHz (recorder.js says why) when a 20 ms
-  // frame is a whole number of samples at both rates (44.1, 48, 96 kHz...); any other
-  // rate goes up as is and the server resamples it.
-  const whole = (r) => Number.isInteger((r * FRAME_MS) / 1000);
-  const fits = ctx.sampleRate >= UPLOAD_RATE && whole(ctx.sampleRate) && whole(UPLOAD_RATE);
-  S.uploadRate = fits ? UPLOAD_RATE : ctx.sampleRate;
   const recorder = (uploadRate) =>
     new AudioWorkletNode(ctx, "halfsec-recorder", {
       numberOfInputs: 1,
@@ -291,12 +296,34 @@ async function setupAudio(opts) {
       channelCountMode: "explicit",
       processorOptions: { frameSamples, uploadRate },
     });
-  const mic = ctx.createMediaStreamSource(S.stream);
-  // (Over WebRTC the microphone track itself is sent; the worklet only records.)
-  const resample = opts.transport !== "webrtc" && S.uploadRate === UPLOAD_RATE;
-  const cap = recorder(resample ? UPLOAD_RATE : 0);
-  mic.connect(cap);
-  cap.port.onmessage = (m) => onCaptureFrame(m.data);
+  // (Over WebRTC the microphone track itself is sent; the capture only records.)
+  const upload = opts.transport !== "webrtc";
+  const track = S.stream.getAudioTracks()[0];
+  const trackRate = (track.getSettings && track.getSettings().sampleRate) || 0;
+  if (opts.capture !== "worklet" && typeof MediaStreamTrackProcessor === "function" && trackRate) {
+    // The track path: the microphone's samples as the capture delivers them (~10 ms
+    // AudioData), read on the main thread, stamped with their capture time.  Through the
+    // context (MediaStreamSource -> worklet) Chromium hands each sample to the render
+    // thread 12.4 ms after the track has it (measured: docs/browser.md, stop 14), in
+    // render bursts of 3-4 quanta, and the upload left ~11 ms after that.
+    S.capture.path = "track";
+    S.capture.rate = trackRate;
+    S.uploadRate = upload && trackRate >= UPLOAD_RATE ? UPLOAD_RATE : trackRate;
+    captureTrack(track, upload && S.uploadRate !== trackRate);
+  } else {
+    // The worklet path (no MediaStreamTrackProcessor): resampled to 16 kHz in the worklet
+    // (recorder.js says why) when a 20 ms frame is a whole number of samples at both
+    // rates (44.1, 48, 96 kHz...); any other rate goes up as is and the server resamples.
+    const whole = (r) => Number.isInteger((r * FRAME_MS) / 1000);
+    const fits = ctx.sampleRate >= UPLOAD_RATE && whole(ctx.sampleRate) && whole(UPLOAD_RATE);
+    S.capture.path = "worklet";
+    S.capture.rate = ctx.sampleRate;
+    S.uploadRate = fits ? UPLOAD_RATE : ctx.sampleRate;
+    const mic = ctx.createMediaStreamSource(S.stream);
+    const cap = recorder(upload && S.uploadRate === UPLOAD_RATE ? UPLOAD_RATE : 0);
+    mic.connect(cap);
+    cap.port.onmessage = (m) => onCaptureFrame(m.data);
+  }
   // Everything the page plays goes through playBus, which the tap records as played.
   S.playBus = ctx.createGain();
   S.playBus.connect(ctx.destination);
@@ -305,7 +332,104 @@ async function setupAudio(opts) {
   tap.port.onmessage = (m) => onTapFrame(m.data);
 }
 
-function onCaptureFrame({ startFrame, pcm, upload }) {
+// The track path's reader: every AudioData, until the track ends (stop()).  A large queue
+// (maxBufferSize, 1 s of 10 ms frames): a busy main thread must delay frames, not drop
+// them (a drop would show as a capture gap).
+async function captureTrack(track, resample) {
+  const reader = new MediaStreamTrackProcessor({ track, maxBufferSize: 100 }).readable.getReader();
+  const st = S;
+  st.capture.reader = reader;
+  const tr = { shift: null, next: null, buf: null, resample, rs: null };
+  for (;;) {
+    let r;
+    try {
+      r = await reader.read();
+    } catch (e) {
+      break; // cancelled by stop()
+    }
+    if (r.done) break;
+    try {
+      if (S === st) onTrackData(r.value, tr);
+    } catch (e) {
+      st.error = st.error || `capture: ${e.message || e}`;
+      logLine(st.error);
+    } finally {
+      r.value.close();
+    }
+  }
+}
+
+// One AudioData onto the page clock.  AudioData.timestamp is on the performance timeline
+// (µs; checked in Chromium 156: a frame reaches the page 0.1-0.3 ms after its stamp) but
+// Chromium's fake capture device stamps a 10 ms frame with the moment it delivers it, not
+// with its first sample's capture time, as if its samples were still to come.  A sample
+// cannot be captured after the page holds it, so each frame's end is put no later than
+// the earliest arrival seen (`shift`, the running minimum of arrival - stamped end, when
+// negative: -9.9 ms with the fake device; 0 with a device whose stamps already are
+// capture times, which are then kept).  The frame's own stamp on the page clock (through
+// ctxOffset, like every page time) stamps its levels and its upload.  Its place in the
+// recording is its place in the track (`ti`, samples since the first frame, from the
+// stamps' own steps: back to back unless a stamp jumps by more than TRACK_JUMP_MS, a
+// dropped frame, which noteGap records as a capture gap); the recording's origin on the
+// page clock is the median of the frames' stamps minus their places (exportRun): the
+// ctxOffset estimate moves by 1-2 ms from frame to frame under load, which must neither
+// cut the recording into pieces nor move it by one frame's luck.
+const TRACK_JUMP_MS = 5;
+function onTrackData(a, tr) {
+  const perf = performance.now();
+  sampleCtxClock();
+  const rate = a.sampleRate;
+  const n = a.numberOfFrames;
+  if (rate !== S.capture.rate) throw new Error(`the microphone's rate changed (${S.capture.rate} -> ${rate} Hz)`);
+  const ts = a.timestamp / 1000;
+  const endTs = ts + (n * 1000) / rate;
+  const late = perf - endTs;
+  tr.shift = tr.shift === null ? late : Math.min(tr.shift, late);
+  // A stamp more than a second ahead of or behind arrival is on another clock: arrival
+  // (de-jittered by the running minimum) is then all there is.
+  const shift = tr.shift < 0 || tr.shift > 1000 ? tr.shift : 0;
+  const start = Math.round(((endTs + shift + S.ctxOffset) * rate) / 1000) - n;
+  let ti = 0;
+  if (tr.next !== null) {
+    const jump = ts - tr.next[0];
+    ti = tr.next[1] + (Math.abs(jump) > TRACK_JUMP_MS ? Math.round((jump * rate) / 1000) : 0);
+  }
+  tr.next = [endTs, ti + n];
+  S.capture.clock = { ts_shift_ms: shift, arrival_minus_end_min_ms: tr.shift };
+  // Mono: the channels' mean (WebAudio's down-mix), as the worklet path gets it.
+  const ch = a.numberOfChannels;
+  if (!tr.buf || tr.buf.length < n) tr.buf = new Float32Array(n);
+  const x = tr.buf.subarray(0, n);
+  a.copyTo(x, { planeIndex: 0, format: "f32-planar" });
+  if (ch > 1) {
+    const y = new Float32Array(n);
+    for (let c = 1; c < ch; c++) {
+      a.copyTo(y, { planeIndex: c, format: "f32-planar" });
+      for (let i = 0; i < n; i++) x[i] += y[i];
+    }
+    for (let i = 0; i < n; i++) x[i] /= ch;
+  }
+  const pcm = new Int16Array(n);
+  for (let i = 0; i < n; i++) {
+    const s = Math.max(-1, Math.min(1, x[i]));
+    pcm[i] = s < 0 ? s * 32768 : s * 32767;
+  }
+  let upload = null;
+  // The upload's filter starts with the first frame sent, so that the upload's sample 0
+  // is the capture's (the frames before it are not sent).
+  if (tr.resample && S.sending && !tr.rs) tr.rs = new UploadResampler(rate, UPLOAD_RATE);
+  if (tr.rs) {
+    // What the filter can make now leaves now (its last ~1.8 ms waits for the next frame).
+    const out = new Int16Array(tr.rs.maxOut(n));
+    upload = out.slice(0, tr.rs.push(x, 0, n, out, 0));
+  }
+  onCaptureFrame({ startFrame: start, pcm, upload, ti });
+}
+
+// A captured frame: `startFrame` is its first sample's time on the page clock, in samples
+// of the capture's rate (the worklet's context frame); `ti`, on the track path, its
+// place in the track (onTrackData).
+function onCaptureFrame({ startFrame, pcm, upload, ti }) {
   sampleCtxClock();
   // The level meter is redrawn ~10 times a second, not per 20 ms frame: each redraw is a
   // style/layout/paint pass, CPU the server shares when page and server share a machine.
@@ -316,27 +440,36 @@ function onCaptureFrame({ startFrame, pcm, upload }) {
     S.meter.frames = 0;
   }
   if (!S.sending) return;
-  S.transport.sendAudio(upload || pcm);
+  // (The track path's first upload can be empty: the filter's first K samples.)
+  if (!upload) S.transport.sendAudio(pcm);
+  else if (upload.length) S.transport.sendAudio(upload);
   const c = S.capture;
-  if (c.startFrame === null) c.startFrame = startFrame;
-  noteGap(c, startFrame);
-  c.chunks.push([startFrame, pcm]);
+  const rate = c.rate;
+  const at = ti === undefined ? startFrame : ti; // its place in the recording
+  if (c.startFrame === null) c.startFrame = at;
+  noteGap(c, at);
+  c.chunks.push([at, pcm]);
+  if (ti !== undefined) c.origins.push(startFrame - ti);
   // Upload stamps: when the chunk's last sample was captured and when it was sent, both
   // on the page clock (the bench compares them with the server's turn.end position).
-  c.uploads.push([((startFrame + pcm.length) / S.ctx.sampleRate) * 1000, pageNow()]);
+  c.uploads.push([((startFrame + pcm.length) / rate) * 1000, pageNow()]);
   if (upload) c.sent.push(upload); // exported: what went up, when it is not the capture
   // 10 ms levels for the page's own end-of-speech estimate (the bench recomputes it
   // offline with the reference VAD).
-  const hop = Math.round(S.ctx.sampleRate / 100);
+  const hop = Math.round(rate / 100);
   for (let off = 0; off + hop <= pcm.length; off += hop) {
     let e = 0;
     for (let i = off; i < off + hop; i++) e += pcm[i] * pcm[i];
     const db = 10 * Math.log10(Math.max(e / hop, 1e-12) / 32768 ** 2);
-    c.levels.push([((startFrame + off + hop) / S.ctx.sampleRate) * 1000, db]);
+    c.levels.push([((startFrame + off + hop) / rate) * 1000, db]);
   }
 }
 
 function onTapFrame({ startFrame, pcm }) {
+  // The tap's frames arrive just after the render burst that made them: the samples of
+  // the context clock closest to its edge (the capture worklet's did this before the
+  // track path, whose frames arrive at any point of a burst).
+  sampleCtxClock();
   if (!S.sending) return;
   if (S.tap.startFrame === null) S.tap.startFrame = startFrame;
   noteGap(S.tap, startFrame);
@@ -791,6 +924,9 @@ async function start(opts = {}) {
   if (S && S.running) await stop();
   const o = {
     transport: opts.transport || $("transport").value,
+    // "worklet" forces the fallback capture (the bench compares the two; browsers without
+    // MediaStreamTrackProcessor get it anyway).
+    capture: opts.capture || new URLSearchParams(location.search).get("capture") || "auto",
     echoCancellation: opts.echoCancellation ?? $("ec").checked,
     noiseSuppression: opts.noiseSuppression ?? $("ns").checked,
     autoGainControl: opts.autoGainControl ?? $("agc").checked,
@@ -814,7 +950,8 @@ async function start(opts = {}) {
     S.transport = o.transport === "webrtc" ? await openWebRTC() : await openWebSocket();
     await syncClock(8);
     S.sending = true; // capture and tap recordings start together with the audio sent
-    const i = `${o.transport}, session ${S.sessionId || "?"}, mic ${S.ctx.sampleRate} Hz, ` +
+    const i = `${o.transport}, session ${S.sessionId || "?"}, mic ${S.capture.rate} Hz ` +
+      `(${S.capture.path}), ` +
       `clock sync ±${(S.clock.rttMs / 2).toFixed(1)} ms, output latency ` +
       `${((S.ctx.outputLatency || 0) * 1000).toFixed(0)} ms`;
     $("info").textContent = i;
@@ -842,6 +979,7 @@ async function stop() {
       S.transport.close();
     } catch (e) { /* already gone */ }
   }
+  if (S.capture.reader) S.capture.reader.cancel().catch(() => {});
   if (S.stream) for (const t of S.stream.getTracks()) t.stop();
   if (S.ctx && S.ctx.state !== "closed") await S.ctx.suspend();
   if (wasRunning && !S.error) setStatus("idle", "stopped");
@@ -857,7 +995,7 @@ function status() {
     error: S.error,
     transport: S.opts.transport,
     session_id: S.sessionId,
-    captured_s: S.ctx ? capFrames / S.ctx.sampleRate : 0,
+    captured_s: S.capture.rate ? capFrames / S.capture.rate : 0,
     started: S.started.size,
     pending: pending(),
     // How long the reply already scheduled still plays (WebSocket; WebRTC streams live).
@@ -914,6 +1052,27 @@ function base64(pcm) {
   return btoa(s);
 }
 
+// Track path: where the recording's place 0 is on the page clock (onTrackData), the
+// median of its frames' own stamps minus their places; 0 on the worklet path, whose
+// places are context frames already.
+function trackOrigin() {
+  const o = [...S.capture.origins].sort((a, b) => a - b);
+  return o.length ? o[Math.floor(o.length / 2)] : 0;
+}
+
+function captureStart() {
+  return S.capture.startFrame === null ? null : S.capture.startFrame + trackOrigin();
+}
+
+// How far the frames' own stamps lie from the origin (ms at the 10th/90th percentile):
+// the page clock estimate's noise the median removed.
+function originSpread() {
+  const o = [...S.capture.origins].sort((a, b) => a - b);
+  if (!o.length) return {};
+  const at = (q) => ((o[Math.floor((o.length - 1) * q)] - trackOrigin()) * 1000) / S.capture.rate;
+  return { stamp_spread_p10_ms: at(0.1), stamp_spread_p90_ms: at(0.9) };
+}
+
 function exportRun() {
   const ctx = S.ctx;
   return {
@@ -933,8 +1092,12 @@ function exportRun() {
     output_latency_ms: (ctx.outputLatency || 0) * 1000,
     pings: S.pings,
     traceparents: S.traceparents,
-    capture: joined(S.capture),
-    capture_gaps: S.capture.gaps, // [context frame, frames the clock skipped] (noteGap)
+    // In samples of capture_rate on the page clock (the context's frames on the worklet path).
+    capture: { ...joined(S.capture), start_frame: captureStart(), rate: S.capture.rate },
+    capture_path: S.capture.path,
+    capture_clock: S.capture.clock && { ...S.capture.clock, ...originSpread() },
+    // [frame, frames skipped]: the context clock's skips (worklet), dropped frames (track).
+    capture_gaps: S.capture.gaps.map(([at, k]) => [at + trackOrigin(), k]),
     // With an upload: the capture back to back, what the upload was resampled from (the
     // bench's upload check; on the clock a stamp can skip, or repeat a quantum, see noteGap).
     capture_flat_b64: S.capture.sent.length ? backToBack(S.capture.chunks.map((c) => c[1])) : null,
