@@ -1,7 +1,8 @@
 """Where the browser page's endpointing differs from the Python client's, turn by turn.
 
     python benchmarks/browser_gap.py --limit 8 [--transport websocket,webrtc]
-        [--clients python,browser,replay] [--browser-nice N] [--page-processing] [--json OUT]
+        [--clients python,browser,replay] [--browser-nice N] [--page-processing]
+        [--page-capture auto|worklet] [--json OUT]
 
 One ``halfsec serve`` (default config); each built-in recording goes through the Python
 client and then through the page in real Chromium, over each transport, back to back.
@@ -174,7 +175,7 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
             sent = run.clock.to_client_ns(last.t_server_ns)
             row["reply_recv_ms"] = round((last.t_recv_ns - sent) / 1e6, 2)
         return row
-    opt = BrowserOptions(niceness=_NICE[0], processing=_PROCESSING[0])
+    opt = BrowserOptions(niceness=_NICE[0], processing=_PROCESSING[0], capture=_CAPTURE[0])
     pr = await run_page(page_url(url), pcm, transport, opt)
     rec = browser_record(item, pcm, pr, transport, opt.lead_s)
     if rec.get("input_offset_ms") is not None:
@@ -183,6 +184,8 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
             _CAPTURED[str(item.path)] = pr.captured[at : at + pcm.size].copy()
     row = split(pr.run, rec, pr.export.get("uploads"))
     row["upload_rate"] = pr.export.get("upload_rate")
+    for k in ("capture_path", "capture_rate", "capture_ts_shift_ms", "upload_wait_min_ms"):
+        row[k] = rec.get(k)
     row["neteq_delay_ms"] = rec.get("neteq_delay_ms")
     row["neteq_target_ms"] = rec.get("neteq_target_ms")
     row["base_latency_ms"] = pr.export.get("base_latency_ms")
@@ -206,6 +209,7 @@ async def _one(url: str, item: Any, transport: str, client: str) -> dict[str, An
 
 _NICE = [0]
 _PROCESSING = [False]
+_CAPTURE = ["auto"]
 _CAPTURED: dict[str, np.ndarray] = {}
 KEYS = (
     "v2v_ms",
@@ -258,8 +262,16 @@ async def main() -> int:
         help="the page's getUserMedia echoCancellation/noiseSuppression/autoGainControl on "
         "(the page's own default for users; the bench runs them off)",
     )
+    ap.add_argument(
+        "--page-capture",
+        choices=("auto", "worklet"),
+        default="auto",
+        help="how the page captures the microphone: auto (the track, MediaStreamTrackProcessor, "
+        "where the browser has it) or worklet (the fallback Firefox and Safari run)",
+    )
     args = ap.parse_args()
     _NICE[0] = args.browser_nice
+    _CAPTURE[0] = args.page_capture
     _PROCESSING[0] = args.page_processing
     items = builtin_corpus().items[: args.limit]
     rows: list[dict[str, Any]] = []
@@ -285,6 +297,7 @@ async def main() -> int:
             "limit": args.limit,
             "browser_nice": args.browser_nice,
             "page_processing": args.page_processing,
+            "page_capture": args.page_capture,
             "clients": args.clients,
         }
         out = {"meta": meta, "rows": rows, "p50": summary, "page_vs_python": gap}
