@@ -131,6 +131,7 @@ class TurnTask:
         self._early_text = ""
         self._early_answer: DialogueTurn | None = None
         self.early = "none"  # ``kept`` or ``redone``: what became of an early start
+        self._confirmed = asyncio.Event()  # an early reply's clauses after its first wait
 
     # -- gate ---------------------------------------------------------------------------
     def _emit(self, frame: Frame) -> None:
@@ -286,10 +287,9 @@ class TurnTask:
             self.early = "redone"
             await self._drop_early(early)
             early = None
-        # partial_behind_ms: how much of the final's audio the latest partial missed.
         behind = round(tr.audio_ms - (self.heard.partial_audio_ms if self.heard else 0.0), 1)
         attrs = {"compute_ms": tr.compute_ms, "audio_ms": tr.audio_ms, "early": self.early}
-        self.mark(names.MARK_STT_END, **attrs, partial_behind_ms=behind)
+        self.mark(names.MARK_STT_END, **attrs, partial_behind_ms=behind)  # the partial missed
         self._emit(FinalTranscript(turn_id=self.turn_id, text=tr.text, stt_ms=tr.compute_ms))
         if self.on_final is not None:
             self.on_final()
@@ -342,6 +342,7 @@ class TurnTask:
         answer = self._early_answer
         assert answer is not None
         self._answer = answer
+        self._confirmed.set()
         for item in held:
             if isinstance(item, _Offer) and item.done:
                 self._reply_done()
@@ -388,6 +389,8 @@ class TurnTask:
             return self.engines.logic.respond(text, self.dialogue_before).clauses
 
         async for clause in ladder.clauses(answer.clauses, again, u):
+            if index and self._early_hold is not None:  # early: the first clause only, as
+                await self._confirmed.wait()  # the rest's synthesis would slow the final
             if index == 0:
                 self.mark(names.MARK_LOGIC_FIRST_CLAUSE, source=clause.source)
             self._emit(
