@@ -257,7 +257,8 @@ async def run_inside(
         # decoded finals only (a final from a fallback rung or a cache reads 0 ms)
         "stt_compute_ms": {"p50": pct(decoded, 50), "p95": pct(decoded, 95), "n": len(decoded)},
         "stt_wait_ms": {"p50": pct(waits, 50), "p95": pct(waits, 95)},
-        "stt_fallbacks": sum(1 for f in files if f["fallbacks"]),
+        "stt_fallbacks": sum(1 for f in files if any(r.startswith("stt") for r in f["fallbacks"])),
+        "tts_fallbacks": sum(1 for f in files if any(r.startswith("tts") for r in f["fallbacks"])),
         "endpointing_p50_ms": pct(stage("endpointing_ms"), 50),
         "reply_ready_after_eot_p50_ms": pct(stage("reply_ready_after_eot_ms"), 50),
         "early": {k: early.count(k) for k in ("none", "kept", "redone")},
