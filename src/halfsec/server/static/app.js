@@ -57,7 +57,7 @@ function freshState(opts) {
     clock: null, // {offsetMs (server - page), rttMs, samples}
     pings: [], // [t_send_ns, t_server_ns, t_recv_ns] on the page clock
     pendingPing: null,
-    ctxSamples: [], // [perf ms, ctx ms - perf ms]
+    ctxSamples: [], // [perf ms, ctx ms - perf ms], the window's decreasing maxima
     meter: { peak: 0, frames: 0 },
     ctxOffset: null,
     capture: {
@@ -96,9 +96,13 @@ function sampleCtxClock() {
   if (!S || !S.ctx) return;
   const perf = performance.now();
   const diff = S.ctx.currentTime * 1000 - perf;
-  S.ctxSamples.push([perf, diff]);
-  while (S.ctxSamples.length && S.ctxSamples[0][0] < perf - 2000) S.ctxSamples.shift();
-  S.ctxOffset = Math.max(...S.ctxSamples.map((s) => s[1]));
+  // The window's maximum kept as a decreasing queue (O(1) per sample; it is called for
+  // every captured and played frame and every event).
+  const q = S.ctxSamples;
+  while (q.length && q[q.length - 1][1] <= diff) q.pop();
+  q.push([perf, diff]);
+  while (q[0][0] < perf - 2000) q.shift();
+  S.ctxOffset = q[0][1];
 }
 
 function pageNow() {
@@ -339,7 +343,7 @@ async function captureTrack(track, resample) {
   const reader = new MediaStreamTrackProcessor({ track, maxBufferSize: 100 }).readable.getReader();
   const st = S;
   st.capture.reader = reader;
-  const tr = { shift: null, next: null, buf: null, resample, rs: null };
+  const tr = { shift: null, next: null, buf: null, resample, rs: null, made: 0, held: [] };
   for (;;) {
     let r;
     try {
@@ -415,15 +419,41 @@ function onTrackData(a, tr) {
     pcm[i] = s < 0 ? s * 32768 : s * 32767;
   }
   let upload = null;
-  // The upload's filter starts with the first frame sent, so that the upload's sample 0
-  // is the capture's (the frames before it are not sent).
-  if (tr.resample && S.sending && !tr.rs) tr.rs = new UploadResampler(rate, UPLOAD_RATE);
+  let from = 0;
+  if (tr.resample && S.sending && !tr.rs) {
+    // The upload's filter starts with the first frame sent, and the recording with it:
+    // the upload's sample 0 is the capture's.  Both start `from` samples into that frame,
+    // so that the 10 ms steps of the upload (the server's hops) end K + 10 input samples
+    // (~2 ms) before a frame's end: a hop's last output needs K samples past it, and with
+    // steps ending where frames end every hop waited for the next frame (+10 ms on the
+    // server's decision, browser_gap's `lag`, stop 14).
+    tr.rs = new UploadResampler(rate, UPLOAD_RATE);
+    const step = rate / 100; // samples of input per 10 ms
+    from = Math.max(0, Math.round(n - tr.rs.K - 10) % Math.round(step));
+  }
   if (tr.rs) {
     // What the filter can make now leaves now (its last ~1.8 ms waits for the next frame).
     const out = new Int16Array(tr.rs.maxOut(n));
-    upload = out.slice(0, tr.rs.push(x, 0, n, out, 0));
+    const made = out.subarray(0, tr.rs.push(x, from, n, out, 0));
+    // The server cuts 20 ms frames from the upload's sample 0 and decides nothing on
+    // part of one: what completes a frame leaves now, with what waited for it; the rest
+    // waits (an empty upload: nothing sent).  Half the messages of one per 10 ms frame,
+    // at no cost in time (the network service's and the server's CPU per message).
+    const whole = (UPLOAD_RATE * FRAME_MS) / 1000;
+    const before = tr.made;
+    tr.made += made.length;
+    tr.held.push(made.slice());
+    if (Math.floor(tr.made / whole) > Math.floor(before / whole)) {
+      upload = new Int16Array(tr.held.reduce((k, h) => k + h.length, 0));
+      let at = 0;
+      for (const h of tr.held) { upload.set(h, at); at += h.length; }
+      tr.held = [];
+    } else {
+      upload = new Int16Array(0);
+    }
   }
-  onCaptureFrame({ startFrame: start, pcm, upload, ti });
+  if (from) onCaptureFrame({ startFrame: start + from, pcm: pcm.slice(from), upload, ti: ti + from });
+  else onCaptureFrame({ startFrame: start, pcm, upload, ti });
 }
 
 // A captured frame: `startFrame` is its first sample's time on the page clock, in samples
@@ -431,16 +461,19 @@ function onTrackData(a, tr) {
 // place in the track (onTrackData).
 function onCaptureFrame({ startFrame, pcm, upload, ti }) {
   sampleCtxClock();
-  // The level meter is redrawn ~10 times a second, not per 20 ms frame: each redraw is a
-  // style/layout/paint pass, CPU the server shares when page and server share a machine.
+  // The level meter is redrawn ~10 times a second, not per frame (20 ms on the worklet
+  // path, 10 ms on the track's): each redraw is a style/layout/paint pass, CPU the server
+  // shares when page and server share a machine.
   for (let i = 0; i < pcm.length; i++) S.meter.peak = Math.max(S.meter.peak, Math.abs(pcm[i]));
-  if (++S.meter.frames >= 5) {
+  S.meter.frames += pcm.length;
+  if (S.meter.frames >= S.capture.rate / 10) {
     $("level").style.width = `${Math.min(100, (S.meter.peak / 32768) * 140)}%`;
     S.meter.peak = 0;
     S.meter.frames = 0;
   }
   if (!S.sending) return;
-  // (The track path's first upload can be empty: the filter's first K samples.)
+  // (A track path's upload can be empty: the filter's first K samples, or what waits for
+  // the rest of its 20 ms frame.)
   if (!upload) S.transport.sendAudio(pcm);
   else if (upload.length) S.transport.sendAudio(upload);
   const c = S.capture;
@@ -452,7 +485,7 @@ function onCaptureFrame({ startFrame, pcm, upload, ti }) {
   if (ti !== undefined) c.origins.push(startFrame - ti);
   // Upload stamps: when the chunk's last sample was captured and when it was sent, both
   // on the page clock (the bench compares them with the server's turn.end position).
-  c.uploads.push([((startFrame + pcm.length) / rate) * 1000, pageNow()]);
+  if (!upload || upload.length) c.uploads.push([((startFrame + pcm.length) / rate) * 1000, pageNow()]);
   if (upload) c.sent.push(upload); // exported: what went up, when it is not the capture
   // 10 ms levels for the page's own end-of-speech estimate (the bench recomputes it
   // offline with the reference VAD).
@@ -763,10 +796,12 @@ function pending() {
 // ---------------------------------------------------------------------------------------
 // Rendering.
 
+// Written only when it changes: the 200 ms refresh below would otherwise restyle it
+// five times a second for nothing.
 function setStatus(kind, text) {
   const el = $("status");
-  el.className = `status ${kind}`;
-  el.textContent = text;
+  if (el.className !== `status ${kind}`) el.className = `status ${kind}`;
+  if (el.textContent !== text) el.textContent = text;
 }
 
 // The log and the turn view are drawn at most every UI_MS, not per message: rewriting
