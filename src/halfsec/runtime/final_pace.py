@@ -22,7 +22,8 @@ EARLY_MIN_FINAL_MS = 200.0
 close 180-450 ms after the estimated end of speech, which the detector sees ~70 ms after
 it: a final under ~110 ms plus ~25 ms to the first clause's audio is ready before the
 fastest window; 200 ms leaves room for a final slowed by a busy box.  Usual box: median
-~100-120 ms (never early); emulated AVX2: ~141 ms; a CPU without AVX-512: ~280 ms."""
+~100-120 ms (never early); emulated AVX2: ~141 ms; a CPU without AVX-512: ~280 ms; the
+usual box capped at 0.9 CPUs (``benchmarks/slow_cpu.py``): 248-275 ms (early allowed)."""
 WINDOW = 16
 """Recent finals the median is taken over."""
 
