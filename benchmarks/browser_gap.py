@@ -2,7 +2,7 @@
 
     python benchmarks/browser_gap.py --limit 8 [--transport websocket,webrtc]
         [--clients python,browser,replay] [--browser-nice N] [--page-processing]
-        [--page-capture auto|worklet] [--json OUT]
+        [--page-capture auto|worklet] [--split-cpus] [--json OUT]
 
 One ``halfsec serve`` (default config); each built-in recording goes through the Python
 client and then through the page in real Chromium, over each transport, back to back.
@@ -23,6 +23,14 @@ Reported: per-turn rows and per client/transport medians (``halfsec.measure.perc
 with the v2v p50 the issue's target is about, and ``page_vs_python`` per transport: the
 page's v2v p50 minus the Python client's over the recordings both answered (the done-when
 line: within +40 ms) and the paired per-recording differences.
+
+``--split-cpus``: the server runs on CPU 0 only, this process (the Python client) and the
+Chromium it starts on the others, as if client and server were two machines.  Without it
+both clients share the box's cores with the server, and Chromium's ~35-45 % of a core
+competes with the server's final decode and end-of-turn work during the page's turns only
+(stop 13/14: the page's extra end-of-turn window, while its capture, upload and network
+add ~2 ms).  With it the server has one core for either client, so the difference is the
+client's own.  Both layouts are reported, never one instead of the other.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -269,13 +278,26 @@ async def main() -> int:
         help="how the page captures the microphone: auto (the track, MediaStreamTrackProcessor, "
         "where the browser has it) or worklet (the fallback Firefox and Safari run)",
     )
+    ap.add_argument(
+        "--split-cpus",
+        action="store_true",
+        help="server on CPU 0, the clients (this process, Chromium) on the other CPUs: "
+        "two machines on one box (needs >= 2 CPUs)",
+    )
     args = ap.parse_args()
+    server_cpus: frozenset[int] | None = None
+    if args.split_cpus:
+        mine = sorted(os.sched_getaffinity(0))
+        if len(mine) < 2:
+            ap.error(f"--split-cpus needs at least 2 CPUs; this process may use {mine}")
+        server_cpus = frozenset(mine[:1])
+        os.sched_setaffinity(0, set(mine[1:]))  # Chromium, started later, inherits it
     _NICE[0] = args.browser_nice
     _CAPTURE[0] = args.page_capture
     _PROCESSING[0] = args.page_processing
     items = builtin_corpus().items[: args.limit]
     rows: list[dict[str, Any]] = []
-    async with ServerProcess() as server:
+    async with ServerProcess(cpus=server_cpus) as server:
         for item in items:
             for transport in args.transport.split(","):
                 for client in args.clients.split(","):
@@ -299,6 +321,9 @@ async def main() -> int:
             "page_processing": args.page_processing,
             "page_capture": args.page_capture,
             "clients": args.clients,
+            "split_cpus": None
+            if server_cpus is None
+            else {"server": sorted(server_cpus), "clients": sorted(os.sched_getaffinity(0))},
         }
         out = {"meta": meta, "rows": rows, "p50": summary, "page_vs_python": gap}
         args.json.write_text(json.dumps(out, indent=1))

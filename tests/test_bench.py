@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -465,3 +466,18 @@ def test_bench_command_end_to_end(
 def test_bad_server_url_is_rejected(bad: str) -> None:
     with pytest.raises(BenchError):
         server_urls(bad)
+
+
+async def test_server_process_runs_every_thread_on_the_cpus_it_is_given() -> None:
+    """``ServerProcess(cpus=...)`` pins the server before it starts, so every thread it
+    starts later (decoders, the event loop's executor) stays there: the browser gap's
+    two-machines layout relies on it (``benchmarks/browser_gap.py --split-cpus``)."""
+    mine = sorted(os.sched_getaffinity(0))
+    want = frozenset(mine[-1:])
+    light = ["stt.engine=pocketsphinx", "tts.engine=espeak", "session.end_of_turn=silence"]
+    async with ServerProcess(overrides=light, cpus=want) as server:
+        assert server.proc is not None
+        tids = [int(t) for t in os.listdir(f"/proc/{server.proc.pid}/task")]
+        assert len(tids) > 1  # a server with threads, not just the main one
+        assert {t: os.sched_getaffinity(t) for t in tids} == {t: set(want) for t in tids}
+    assert os.sched_getaffinity(0) == set(mine)  # the bench itself is not moved

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 import tempfile
@@ -71,7 +72,12 @@ class ServerProcess:
         host: str = "127.0.0.1",
         port: int | None = None,
         netns: str | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> None:
+        self.cpus = cpus
+        """CPUs the server may run on (``sched_setaffinity`` before it starts), e.g. to keep
+        a browser the bench drives off the server's cores: on one box, a second machine's
+        CPU split; None: wherever the kernel puts it."""
         self.port = free_port() if port is None else port
         self.args = ["ip", "netns", "exec", netns] if netns else []
         self.args += [sys.executable, "-m", "halfsec.cli.main", "serve"]
@@ -106,8 +112,18 @@ class ServerProcess:
         return ""
 
     async def start(self) -> None:
+        cpus = self.cpus
+
+        def pin() -> None:  # in the child before exec: every thread it starts inherits it
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         self.proc = await asyncio.create_subprocess_exec(
-            *self.args, stdout=self._log, stderr=self._log, stdin=asyncio.subprocess.DEVNULL
+            *self.args,
+            stdout=self._log,
+            stderr=self._log,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=pin if cpus is not None else None,
         )
         health = f"http://{self.connect[0]}:{self.connect[1]}/healthz"
         deadline = time.monotonic() + self.start_timeout_s
