@@ -259,10 +259,11 @@ def test_server_spans_without_or_with_bad_traceparent_start_a_trace(
 
 
 def test_the_page_reads_every_mark_name_from_the_served_constants() -> None:
-    """app.js ends its waterfall stages on timing marks named by the server
+    """The page ends its waterfall stages on timing marks named by the server
     (``HALFSEC_CONSTANTS.span_names``): each key it reads must be served, and no served
     name may also be written into the page as a literal that could drift."""
-    js = (Path(__file__).parents[1] / "src/halfsec/server/static/app.js").read_text()
+    static = Path(__file__).parents[1] / "src/halfsec/server/static"
+    js = "\n".join(f.read_text() for f in sorted(static.glob("*.js")))  # app.js + its modules
     served = page_span_names()
     used = set(re.findall(r"\bSPAN\.(\w+)", js))
     assert "HALFSEC_CONSTANTS.span_names" in js
