@@ -26,7 +26,7 @@ line: within +40 ms) and the paired per-recording differences.
 
 ``--split-cpus``: the server runs on CPU 0 only, this process (the Python client) and the
 Chromium it starts on the others, as if client and server were two machines.  Without it
-both clients share the box's cores with the server, and Chromium's ~35-45 % of a core
+both clients share the box's cores with the server, and Chromium's third of a core or more
 competes with the server's final decode and end-of-turn work during the page's turns only
 (stop 13/14: the page's extra end-of-turn window, while its capture, upload and network
 add ~2 ms).  With it the server has one core for either client, so the difference is the
