@@ -490,6 +490,9 @@ async def test_a_webrtc_reply_starts_with_a_burst_on_a_back_dated_grid() -> None
     assert max(at[:3]) < 10.0, at  # the burst: at once
     gaps = np.diff(at[2:])
     assert all(15.0 < g < 25.0 for g in gaps), at  # then real time
-    # The burst's last frame carries "now": the first is back-dated by 2 frames.
+    # The burst's last frame carries "now": the first is back-dated by 2 frames.  Bound:
+    # half a frame (a wrong dating is off by a frame or more); t_origin is read when this
+    # task wakes after the first slot, up to a loop turn after the sender's own origin
+    # (6.6 ms once in a quiet full suite, 2026-12-01: 5 ms was too tight).
     assert first.pts == 0
-    assert abs(slots[2].pts / 48 - (t_put - t_origin) / 1e6) < 5.0, slots[2].pts / 48
+    assert abs(slots[2].pts / 48 - (t_put - t_origin) / 1e6) < 10.0, slots[2].pts / 48

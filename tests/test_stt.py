@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -355,17 +356,22 @@ async def test_pocketsphinx_streams_a_plausible_transcript(sphinx: PocketSphinxE
     pcm = load("rhasspy_turn_on_living_room_lamp")
     stream = sphinx.open_stream()
     partials: list[str] = []
-    worst = 0.0
+    took: list[float] = []
     for i in range(0, pcm.size, FRAME):
         t0 = time.perf_counter()
         stream.feed(pcm[i : i + FRAME])
-        worst = max(worst, time.perf_counter() - t0)
+        took.append(time.perf_counter() - t0)
         if i and i % 8000 == 0:
             partials.append((await stream.hypothesis(final=False)).text)
     final = await stream.hypothesis(final=True)
     assert any(partials), partials
     assert word_error_rate(transcript("rhasspy_turn_on_living_room_lamp"), final.text) <= 0.35
-    assert worst < 0.002, f"feed took {worst * 1000:.2f} ms"
+    # feed() only queues: decoding is the worker's.  The median tells (a feed that decoded
+    # would cost a frame's decode every time); the worst only catches a long stall, as a
+    # feed may wait for the GIL while the worker is inside pocketsphinx (Python's 5 ms
+    # switch interval; 3.2 ms was seen once in a quiet full suite, 2026-12-01).
+    assert statistics.median(took) < 0.0005, f"feed median {statistics.median(took) * 1e3:.2f} ms"
+    assert max(took) < 0.02, f"feed took {max(took) * 1000:.2f} ms"
     again = await stream.hypothesis(final=True)
     assert again.compute_ms == 0 and again.text == final.text
     stream.close()
