@@ -37,6 +37,7 @@ from halfsec.runtime.fallback import (
     tts_rung,
 )
 from halfsec.runtime.faults import TurnFaults
+from halfsec.runtime.tasks import cancel_and_wait
 from halfsec.stt.engine import STTStream, Transcript
 from halfsec.trace import names
 
@@ -94,9 +95,7 @@ class _Attempt:
             await _aclose(clauses)
 
     async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        await cancel_and_wait(self.task)
 
 
 class TurnLadder:

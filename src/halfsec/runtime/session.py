@@ -26,7 +26,6 @@ next state back only through its gate (see ``TurnTask``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -55,6 +54,7 @@ from halfsec.runtime.engines import Engines
 from halfsec.runtime.listening import ListeningTurn
 from halfsec.runtime.options import SessionOptions
 from halfsec.runtime.playback import PlaybackModel
+from halfsec.runtime.tasks import cancel_and_wait
 from halfsec.runtime.turn_task import TurnTask
 from halfsec.turn.combined import build_policy
 from halfsec.turn.detector import TurnDetector, VadState
@@ -434,8 +434,6 @@ class VoiceSession:
             if t is not None:
                 await t.cancel()
         if self._turn is not None and self._turn.partial_task is not None:
-            self._turn.partial_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._turn.partial_task
+            await cancel_and_wait(self._turn.partial_task)
         self._queue.put_nowait(_CLOSED)
         self._room.set()

@@ -24,7 +24,6 @@ drops it unheard and the reply is redone from the final.  ``stt.end`` says which
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from halfsec.runtime.faults import FaultSpec, SessionFaults, TurnFaults, enter_t
 from halfsec.runtime.final_pace import FINAL_PACE, FinalPace
 from halfsec.runtime.ladder import HeardSoFar, TurnLadder
 from halfsec.runtime.options import SessionOptions
+from halfsec.runtime.tasks import cancel_and_wait
 from halfsec.stt.engine import STTStream, Transcript
 from halfsec.trace import names
 from halfsec.tts.engine import set_clause_index
@@ -177,10 +177,8 @@ class TurnTask:
     async def cancel(self) -> float:
         """Cancel queued and in-flight work; returns how long cancelling took (ms)."""
         t0 = now_ns()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        if self.task is not None:
+            await cancel_and_wait(self.task)
         self._pending.clear()
         self._held_dialogue = None
         return (now_ns() - t0) / 1e6
@@ -358,9 +356,7 @@ class TurnTask:
         was heard, so the turn starts its reply afresh."""
         if early is None:
             return
-        early.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await early
+        await cancel_and_wait(early)
         logic = (names.MARK_LOGIC_START, names.MARK_LOGIC_FIRST_CLAUSE)
         for name in (*logic, names.MARK_TTS_START, names.MARK_TTS_FIRST_AUDIO):
             self.marks.pop(name, None)
