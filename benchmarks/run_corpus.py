@@ -66,6 +66,19 @@ def pct(xs: list[float], q: float) -> float | None:
     return None if p is None else round(p, 1)
 
 
+def select_rows(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
+    """The manifest's rows this benchmark plays: ``only`` coffee (labelled intent),
+    transcribed, or all; the first ``limit`` (0: every one).  ``slow_cpu.py`` picks the
+    same rows."""
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if only == "coffee":
+        rows = [r for r in rows if r.get("intent")]
+    elif only == "transcribed":
+        rows = [r for r in rows if r.get("transcript")]
+    return rows[:limit] if limit else rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -79,14 +92,7 @@ def main() -> None:
     args = ap.parse_args()
 
     man = Path(args.manifest)
-    with open(man, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if args.only == "coffee":
-        rows = [r for r in rows if r.get("intent")]
-    elif args.only == "transcribed":
-        rows = [r for r in rows if r.get("transcript")]
-    if args.limit:
-        rows = rows[: args.limit]
+    rows = select_rows(man, args.only, args.limit)
 
     cfg = load_config(None, args.overrides)
     engines = build_engines(cfg)

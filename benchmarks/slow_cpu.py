@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import math
 import os
@@ -152,15 +151,12 @@ MANIFEST = Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"
 
 def corpus(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
     """The manifest's rows as ``run_corpus.py`` picks them (with their folder)."""
-    with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if only == "coffee":
-        rows = [r for r in rows if r.get("intent")]
-    elif only == "transcribed":
-        rows = [r for r in rows if r.get("transcript")]
+    from run_corpus import select_rows  # lazily: it imports the engines' modules
+
+    rows = select_rows(manifest, only, limit)
     for r in rows:
         r["path"] = str(manifest.parent / r["file"])
-    return rows[:limit] if limit else rows
+    return rows
 
 
 async def run_inside(
