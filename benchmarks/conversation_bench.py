@@ -46,6 +46,7 @@ from halfsec.audio.io import load_audio, write_wav
 from halfsec.audio.resample import resample
 from halfsec.config import load_config
 from halfsec.lab.bench.builtin_corpus import LENGTH_SCALES, PAD_S, cache_root
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.percentile import percentile
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
@@ -210,16 +211,6 @@ def pct(xs: list[float], q: float) -> float | None:
     return None if p is None else round(p, 1)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     first = [t["v2v_ms"] for r in results for t in r["turns"][:1] if t["v2v_ms"] is not None]
     follow = [t["v2v_ms"] for r in results for t in r["turns"][1:] if t["v2v_ms"] is not None]
@@ -299,10 +290,12 @@ def main() -> None:
     t0 = time.time()
     asyncio.run(go())
     summary = {name: summarize(rs) for name, rs in results.items()}
+    cpu = cpu_info()
     meta = {
         "wall_s": round(time.time() - t0, 1),
         "config_overrides": args.overrides,
-        "machine": f"{cpu_model()} cores={os.cpu_count()} python={platform.python_version()}",
+        "machine": f"{cpu['model']} cores={os.cpu_count()} python={platform.python_version()}",
+        "cpu_info": cpu,
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python"] + sys.argv),
     }

@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import json
 import platform
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,6 +51,7 @@ from halfsec.lab.bench.corpus import CorpusItem, load_corpus
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.run import fault_args, run_items
 from halfsec.lab.bench.server_process import ServerProcess
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.percentile import percentile
 from halfsec.trace import names
 
@@ -289,14 +289,14 @@ def main() -> None:
             else f"{res['healthy_p50_delta_ms']} / {res['healthy_paired_median_delta_ms']}",
         )
     Console(width=200).print(table)
-    cpu = subprocess.run(
-        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True
-    ).stdout.strip()
+    info = cpu_info()
+    cpu = info["model"]
     out = {
         "tool": "benchmarks/fault_bench.py",
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(t0)),
         "cpu": cpu,
         "machine": platform.machine(),
+        "cpu_info": info,
         "limit_per_client": len(items),
         "seed": args.seed,
         "workers": args.workers,

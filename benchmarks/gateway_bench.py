@@ -27,7 +27,6 @@ import csv
 import datetime
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +44,7 @@ from halfsec.lab.bench.corpus import CorpusItem
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.run import run_items
 from halfsec.lab.bench.server_process import ServerProcess
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 from halfsec.wire.protocol import SESSION_STARTED, parse_server_event, session_start_message
@@ -79,13 +79,6 @@ async def handshake_ms(ws_url: str) -> float:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 if parse_server_event(msg.data)["type"] == SESSION_STARTED:
                     return (now_ns() - t0) / 1e6
-
-
-def cpu_model() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next(
-        (ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln), ""
-    )
 
 
 def summary(xs: list[float]) -> dict[str, float | int | None]:
@@ -170,12 +163,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     direct = [p["direct_v2v_ms"] for p in pairs]
     via = [p["gateway_v2v_ms"] for p in pairs]
     p_direct, p_via, p_diff = percentile(direct, 50), percentile(via, 50), percentile(diff, 50)
-    model = cpu_model()
+    cpu = cpu_info()
     return {
         "bench": "gateway",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {"cpu": model, "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu["model"],
+            "python": platform.python_version(),
+            **{k: cpu[k] for k in ("avx512f", "avx512_vnni", "isa")},
+        },
         "server_overrides": args.set,
         "health_path": path,
         "pairs": len(pairs),

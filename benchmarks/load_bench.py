@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import subprocess
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +30,7 @@ from halfsec.lab.load.live import LiveLoad
 from halfsec.lab.load.options import LoadOptions, Slo, parse_ramp
 from halfsec.lab.load.report import build_load_report, print_load, write_load
 from halfsec.lab.load.run import run_ramp
+from halfsec.lab.report.json import cpu_info
 from halfsec.logic.domain import load_domain
 
 console = Console(stderr=True)
@@ -44,17 +43,6 @@ def coffee_orders(limit: int) -> list[CorpusItem]:
     manifest having no domain column), labelled ``coffee``."""
     corpus = load_manifest(SPEECH / "manifest.tsv")
     return filter_domain(corpus.items, "coffee", load_domain("coffee").intents)[:limit]
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -78,7 +66,7 @@ def main() -> None:
         result = asyncio.run(run_ramp(coffee_orders(args.limit), steps, opts, bench, slo, live))
     meta = {
         "command": "benchmarks/load_bench.py",
-        "cpu": cpu_name(),
+        "cpu": cpu_info()["model"],  # and its flags: meta.machine.cpu (default_meta)
         "cores": os.cpu_count(),
         "corpus": f"{SPEECH / 'manifest.tsv'} (first {args.limit} orderDrink rows)",
         "transport": args.transport,

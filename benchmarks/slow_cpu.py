@@ -40,6 +40,8 @@ from typing import Any
 
 from _cli import bench_parser, emit
 
+from halfsec.lab.report.json import cpu_info
+
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 MIN_US = 1000
 """The kernel's smallest ``cfs_quota_us`` and ``cfs_period_us``."""
@@ -115,22 +117,6 @@ def run_capped(group: Path, cmd: list[str], env: dict[str, str], timeout_s: floa
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
-
-
-def machine() -> dict[str, Any]:
-    """``lscpu``'s model and the ISA flags the emulation hides or keeps."""
-    info = dict(
-        line.split(":", 1)
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if ":" in line
-    )
-    flags = info.get("Flags", "").split()
-    return {
-        "model": info.get("Model name", "").strip(),
-        "cpus": os.cpu_count(),
-        "avx512f": "avx512f" in flags,
-        "avx512_vnni": "avx512_vnni" in flags,
-    }
 
 
 def commit() -> str:
@@ -303,7 +289,7 @@ def main() -> None:
             + (f"; CTranslate2 ISA capped to {args.isa}" if args.isa else "")
             + "; not a CPU without AVX-512"
         ),
-        "machine": machine(),
+        "machine": cpu_info(),  # the model and the ISA flags the emulation hides or keeps
         "commit": commit(),
         "command": " ".join(["python", *sys.argv]),
         "modes": {},

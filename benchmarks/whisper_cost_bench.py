@@ -35,7 +35,6 @@ import csv
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ import numpy as np
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
-from halfsec.lab.report.json import default_meta
+from halfsec.lab.report.json import cpu_info, default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper_decoder import WhisperDecoder
@@ -61,30 +60,6 @@ def fastest_ms(fn: Callable[[], Any], reps: int) -> float:
         fn()
         best = min(best, (time.perf_counter() - t0) * 1000.0)
     return best
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            have = set(line.split(":", 1)[1].split())
-            return [
-                f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in have
-            ]
-    return []
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def split_one(
@@ -153,8 +128,8 @@ def main() -> None:
 
     meta = default_meta(
         "python " + " ".join(sys.argv),
-        cpu=cpu_model(),
-        cpu_flags=cpu_flags(),
+        cpu=cpu_info()["model"],
+        cpu_flags=cpu_info()["isa"],
         ctranslate2=ctranslate2.__version__,
         ct2_use_mkl=os.environ.get("CT2_USE_MKL", "default"),
         compute_types=sorted(ctranslate2.get_supported_compute_types("cpu")),

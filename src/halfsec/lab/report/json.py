@@ -8,9 +8,12 @@ major schema version.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import platform
+import subprocess
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -25,6 +28,7 @@ __all__ = [
     "SCHEMA",
     "STAGE_ORDER",
     "build_report",
+    "cpu_info",
     "default_meta",
     "parse_slots",
     "stage_names",
@@ -42,6 +46,55 @@ STAGE_ORDER: tuple[str, ...] = (
 )
 
 
+ISA_FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+"""The CPU flags a figure depends on: CTranslate2's Whisper and onnxruntime pick their
+int8 kernels by them (stop 8: the same final decode costs ~2-3x more without AVX-512/VNNI),
+so a figure is only comparable with one from a CPU that has the same ones."""
+
+
+def cpu_fields(text: str) -> dict[str, str]:
+    """``key: value`` lines (``lscpu`` or ``/proc/cpuinfo``) as a dict, keys stripped and
+    case-folded (``Model name`` and ``model name`` are one key); the first value wins
+    (``/proc/cpuinfo`` repeats every key once per processor)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip().casefold(), value.strip())
+    return out
+
+
+@functools.cache
+def _cpu_fields() -> dict[str, str]:
+    try:
+        fields = cpu_fields(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        fields = {}
+    if "model name" not in fields:  # not x86 Linux: lscpu names the CPU another way
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5)
+            fields = cpu_fields(lscpu.stdout) | fields
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return fields
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU a figure was measured on, as every report and benchmark writes it: the
+    model (``lscpu``'s "Model name"), the machine's CPU count, whether it has AVX-512
+    and VNNI, and which of :data:`ISA_FLAGS` it has.  One reader for all of them, so a
+    figure and the machine beside it are described the same way everywhere."""
+    fields = _cpu_fields()
+    flags = set(fields.get("flags", "").split())
+    return {
+        "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "avx512f": "avx512f" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
+        "isa": [f for f in ISA_FLAGS if f in flags],
+    }
+
+
 def default_meta(command: str = "", /, **extra: Any) -> dict[str, Any]:
     """The ``meta`` fields every report carries; callers add server URL, config, ..."""
     return {
@@ -52,6 +105,7 @@ def default_meta(command: str = "", /, **extra: Any) -> dict[str, Any]:
             "release": platform.release(),
             "machine": platform.machine(),
             "python": platform.python_version(),
+            "cpu": cpu_info(),
         },
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "server_url": None,
