@@ -1,5 +1,6 @@
 """The command-line tail the benchmark scripts share: their docstring as ``--help`` and
-``--json OUT``, and the result printed as JSON and, with ``--json``, written to OUT.
+``--json OUT``, and the result printed as JSON and, with ``--json``, written to OUT; and
+:func:`pct`, the percentile as the benchmarks write it (the project's one rule, rounded).
 
 One place for it so every benchmark answers the same way: the lead re-measures the
 headline figures with one command per script (``python benchmarks/X.py ... --json OUT``),
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from halfsec.measure.percentile import percentile
 
 
 def bench_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -28,3 +32,11 @@ def emit(out: dict[str, Any], path: Path | None) -> None:
     print(text)
     if path is not None:
         path.write_text(text + "\n")
+
+
+def pct(xs: Iterable[float], q: float, digits: int = 1) -> float | None:
+    """The ``q``-th percentile (0..100) of ``xs`` by ``halfsec.measure.percentile`` (linear
+    interpolation, the rule behind every reported figure), rounded to ``digits`` as the
+    benchmarks write it; None when there are none (JSON ``null``, not a made-up 0)."""
+    p = percentile(xs, q)
+    return None if p is None else round(p, digits)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import pct
 from rich.console import Console
 from rich.table import Table
 
@@ -47,7 +48,6 @@ from halfsec.audio.resample import resample
 from halfsec.config import load_config
 from halfsec.lab.bench.builtin_corpus import LENGTH_SCALES, PAD_S, cache_root
 from halfsec.lab.report.json import cpu_info
-from halfsec.measure.percentile import percentile
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.file_run import run_conversation
@@ -204,11 +204,6 @@ async def run_one(
         "correct": got == conv.expect and placed == conv.placed,
         "dialogue": final.as_dict() if final is not None else None,
     }
-
-
-def pct(xs: list[float], q: float) -> float | None:
-    p = percentile(xs, q)
-    return None if p is None else round(p, 1)
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _cli import pct
 from rich.console import Console
 from rich.table import Table
 
@@ -52,7 +53,6 @@ from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.run import fault_args, run_items
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.report.json import cpu_info
-from halfsec.measure.percentile import percentile
 from halfsec.trace import names
 
 console = Console(stderr=True)
@@ -68,11 +68,6 @@ FAULTS = (
 )
 TARGET_P95_MS = 1000.0
 HEALTHY_SLACK_MS = 50.0
-
-
-def pct(xs: list[float], q: float) -> float | None:
-    p = percentile(xs, q)
-    return None if p is None else round(p, 1)
 
 
 def _events(rec: dict[str, Any], name: str) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _cli import pct
 
 from halfsec.audio.io import load_audio, write_wav
 from halfsec.clock import now_ns
@@ -82,15 +83,12 @@ async def handshake_ms(ws_url: str) -> float:
 
 
 def summary(xs: list[float]) -> dict[str, float | int | None]:
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(v, 2)
-
     return {
         "n": len(xs),
-        "p50": r(percentile(xs, 50)),
-        "p95": r(percentile(xs, 95)),
-        "min": r(min(xs)) if xs else None,
-        "max": r(max(xs)) if xs else None,
+        "p50": pct(xs, 50, 2),
+        "p95": pct(xs, 95, 2),
+        "min": round(min(xs), 2) if xs else None,
+        "max": round(max(xs), 2) if xs else None,
     }
 
 

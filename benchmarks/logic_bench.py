@@ -22,6 +22,8 @@ import re
 import statistics
 import time
 
+from _cli import pct
+
 from halfsec.logic.domain import PLACEHOLDER, Domain, load_domain
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.options import LogicOptions
@@ -49,11 +51,6 @@ def generate(domain: Domain, n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)
-
-
 async def run(domain_name: str, n: int, seed: int) -> dict[str, object]:
     engine = DomainLogic(load_domain(domain_name), LogicOptions(domain=domain_name))
     cases = generate(engine.domain, n, seed)
@@ -79,11 +76,11 @@ async def run(domain_name: str, n: int, seed: int) -> dict[str, object]:
         "n": n,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "understand_us": {"p50": pct(u_us, 0.5), "p95": pct(u_us, 0.95), "max": pct(u_us, 1)},
-        "first_clause_us": {"p50": pct(c_us, 0.5), "p95": pct(c_us, 0.95), "max": pct(c_us, 1)},
+        "understand_us": {"p50": pct(u_us, 50), "p95": pct(u_us, 95), "max": pct(u_us, 100)},
+        "first_clause_us": {"p50": pct(c_us, 50), "p95": pct(c_us, 95), "max": pct(c_us, 100)},
         "total_us": {
-            "p50": pct(total, 0.5),
-            "p95": pct(total, 0.95),
+            "p50": pct(total, 50),
+            "p95": pct(total, 95),
             "mean": round(statistics.fmean(total), 1),
         },
         "intent_hit_rate": round(hits / n, 4),

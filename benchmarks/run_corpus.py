@@ -27,13 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _cli import pct
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 from halfsec.cli.run import run_one
 from halfsec.config import load_config
-from halfsec.measure.percentile import percentile
+from halfsec.lab.report.json import parse_slots
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 
@@ -59,11 +60,6 @@ class TakeoverCount(logging.Handler):
     @property
     def total(self) -> int:
         return sum(self.lanes.values())
-
-
-def pct(xs: list[float], q: float) -> float | None:
-    p = percentile(xs, q)
-    return None if p is None else round(p, 1)
 
 
 def select_rows(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
@@ -131,8 +127,9 @@ def main() -> None:
     for r in results:
         if r["ref_intent"]:
             acc_total += 1
-            want = dict(kv.split("=", 1) for kv in r["ref_slots"].split(";") if kv)
-            if r.get("intent") == r["ref_intent"] and r.get("slots") == want:
+            # slots compared as the report compares them (stripped, case-folded)
+            same_slots = parse_slots(r.get("slots")) == parse_slots(r["ref_slots"])
+            if r.get("intent") == r["ref_intent"] and same_slots:
                 acc_ok += 1
     summary = {
         "files": len(results),

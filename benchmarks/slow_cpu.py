@@ -38,9 +38,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _cli import bench_parser, emit
+from _cli import bench_parser, emit, pct
 
-from halfsec.lab.report.json import cpu_info
+from halfsec.lab.report.json import cpu_info, parse_slots
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 MIN_US = 1000
@@ -155,7 +155,6 @@ async def run_inside(
     from halfsec.audio.io import load_audio
     from halfsec.config import load_config
     from halfsec.frames import Frame, TimingMark
-    from halfsec.measure.percentile import percentile
     from halfsec.runtime import turn_task
     from halfsec.runtime.build import build_engines
     from halfsec.runtime.file_run import run_file
@@ -197,7 +196,6 @@ async def run_inside(
         end = session.ends.get(t.turn_id, {}) if t is not None else {}
         marks = t.marks if t is not None else {}
         waited = marks.get(names.MARK_STT_END, 0) - marks.get(names.MARK_STT_START, 0)
-        want = dict(kv.split("=", 1) for kv in r.get("slots", "").split(";") if kv)
         files.append(
             {
                 "file": r["file"],
@@ -210,17 +208,14 @@ async def run_inside(
                 "stt_wait_ms": round(waited / 1e6, 1) if waited > 0 else None,
                 "fallbacks": session.rungs.get(t.turn_id, []) if t is not None else [],
                 "transcript": res["transcript"],
-                "accepted": res["intent"] == r.get("intent") and res["slots"] == want,
+                "accepted": res["intent"] == r.get("intent")
+                and parse_slots(res["slots"]) == parse_slots(r.get("slots")),
                 "premature": bool(res.get("premature_replies")),
                 "errors": res["errors"],
             }
         )
         print(f"{mode} {r['file']}: v2v {res['v2v_ms']} early {end.get('early')}", file=sys.stderr)
     await engines.aclose()
-
-    def pct(xs: list[float], q: float) -> float | None:
-        p = percentile(xs, q)
-        return None if p is None else round(p, 1)
 
     def stage(name: str) -> list[float]:
         return [f["stages"][name] for f in files if name in f["stages"]]

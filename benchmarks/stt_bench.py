@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from _cli import pct
 
 from halfsec.cli.run import run_one
 from halfsec.config import HalfsecConfig, load_config
-from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
@@ -112,10 +112,6 @@ class Column:
             self.short_cpu_ms.append(cpu)
 
     def summary(self) -> dict[str, Any]:
-        def pct(xs: list[float], q: float) -> float | None:
-            p = percentile(xs, q)
-            return None if p is None else round(p, 1)
-
         return {
             "wer": round(100.0 * self.errors / max(1, self.words), 2),
             "files": len(self.wall_ms),

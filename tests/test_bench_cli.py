@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from halfsec.lab.report.json import cpu_fields, cpu_info, default_meta
+from halfsec.measure.percentile import percentile
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -68,3 +70,26 @@ def test_emit_prints_and_writes_the_same_json(
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "o.json").read_text()
     assert json.loads(printed) == {"a": 1, "p": "/x"}
+
+
+def test_pct_is_the_projects_percentile_rounded(cli: ModuleType) -> None:
+    xs = [10.0, 20.0, 30.0, 40.0]
+    assert cli.pct(xs, 50) == 25.0  # linear interpolation: nearest rank would say 30
+    assert cli.pct(xs, 95) == round(percentile(xs, 95) or 0.0, 1) == 38.5
+    assert cli.pct([1.23456], 50, 2) == 1.23
+    assert cli.pct(xs, 100) == 40.0
+    assert cli.pct([], 50) is None
+
+
+def test_no_benchmark_keeps_its_own_percentile_helper() -> None:
+    """A benchmark that rounds (or ranks) its own percentiles drifts from the reported
+    rule: stop 15 found logic_bench's nearest rank beside four copies of this one."""
+    own = re.compile(r"^\s*def (pct|percentile|quantile)\(")
+    bad = [
+        f"{p.name}:{i}"
+        for p in sorted(BENCH.glob("*.py"))
+        if p.name != "_cli.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if own.match(line)
+    ]
+    assert not bad, f"use _cli.pct (halfsec.measure.percentile, rounded): {bad}"
