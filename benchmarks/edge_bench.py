@@ -29,7 +29,6 @@ import csv
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from _cli import pct
 
 from halfsec.audio.io import load_audio
 from halfsec.clock import now_ns
@@ -102,7 +102,7 @@ class EdgeProcess(ServerProcess):
 
 
 def p50(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 1) if xs else None
+    return pct(xs, 50)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

@@ -40,7 +40,6 @@ import asyncio
 import csv
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from _cli import pct
 
 from halfsec.cli.run import run_one
 from halfsec.config import HalfsecConfig, load_config
+from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
@@ -272,7 +272,7 @@ async def run(args: argparse.Namespace) -> int:
         "summary": summary,
         "targets": verdict,
         "trimmed": not args.no_trim,
-        "median_seconds": statistics.median(e["seconds"] for e in per_file) if per_file else 0,
+        "median_seconds": percentile([e["seconds"] for e in per_file], 50) if per_file else 0,
         "files": per_file,
     }
     if args.json:

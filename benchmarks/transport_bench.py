@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _cli import bench_parser, emit
+from _cli import bench_parser, emit, pct
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -144,10 +144,10 @@ def paired(
         if not xs:
             return {"median_ms": None, "ci95_ms": None, "n": 0}
         a = np.asarray(xs)
-        boots = np.median(rng.choice(a, (2000, a.size)), axis=1)
+        boots = percentile_rows(rng.choice(a, (2000, a.size)), 50, axis=1)
         lo, hi = percentile_rows(boots, [2.5, 97.5])
         return {
-            "median_ms": round(float(np.median(a)), 1),
+            "median_ms": pct(xs, 50),
             "ci95_ms": [round(float(lo), 1), round(float(hi), 1)],
             "n": int(a.size),
         }

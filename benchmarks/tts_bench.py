@@ -108,7 +108,9 @@ async def bench_engine(name: str, rounds: int, split_clauses: bool) -> EngineRes
             result.first_audio_ms.append(first)
             result.compute_s += total
             result.audio_s += audio
-    result.per_clause_p50_ms = {t: float(np.median(v)) for t, v in per_clause.items()}
+    result.per_clause_p50_ms = {
+        t: float(percentile_rows(np.asarray(v), 50)) for t, v in per_clause.items()
+    }
     close = getattr(engine, "close", None)
     if callable(close):
         close()

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import pct
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -97,7 +98,7 @@ def split_one(
     return out
 
 
-def measure(opt: STTOptions, clips: list[np.ndarray], reps: int) -> dict[str, float]:
+def measure(opt: STTOptions, clips: list[np.ndarray], reps: int) -> dict[str, float | None]:
     dec = WhisperDecoder(opt)
     bare = WhisperDecoder(dataclasses.replace(opt, prompt=None))
     dec.decode(clips[0], final=True)  # allocate buffers
@@ -105,7 +106,7 @@ def measure(opt: STTOptions, clips: list[np.ndarray], reps: int) -> dict[str, fl
     for pcm in clips:
         for k, v in split_one(dec, bare, pcm, reps).items():
             rows.setdefault(k, []).append(v)
-    return {f"{k}_ms": round(float(np.median(v)), 1) for k, v in rows.items()}
+    return {f"{k}_ms": pct(v, 50) for k, v in rows.items()}
 
 
 def main() -> None:
