@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import sys
@@ -41,15 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _speech import SPEECH, shortest_orders
 from barge_in_clips import Clip, human, synthesized
 
-from halfsec.audio.io import load_audio
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.clients.interrupt import BargeInRun, run_barge_in
-from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 STOP_P95_TARGET_MS = 100.0
 BACKCHANNEL_KEPT_TARGET = 0.90
 BACKCHANNEL_PAUSE_MAX_MS = 1500.0
@@ -60,16 +57,7 @@ transcript is ``backchannel_wait_ms``, 1.5 s)."""
 
 def questions(n: int) -> list[tuple[str, np.ndarray]]:
     """The ``n`` shortest coffee orders, cut to 0.3 s before and 0.1 s after the speech."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
-    rows.sort(key=lambda r: float(r["duration_s"]))
-    out = []
-    for r in rows[:n]:
-        pcm = load_audio(SPEECH / r["file"])
-        b = voiced_bounds(pcm)
-        if b is not None:
-            out.append((r["file"], pcm[max(0, b[0] - 4800) : b[1] + 1600]))
-    return out
+    return [(r["file"], pcm) for r, pcm in shortest_orders(n, after_s=0.1)]
 
 
 def _row(clip: Clip, question: str, run: BargeInRun) -> dict[str, Any]:

@@ -25,45 +25,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 from _cli import pct
+from _speech import SPEECH, shortest_orders
 
-from halfsec.audio.io import load_audio
 from halfsec.clock import now_ns
 from halfsec.lab.bench.corpus import CorpusItem
 from halfsec.lab.bench.records import make_record
 from halfsec.lab.bench.server_process import ServerProcess, fetch_health
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.tcp_relay import TcpRelay
-from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.wire.protocol import ping_message, session_start_message
-
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 
 
 def recordings(n: int) -> list[tuple[CorpusItem, np.ndarray]]:
     """The n shortest coffee orders, cut to 0.3 s before and 1 s after the speech."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
-    rows.sort(key=lambda r: float(r["duration_s"]))
-    out = []
-    for r in rows[:n]:
-        pcm = load_audio(SPEECH / r["file"])
-        b = voiced_bounds(pcm)
-        assert b is not None
-        item = CorpusItem(path=SPEECH / r["file"], transcript=r["transcript"], intent=r["intent"])
-        out.append((item, pcm[max(0, b[0] - 4800) : b[1] + 16000]))
-    return out
+    return [
+        (CorpusItem(path=SPEECH / r["file"], transcript=r["transcript"], intent=r["intent"]), pcm)
+        for r, pcm in shortest_orders(n, after_s=1.0)
+    ]
 
 
 async def handshake(url: str, pings: int = 8) -> dict[str, float]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import datetime
 import json
 import platform
@@ -34,8 +33,9 @@ from typing import Any
 
 import aiohttp
 from _cli import pct
+from _speech import shortest_orders
 
-from halfsec.audio.io import load_audio, write_wav
+from halfsec.audio.io import write_wav
 from halfsec.clock import now_ns
 from halfsec.gateway.config import GatewayOptions
 from halfsec.gateway.envoy_process import EnvoyGateway
@@ -46,27 +46,19 @@ from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.run import run_items
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.report.json import cpu_info
-from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 from halfsec.wire.protocol import SESSION_STARTED, parse_server_event, session_start_message
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 COMPUTE = ("endpointing_ms", "stt_ms", "logic_ms", "tts_ms")
 TARGET_MS = 5.0
 
 
 def recordings(n: int, tmp: Path) -> list[CorpusItem]:
     """The n shortest coffee orders, cut to 0.3 s before and 1 s after the speech."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
-    rows.sort(key=lambda r: float(r["duration_s"]))
     items = []
-    for r in rows[:n]:
-        pcm = load_audio(SPEECH / r["file"])
-        b = voiced_bounds(pcm)
-        assert b is not None
+    for r, pcm in shortest_orders(n, after_s=1.0):
         out = tmp / (Path(r["file"]).stem + ".wav")
-        write_wav(out, pcm[max(0, b[0] - 4800) : b[1] + 16000], 16000)
+        write_wav(out, pcm, 16000)
         items.append(CorpusItem(out, transcript=r["transcript"], intent=r["intent"]))
     return items
 

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit, pct
+from _speech import SPEECH, shortest_orders
 
-from halfsec.audio.io import load_audio
 from halfsec.config import load_config
 from halfsec.lab.bench.corpus import CorpusItem
 from halfsec.lab.bench.records import make_record
@@ -54,29 +54,14 @@ from halfsec.lab.clients.webrtc import run_recording_webrtc
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.path import impaired_url
 from halfsec.lab.report.json import default_meta
-from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.file_run import run_file
 from halfsec.runtime.session import VoiceSession
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
-
 
 def recordings(limit: int) -> list[tuple[Path, np.ndarray, dict[str, str]]]:
-    import csv
-
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"]]
-    rows.sort(key=lambda r: float(r["duration_s"]))
-    out = []
-    for r in rows[:limit]:
-        pcm = load_audio(SPEECH / r["file"])
-        b = voiced_bounds(pcm)
-        if b is None:
-            continue
-        out.append((SPEECH / r["file"], pcm[max(0, b[0] - 4800) : b[1] + 16000], r))
-    return out
+    return [(SPEECH / r["file"], pcm, r) for r, pcm in shortest_orders(limit, after_s=1.0)]
 
 
 COMPUTE = ("stt_ms", "logic_ms", "tts_ms")

@@ -12,9 +12,12 @@ import subprocess
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
+from halfsec.audio.io import write_wav
 from halfsec.lab.report.json import cpu_fields, cpu_info, default_meta
+from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -94,3 +97,42 @@ def test_no_benchmark_keeps_its_own_percentile_helper() -> None:
         if own.search(line)
     ]
     assert not bad, f"use _cli.pct (halfsec.measure.percentile, rounded): {bad}"
+
+
+def test_shortest_orders_sorts_filters_cuts_and_leaves_out_silence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    speech = importlib.import_module("_speech")
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+
+    def clip(lead_s: float, tail_s: float) -> np.ndarray:
+        z = np.zeros
+        return np.concatenate(
+            [z(int(lead_s * rate), np.int16), tone, z(int(tail_s * rate), np.int16)]
+        )
+
+    files = {
+        "long.wav": ("orderDrink", clip(1.0, 2.0)),
+        "short.wav": ("orderDrink", clip(0.5, 1.0)),
+        "other.wav": ("", clip(0.1, 0.1)),  # no intent: not an order
+        "silent.wav": ("orderDrink", np.zeros(rate, np.int16)),
+    }
+    lines = ["file\tduration_s\ttranscript\tintent\tslots"]
+    for name, (intent, pcm) in files.items():
+        write_wav(tmp_path / name, pcm, rate)
+        lines.append(f"{name}\t{pcm.size / rate}\tt\t{intent}\t")
+    (tmp_path / "manifest.tsv").write_text("\n".join(lines) + "\n")
+
+    got = speech.shortest_orders(10, after_s=0.1, speech=tmp_path)
+    assert [r["file"] for r, _ in got] == ["short.wav", "long.wav"]  # silent one left out
+    for r, cut in got:
+        pcm = files[r["file"]][1]
+        b = voiced_bounds(pcm)
+        assert b is not None
+        assert np.array_equal(cut, pcm[b[0] - 4800 : b[1] + 1600])  # 0.3 s before, 0.1 s after
+    # n counts recordings, as the benchmarks always did: the shortest is the silent one
+    assert speech.shortest_orders(1, after_s=1.0, speech=tmp_path) == []
+    assert [r["file"] for r, _ in speech.shortest_orders(2, 1.0, speech=tmp_path)] == ["short.wav"]
