@@ -44,11 +44,12 @@ from halfsec.lab.bench.corpus import CorpusItem
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.load.options import LoadOptions, Slo
 from halfsec.lab.load.run import run_ramp
+from halfsec.lab.report.json import cpu_info
 
 try:  # run as a script: the benchmarks folder is on sys.path
-    from load_bench import SPEECH, coffee_orders, cpu_name
+    from load_bench import SPEECH, coffee_orders
 except ImportError:  # pragma: no cover - imported as benchmarks.admission_bench
-    from benchmarks.load_bench import SPEECH, coffee_orders, cpu_name
+    from benchmarks.load_bench import SPEECH, coffee_orders
 
 console = Console(stderr=True)
 
@@ -196,7 +197,7 @@ def main() -> None:
     report = {
         "meta": {
             "command": "benchmarks/admission_bench.py " + " ".join(sys.argv[1:]),
-            "cpu": cpu_name(),
+            "cpu": cpu_info()["model"],
             "cores": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "corpus": f"{SPEECH / 'manifest.tsv'} (first {args.limit} orderDrink rows)",

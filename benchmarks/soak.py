@@ -43,12 +43,12 @@ from halfsec.lab.load.report import slim_turn
 from halfsec.lab.load.run import load_server, run_ramp, run_step, step_entry
 from halfsec.lab.load.sampler import ResourceSampler
 from halfsec.lab.load.soak import FLAT_BOUNDS, soak_verdict
-from halfsec.lab.report.json import default_meta
+from halfsec.lab.report.json import cpu_info, default_meta
 
 try:  # run as a script: the benchmarks folder is on sys.path
-    from load_bench import coffee_orders, cpu_name
+    from load_bench import coffee_orders
 except ImportError:  # pragma: no cover - imported as benchmarks.soak
-    from benchmarks.load_bench import coffee_orders, cpu_name
+    from benchmarks.load_bench import coffee_orders
 
 console = Console(stderr=True)
 
@@ -97,7 +97,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "schema": "halfsec.soak/1",
         "meta": {
             **default_meta("benchmarks/soak.py"),
-            "cpu": cpu_name(),
+            "cpu": cpu_info()["model"],
             "server_url": server.url,
             "health": server.health,
             "overrides": list(args.overrides),

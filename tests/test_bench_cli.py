@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -136,3 +137,17 @@ def test_shortest_orders_sorts_filters_cuts_and_leaves_out_silence(
     # n counts recordings, as the benchmarks always did: the shortest is the silent one
     assert speech.shortest_orders(1, after_s=1.0, speech=tmp_path) == []
     assert [r["file"] for r, _ in speech.shortest_orders(2, 1.0, speech=tmp_path)] == ["short.wav"]
+
+
+def test_every_benchmark_imports() -> None:
+    """The scripts import each other's helpers (admission_bench and soak take load_bench's
+    corpus): a helper moved into a shared module must not leave an importer behind.  In a
+    fresh interpreter, so no module of this test run hides a missing name."""
+    code = (
+        "import importlib, pathlib, sys\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        f"for p in sorted(pathlib.Path({str(BENCH)!r}).glob('*.py')):\n"
+        "    importlib.import_module(p.stem)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
