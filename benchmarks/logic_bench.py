@@ -5,7 +5,7 @@ microsecond here is on the user-perceived path.  Phrasings are generated from th
 domain's own vocabulary (canonical values, synonyms and listed mishearings, random
 carriers and orders, digits for numbers), so the benchmark needs no data files.
 
-    python benchmarks/logic_bench.py [--domain coffee] [--n 2000] [--seed 0]
+    python benchmarks/logic_bench.py [--domain coffee] [--n 2000] [--seed 0] [--json OUT]
 
 Prints one JSON object: p50/p95/max of ``understand``, of the first clause of
 ``reply`` (template path), and of both together, plus the intent hit rate.
@@ -13,16 +13,14 @@ Prints one JSON object: p50/p95/max of ``understand``, of the first clause of
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import platform
 import random
 import re
 import statistics
 import time
 
-from _cli import pct
+from _cli import bench_parser, emit, pct
 
 from halfsec.logic.domain import PLACEHOLDER, Domain, load_domain
 from halfsec.logic.domain_logic import DomainLogic
@@ -88,12 +86,12 @@ async def run(domain_name: str, n: int, seed: int) -> dict[str, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--domain", default="coffee")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(run(args.domain, args.n, args.seed)), indent=2))
+    emit(asyncio.run(run(args.domain, args.n, args.seed)), args.json)
 
 
 if __name__ == "__main__":

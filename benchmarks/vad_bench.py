@@ -13,19 +13,17 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _cli import bench_parser, emit, pct
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
 from halfsec.measure.end_of_speech import voiced_bounds
-from halfsec.measure.percentile import percentile_rows
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
 from halfsec.turn.vad import WINDOW, SileroVAD
@@ -41,8 +39,7 @@ def per_call_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--json", dest="json_out")
+    ap = bench_parser(__doc__)
     ap.add_argument("--files", type=int, default=80)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -57,7 +54,7 @@ def main() -> None:
     detector = per_call_us(lambda: det.process(next(frames)), 3000)
 
     class _NoEngines:  # the session never reaches an engine while nobody speaks
-        stt = logic = tts = None
+        stt = logic = tts = faults = None
 
     from halfsec.runtime.session import VoiceSession
 
@@ -93,8 +90,8 @@ def main() -> None:
         lags.append(after[0].audio_ms - ref_end_ms)
         est_err.append(after[0].speech_ms - ref_end_ms)
 
-    def q(xs: list[float]) -> dict[str, float]:
-        return {f"p{p}": round(float(percentile_rows(np.asarray(xs), p)), 1) for p in (5, 50, 95)}
+    def q(xs: list[float]) -> dict[str, float | None]:
+        return {f"p{p}": pct(xs, p) for p in (5, 50, 95)}
 
     out = {
         "silero_us_per_window": round(silero, 1),
@@ -104,9 +101,7 @@ def main() -> None:
         "estimated_end_minus_reference_ms": q(est_err),
         "files": len(lags),
     }
-    print(json.dumps(out, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    emit(out, args.json)
 
 
 if __name__ == "__main__":
