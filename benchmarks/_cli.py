@@ -31,6 +31,7 @@ def emit(out: dict[str, Any], path: Path | None) -> None:
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
 
 

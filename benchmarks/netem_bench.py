@@ -20,15 +20,14 @@ same through :class:`NamespaceLab` (root; loss via nftables, the rate paced by t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from _cli import bench_parser, emit
 
 from halfsec.lab.netem import PROFILES, NetSpec, parse_net, simulate, summarize
 from halfsec.lab.netem.namespaces import NamespaceLab
@@ -105,12 +104,11 @@ async def run_all(specs: list[NetSpec], packets: int, namespaces: bool) -> dict[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--packets", type=int, default=500)
     ap.add_argument("--profiles", default=",".join(PROFILES))
     ap.add_argument("--net", action="append", default=[], help="extra custom spec(s)")
     ap.add_argument("--namespaces", action="store_true", help="real veths (root)")
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     specs = [parse_net(p) for p in args.profiles.split(",") if p.strip()]
     specs += [parse_net(x) for x in args.net]
@@ -127,18 +125,17 @@ def main() -> None:
         "profiles": results,
     }
     hdr = f"{'profile':10} {'delay':>6} {'p50':>7} {'p95':>7} {'std':>6} {'jit':>6} {'loss%':>6} {'exp%':>6} {'burst':>5} {'reord':>5} {'dup':>4} {'rtt50':>7}"
-    print(hdr)
+    print(hdr, file=sys.stderr)  # the table on stderr, the JSON on stdout
     for name, r in results.items():
         up, spec, rtt = r["up"], r["spec"], r["rtt"]
         print(
             f"{name:10} {spec['delay_ms']:6.1f} {up['delay_ms_p50'] or 0:7.2f} {up['delay_ms_p95'] or 0:7.2f} "
             f"{up['delay_ms_std'] or 0:6.2f} {up['jitter_ms'] or 0:6.2f} {up['loss'] * 100:6.2f} "
             f"{spec['expected_loss'] * 100:6.2f} {up['mean_burst'] or 0:5.2f} {up['reordered']:5d} "
-            f"{up['duplicates']:4d} {rtt['delay_ms_p50'] or 0:7.2f}"
+            f"{up['duplicates']:4d} {rtt['delay_ms_p50'] or 0:7.2f}",
+            file=sys.stderr,
         )
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json_out}")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,18 @@ indicative; run it alone for numbers to quote.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import bench_parser, emit
 
 from halfsec.clock import ms_since, now_ns
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.percentile import percentile_rows
 from halfsec.tts import TTSEngine, TTSOptions, create_tts
 
@@ -118,8 +117,7 @@ async def bench_engine(name: str, rounds: int, split_clauses: bool) -> EngineRes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser = bench_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=10, help="passes over the clauses")
     parser.add_argument("--engines", default="piper,espeak", help="comma-separated list")
     parser.add_argument(
@@ -134,43 +132,44 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.engines.split(",")
         if name.strip()
     ]
+    # The tables on stderr, the JSON on stdout (and in --json OUT).
     header = f"{'engine':8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'RTF':>7} {'load ms':>8}"
-    print(header)
+    print(header, file=sys.stderr)
     for r in results:
         print(
             f"{r['engine']:8} {r['first_audio_p50_ms']:8.2f} {r['first_audio_p95_ms']:8.2f} "
-            f"{r['first_audio_max_ms']:8.2f} {r['rtf']:7.3f} {r['load_ms']:8.1f}"
+            f"{r['first_audio_max_ms']:8.2f} {r['rtf']:7.3f} {r['load_ms']:8.1f}",
+            file=sys.stderr,
         )
     for r in results:
-        print(f"\n{r['engine']}: first audio p50 per clause")
+        print(f"\n{r['engine']}: first audio p50 per clause", file=sys.stderr)
         for text, ms in r["per_clause_p50_ms"].items():
-            print(f"  {ms:7.2f} ms  {text}")
+            print(f"  {ms:7.2f} ms  {text}", file=sys.stderr)
     verdict = True
     for r in results:
         if r["engine"] == "piper":
             verdict = r["first_audio_p50_ms"] <= PIPER_TARGET_MS
             print(
                 f"\npiper first audio p50 {r['first_audio_p50_ms']:.1f} ms "
-                f"(target <= {PIPER_TARGET_MS:.0f} ms): {'PASS' if verdict else 'MISS'}"
+                f"(target <= {PIPER_TARGET_MS:.0f} ms): {'PASS' if verdict else 'MISS'}",
+                file=sys.stderr,
             )
-    if args.json:
-        report = {
-            "benchmark": "tts_first_audio",
-            "rounds": args.rounds,
-            "piper_split_clauses": args.split_clauses,
-            "clauses": list(CLAUSES),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "load_avg_1m": os.getloadavg()[0],
-                "platform": platform.platform(),
-                "python": sys.version.split()[0],
-            },
-            "results": results,
-            "piper_target_ms": PIPER_TARGET_MS,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    report = {
+        "benchmark": "tts_first_audio",
+        "rounds": args.rounds,
+        "piper_split_clauses": args.split_clauses,
+        "clauses": list(CLAUSES),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpu": cpu_info(),
+        },
+        "results": results,
+        "piper_target_ms": PIPER_TARGET_MS,
+    }
+    emit(report, args.json)
     return 0 if verdict else 1
 
 
