@@ -27,7 +27,6 @@ reports what the recovery buys and what it breaks:
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _cli import bench_parser, emit, pct
 from logic_bench import generate
 
 from halfsec.logic.domain import load_domain
@@ -42,7 +42,6 @@ from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.engine import Understanding
 from halfsec.logic.matcher import ANCHORED_MIN_RATIO, Matcher
 from halfsec.logic.state import DialogueState
-from halfsec.measure.percentile import percentile
 
 DATA = Path(__file__).resolve().parent / "data" / "nlu_transcripts.json"
 SWEEP = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, None)
@@ -217,20 +216,16 @@ def run(data: dict[str, Any], ratio: float | None) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 matcher.understand(t)
                 us.append((time.perf_counter() - t0) * 1e6)
-        timing[label] = {
-            q: round(percentile(us, p) or 0.0, 1)
-            for q, p in (("p50", 50), ("p95", 95), ("max", 100))
-        }
+        timing[label] = {q: pct(us, p) for q, p in (("p50", 50), ("p95", 95), ("max", 100))}
     result["understand_us"] = timing
     return result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--collect", nargs="+", metavar="JSON", help="add transcripts to --data")
     ap.add_argument("--ratio", type=float, default=ANCHORED_MIN_RATIO)
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     path = Path(args.data)
     if args.collect:
@@ -246,25 +241,28 @@ def main() -> None:
     result["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result["command"] = " ".join(["python", *sys.argv])
     h = result["halves"]
+    err = sys.stderr  # the summary on stderr, the JSON on stdout (and in --json OUT)
     print(
         f"acceptance with recovery (ratio {args.ratio}): "
         + ", ".join(f"{k} {v['right']}/{v['of']}" for k, v in h.items())
-        + f"; without: {result['off']}; run coffee150: {result['coffee150']}"
+        + f"; without: {result['off']}; run coffee150: {result['coffee150']}",
+        file=err,
     )
     print(
         f"false recoveries {h['all']['false_recoveries']}, wrong slot values "
-        f"{h['all']['wrong_slot_values']}; chosen on tune: {result['chosen_on_tune']}"
+        f"{h['all']['wrong_slot_values']}; chosen on tune: {result['chosen_on_tune']}",
+        file=err,
     )
-    print("changes elsewhere:", {k: len(v) for k, v in result["changes"].items()})
+    print("changes elsewhere:", {k: len(v) for k, v in result["changes"].items()}, file=err)
     print(
         "verdicts changed at pauses: is_complete",
         len(result["is_complete"]["changed"]),
         "tail_said",
         len(result["tail_said"]["changed"]),
+        file=err,
     )
-    print("understand us:", result["understand_us"])
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    print("understand us:", result["understand_us"], file=err)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,18 @@ indicative; run it alone for numbers to quote.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
-import json
 import os
 import platform
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
+
+from _cli import bench_parser, emit
+
+from halfsec.lab.report.json import cpu_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,31 +44,13 @@ def corpus(limit: int, domain: str | None) -> list[Path]:
     return [SPEECH / r["file"] for r in rows[:limit]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=int, default=5, help="Recordings to play (shortest first).")
-    ap.add_argument(
-        "--domain",
-        default="coffee",
-        help="'coffee': coffee orders only; 'any': every recording.",
-    )
-    ap.add_argument("--json", type=Path, default=None, help="Write results here.")
-    args = ap.parse_args(argv)
-    try:
-        import pipecat  # noqa: F401
-
-        from halfsec.lab.peer.pipecat_harness import compare
-    except ImportError as e:
-        print(f"Pipecat is not installed ({e}); pip install -e '.[peer]'", file=sys.stderr)
-        return 2
-    paths = corpus(args.limit, None if args.domain == "any" else args.domain)
-    result = asyncio.run(compare(paths))
+def show(result: Any, s: dict[str, Any]) -> None:
+    """Per file and per pipeline, as a table."""
     print(f"{'file':<58} {'halfsec ms':>10} {'pipecat ms':>10}")
     for h, p in zip(result.halfsec, result.pipecat, strict=True):
         hv = f"{h.v2v_ms:.0f}" if h.v2v_ms is not None else "-"
         pv = f"{p.v2v_ms:.0f}" if p.v2v_ms is not None else "-"
         print(f"{Path(h.file).name:<58} {hv:>10} {pv:>10}")
-    s = result.summary()
     for name in ("halfsec", "pipecat"):
         v = s[name]
         p50 = f"{v['p50_ms']:.0f}" if v["p50_ms"] is not None else "-"
@@ -76,20 +62,36 @@ def main(argv: list[str] | None = None) -> int:
             f"first audio {pts['first_audio']})"
         )
     print(f"ratio of medians halfsec/pipecat: {s['ratio_p50_halfsec_over_pipecat']}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                    "summary": s,
-                    "halfsec": [vars(r) for r in result.halfsec],
-                    "pipecat": [vars(r) for r in result.pipecat],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = bench_parser(__doc__)
+    ap.add_argument("--limit", type=int, default=5, help="Recordings to play (shortest first).")
+    ap.add_argument(
+        "--domain",
+        default="coffee",
+        help="'coffee': coffee orders only; 'any': every recording.",
+    )
+    args = ap.parse_args(argv)
+    try:
+        import pipecat  # noqa: F401
+
+        from halfsec.lab.peer.pipecat_harness import compare
+    except ImportError as e:
+        print(f"Pipecat is not installed ({e}); pip install -e '.[peer]'", file=sys.stderr)
+        return 2
+    paths = corpus(args.limit, None if args.domain == "any" else args.domain)
+    result = asyncio.run(compare(paths))
+    s = result.summary()
+    with redirect_stdout(sys.stderr):  # the table on stderr, the JSON on stdout
+        show(result, s)
+    out = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "cpu": cpu_info()},
+        "summary": s,
+        "halfsec": [vars(r) for r in result.halfsec],
+        "pipecat": [vars(r) for r in result.pipecat],
+    }
+    emit(out, args.json)
     return 0
 
 
