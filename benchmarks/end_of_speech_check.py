@@ -16,15 +16,16 @@ needs the repository's history and the Silero engine, which the new rule does no
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import subprocess
+import sys
 import types
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
+from _cli import bench_parser, emit
 
 from halfsec.audio.io import load_audio
 from halfsec.measure.end_of_speech import voiced_bounds
@@ -124,12 +125,8 @@ def mark_errors(old: Rule) -> list[dict[str, object]]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    old = old_rule()
-    ends, starts, rows = shared_shift(old)
+def show(ends: Table, starts: Table, marks: list[dict[str, object]]) -> None:
+    """The shifts per source and each rule's error against the hand marks, as tables."""
     for title, table in (
         ("end of speech: new - old, ms (every v2v figure moves by minus this)", ends),
         ("start of speech: new - old, ms (where the lab trims recordings before sending)", starts),
@@ -142,7 +139,6 @@ def main() -> None:
                 f"{v['min']:>8}{v['max']:>8}"
             )
         print()
-    marks = mark_errors(old)
     print("error against the hand marks, ms (rule - mark; tol: what the test allows)")
     print(f"{'file':<58}{'kind':<10}{'tol':>5}{'old':>8}{'new':>8}")
     for m in marks:
@@ -164,13 +160,17 @@ def main() -> None:
             f"{within}/{len(marks)} within 20 ms, {allowed}/{len(marks)} within tolerance, "
             f"{missing} found no speech"
         )
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"end_shift": ends, "start_shift": starts, "shared": rows, "marks": marks},
-                indent=1,
-            )
-        )
+
+
+def main() -> None:
+    ap = bench_parser(__doc__)
+    args = ap.parse_args()
+    old = old_rule()
+    ends, starts, rows = shared_shift(old)
+    marks = mark_errors(old)
+    with redirect_stdout(sys.stderr):  # the tables on stderr, the JSON on stdout
+        show(ends, starts, marks)
+    emit({"end_shift": ends, "start_shift": starts, "shared": rows, "marks": marks}, args.json)
 
 
 if __name__ == "__main__":
