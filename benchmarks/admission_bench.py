@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _cli import bench_parser, emit
 from rich.console import Console
 from rich.table import Table
 
@@ -176,7 +176,7 @@ def show(runs: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     ap.add_argument("--steps", default="8,12,16", help="comma-separated caller counts")
     ap.add_argument("--turns", type=int, default=3, help="turns per caller per step")
@@ -185,7 +185,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--slo-p95-ms", type=float, default=500.0)
     ap.add_argument("--warm-s", type=float, default=8.0, help="wait after /ready")
-    ap.add_argument("--json", dest="json_out", type=Path)
     args = ap.parse_args()
     args.steps = [int(x) for x in args.steps.split(",")]
     items = coffee_orders(args.limit)
@@ -205,9 +204,9 @@ def main() -> None:
         },
         "runs": runs,
     }
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(report, indent=2))
-        console.print(f"wrote {args.json_out}")
+    emit(report, args.json)  # the tables on stderr, the JSON on stdout
+    if args.json is not None:
+        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ quiet machine (``flock -x /tmp/halfsec_cpu.lock`` on the shared box).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from pathlib import Path
 
+from _cli import bench_parser, emit
 from rich.console import Console
 
 from halfsec.lab.bench.corpus import CorpusItem, filter_domain, load_manifest
@@ -46,7 +46,7 @@ def coffee_orders(limit: int) -> list[CorpusItem]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--ramp", default="1:12", help="START:STOP[:STEP] or 1,2,4,8")
     ap.add_argument("--turns", type=int, default=3, help="turns per caller per step")
     ap.add_argument("--limit", type=int, default=20, help="coffee orders to draw from")
@@ -54,7 +54,6 @@ def main() -> None:
     ap.add_argument("--slo-p95-ms", type=float, default=500.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--json", dest="json_out", type=Path)
     ap.add_argument("--html", dest="html_out", type=Path)
     args = ap.parse_args()
 
@@ -79,8 +78,9 @@ def main() -> None:
         result.steps, result.turns, result.knee, result.stop_reason, opts, slo, meta
     )
     print_load(report, console)
-    write_load(report, args.json_out, args.html_out)
-    for out in (args.json_out, args.html_out):
+    emit(report, args.json)  # the table on stderr, the JSON on stdout
+    write_load(report, None, args.html_out)
+    for out in (args.json, args.html_out):
         if out is not None:
             console.print(f"wrote {out}")
 

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
-from pathlib import Path
 from typing import Any
 
+from _cli import bench_parser, emit
 from rich.console import Console
 
 from halfsec.lab.bench.options import BenchOptions
@@ -136,7 +135,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--sessions", type=int, help="callers (default: 75 %% of the capacity)")
     ap.add_argument("--capacity", type=int, help="the knee, if known (skips the quick ramp)")
@@ -150,7 +149,6 @@ def main() -> None:
     ap.add_argument(
         "--server-pid", type=int, help="with --server: its pid, so RSS/fds/threads are sampled"
     )
-    ap.add_argument("--json", dest="json_out", type=Path)
     args = ap.parse_args()
     if args.minutes <= 0 or (args.sessions is not None and args.sessions < 1):
         ap.error("--minutes must be > 0 and --sessions >= 1")
@@ -192,10 +190,9 @@ def main() -> None:
     console.print(
         f"soak ok: {report['ok']}" + (f" ({'; '.join(report['why'])})" if report["why"] else "")
     )
-    if args.json_out is not None:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        console.print(f"wrote {args.json_out}")
+    emit(report, args.json)  # the lines above on stderr, the JSON on stdout
+    if args.json is not None:
+        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
