@@ -36,15 +36,16 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cli import bench_parser, emit
 from _speech import SPEECH, shortest_orders
 from barge_in_clips import Clip, human, synthesized
 
 from halfsec.lab.bench.server_process import ServerProcess
 from halfsec.lab.clients.interrupt import BargeInRun, run_barge_in
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.percentile import percentile
 
 STOP_P95_TARGET_MS = 100.0
@@ -161,6 +162,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "meta": {
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
             "loadavg": os.getloadavg(),
+            "cpu": cpu_info(),
             "at_ms": args.at_ms,
             "set": args.set,
             "clips": len(clips),
@@ -171,7 +173,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument(
         "--at-ms",
         type=lambda v: [float(x) for x in v.split(",")],
@@ -184,13 +186,10 @@ def main() -> None:
         "--set", action="append", default=[], help="server option, e.g. session.barge_in=cancel"
     )
     ap.add_argument("--only", help="only clips whose name contains this")
-    ap.add_argument("--json", type=Path, help="write the report here")
     args = ap.parse_args()
     report = asyncio.run(bench(args))
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(json.dumps(report["summary"], indent=2))
+    print(json.dumps(report["summary"], indent=2), file=sys.stderr)  # at a glance
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
