@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import sys
 import time
@@ -23,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from _cli import bench_parser, emit
 from rich.console import Console
 from rich.table import Table
 
@@ -33,6 +33,7 @@ from halfsec.lab.eot.recordings import hesitation_recordings, shared_recordings
 from halfsec.lab.eot.replay import Replayed, fill_tails
 from halfsec.lab.eot.run import collect, load, save
 from halfsec.lab.eot.simulate import combined, evaluate
+from halfsec.lab.report.json import cpu_info
 from halfsec.logic.factory import create_logic
 from halfsec.runtime.build import build_engines
 from halfsec.turn.policy import TEXT_WINDOWS, Windows
@@ -69,7 +70,7 @@ def _ms(p: dict[str, Any] | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = bench_parser(__doc__)
     ap.add_argument(
         "--manifest",
         default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"),
@@ -79,7 +80,6 @@ def main() -> None:
     ap.add_argument("--save-evidence")
     ap.add_argument("--smart-turn-threads", type=int, default=1)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -118,6 +118,7 @@ def main() -> None:
         "evidence_costs": evidence_costs(recs),
         "splits": res,
         "machine": f"{platform.machine()} {platform.processor() or ''} python={platform.python_version()}",
+        "cpu": cpu_info(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_s": round(time.time() - t0, 1),
         "command": " ".join(["python"] + sys.argv),
@@ -140,9 +141,7 @@ def main() -> None:
     ):
         t.add_row(key, *(_ms(res[s][key]) for s in splits))
     console.print(t)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=2))
-    print(json.dumps({k: v for k, v in doc.items() if k != "splits"}, indent=2))
+    emit(doc, args.json)
 
 
 if __name__ == "__main__":
