@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _cli import bench_parser, emit
 
 from halfsec.audio.io import load_audio
 from halfsec.lab.regions.failover import FailoverOptions, run_failover
@@ -64,8 +65,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", type=Path, help="write the report here")
+    p = bench_parser(__doc__)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--healthy-sessions", type=int, default=20)
     p.add_argument("--near", default=RegionsSpec.near)
@@ -79,12 +79,10 @@ if __name__ == "__main__":
         help="region: servers and gateway die (the client switches gateways); servers: "
         "only the servers (the near gateway routes to the far servers itself)",
     )
-    result = asyncio.run(main(p.parse_args()))
-    text = json.dumps(result, indent=2)
     ns = p.parse_args()
-    if ns.json:
-        ns.json.write_text(text)
-    for r in result["runs"]:  # type: ignore[attr-defined]
-        print(json.dumps({"figures": r["figures"], "met": r["met"]}))
-        print(json.dumps(r["conversation"]["turns"]))
+    result = asyncio.run(main(ns))
+    for r in result["runs"]:  # type: ignore[attr-defined]  # at a glance, on stderr
+        print(json.dumps({"figures": r["figures"], "met": r["met"]}), file=sys.stderr)
+        print(json.dumps(r["conversation"]["turns"]), file=sys.stderr)
+    emit(result, ns.json)
     sys.exit(0 if result["pass"] else 1)
