@@ -35,16 +35,15 @@ client's own.  Both layouts are reported, never one instead of the other.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
+from _cli import bench_parser, emit, pct
 
 from halfsec import INTERNAL_RATE
 from halfsec.audio.io import load_audio
@@ -57,6 +56,7 @@ from halfsec.lab.clients.browser_page import page_url, reply_schedule
 from halfsec.lab.clients.client_run import ClientRun
 from halfsec.lab.clients.webrtc import run_recording_webrtc
 from halfsec.lab.clients.websocket import run_recording as ws_recording
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 
@@ -93,7 +93,7 @@ def split(run: ClientRun, rec: dict[str, Any], uploads: list[list[float]] | None
         gaps = [u[1] - u[0] for u in uploads]
         row["capture_to_send_max_ms"] = round(max(gaps), 1)
         for q in (10, 50, 90):
-            row[f"capture_to_send_p{q}_ms"] = _round(percentile(gaps, q))
+            row[f"capture_to_send_p{q}_ms"] = pct(gaps, q)
     return row
 
 
@@ -249,15 +249,14 @@ def _round(x: float | None) -> float | None:
 
 
 def med(rows: list[dict[str, Any]], key: str) -> float | None:
-    return _round(percentile([float(r[key]) for r in rows if r.get(key) is not None], 50))
+    return pct([float(r[key]) for r in rows if r.get(key) is not None], 50)
 
 
 async def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--transport", default="websocket,webrtc")
     ap.add_argument("--clients", default="python,browser,replay")
-    ap.add_argument("--json", type=Path)
     ap.add_argument(
         "--browser-nice",
         type=int,
@@ -305,28 +304,27 @@ async def main() -> int:
                     r = await one(server.url, item, transport, client, server.proc.pid)
                     r.update(file=item.path.name, transport=transport, client=client)
                     rows.append(r)
-                    print(json.dumps(r), flush=True)
+                    print(json.dumps(r), file=sys.stderr, flush=True)  # progress
     summary = {}
     for transport in args.transport.split(","):
         for client in args.clients.split(","):
             sel = [r for r in rows if r["transport"] == transport and r["client"] == client]
             summary[f"{client}/{transport}"] = {"n": len(sel)} | {k: med(sel, k) for k in KEYS}
     gap = {t: page_gap(rows, t) for t in args.transport.split(",")}
-    print(json.dumps(summary, indent=1))
-    print(json.dumps({"page_vs_python": gap}, indent=1))
-    if args.json:
-        meta = {
-            "limit": args.limit,
-            "browser_nice": args.browser_nice,
-            "page_processing": args.page_processing,
-            "page_capture": args.page_capture,
-            "clients": args.clients,
-            "split_cpus": None
-            if server_cpus is None
-            else {"server": sorted(server_cpus), "clients": sorted(os.sched_getaffinity(0))},
-        }
-        out = {"meta": meta, "rows": rows, "p50": summary, "page_vs_python": gap}
-        args.json.write_text(json.dumps(out, indent=1))
+    print(json.dumps(summary, indent=1), file=sys.stderr)  # at a glance
+    print(json.dumps({"page_vs_python": gap}, indent=1), file=sys.stderr)
+    meta = {
+        "limit": args.limit,
+        "browser_nice": args.browser_nice,
+        "page_processing": args.page_processing,
+        "page_capture": args.page_capture,
+        "clients": args.clients,
+        "split_cpus": None
+        if server_cpus is None
+        else {"server": sorted(server_cpus), "clients": sorted(os.sched_getaffinity(0))},
+        "cpu": cpu_info(),
+    }
+    emit({"meta": meta, "rows": rows, "p50": summary, "page_vs_python": gap}, args.json)
     return 0
 
 
@@ -346,7 +344,7 @@ def page_gap(rows: list[dict[str, Any]], transport: str) -> dict[str, Any]:
         "python_v2v_p50_ms": _round(py),
         "page_v2v_p50_ms": _round(page),
         "gap_p50_ms": _round(page - py) if page is not None and py is not None else None,
-        "paired_diff_p50_ms": _round(percentile(list(diffs.values()), 50)),
+        "paired_diff_p50_ms": pct(list(diffs.values()), 50),
         "paired_diff_ms": diffs,
         "target_ms": 40.0,
     }
