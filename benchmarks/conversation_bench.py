@@ -25,11 +25,9 @@ that share, and v2v of first turns vs follow-up turns (the one v2v rule of ``mea
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import hashlib
-import json
 import os
 import platform
 import sys
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _cli import pct
+from _cli import bench_parser, emit, pct
 from rich.console import Console
 from rich.table import Table
 
@@ -240,11 +238,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--only", choices=["synthetic", "human", "all"], default="all")
     ap.add_argument("--limit", type=int, default=0, help="at most N conversations per set")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     sets: dict[str, list[Conversation]] = {}
@@ -307,10 +304,7 @@ def main() -> None:
             str(s["unanswered_turns"]),
         )
     console.print(t)
-    doc = {"summary": summary, "meta": meta, "conversations": results}
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=2))
-    print(json.dumps({"summary": summary, "meta": meta}, indent=2))
+    emit({"summary": summary, "meta": meta, "conversations": results}, args.json)
 
 
 if __name__ == "__main__":
