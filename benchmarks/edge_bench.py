@@ -1,6 +1,6 @@
 """Edge gateway vs a direct connection over an emulated long path (80 ms RTT).
 
-    python benchmarks/edge_bench.py [--n 4] [--long-ms 40] [--short-ms 3] [--probes 5]
+    python benchmarks/edge_bench.py [--n 4] [--long-ms 40] [--short-ms 3] [--probes 5] [--json OUT]
 
 Topology, all on 127.0.0.1 (``halfsec serve`` and ``halfsec edge`` are subprocesses;
 the relays and the bench client run here):
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from _cli import pct
+from _cli import bench_parser, emit, pct
 from _speech import SPEECH, shortest_orders
 
 from halfsec.clock import now_ns
@@ -43,6 +42,7 @@ from halfsec.lab.bench.records import make_record
 from halfsec.lab.bench.server_process import ServerProcess, fetch_health
 from halfsec.lab.clients.websocket import run_recording
 from halfsec.lab.netem.tcp_relay import TcpRelay
+from halfsec.lab.report.json import cpu_info
 from halfsec.wire.protocol import ping_message, session_start_message
 
 
@@ -192,7 +192,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = bench_parser(__doc__)
     ap.add_argument("--n", type=int, default=4, help="coffee orders to play per path")
     ap.add_argument("--long-ms", type=float, default=40.0, help="one-way delay client/edge-origin")
     ap.add_argument("--short-ms", type=float, default=3.0, help="one-way delay client-edge")
@@ -203,10 +203,11 @@ if __name__ == "__main__":
     report = {
         "command": "python benchmarks/edge_bench.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()} cores={os.cpu_count()} python={platform.python_version()}",
+        "cpu": cpu_info(),
         "date": time.strftime("%Y-%m-%d"),
         "wall_s": round(time.monotonic() - t0, 1),
         "long_one_way_ms": a.long_ms,
         "short_one_way_ms": a.short_ms,
         **out,
     }
-    print(json.dumps(report, indent=2))
+    emit(report, a.json)
