@@ -34,16 +34,14 @@ time), so a busy machine shows in every figure: run it on a quiet one.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import platform
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _cli import pct
+from _cli import bench_parser, emit, pct
 from rich.console import Console
 from rich.table import Table
 
@@ -196,12 +194,11 @@ async def run_condition(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--limit", type=int, default=10, help="recordings per client per condition")
     ap.add_argument("--fault", action="append", help="fault spec (repeatable; default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="halfsec serve --workers N")
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     corpus = load_corpus(ensure_builtin_corpus())
@@ -283,7 +280,7 @@ def main() -> None:
             if name == "baseline"
             else f"{res['healthy_p50_delta_ms']} / {res['healthy_paired_median_delta_ms']}",
         )
-    Console(width=200).print(table)
+    Console(width=200, stderr=True).print(table)  # the table on stderr, the JSON on stdout
     info = cpu_info()
     cpu = info["model"]
     out = {
@@ -299,9 +296,9 @@ def main() -> None:
         "results": results,
     }
     console.print(f"{cpu}; {out['date']}; {time.time() - t0:.0f} s in all")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
-        console.print(f"wrote {args.json_out}")
+    emit(out, args.json)
+    if args.json is not None:
+        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
