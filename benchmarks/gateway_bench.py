@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import platform
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _cli import pct
+from _cli import bench_parser, emit, pct
 from _speech import shortest_orders
 
 from halfsec.audio.io import write_wav
@@ -181,26 +180,24 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cli() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--n", type=int, default=8, help="Recordings (shortest coffee orders).")
     ap.add_argument("--reps", type=int, default=2, help="Times each recording is paired.")
     ap.add_argument("--probes", type=int, default=10, help="Handshakes timed per path.")
     ap.add_argument("--gap-s", type=float, default=0.5, help="Pause between sessions.")
     ap.add_argument("--set", action="append", default=[], help="Server override KEY=VALUE.")
-    ap.add_argument("--json", type=Path, help="Write the result here.")
     args = ap.parse_args()
     result = asyncio.run(main(args))
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.write_text(text)
+    emit(result, args.json)
     d, t = result["paired_diff_ms"], result["paired_transport_diff_ms"]
-    print(
+    print(  # at a glance, on stderr: stdout is the JSON
         f"pairs {result['pairs']}: direct p50 {result['direct_v2v_ms']['p50']} ms, gateway p50 "
         f"{result['gateway_v2v_ms']['p50']} ms; paired diff p50 {d['p50']:+} ms "
         f"(transport part {t['p50']:+} ms); handshake p50 direct "
         f"{result['handshake_ms']['direct']['p50']} / gateway "
         f"{result['handshake_ms']['gateway']['p50']} ms; target +{TARGET_MS:g} ms "
-        f"{'met' if result['target_met'] else 'NOT met'}"
+        f"{'met' if result['target_met'] else 'NOT met'}",
+        file=sys.stderr,
     )
     if result["failures"]:
         print("failures:\n  " + "\n  ".join(result["failures"]), file=sys.stderr)
