@@ -15,10 +15,8 @@ CPU burst beside the next decode)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
-import json
 import logging
 import platform
 import sys
@@ -27,14 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _cli import pct
+from _cli import bench_parser, emit, pct
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 from halfsec.cli.run import run_one
 from halfsec.config import load_config
-from halfsec.lab.report.json import parse_slots
+from halfsec.lab.report.json import cpu_info, parse_slots
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 
@@ -76,7 +74,7 @@ def select_rows(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = bench_parser(__doc__)
     ap.add_argument(
         "--manifest",
         default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"),
@@ -84,7 +82,6 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--only", choices=["coffee", "transcribed", "all"], default="all")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     man = Path(args.manifest)
@@ -156,6 +153,7 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "config_overrides": args.overrides,
         "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()} python={platform.python_version()}",
+        "cpu": cpu_info(),
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python"] + sys.argv),
     }
@@ -181,10 +179,7 @@ def main() -> None:
     t.add_row("issue 11 line", str(summary["issue11_line"]))
     t.add_row("failed", str(len(summary["failed"])))
     console.print(t)
-    doc = {"summary": summary, "files": results}
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=2))
-    print(json.dumps(summary, indent=2))
+    emit({"summary": summary, "files": results}, args.json)
 
 
 if __name__ == "__main__":
