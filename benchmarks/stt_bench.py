@@ -49,10 +49,11 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from _cli import pct
+from _cli import bench_parser, emit, pct
 
 from halfsec.cli.run import run_one
 from halfsec.config import HalfsecConfig, load_config
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
@@ -151,10 +152,9 @@ async def pipeline_final(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--speech", type=Path, default=DEFAULT_SPEECH)
     ap.add_argument("--limit", type=int, default=0, help="first N transcribed files only")
-    ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--no-trim", action="store_true", help="feed whole files")
     ap.add_argument("--no-sphinx", action="store_true", help="skip PocketSphinx")
     ap.add_argument(
@@ -230,18 +230,21 @@ async def run(args: argparse.Namespace) -> int:
 
     summary = {c.name: c.summary() for c, _ in engines}
     header = f"{'engine':52} {'WER%':>6} {'p50 ms':>7} {'p95 ms':>7} {'cpu p50':>8} {'all p50':>8}"
+    err = sys.stderr  # the table and the verdict on stderr, the JSON on stdout
     print(
         f"{len(rows)} files ({'whole' if args.no_trim else 'trimmed to speech'}); "
         f"latency columns: finals of utterances <= {SHORT_S:g} s (pipeline: the turn's "
-        "final, 0 when a partial was promoted; cpu: the whole real-time run)"
+        "final, 0 when a partial was promoted; cpu: the whole real-time run)",
+        file=err,
     )
-    print(header)
-    print("-" * len(header))
+    print(header, file=err)
+    print("-" * len(header), file=err)
     for name, s in summary.items():
         print(
             f"{name:52} {s['wer']:6.2f} {s['final_ms_p50_short'] or 0:7.0f} "
             f"{s['final_ms_p95_short'] or 0:7.0f} {s['cpu_ms_p50_short'] or 0:8.0f} "
-            f"{s['final_ms_p50_all'] or 0:8.0f}"
+            f"{s['final_ms_p50_all'] or 0:8.0f}",
+            file=err,
         )
     gap = summary[OURS]["wer"] - summary[BATCH]["wer"]
     p50 = summary[OURS]["final_ms_p50_short"] or 0.0
@@ -264,22 +267,19 @@ async def run(args: argparse.Namespace) -> int:
             for e in per_file
             if word_errors(e["ref"], e[PIPELINE]["text"]) != word_errors(e["ref"], e[BATCH]["text"])
         ]
-    print(json.dumps(verdict, indent=1))
+    print(json.dumps(verdict, indent=1), file=err)
     result = {
         "command": "python benchmarks/stt_bench.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "cpu": cpu_info(),
         "summary": summary,
         "targets": verdict,
         "trimmed": not args.no_trim,
         "median_seconds": percentile([e["seconds"] for e in per_file], 50) if per_file else 0,
         "files": per_file,
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    else:
-        print(json.dumps({"summary": summary}, indent=2))
+    emit(result, args.json)
     return 0
 
 
