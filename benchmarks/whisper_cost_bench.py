@@ -30,10 +30,8 @@ printed first, since they explain most of the spread between machines.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -42,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _cli import pct
+from _cli import bench_parser, emit, pct
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -110,11 +108,10 @@ def measure(opt: STTOptions, clips: list[np.ndarray], reps: int) -> dict[str, fl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--limit", type=int, default=12)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
     with open(SPEECH / "manifest.tsv", newline="") as f:
@@ -140,11 +137,13 @@ def main() -> None:
     out: dict[str, Any] = {"meta": meta, "by_threads": {}}
     print(
         f"{meta['cpu']}  flags: {' '.join(meta['cpu_flags'])}  ct2 {meta['ctranslate2']}"
-        f"  CT2_USE_MKL={meta['ct2_use_mkl']}"
+        f"  CT2_USE_MKL={meta['ct2_use_mkl']}",
+        file=sys.stderr,  # the table on stderr, the JSON on stdout
     )
     print(
         f"{'threads':>7} {'encode':>8} {'prompt':>8} {'per token':>10} {'final':>8} "
-        f"{'prefix':>8} {'same gen':>8}  (ms)"
+        f"{'prefix':>8} {'same gen':>8}  (ms)",
+        file=sys.stderr,
     )
     for n in [int(x) for x in args.threads.split(",") if x.strip()]:
         r = measure(dataclasses.replace(base, cpu_threads=n), clips, args.reps)
@@ -155,9 +154,9 @@ def main() -> None:
             f"{r.get('forced_prefix_ms', float('nan')):>8} "
             f"{r.get('generated_same_ms', float('nan')):>8}",
             flush=True,
+            file=sys.stderr,
         )
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":
