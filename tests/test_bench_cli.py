@@ -70,9 +70,9 @@ def test_emit_prints_and_writes_the_same_json(
     cli: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = {"a": 1, "p": Path("/x")}
-    cli.emit(out, tmp_path / "o.json")
+    cli.emit(out, tmp_path / "new" / "o.json")  # the folder is made
     printed = capsys.readouterr().out
-    assert printed == (tmp_path / "o.json").read_text()
+    assert printed == (tmp_path / "new" / "o.json").read_text()
     assert json.loads(printed) == {"a": 1, "p": "/x"}
 
 
@@ -151,3 +151,21 @@ def test_every_benchmark_imports() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+TOOLS = {"barge_in_clips.py", "end_of_speech_view.py"}
+"""Scripts that make inputs (clips, a spectrogram), not a result: no JSON to answer with."""
+
+
+def test_every_benchmark_answers_through_the_shared_cli_tail() -> None:
+    """``--json OUT`` and the printed JSON come from ``_cli`` (bench_parser, emit) in every
+    benchmark, so the lead's one command per script behaves the same everywhere."""
+    own_json = re.compile(r"add_argument\(\s*\"--json\"")
+    bad = []
+    for p in sorted(BENCH.glob("*.py")):
+        if p.name.startswith("_") or p.name in TOOLS:
+            continue
+        text = p.read_text()
+        if own_json.search(text) or "bench_parser(" not in text or "emit(" not in text:
+            bad.append(p.name)
+    assert not bad, f"use _cli.bench_parser and _cli.emit in: {bad}"
