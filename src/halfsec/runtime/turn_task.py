@@ -24,7 +24,6 @@ drops it unheard and the reply is redone from the final.  ``stt.end`` says which
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +47,7 @@ from halfsec.frames import (
 from halfsec.logic.engine import DialogueTurn, ReplyClause
 from halfsec.logic.state import DialogueState
 from halfsec.runtime.deadlines import Deadlines
+from halfsec.runtime.early_confirm import confirmed_turn
 from halfsec.runtime.engines import Engines
 from halfsec.runtime.fallback import APOLOGY_TEXT
 from halfsec.runtime.faults import FaultSpec, SessionFaults, TurnFaults, enter_turn
@@ -78,8 +78,8 @@ def _failed(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is not None
 
 
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+def _dropped(frame: Frame) -> None:
+    """Where the frames of a turn that would not stop go (``TurnTask.cancel``)."""
 
 
 class TurnTask:
@@ -175,10 +175,12 @@ class TurnTask:
         self.task = asyncio.create_task(self._run(), name=f"turn-{self.turn_id}")
 
     async def cancel(self) -> float:
-        """Cancel queued and in-flight work; returns how long cancelling took (ms)."""
+        """Cancel queued and in-flight work; returns how long cancelling took (ms).  Work
+        still running at the stop deadline (``runtime/tasks.py``) is let go behind a gate
+        shut for good: nothing it makes reaches the session, which goes on without it."""
         t0 = now_ns()
-        if self.task is not None:
-            await cancel_and_wait(self.task)
+        if self.task is not None and not await cancel_and_wait(self.task):
+            self._emit_out, self._on_dialogue, self.on_final = _dropped, None, None
         self._pending.clear()
         self._held_dialogue = None
         return (now_ns() - t0) / 1e6
@@ -320,19 +322,15 @@ class TurnTask:
         return None
 
     def _confirms(self, final_text: str) -> bool:
-        """Does the final ask for what the early reply answers?  Same intent and slots
-        when the domain understood it; otherwise the same words."""
+        """Does the final ask for what the early reply answers (``early_confirm``)?"""
         answer = self._early_answer
         if answer is None:
             return False
-        again = self.engines.logic.respond(final_text, self.dialogue_before)
-        u, v = answer.understanding, again.understanding
-        same = (u.intent, dict(u.slots)) == (v.intent, dict(v.slots))
-        if (same and u.intent is not None) or _words(self._early_text) == _words(final_text):
-            # The reply stays; the conversation remembers the final's words.
-            self._early_answer = DialogueTurn(u, again.state, answer.clauses, again.remember)
-            return True
-        return False
+        logic, before = self.engines.logic, self.dialogue_before
+        kept = confirmed_turn(logic, self._early_text, answer, final_text, before)
+        if kept is not None:
+            self._early_answer = kept  # the conversation remembers the final's words
+        return kept is not None
 
     def _release_early(self, held: list[Frame | _Offer]) -> None:
         """The final confirmed the early reply: what it held goes out in order, after
@@ -356,6 +354,7 @@ class TurnTask:
         was heard, so the turn starts its reply afresh."""
         if early is None:
             return
+        self._confirmed.set()  # one that swallowed its cancel must not wait for a final
         await cancel_and_wait(early)
         logic = (names.MARK_LOGIC_START, names.MARK_LOGIC_FIRST_CLAUSE)
         for name in (*logic, names.MARK_TTS_START, names.MARK_TTS_FIRST_AUDIO):
@@ -387,6 +386,8 @@ class TurnTask:
         async for clause in ladder.clauses(answer.clauses, again, u):
             if index and self._early_hold is not None:  # early: the first clause only, as
                 await self._confirmed.wait()  # the rest's synthesis would slow the final
+                if self._early_hold is not None:
+                    return  # dropped, not confirmed (``_drop_early``)
             if index == 0:
                 self.mark(names.MARK_LOGIC_FIRST_CLAUSE, source=clause.source)
             self._emit(
