@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit, pct
+from _speech import SPEECH
 from rich.console import Console
 from rich.table import Table
 
@@ -55,7 +56,6 @@ from halfsec.tts.options import TTSOptions
 
 console = Console(stderr=True)
 CACHE_VERSION = "conversations-v1"
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 # One conversation a line: utterances separated by " / ", then "=>", the expected final
 # order (k=v;k=v) and whether it ends "open" (read back, awaiting yes) or "placed".

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 from _cli import bench_parser, emit
+from _speech import SPEECH
 
 from halfsec.audio.io import load_audio
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEECH = ROOT.parent / "shared" / "speech"
 MARKS = ROOT / "tests" / "data" / "end_of_speech_marks.tsv"
 OLD_COMMIT = "f9d9740"
 OLD_PATH = "src/halfsec/turn/reference.py"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit
+from _speech import SPEECH
 from rich.console import Console
 from rich.table import Table
 
@@ -73,7 +74,7 @@ def main() -> None:
     ap = bench_parser(__doc__)
     ap.add_argument(
         "--manifest",
-        default=str(Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"),
+        default=str(SPEECH / "manifest.tsv"),
     )
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--evidence", help="reuse evidence saved by --save-evidence")

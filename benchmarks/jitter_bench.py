@@ -31,12 +31,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 from _cli import bench_parser, emit
+from _speech import SPEECH
 
 from halfsec.lab.netem.packet_sim import run_simulation, simulate_arrivals
 from halfsec.lab.netem.profile import PROFILES
@@ -46,7 +46,6 @@ from halfsec.wire.frame_decoders import OpusFrameDecoder
 from halfsec.wire.jitter import JitterBuffer
 from halfsec.wire.opus import OpusDecoder, OpusEncoder, libopus_version
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 FRAME = 320
 
 

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from _cli import bench_parser, emit
+from _speech import SPEECH
 from rich.console import Console
 
 from halfsec.lab.bench.corpus import CorpusItem, filter_domain, load_manifest
@@ -34,7 +35,6 @@ from halfsec.lab.report.json import cpu_info
 from halfsec.logic.domain import load_domain
 
 console = Console(stderr=True)
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 
 def coffee_orders(limit: int) -> list[CorpusItem]:

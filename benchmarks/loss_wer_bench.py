@@ -31,12 +31,12 @@ import asyncio
 import csv
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 from _cli import bench_parser, emit
+from _speech import SPEECH
 
 from halfsec.lab.report.json import default_meta
 from halfsec.measure.wer import word_errors
@@ -44,7 +44,6 @@ from halfsec.stt.factory import create_stt
 from halfsec.stt.options import STTOptions
 from halfsec.wire.opus import OpusDecoder, OpusEncoder, libopus_version
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 FRAME = 320
 
 

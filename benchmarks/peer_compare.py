@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit
+from _speech import SPEECH
 
 from halfsec.lab.report.json import cpu_info
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 
 
 def corpus(limit: int, domain: str | None) -> list[Path]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit, pct
+from _speech import SPEECH
 
 from halfsec.lab.report.json import cpu_info, parse_slots
 
@@ -132,7 +133,7 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-MANIFEST = Path(__file__).resolve().parents[2] / "shared/speech/manifest.tsv"
+MANIFEST = SPEECH / "manifest.tsv"
 
 
 def corpus(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:

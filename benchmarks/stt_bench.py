@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from _cli import bench_parser, emit, pct
+from _speech import SPEECH as DEFAULT_SPEECH
 
 from halfsec.cli.run import run_one
 from halfsec.config import HalfsecConfig, load_config
@@ -64,7 +65,6 @@ from halfsec.stt.pocketsphinx import PocketSphinxEngine
 from halfsec.stt.whisper import WhisperEngine
 from halfsec.stt.whisper_decoder import packaged_model_path
 
-DEFAULT_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 FRAME = 320
 SHORT_S = 6.0
 OURS = "halfsec whisper (short window, greedy)"

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-from pathlib import Path
 
 import numpy as np
 from _cli import bench_parser, emit, pct
+from _speech import SPEECH
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
@@ -27,8 +27,6 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
 from halfsec.turn.vad import WINDOW, SileroVAD
-
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 
 def per_call_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]

@@ -36,11 +36,11 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit, pct
+from _speech import SPEECH
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -48,8 +48,6 @@ from halfsec.lab.report.json import cpu_info, default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper_decoder import WhisperDecoder
-
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
 
 
 def fastest_ms(fn: Callable[[], Any], reps: int) -> float:

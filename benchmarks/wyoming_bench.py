@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit
+from _speech import SPEECH
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncClient
@@ -52,7 +53,6 @@ from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
 from halfsec.server.wyoming import WyomingServer, parse_uri
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 SAMPLES_PER_CHUNK = 1024
 COLUMNS = ("wyoming", "halfsec run", "whole file", "wyoming, no speculation")
 WYOMING = ("wyoming", "wyoming, no speculation")
