@@ -198,6 +198,7 @@ def main() -> None:
             "command": "benchmarks/admission_bench.py " + " ".join(sys.argv[1:]),
             "cpu": cpu_info()["model"],
             "cores": os.cpu_count(),
+            "cpu_info": cpu_info(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "corpus": f"{SPEECH / 'manifest.tsv'} (first {args.limit} orderDrink rows)",
             "slo_p95_ms": args.slo_p95_ms,

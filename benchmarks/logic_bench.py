@@ -22,6 +22,7 @@ import time
 
 from _cli import bench_parser, emit, pct
 
+from halfsec.lab.report.json import cpu_info
 from halfsec.logic.domain import PLACEHOLDER, Domain, load_domain
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.options import LogicOptions
@@ -74,6 +75,7 @@ async def run(domain_name: str, n: int, seed: int) -> dict[str, object]:
         "n": n,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_info(),
         "understand_us": {"p50": pct(u_us, 50), "p95": pct(u_us, 95), "max": pct(u_us, 100)},
         "first_clause_us": {"p50": pct(c_us, 50), "p95": pct(c_us, 95), "max": pct(c_us, 100)},
         "total_us": {

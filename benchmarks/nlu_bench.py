@@ -37,6 +37,7 @@ from typing import Any
 from _cli import bench_parser, emit, pct
 from logic_bench import generate
 
+from halfsec.lab.report.json import cpu_info
 from halfsec.logic.domain import load_domain
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.engine import Understanding
@@ -238,6 +239,7 @@ def main() -> None:
         sys.exit(f"{path}: no transcripts; add some with --collect RUN_CORPUS.json")
     result = run(json.loads(path.read_text()), args.ratio)
     result["machine"] = f"{platform.machine()} python={platform.python_version()}"
+    result["cpu"] = cpu_info()
     result["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     result["command"] = " ".join(["python", *sys.argv])
     h = result["halves"]

@@ -31,6 +31,7 @@ from _cli import bench_parser, emit
 from halfsec.audio.io import load_audio
 from halfsec.lab.regions.failover import FailoverOptions, run_failover
 from halfsec.lab.regions.topology import RegionsLab, RegionsSpec, remove_stale_regions
+from halfsec.lab.report.json import cpu_info
 
 CLIPS = Path(__file__).resolve().parents[1] / "tests" / "data" / "dialogue"
 
@@ -61,7 +62,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 reports.append(await run_failover(lab, utterances(), opts))
         finally:
             await lab.stop()
-    return {"runs": reports, "pass": all(r["pass"] for r in reports)}
+    return {"runs": reports, "pass": all(r["pass"] for r in reports), "cpu": cpu_info()}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from _speech import SPEECH
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.turn.detector import TurnDetector
 from halfsec.turn.options import TurnOptions
@@ -98,6 +99,7 @@ def main() -> None:
         "vad_drop_after_reference_end_ms": q(lags),
         "estimated_end_minus_reference_ms": q(est_err),
         "files": len(lags),
+        "cpu": cpu_info(),
     }
     emit(out, args.json)
 

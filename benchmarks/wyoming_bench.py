@@ -47,6 +47,7 @@ from wyoming.client import AsyncClient
 from halfsec.audio.io import load_audio
 from halfsec.cli.run import run_one
 from halfsec.config import load_config
+from halfsec.lab.report.json import cpu_info
 from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
@@ -156,6 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "scored_differently": differ,
         "files": files if args.records else None,
+        "cpu": cpu_info(),
     }
 
 
