@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from halfsec.lab.load.sampler import ResourceSample
-from halfsec.lab.load.soak import soak_verdict, steady_latency
+from halfsec.lab.load.soak import flatness, soak_verdict, steady_latency
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "halfsec"
 
 
 def _turns(minutes: int, v2v: Any, per_minute: int = 30) -> list[dict[str, Any]]:
@@ -50,3 +54,26 @@ def test_failed_turns_or_a_short_run_are_not_ok() -> None:
     assert steady_latency(_turns(3, lambda t, i: 380.0), 180.0)["within_10pct"] is None
     nothing = soak_verdict(_samples(10), [{"ok": False, "t_start_s": 1.0}], 600.0)
     assert nothing["ok"] is False and "no answered turn" in nothing["why"]
+
+
+def test_flatness_median_is_the_projects_p50() -> None:
+    """The bound's median is ``measure.percentile``'s p50: on an even window the mean of
+    the middle two (linear), so the limit moves with the rule every figure uses."""
+    rss = [999.0, 100.0, 110.0, 130.0, 200.0]  # 0 s is warm-up; window = 5 s..20 s
+    samples = [ResourceSample(5.0 * i, 30.0, 50.0, v, 17, 20, 1, 24) for i, v in enumerate(rss)]
+    got = flatness(samples, "rss_mb", bound=(0.0, 1.0))
+    assert got["samples"] == 4 and got["median"] == 120.0  # (110 + 130) / 2
+
+
+def test_no_module_keeps_its_own_median_or_percentile() -> None:
+    """Percentiles only from ``halfsec.measure.percentile`` (stop 15 found the soak's flat
+    bound on ``statistics.median`` beside it)."""
+    own = re.compile(r"\b(np|numpy|statistics)\.(median|percentile|quantile|quantiles|nanmedian)\(")
+    bad = [
+        f"{p.relative_to(SRC)}:{i}"
+        for p in sorted(SRC.rglob("*.py"))
+        if p != SRC / "measure" / "percentile.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if own.search(line)
+    ]
+    assert not bad, f"use halfsec.measure.percentile: {bad}"
