@@ -29,12 +29,19 @@ domain hint): the reference a phone variant's WER is compared with, on the held-
 ``synth`` and ``commands`` sets (a phone-band WER line on audio the bench never plays);
 ``tiny`` is that recognizer on the phone audio (``stt.phone_model = "same"``).  ``compute_ms`` is the decoder's
 time per clip (p50, mean) on the box as it is: run under the exclusive lock to compare.
+
+Decoder changes other than the prompt, as suffixes of a variant: ``:beamN`` (beam search
+of width N instead of greedy) and ``:float32`` (no int8 quantization), e.g.
+``closer:beam2``.  ``pick`` decodes each clip with both ``tiny`` and ``closer`` and keeps
+the text whose decoder was the more confident (higher length-normalised log-probability,
+``Decoded.avg_logprob``); its compute is both decodes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,7 +64,7 @@ from halfsec.stt.phone_model import (
     base_prompt,
     phone_model_dir,
 )
-from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
+from halfsec.stt.whisper_decoder import Decoded, WhisperDecoder, prompt_text
 from halfsec.tts.options import TTSOptions
 from halfsec.tts.piper import PiperEngine
 
@@ -184,15 +191,38 @@ def experiment_prompt(prompt: str | None, rule: str) -> str | None:
     return f"{kept} {PROMPT_CLOSER}".strip()
 
 
-def _decoder(prompt: str, rule: str, window: str | None) -> WhisperDecoder:
-    """Base as ``PhoneWhisperEngine`` builds it, with ``rule`` and ``window`` instead."""
+def _decoder(
+    prompt: str, rule: str, window: str | None, mods: Sequence[str] = ()
+) -> WhisperDecoder:
+    """Base as ``PhoneWhisperEngine`` builds it, with ``rule``, ``window`` and the decoder
+    modifiers ``mods`` (``beamN``, ``float32``) instead."""
     opt = dataclasses.replace(
         base_options(STTOptions(prompt=prompt)), prompt=experiment_prompt(prompt, rule)
     )
     if window:
         lo, pad = (float(v) for v in window[1:].split("+"))
         opt = dataclasses.replace(opt, min_window_s=lo, tail_pad_s=pad)
+    for m in mods:
+        if m.startswith("beam") and m[4:].isdigit():
+            opt = dataclasses.replace(opt, beam_size=int(m[4:]))
+        elif m == "float32":
+            opt = dataclasses.replace(opt, compute_type="float32")
+        else:
+            raise ValueError(f"unknown decoder modifier {m!r}: beamN or float32")
     return WhisperDecoder(dataclasses.replace(opt, model_path=str(phone_model_dir())))
+
+
+class _Pick:
+    """``pick``: both recognizers on the clip, the more confident one's text."""
+
+    def __init__(self, tiny: WhisperDecoder, base: WhisperDecoder) -> None:
+        self.tiny, self.base = tiny, base
+        self.prompt_ids = base.prompt_ids
+
+    def decode(self, pcm: np.ndarray, final: bool) -> Decoded:
+        a, b = self.tiny.decode(pcm, final=final), self.base.decode(pcm, final=final)
+        best = a if a.avg_logprob > b.avg_logprob else b
+        return dataclasses.replace(best, compute_ms=a.compute_ms + b.compute_ms)
 
 
 def main(variants: list[str]) -> dict[str, Any]:
@@ -207,9 +237,16 @@ def main(variants: list[str]) -> dict[str, Any]:
     print(f"tuning split: {n}", file=sys.stderr)
     results: dict[str, Any] = {}
     for v in variants:
-        rule, _, window = v.partition("@")
+        head, *mods = v.split(":")
+        rule, _, window = head.partition("@")
         wide = rule == "wideband"
-        dec = tiny if rule in ("wideband", "tiny") else _decoder(prompt, rule, window or None)
+        dec: WhisperDecoder | _Pick
+        if rule == "pick":
+            dec = _Pick(tiny, _decoder(prompt, "closer", window or None, mods))
+        elif rule in ("wideband", "tiny"):
+            dec = tiny
+        else:
+            dec = _decoder(prompt, rule, window or None, mods)
         r: dict[str, Any] = {"prompt_tokens": len(dec.prompt_ids), "coffee_accepted": 0}
         errs = {k: [0, 0] for k in ("changed", "commands", "synth")}
         ms: list[float] = []
@@ -255,7 +292,11 @@ def main(variants: list[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     ap = bench_parser(__doc__)
-    ap.add_argument("--variants", default=DEFAULT, help="rule[@wMIN+PAD], comma-separated")
+    ap.add_argument(
+        "--variants",
+        default=DEFAULT,
+        help="rule[@wMIN+PAD][:beamN][:float32], or pick; comma-separated",
+    )
     a = ap.parse_args()
     out = main(a.variants.split(","))
     emit(out, a.json)

@@ -144,13 +144,29 @@ def test_the_bench_compares_shorter_hints(monkeypatch: pytest.MonkeyPatch) -> No
         exp(hint, "longest")
 
 
+def test_the_bench_changes_one_decoder_setting_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``closer:beam2`` is base as calls build it with beam search of width 2, nothing
+    else changed; an unknown modifier is refused before any model loads."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("phone_prompt_bench")
+    hint = "Coffee order: small, large, iced latte, latte, mocha."
+    plain = bench._decoder(hint, "closer", None).options
+    beam = bench._decoder(hint, "closer", None, ["beam2"]).options
+    assert (plain.beam_size, beam.beam_size) == (1, 2)
+    assert dataclasses.replace(beam, beam_size=1) == plain
+    with pytest.raises(ValueError, match="unknown decoder modifier"):
+        bench._decoder(hint, "closer", None, ["beam"])
+
+
 def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -> None:
     """ "Please call Stella." as a call carries it: tiny.en writes "stellar" (the cue is
     above 3.4 kHz); the multilingual base, told the language, gets it."""
     base = WhisperDecoder(STTOptions(model_path=str(phone_model_dir())))
     assert base.model.is_multilingual
-    got = base.decode(_as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=True).text
-    assert word_errors("Please call Stella.", got)[0] == 0, got
+    got = base.decode(_as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=True)
+    assert word_errors("Please call Stella.", got.text)[0] == 0, got.text
+    # The decoder's confidence comes with the text (what the prompt bench's ``pick`` reads).
+    assert -2.0 < got.avg_logprob < 0.0, got.avg_logprob
 
 
 def test_the_prompt_closer_keeps_base_writing_sentences(speech_dir: Path, engines: Engines) -> None:

@@ -89,6 +89,10 @@ class Decoded:
     fallback: bool = False
     """The text comes from the 30 s window fallback."""
     no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    """The decoder's length-normalised log-probability of the text (0.0 where no short
+    window was decoded: silence, the 30 s fallback): what a comparison of two
+    recognizers' confidence on the same audio reads (``phone_prompt_bench``'s ``pick``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +257,7 @@ class WhisperDecoder:
             broken=raw.hit_cap and not looped,
             compute_ms=(time.perf_counter() - t0) * 1000.0,
             no_speech_prob=raw.no_speech_prob,
+            avg_logprob=raw.avg_logprob,
         )
 
     def decode_padded(self, audio: np.ndarray, duration_s: float) -> tuple[str, float]:
