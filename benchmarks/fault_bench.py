@@ -50,7 +50,7 @@ from halfsec.lab.bench.corpus import CorpusItem, load_corpus
 from halfsec.lab.bench.options import BenchOptions
 from halfsec.lab.bench.run import fault_args, run_items
 from halfsec.lab.bench.server_process import ServerProcess
-from halfsec.lab.report.json import cpu_info
+from halfsec.lab.report.json import cpu_info, same_intent
 from halfsec.trace import names
 
 console = Console(stderr=True)
@@ -143,7 +143,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "turns": len(records),
         "answered": len(v2v),
-        "intent_right": sum(1 for r in labelled if r.get("intent") == r.get("ref_intent")),
+        "intent_right": sum(same_intent(r.get("intent"), r["ref_intent"]) for r in labelled),
         "intent_labelled": len(labelled),
         "lost": len(records) - len(v2v),
         "v2v_p50_ms": pct(v2v, 50),

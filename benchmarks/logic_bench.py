@@ -22,7 +22,7 @@ import time
 
 from _cli import bench_parser, emit, pct
 
-from halfsec.lab.report.json import cpu_info
+from halfsec.lab.report.json import cpu_info, same_intent
 from halfsec.logic.domain import PLACEHOLDER, Domain, load_domain
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.options import LogicOptions
@@ -66,7 +66,7 @@ async def run(domain_name: str, n: int, seed: int) -> dict[str, object]:
         await anext(gen)
         t2 = time.perf_counter()
         await gen.aclose()  # type: ignore[attr-defined]
-        hits += u.intent == intent
+        hits += same_intent(u.intent, intent)
         u_us.append((t1 - t0) * 1e6)
         c_us.append((t2 - t1) * 1e6)
     total = [a + b for a, b in zip(u_us, c_us, strict=True)]

@@ -37,7 +37,7 @@ from typing import Any
 from _cli import bench_parser, emit, pct
 from logic_bench import generate
 
-from halfsec.lab.report.json import cpu_info
+from halfsec.lab.report.json import accepted, cpu_info, parse_slots
 from halfsec.logic.domain import load_domain
 from halfsec.logic.domain_logic import DomainLogic
 from halfsec.logic.engine import Understanding
@@ -94,12 +94,10 @@ def collect(paths: list[str], data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _labels(order: dict[str, str]) -> dict[str, str]:
-    return dict(kv.split("=", 1) for kv in order["slots"].split(";") if kv)
-
-
 def _right(u: Understanding, order: dict[str, str]) -> bool:
-    return u.intent == order["intent"] and dict(u.slots) == _labels(order)
+    """The report's acceptance rule (``lab.report.json.accepted``), so this benchmark's
+    figure and run_corpus's are one figure."""
+    return accepted(u.intent, u.slots, order["intent"], order["slots"])
 
 
 def acceptance(m: Matcher, base: Matcher, orders: list[dict[str, str]]) -> dict[str, Any]:
@@ -111,10 +109,8 @@ def acceptance(m: Matcher, base: Matcher, orders: list[dict[str, str]]) -> dict[
         right = _right(u, o)
         ok += right
         broken += _right(b, o) and not right
-        labels = _labels(o)
-        wrong_values += sum(
-            1 for k, v in u.slots.items() if b.slots.get(k) != v and labels.get(k) != v
-        )
+        got, was, labels = parse_slots(u.slots), parse_slots(b.slots), parse_slots(o["slots"])
+        wrong_values += sum(1 for k, v in got.items() if was.get(k) != v and labels.get(k) != v)
         if not right:
             misses.append(o["transcript"])
     n = len(orders)

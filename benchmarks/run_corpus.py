@@ -33,7 +33,7 @@ from rich.table import Table
 
 from halfsec.cli.run import run_one
 from halfsec.config import load_config
-from halfsec.lab.report.json import cpu_info, parse_slots
+from halfsec.lab.report.json import accepted, cpu_info
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 
@@ -125,10 +125,8 @@ def main() -> None:
     for r in results:
         if r["ref_intent"]:
             acc_total += 1
-            # slots compared as the report compares them (stripped, case-folded)
-            same_slots = parse_slots(r.get("slots")) == parse_slots(r["ref_slots"])
-            if r.get("intent") == r["ref_intent"] and same_slots:
-                acc_ok += 1
+            # the report's rule: same intent, exactly the same slots (case-folded)
+            acc_ok += accepted(r.get("intent"), r.get("slots"), r["ref_intent"], r["ref_slots"])
     summary = {
         "files": len(results),
         "answered": len(v2v),

@@ -41,7 +41,7 @@ from typing import Any
 from _cli import bench_parser, emit, pct
 from _speech import SPEECH
 
-from halfsec.lab.report.json import cpu_info, parse_slots
+from halfsec.lab.report.json import accepted, cpu_info
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 MIN_US = 1000
@@ -209,8 +209,10 @@ async def run_inside(
                 "stt_wait_ms": round(waited / 1e6, 1) if waited > 0 else None,
                 "fallbacks": session.rungs.get(t.turn_id, []) if t is not None else [],
                 "transcript": res["transcript"],
-                "accepted": res["intent"] == r.get("intent")
-                and parse_slots(res["slots"]) == parse_slots(r.get("slots")),
+                # None on a row with no labelled command (--only all): nothing to accept
+                "accepted": accepted(res["intent"], res["slots"], r["intent"], r.get("slots"))
+                if r.get("intent")
+                else None,
                 "premature": bool(res.get("premature_replies")),
                 "errors": res["errors"],
             }
@@ -243,7 +245,8 @@ async def run_inside(
         "partial_behind_p50_ms": pct(
             [f["partial_behind_ms"] for f in files if f["partial_behind_ms"] is not None], 50
         ),
-        "acceptance": f"{sum(f['accepted'] for f in files)}/{len(files)}",
+        "acceptance": f"{sum(f['accepted'] is True for f in files)}"
+        f"/{sum(f['accepted'] is not None for f in files)}",
         "premature": sum(f["premature"] for f in files),
         "per_file": files,
     }

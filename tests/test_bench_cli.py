@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from halfsec.audio.io import write_wav
-from halfsec.lab.report.json import cpu_fields, cpu_info, default_meta
+from halfsec.lab.report.json import accepted, cpu_fields, cpu_info, default_meta
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 
@@ -98,6 +98,40 @@ def test_no_benchmark_keeps_its_own_percentile_helper() -> None:
         if own.search(line)
     ]
     assert not bad, f"use _cli.pct (halfsec.measure.percentile, rounded): {bad}"
+
+
+LEAD_OWNED = {"phone_front_end.py", "phone_prompt_bench.py"}
+"""The lead's scripts, still on their own ``.lower()`` intent check (told in stop 15)."""
+
+
+def test_no_benchmark_keeps_its_own_acceptance_rule() -> None:
+    """Command acceptance is ``lab.report.json.accepted`` everywhere: stop 15 found the
+    report case-folding the intent while run_corpus and slow_cpu compared it exactly, and
+    nlu_bench splitting the slots by hand, three figures for one word."""
+    own = re.compile(r'parse_slots\([^)]*\)\s*==|\.intent\s*==|get\("intent"\)\s*==|def _labels\(')
+    bad = [
+        f"{p.name}:{i}"
+        for p in sorted(BENCH.glob("*.py"))
+        if p.name not in LEAD_OWNED
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if own.search(line)
+    ]
+    assert not bad, f"use halfsec.lab.report.json.accepted / same_intent: {bad}"
+
+
+def test_nlu_bench_accepts_by_the_reports_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    nlu = importlib.import_module("nlu_bench")
+    order = {"intent": "orderDrink", "slots": "coffeeDrink=latte;size=large"}
+    for intent, slots in [
+        ("orderDrink", {"coffeeDrink": "Latte", "size": "large"}),
+        ("orderdrink", {"coffeeDrink": "latte", "size": "large"}),
+        ("orderDrink", {"coffeeDrink": "latte"}),
+        ("orderDrink", {"coffeeDrink": "latte", "size": "large", "milk": "oat"}),
+        ("cancel", {"coffeeDrink": "latte", "size": "large"}),
+    ]:
+        u = nlu.Understanding(intent=intent, slots=slots)
+        assert nlu._right(u, order) == accepted(intent, slots, order["intent"], order["slots"])
 
 
 def test_shortest_orders_sorts_filters_cuts_and_leaves_out_silence(

@@ -24,7 +24,14 @@ from halfsec.lab.report.budget import (
 from halfsec.lab.report.compare import compare
 from halfsec.lab.report.html import render_html, write_html
 from halfsec.lab.report.import_trace import import_trace
-from halfsec.lab.report.json import SCHEMA, build_report, default_meta, parse_slots
+from halfsec.lab.report.json import (
+    SCHEMA,
+    accepted,
+    build_report,
+    default_meta,
+    parse_slots,
+    same_intent,
+)
 from halfsec.lab.report.stats import bootstrap_ci, bootstrap_diff_ci, percentiles
 from halfsec.lab.report.store import (
     SCHEMA_VERSION,
@@ -180,6 +187,32 @@ def test_parse_slots_and_extra_slot_rejects() -> None:
     turns[1]["slots"] = {"drink": "latte", "size": "large", "milk": "oat"}  # extra slot
     r = build_report(turns, default_meta())
     assert r["summary"]["accuracy"]["command_acceptance"]["accepted"] == 1  # turn 0: greet
+
+
+def test_acceptance_rule_is_one_rule_case_folded_and_exact_on_slots() -> None:
+    """The one acceptance rule (the report, run_corpus, slow_cpu and nlu_bench count by it):
+    intent and slot names/values compared stripped and case-folded, and a missing, extra
+    or different slot rejects."""
+    ref = "coffeeDrink=latte;size=large"
+    assert accepted("orderDrink", {"coffeeDrink": "Latte", "size": "Large"}, "orderDrink", ref)
+    assert accepted(" ORDERDRINK", "size=large; coffeedrink=latte", "orderDrink", ref)
+    assert not accepted("cancelOrder", "coffeeDrink=latte;size=large", "orderDrink", ref)
+    assert not accepted("orderDrink", {"coffeeDrink": "latte"}, "orderDrink", ref)  # missing
+    assert not accepted("orderDrink", ref + ";milk=oat", "orderDrink", ref)  # extra
+    assert not accepted("orderDrink", "coffeeDrink=mocha;size=large", "orderDrink", ref)
+    assert not accepted(None, {}, "orderDrink", "")  # nothing understood is not the order
+    assert same_intent(None, "") and not same_intent("orderDrink", "orderDrinks")
+    # The report counts by it: a case-only difference is accepted, a wrong slot is listed.
+    turns = synthetic_turns(3, seed=2)
+    for t in turns:
+        t.update(
+            ref_intent="orderDrink", ref_slots=ref, slots={"coffeeDrink": "LATTE", "size": "large"}
+        )
+    turns[0]["intent"], turns[1]["intent"] = "OrderDrink", "orderdrink "
+    turns[2]["intent"], turns[2]["slots"] = "orderDrink", {"coffeeDrink": "latte"}
+    cmd = build_report(turns, default_meta())["summary"]["accuracy"]["command_acceptance"]
+    assert (cmd["accepted"], cmd["intent_correct"]) == (2, 3)
+    assert [r["index"] for r in cmd["rejected"]] == [2]
 
 
 # -- HTML ------------------------------------------------------------------------------

@@ -27,10 +27,12 @@ from halfsec.measure.wer import word_errors
 __all__ = [
     "SCHEMA",
     "STAGE_ORDER",
+    "accepted",
     "build_report",
     "cpu_info",
     "default_meta",
     "parse_slots",
+    "same_intent",
     "stage_names",
     "write_json",
 ]
@@ -137,6 +139,21 @@ def _norm(x: Any) -> str:
     return "" if x is None else str(x).strip().casefold()
 
 
+def same_intent(intent: Any, ref_intent: Any) -> bool:
+    """Whether the recognised intent is the reference one, stripped and case-folded like
+    the slots (``orderDrink`` and ``orderdrink`` are one intent); no intent and an empty
+    one are the same (nothing understood)."""
+    return _norm(intent) == _norm(ref_intent)
+
+
+def accepted(intent: Any, slots: Any, ref_intent: Any, ref_slots: Any) -> bool:
+    """The command-acceptance rule, the one every report and benchmark counts by: the same
+    intent (:func:`same_intent`) and exactly the same slots (:func:`parse_slots`: a
+    missing, an extra or a different slot rejects).  One definition, so a benchmark's
+    acceptance and the report's ``summary.accuracy.command_acceptance`` are one figure."""
+    return same_intent(intent, ref_intent) and parse_slots(slots) == parse_slots(ref_slots)
+
+
 def stage_names(turns: Sequence[Mapping[str, Any]]) -> list[str]:
     """Stages present in the records: the canonical pipeline order first, extras after."""
     seen: list[str] = []
@@ -164,7 +181,7 @@ def _ok(turn: Mapping[str, Any]) -> bool:
 
 def _accuracy(turns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Pooled WER over turns with a reference transcript; command acceptance over turns with
-    a reference intent (accepted = same intent and exactly the same slots).  Failed turns
+    a reference intent (:func:`accepted`: same intent and exactly the same slots).  Failed turns
     count: a turn that crashed did not recognise the user."""
     errors = words = n_wer = 0
     for t in turns:
@@ -184,18 +201,15 @@ def _accuracy(turns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if n_wer
         else None
     )
-    n_cmd = accepted = intent_ok = 0
+    n_cmd = n_ok = intent_ok = 0
     rejected: list[dict[str, Any]] = []
     for i, t in enumerate(turns):
         if not t.get("ref_intent"):
             continue
         n_cmd += 1
-        same_intent = _norm(t.get("intent")) == _norm(t.get("ref_intent"))
-        ref_slots = parse_slots(t.get("ref_slots"))
-        slots = parse_slots(t.get("slots"))
-        intent_ok += same_intent
-        if same_intent and slots == ref_slots:
-            accepted += 1
+        intent_ok += same_intent(t.get("intent"), t.get("ref_intent"))
+        if accepted(t.get("intent"), t.get("slots"), t.get("ref_intent"), t.get("ref_slots")):
+            n_ok += 1
         else:
             rejected.append(
                 {
@@ -203,15 +217,15 @@ def _accuracy(turns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     "file": t.get("file"),
                     "intent": t.get("intent"),
                     "ref_intent": t.get("ref_intent"),
-                    "slots": slots,
-                    "ref_slots": ref_slots,
+                    "slots": parse_slots(t.get("slots")),
+                    "ref_slots": parse_slots(t.get("ref_slots")),
                 }
             )
     cmd = (
         {
             "n": n_cmd,
-            "accepted": accepted,
-            "rate": round(accepted / n_cmd, 4),
+            "accepted": n_ok,
+            "rate": round(n_ok / n_cmd, 4),
             "intent_correct": intent_ok,
             "intent_rate": round(intent_ok / n_cmd, 4),
             "rejected": rejected,
