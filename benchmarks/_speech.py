@@ -1,4 +1,5 @@
-"""The short human coffee orders the transport benchmarks play, picked and cut one way.
+"""The shared human speech the benchmarks play: its manifest read one way, and the short
+coffee orders the transport benchmarks play, picked and cut one way.
 
 barge_in, edge, gateway and transport each compare two paths turn by turn, so they want
 many short turns whose figure is the path's, not a long utterance's: the shortest
@@ -19,6 +20,15 @@ from halfsec.audio.io import load_audio
 from halfsec.measure.end_of_speech import voiced_bounds
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+MANIFEST = SPEECH / "manifest.tsv"
+
+
+def manifest_rows(path: Path = MANIFEST) -> list[dict[str, str]]:
+    """Every row of a manifest (``file``, ``duration_s``, ``transcript``, ``intent``,
+    ``slots``, ``speaker``: tab-separated, a header first) as a dict, in file order; each
+    benchmark filters them its own way (orders, transcribed, ...)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
 
 
 def shortest_orders(
@@ -28,8 +38,7 @@ def shortest_orders(
     before and ``after_s`` after its voiced span (``halfsec.measure.end_of_speech``).
     A recording in which no speech is found is left out: it has no end of speech to time
     a reply from."""
-    with open(speech / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["intent"] == "orderDrink"]
+    rows = [r for r in manifest_rows(speech / "manifest.tsv") if r["intent"] == "orderDrink"]
     rows.sort(key=lambda r: float(r["duration_s"]))
     before, after = round(before_s * INTERNAL_RATE), round(after_s * INTERNAL_RATE)
     out = []

@@ -12,13 +12,13 @@ tests use (committed: Piper draws noise, a fresh draw per run would make tests f
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from _speech import manifest_rows
 
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import resample
@@ -97,15 +97,14 @@ def synthesized(per_kind: int | None = None, voices_per_text: int = 2) -> list[C
 def human(speech_dir: Path) -> list[Clip]:
     """The single words of the shared corpus that are a backchannel or an interruption."""
     out: list[Clip] = []
-    with open(speech_dir / "manifest.tsv", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            kind = HUMAN.get(row["transcript"].strip().lower())
-            if kind is None or "speechcommands" not in row["file"]:
-                continue
-            pcm = _trim(load_audio(speech_dir / row["file"]))
-            if pcm is not None:
-                name = Path(row["file"]).stem
-                out.append(Clip(name, kind, row["transcript"], "human", pcm))
+    for row in manifest_rows(speech_dir / "manifest.tsv"):
+        kind = HUMAN.get(row["transcript"].strip().lower())
+        if kind is None or "speechcommands" not in row["file"]:
+            continue
+        pcm = _trim(load_audio(speech_dir / row["file"]))
+        if pcm is not None:
+            name = Path(row["file"]).stem
+            out.append(Clip(name, kind, row["transcript"], "human", pcm))
     return out
 
 

@@ -26,7 +26,6 @@ that share, and v2v of first turns vs follow-up turns (the one v2v rule of ``mea
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import os
 import platform
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit, pct
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 from rich.console import Console
 from rich.table import Table
 
@@ -109,8 +108,7 @@ def synthetic() -> list[Conversation]:
 
 def human(limit: int = 8) -> list[Conversation]:
     """Real orders, answered with real "yes" / "no" where the corpus has them."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = manifest_rows()
     orders = [r for r in rows if r["intent"] == "orderDrink" and float(r["duration_s"]) < 8.0]
     yes = [f"file:{SPEECH / r['file']}" for r in rows if "speechcommands_yes" in r["file"]]
     no = [f"file:{SPEECH / r['file']}" for r in rows if "speechcommands_no_" in r["file"]]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from _cli import bench_parser, emit
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 
 from halfsec.audio.io import load_audio
 from halfsec.measure.end_of_speech import voiced_bounds
@@ -76,8 +76,7 @@ Table = dict[str, dict[str, float | int]]
 
 def shared_shift(old: Rule) -> tuple[Table, Table, list[dict[str, object]]]:
     """Per source: (new - old) end, and (new - old) start, in ms; and every file's bounds."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        files = [r["file"] for r in csv.DictReader(f, delimiter="\t")]
+    files = [r["file"] for r in manifest_rows()]
     ends: dict[str, list[float]] = {}
     starts: dict[str, list[float]] = {}
     rows: list[dict[str, object]] = []

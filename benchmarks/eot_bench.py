@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit
-from _speech import SPEECH
+from _speech import MANIFEST
 from rich.console import Console
 from rich.table import Table
 
@@ -72,10 +72,7 @@ def _ms(p: dict[str, Any] | None) -> str:
 
 def main() -> None:
     ap = bench_parser(__doc__)
-    ap.add_argument(
-        "--manifest",
-        default=str(SPEECH / "manifest.tsv"),
-    )
+    ap.add_argument("--manifest", default=str(MANIFEST))
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--evidence", help="reuse evidence saved by --save-evidence")
     ap.add_argument("--save-evidence")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import sys
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from _cli import bench_parser, emit
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 
 from halfsec.lab.report.json import default_meta
 from halfsec.measure.wer import word_errors
@@ -88,8 +87,7 @@ async def transcribe(engine: Any, pcm: np.ndarray) -> str:
 
 
 def transcribed_rows() -> list[dict[str, str]]:
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        return [r for r in csv.DictReader(f, delimiter="\t") if r["transcript"].strip()]
+    return [r for r in manifest_rows() if r["transcript"].strip()]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

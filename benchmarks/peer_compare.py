@@ -18,7 +18,6 @@ indicative; run it alone for numbers to quote.
 from __future__ import annotations
 
 import asyncio
-import csv
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 
 from halfsec.lab.report.json import cpu_info
 
@@ -35,8 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def corpus(limit: int, domain: str | None) -> list[Path]:
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = manifest_rows()
     if domain == "coffee":
         rows = [r for r in rows if r["intent"] == "orderDrink"]
     rows.sort(key=lambda r: float(r["duration_s"]))

@@ -16,7 +16,6 @@ CPU burst beside the next decode)."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 import platform
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit, pct
-from _speech import SPEECH
+from _speech import MANIFEST, manifest_rows
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -65,8 +64,7 @@ def select_rows(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
     """The manifest's rows this benchmark plays: ``only`` coffee (labelled intent),
     transcribed, or all; the first ``limit`` (0: every one).  ``slow_cpu.py`` picks the
     same rows."""
-    with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = manifest_rows(manifest)
     if only == "coffee":
         rows = [r for r in rows if r.get("intent")]
     elif only == "transcribed":
@@ -76,10 +74,7 @@ def select_rows(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:
 
 def main() -> None:
     ap = bench_parser(__doc__)
-    ap.add_argument(
-        "--manifest",
-        default=str(SPEECH / "manifest.tsv"),
-    )
+    ap.add_argument("--manifest", default=str(MANIFEST))
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--only", choices=["coffee", "transcribed", "all"], default="all")
     ap.add_argument("--set", dest="overrides", action="append", default=[])

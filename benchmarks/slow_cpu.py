@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _cli import bench_parser, emit, pct
-from _speech import SPEECH
+from _speech import MANIFEST
 
 from halfsec.lab.report.json import accepted, cpu_info
 
@@ -131,9 +131,6 @@ def commit() -> str:
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-MANIFEST = SPEECH / "manifest.tsv"
 
 
 def corpus(manifest: Path, only: str, limit: int) -> list[dict[str, str]]:

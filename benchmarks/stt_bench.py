@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import sys
@@ -51,6 +50,7 @@ import numpy as np
 import soundfile as sf
 from _cli import bench_parser, emit, pct
 from _speech import SPEECH as DEFAULT_SPEECH
+from _speech import manifest_rows
 
 from halfsec.cli.run import run_one
 from halfsec.config import HalfsecConfig, load_config
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    with open(args.speech / "manifest.tsv", newline="") as f:  # noqa: ASYNC230 - once, tiny
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["transcript"].strip()]
+    rows = [r for r in manifest_rows(args.speech / "manifest.tsv") if r["transcript"].strip()]
     if args.limit:
         rows = rows[: args.limit]
 

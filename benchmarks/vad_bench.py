@@ -14,12 +14,11 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import time
 
 import numpy as np
 from _cli import bench_parser, emit, pct
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 
 from halfsec.audio.framing import frames_of
 from halfsec.audio.io import load_audio
@@ -68,8 +67,7 @@ def main() -> None:
 
     session_us = asyncio.run(plumbing())
 
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))[: args.files]
+    rows = manifest_rows()[: args.files]
     lags: list[float] = []
     est_err: list[float] = []
     opt = TurnOptions()

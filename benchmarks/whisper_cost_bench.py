@@ -30,7 +30,6 @@ printed first, since they explain most of the spread between machines.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit, pct
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 
 from halfsec.audio.io import load_audio
 from halfsec.config import load_config
@@ -112,8 +111,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r.get("intent")]
+    rows = [r for r in manifest_rows() if r.get("intent")]
     clips = [load_audio(SPEECH / r["file"]) for r in rows[: args.limit]]
     cfg = load_config()
     domain = getattr(create_logic(cfg.logic), "domain", None)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit
-from _speech import SPEECH
+from _speech import SPEECH, manifest_rows
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncClient
@@ -93,8 +92,7 @@ async def whole_file(engines: Engines, pcm: np.ndarray) -> str:
 
 
 def transcribed(speech: Path, limit: int) -> list[dict[str, str]]:
-    with open(speech / "manifest.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["transcript"].strip()]
+    rows = [r for r in manifest_rows(speech / "manifest.tsv") if r["transcript"].strip()]
     return rows[:limit] if limit else rows
 
 

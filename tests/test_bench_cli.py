@@ -85,37 +85,39 @@ def test_pct_is_the_projects_percentile_rounded(cli: ModuleType) -> None:
     assert cli.pct([], 50) is None
 
 
+def lines_matching(pattern: str, but: set[str]) -> list[str]:
+    """``file:line`` of every line of a benchmark (but the files named) matching
+    ``pattern``: what a guard below lists as written a second time."""
+    own = re.compile(pattern)
+    return [
+        f"{p.name}:{i}"
+        for p in sorted(BENCH.glob("*.py"))
+        if p.name not in but
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if own.search(line)
+    ]
+
+
 def test_no_benchmark_keeps_its_own_percentile_helper() -> None:
     """A benchmark that rounds (or ranks) its own percentiles drifts from the reported
     rule: stop 15 found logic_bench's nearest rank beside four copies of this one, and
     medians taken five other ways (the same number as the linear p50, written twice)."""
-    own = re.compile(r"^\s*def (pct|percentile|quantile)\(|\b(np|statistics)\.median\(")
-    bad = [
-        f"{p.name}:{i}"
-        for p in sorted(BENCH.glob("*.py"))
-        if p.name != "_cli.py"
-        for i, line in enumerate(p.read_text().splitlines(), 1)
-        if own.search(line)
-    ]
+    own = r"^\s*def (pct|percentile|quantile)\(|\b(np|statistics)\.median\("
+    bad = lines_matching(own, but={"_cli.py"})
     assert not bad, f"use _cli.pct (halfsec.measure.percentile, rounded): {bad}"
 
 
-LEAD_OWNED = {"phone_front_end.py", "phone_prompt_bench.py"}
-"""The lead's scripts, still on their own ``.lower()`` intent check (told in stop 15)."""
+LEAD_OWNED = {"phone_front_end.py", "phone_prompt_bench.py", "twilio_bench.py"}
+"""The lead's scripts, still on their own ``.lower()`` intent check and manifest reads
+(told in stop 15)."""
 
 
 def test_no_benchmark_keeps_its_own_acceptance_rule() -> None:
     """Command acceptance is ``lab.report.json.accepted`` everywhere: stop 15 found the
     report case-folding the intent while run_corpus and slow_cpu compared it exactly, and
     nlu_bench splitting the slots by hand, three figures for one word."""
-    own = re.compile(r'parse_slots\([^)]*\)\s*==|\.intent\s*==|get\("intent"\)\s*==|def _labels\(')
-    bad = [
-        f"{p.name}:{i}"
-        for p in sorted(BENCH.glob("*.py"))
-        if p.name not in LEAD_OWNED
-        for i, line in enumerate(p.read_text().splitlines(), 1)
-        if own.search(line)
-    ]
+    own = r'parse_slots\([^)]*\)\s*==|\.intent\s*==|get\("intent"\)\s*==|def _labels\('
+    bad = lines_matching(own, but=LEAD_OWNED)
     assert not bad, f"use halfsec.lab.report.json.accepted / same_intent: {bad}"
 
 
@@ -171,6 +173,26 @@ def test_shortest_orders_sorts_filters_cuts_and_leaves_out_silence(
     # n counts recordings, as the benchmarks always did: the shortest is the silent one
     assert speech.shortest_orders(1, after_s=1.0, speech=tmp_path) == []
     assert [r["file"] for r, _ in speech.shortest_orders(2, 1.0, speech=tmp_path)] == ["short.wav"]
+
+
+def test_manifest_rows_reads_every_row_and_no_benchmark_reads_it_itself(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The shared corpus' manifest is read by ``_speech.manifest_rows`` alone (stop 15
+    found eleven copies of the open-and-DictReader lines)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    speech = importlib.import_module("_speech")
+    tsv = tmp_path / "manifest.tsv"
+    tsv.write_text("file\ttranscript\tintent\na.wav\tone latte\torderDrink\nb.wav\tcaf\u00e9\t\n")
+    assert speech.manifest_rows(tsv) == [
+        {"file": "a.wav", "transcript": "one latte", "intent": "orderDrink"},
+        {"file": "b.wav", "transcript": "caf\u00e9", "intent": ""},
+    ]
+    assert speech.MANIFEST == speech.SPEECH / "manifest.tsv"
+    bad = lines_matching(
+        r"DictReader\(f, delimiter=|open\([^)]*manifest", but={"_speech.py"} | LEAD_OWNED
+    )
+    assert not bad, f"use _speech.manifest_rows: {bad}"
 
 
 def test_every_benchmark_imports() -> None:
