@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ def bench_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def emit(out: dict[str, Any], path: Path | None) -> None:
-    """Print ``out`` as indented JSON and, when ``path`` is given, write the same text there."""
+    """Print ``out`` as indented JSON and, when ``path`` is given, write the same text there
+    and say so on stderr (stdout stays the JSON alone, ready for a pipe)."""
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def pct(xs: Iterable[float], q: float, digits: int = 1) -> float | None:

@@ -206,8 +206,6 @@ def main() -> None:
         "runs": runs,
     }
     emit(report, args.json)  # the tables on stderr, the JSON on stdout
-    if args.json is not None:
-        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

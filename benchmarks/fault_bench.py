@@ -297,8 +297,6 @@ def main() -> None:
     }
     console.print(f"{cpu}; {out['date']}; {time.time() - t0:.0f} s in all")
     emit(out, args.json)
-    if args.json is not None:
-        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

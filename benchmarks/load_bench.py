@@ -80,9 +80,8 @@ def main() -> None:
     print_load(report, console)
     emit(report, args.json)  # the table on stderr, the JSON on stdout
     write_load(report, None, args.html_out)
-    for out in (args.json, args.html_out):
-        if out is not None:
-            console.print(f"wrote {out}")
+    if args.html_out is not None:
+        console.print(f"wrote {args.html_out}")
 
 
 if __name__ == "__main__":

@@ -191,8 +191,6 @@ def main() -> None:
         f"soak ok: {report['ok']}" + (f" ({'; '.join(report['why'])})" if report["why"] else "")
     )
     emit(report, args.json)  # the lines above on stderr, the JSON on stdout
-    if args.json is not None:
-        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -71,9 +71,12 @@ def test_emit_prints_and_writes_the_same_json(
 ) -> None:
     out = {"a": 1, "p": Path("/x")}
     cli.emit(out, tmp_path / "new" / "o.json")  # the folder is made
-    printed = capsys.readouterr().out
-    assert printed == (tmp_path / "new" / "o.json").read_text()
-    assert json.loads(printed) == {"a": 1, "p": "/x"}
+    printed = capsys.readouterr()
+    assert printed.out == (tmp_path / "new" / "o.json").read_text()
+    assert json.loads(printed.out) == {"a": 1, "p": "/x"}
+    assert printed.err == f"wrote {tmp_path / 'new' / 'o.json'}\n"  # stdout: the JSON alone
+    cli.emit(out, None)
+    assert capsys.readouterr().err == ""
 
 
 def test_pct_is_the_projects_percentile_rounded(cli: ModuleType) -> None:
