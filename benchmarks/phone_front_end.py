@@ -41,7 +41,7 @@ from halfsec.audio.io import load_audio
 from halfsec.audio.resample import LowDelayResampler
 from halfsec.config import load_config
 from halfsec.lab.clients.telephone_band import telephone_band
-from halfsec.lab.report.json import default_meta, parse_slots
+from halfsec.lab.report.json import accepted, default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.wer import word_errors
@@ -111,7 +111,7 @@ def clips() -> list[dict[str, Any]]:
     """Coffee orders and the bench's 16 sentences (halves A/B), speech-trimmed."""
     bench = [it.path.name for it, _ in tb.recordings(16) if tb._sentence(it)]
     out = []
-    for it in tb.load_corpus(tb.SPEECH / "manifest.tsv").items:
+    for it in tb.load_corpus(tb.MANIFEST).items:
         if it.intent:
             kind = "coffee"
         elif it.path.name in bench:
@@ -151,8 +151,7 @@ def main(variants: list[str]) -> dict[str, Any]:
             r["compute_ms"].append(got.compute_ms)
             if c["kind"] == "coffee":
                 u = logic.understand(got.text)
-                same = (u.intent or "").lower() == it.intent.lower()
-                r["coffee_accepted"] += same and parse_slots(u.slots) == parse_slots(it.slots)
+                r["coffee_accepted"] += accepted(u.intent, u.slots, it.intent, it.slots)
                 r["coffee_n"] += 1
                 e, n = word_errors(wide_text[it.path.name], got.text)
                 r["changed"], r["words"] = r["changed"] + e, r["words"] + n

@@ -51,7 +51,7 @@ from _cli import bench_parser, emit
 from halfsec.audio.io import load_audio
 from halfsec.audio.resample import resample
 from halfsec.config import load_config
-from halfsec.lab.report.json import default_meta, parse_slots
+from halfsec.lab.report.json import accepted, default_meta
 from halfsec.logic.factory import create_logic
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
@@ -127,7 +127,7 @@ def tuning_split() -> list[dict[str, Any]]:
     """Every clip of the tuning split: kind, reference text (or labels) and both audios."""
     bench = {it.path.name for it, _ in tb.recordings(16)}
     out: list[dict[str, Any]] = []
-    for it in tb.load_corpus(tb.SPEECH / "manifest.tsv").items:
+    for it in tb.load_corpus(tb.MANIFEST).items:
         if it.path.name in bench:
             continue
         if it.intent:
@@ -257,10 +257,7 @@ def main(variants: list[str]) -> dict[str, Any]:
             if c["kind"] == "coffee":
                 it = c["item"]
                 u = logic.understand(got.text)
-                ok = (u.intent or "").lower() == it.intent.lower() and parse_slots(
-                    u.slots
-                ) == parse_slots(it.slots)
-                r["coffee_accepted"] += ok
+                r["coffee_accepted"] += accepted(u.intent, u.slots, it.intent, it.slots)
                 key, want = "changed", ref[c["name"]]
             else:
                 key = c["kind"]

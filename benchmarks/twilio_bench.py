@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import dataclasses
 import json
 import os
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 from _cli import bench_parser, emit
+from _speech import MANIFEST, manifest_rows
 from transport_bench import paired
 
 from halfsec.audio.io import load_audio
@@ -72,7 +72,6 @@ from halfsec.stt.phone_model import base_options, phone_model_dir
 from halfsec.stt.whisper_decoder import WhisperDecoder
 from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
-SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "speech"
 MODES = ("websocket", "twilio")
 V2V_TARGET_MS = 30.0
 WER_TARGET_POINTS = 3.0
@@ -91,11 +90,8 @@ def _sentence(item: CorpusItem) -> bool:
 
 def recordings(limit: int) -> list[tuple[CorpusItem, np.ndarray]]:
     """The ``limit`` shortest coffee orders and transcribed recordings, speech-trimmed."""
-    with open(SPEECH / "manifest.tsv", newline="") as f:
-        seconds = {
-            Path(r["file"]).name: float(r["duration_s"]) for r in csv.DictReader(f, delimiter="\t")
-        }
-    items = load_corpus(SPEECH / "manifest.tsv").items
+    seconds = {Path(r["file"]).name: float(r["duration_s"]) for r in manifest_rows()}
+    items = load_corpus(MANIFEST).items
     chosen: list[CorpusItem] = []
     for wanted in (lambda it: bool(it.intent), _sentence):
         group = sorted((it for it in items if wanted(it)), key=lambda it: seconds[it.path.name])
@@ -258,7 +254,7 @@ def decoder_only(limit: int) -> dict[str, Any]:
     runs += [(a, "greedy") for a in audio if a != "wideband"]
     runs += [("phone", "beam5"), ("phone", "no prompt"), ("wideband", "base"), ("phone", "base")]
     bench = {it.path.name for it, _ in recordings(limit) if _sentence(it)}
-    items = load_corpus(SPEECH / "manifest.tsv").items
+    items = load_corpus(MANIFEST).items
     sets = {
         "bench sentences": [it for it in items if it.path.name in bench],
         "all transcribed": [it for it in items if it.transcript and not it.intent],

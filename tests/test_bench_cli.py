@@ -110,17 +110,12 @@ def test_no_benchmark_keeps_its_own_percentile_helper() -> None:
     assert not bad, f"use _cli.pct (halfsec.measure.percentile, rounded): {bad}"
 
 
-LEAD_OWNED = {"phone_front_end.py", "phone_prompt_bench.py", "twilio_bench.py"}
-"""The lead's scripts, still on their own ``.lower()`` intent check and manifest reads
-(told in stop 15)."""
-
-
 def test_no_benchmark_keeps_its_own_acceptance_rule() -> None:
     """Command acceptance is ``lab.report.json.accepted`` everywhere: stop 15 found the
     report case-folding the intent while run_corpus and slow_cpu compared it exactly, and
     nlu_bench splitting the slots by hand, three figures for one word."""
     own = r'parse_slots\([^)]*\)\s*==|\.intent\s*==|get\("intent"\)\s*==|def _labels\('
-    bad = lines_matching(own, but=LEAD_OWNED)
+    bad = lines_matching(own, but=set())
     assert not bad, f"use halfsec.lab.report.json.accepted / same_intent: {bad}"
 
 
@@ -192,9 +187,7 @@ def test_manifest_rows_reads_every_row_and_no_benchmark_reads_it_itself(
         {"file": "b.wav", "transcript": "caf\u00e9", "intent": ""},
     ]
     assert speech.MANIFEST == speech.SPEECH / "manifest.tsv"
-    bad = lines_matching(
-        r"DictReader\(f, delimiter=|open\([^)]*manifest", but={"_speech.py"} | LEAD_OWNED
-    )
+    bad = lines_matching(r"DictReader\(f, delimiter=|open\([^)]*manifest", but={"_speech.py"})
     assert not bad, f"use _speech.manifest_rows: {bad}"
 
 
