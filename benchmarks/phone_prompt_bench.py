@@ -33,13 +33,16 @@ time per clip (p50, mean) on the box as it is: run under the exclusive lock to c
 Decoder changes other than the prompt, as suffixes of a variant: ``:beamN`` (beam search
 of width N instead of greedy) and ``:float32`` (no int8 quantization), e.g.
 ``closer:beam2``.  ``pick`` decodes each clip with both ``tiny`` and ``closer`` and keeps
-the text whose decoder was the more confident (higher length-normalised log-probability,
-``Decoded.avg_logprob``); its compute is both decodes.
+the text whose decoder was the more confident (``halfsec.stt.cascade``); ``cascade<T>``
+(e.g. ``cascade-0.3``) decodes with ``closer`` only where tiny.en's average
+log-probability is under T; their compute is every decode run, ``second_model_share`` the
+share of clips base decoded too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +59,7 @@ from halfsec.logic.factory import create_logic
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile
 from halfsec.measure.wer import word_errors
+from halfsec.stt.cascade import CascadeDecoder
 from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import (
     PROMPT_CLOSER,
@@ -64,7 +68,7 @@ from halfsec.stt.phone_model import (
     base_prompt,
     phone_model_dir,
 )
-from halfsec.stt.whisper_decoder import Decoded, WhisperDecoder, prompt_text
+from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
 from halfsec.tts.options import TTSOptions
 from halfsec.tts.piper import PiperEngine
 
@@ -212,19 +216,6 @@ def _decoder(
     return WhisperDecoder(dataclasses.replace(opt, model_path=str(phone_model_dir())))
 
 
-class _Pick:
-    """``pick``: both recognizers on the clip, the more confident one's text."""
-
-    def __init__(self, tiny: WhisperDecoder, base: WhisperDecoder) -> None:
-        self.tiny, self.base = tiny, base
-        self.prompt_ids = base.prompt_ids
-
-    def decode(self, pcm: np.ndarray, final: bool) -> Decoded:
-        a, b = self.tiny.decode(pcm, final=final), self.base.decode(pcm, final=final)
-        best = a if a.avg_logprob > b.avg_logprob else b
-        return dataclasses.replace(best, compute_ms=a.compute_ms + b.compute_ms)
-
-
 def main(variants: list[str]) -> dict[str, Any]:
     logic = create_logic(load_config(environ={}).logic)
     prompt = logic.domain.stt_prompt()  # type: ignore[attr-defined]
@@ -240,9 +231,11 @@ def main(variants: list[str]) -> dict[str, Any]:
         head, *mods = v.split(":")
         rule, _, window = head.partition("@")
         wide = rule == "wideband"
-        dec: WhisperDecoder | _Pick
-        if rule == "pick":
-            dec = _Pick(tiny, _decoder(prompt, "closer", window or None, mods))
+        dec: WhisperDecoder | CascadeDecoder
+        if rule == "pick" or rule.startswith("cascade"):
+            # ``cascade<T>``: base only when tiny.en's confidence is under T; ``pick``: always.
+            floor = math.inf if rule == "pick" else float(rule[len("cascade") :])
+            dec = CascadeDecoder(tiny, _decoder(prompt, "closer", window or None, mods), floor)
         elif rule in ("wideband", "tiny"):
             dec = tiny
         else:
@@ -273,6 +266,8 @@ def main(variants: list[str]) -> dict[str, Any]:
         r["compute_ms_p50"] = round(float(percentile(ms, 50) or 0.0), 1)
         r["compute_ms_mean"] = round(float(np.mean(ms)), 1)
         r["misheard"] = wrong
+        if isinstance(dec, CascadeDecoder):
+            r["second_model_share"] = round(dec.escalated / len(data), 3)
         results[v] = r
         print(
             f"{v:18s} tokens {r['prompt_tokens']:3d} | coffee {r['coffee_accepted']}/{n['coffee']}"

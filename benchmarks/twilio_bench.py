@@ -1,7 +1,7 @@
 """Phone calls against the WebSocket PCM path: the same recordings, paired, in one run.
 
     python benchmarks/twilio_bench.py [--limit 16] [--reps 2] [--eot silence]
-        [--phone-model base|same] [--json OUT]
+        [--phone-model base|same|cascade] [--json OUT]
 
 One ``halfsec serve`` subprocess; each recording is played twice back to back, once by
 the WebSocket client (PCM16 at 16 kHz both ways) and once by the lab's phone client over
@@ -68,7 +68,7 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.measure.wer import word_errors
 from halfsec.stt.options import STTOptions
-from halfsec.stt.phone_model import base_options, phone_model_dir
+from halfsec.stt.phone_model import PHONE_MODELS, base_options, phone_model_dir
 from halfsec.stt.whisper_decoder import WhisperDecoder
 from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
@@ -359,9 +359,10 @@ if __name__ == "__main__":
     )
     ap.add_argument(
         "--phone-model",
-        choices=("base", "same"),
+        choices=PHONE_MODELS,
         default="base",
-        help="the calls' recognizer (stt.phone_model): base (the default) or same (tiny.en)",
+        help="the calls' recognizer (stt.phone_model): base (the default), same (tiny.en) or "
+        "cascade (tiny.en, base where tiny.en is unsure)",
     )
     ap.add_argument("--records", action="store_true", help="include every record in --json")
     ap.add_argument(

@@ -405,7 +405,9 @@ async def test_audio_faster_than_a_phone_line_ends_the_stream(engines: Engines) 
         assert not server.sessions
 
 
+@pytest.mark.parametrize("model", ["base", "cascade"])
 async def test_a_call_is_transcribed_by_the_phone_model(
+    model: str,
     engines: Engines,
     rows: list[dict[str, str]],
     speech_dir: Path,
@@ -413,7 +415,7 @@ async def test_a_call_is_transcribed_by_the_phone_model(
 ) -> None:
     """A call's turns open their streams on the phone recognizer (``stt.phone_model``,
     Whisper base), and the order is still understood; other transports keep ``stt``."""
-    phone = create_phone_stt(replace(engines.stt.options, phone_model="base"))  # type: ignore[attr-defined]
+    phone = create_phone_stt(replace(engines.stt.options, phone_model=model))  # type: ignore[attr-defined]
     assert phone is not None
     phone.warmup()
     engines = replace(engines, phone_stt=phone)

@@ -28,7 +28,7 @@ _RULES: dict[str, Rule] = {
     "logprob_threshold": at_least(-100, at_most=0),
     "silence_dbfs": between(-120, 0, "dBFS"),
     "openai_timeout_s": positive("s", at_most=600),
-    "phone_model": OneOf(("same", "base")),
+    "phone_model": OneOf(("same", "base", "cascade")),
 }
 
 
@@ -130,7 +130,9 @@ class STTOptions:
     """The recognizer of phone calls (``/twilio``: 8 kHz mu-law, 300-3400 Hz) when
     ``engine = "whisper"``: ``same`` gives calls the recognizer above; ``base`` is
     Whisper base, which loses fewer words on narrowband audio than tiny.en at about
-    twice the decode cost and ~500 MiB more memory (``halfsec.stt.phone_model``)."""
+    twice the decode cost and ~500 MiB more memory (``halfsec.stt.phone_model``);
+    ``cascade`` is tiny.en, with base decoding too where tiny.en is unsure and the more
+    confident text kept (``halfsec.stt.cascade``)."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, ConfigKeys("stt"))

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from halfsec.errors import EngineUnavailable
 from halfsec.models import PINNED, check_model_file, verify_model_dir, verify_model_file
+from halfsec.stt.cascade import CascadeDecoder
 from halfsec.stt.engine import STTEngine
 from halfsec.stt.options import STTOptions
 from halfsec.stt.whisper import WhisperEngine
@@ -54,6 +55,7 @@ __all__ = [
     "BASE_MODEL_SHA256",
     "BASE_PROMPT_RULE",
     "BASE_TAIL_PAD_S",
+    "CASCADE_MIN_LOGPROB",
     "PARTIALS_ON_TINY",
     "PHONE_MODELS",
     "PROMPT_CLOSER",
@@ -67,8 +69,9 @@ __all__ = [
     "phone_model_status",
 ]
 
-PHONE_MODELS = ("same", "base")
-"""Values of ``stt.phone_model``."""
+PHONE_MODELS = ("same", "base", "cascade")
+"""Values of ``stt.phone_model``: tiny.en (the main recognizer), Whisper base, or tiny.en
+with base behind it where tiny.en is unsure (``CASCADE_MIN_LOGPROB``)."""
 
 BASE_MODEL_SHA256 = PINNED["whisper_base/model.bin"].sha256
 """Systran/faster-whisper-base's model.bin: what the two pieces must join to."""
@@ -234,23 +237,46 @@ pauses overlapped the final for twice as long on a 2-core box; and a preview of 
 model is never promoted to the final (``WhisperEngine.partials_are_finals``)."""
 
 
+CASCADE_MIN_LOGPROB = -0.35
+"""``stt.phone_model = "cascade"``: a call's final is tiny.en's when tiny.en's average
+log-probability is at least this, else the more confident of tiny.en's and base's
+(``halfsec.stt.cascade``).  Chosen on the tuning split of
+``benchmarks/phone_prompt_bench.py`` (audio the Twilio bench never plays; 2026-12-02):
+at -0.15 / -0.25 / -0.35 / -0.5 base also decoded 70 / 38 / 21 / 11 % of the clips and
+the synthetic sentences had 56 / 55 / 57 / 69 errors of 672 (tiny.en alone 77, base
+alone 93, tiny.en on the wideband audio 57), orders 127 / 125 / 125 / 123 of 134
+accepted, commands 3 wrong at every floor.  -0.35 is the cheapest floor within a word or
+two of the best (docs/twilio.md, stop 15)."""
+
+
 class PhoneWhisperEngine(WhisperEngine):
-    """``WhisperEngine`` with its finals on Whisper base: the same lanes, spares,
-    hung-worker replacement and cache, so a call's turn has the deadlines and fallbacks of
-    any other.  Partials stay on tiny.en with its own settings (``PARTIALS_ON_TINY``)."""
+    """``WhisperEngine`` with its finals on Whisper base (or on the tiny.en -> base
+    cascade): the same lanes, spares, hung-worker replacement and cache, so a call's turn
+    has the deadlines and fallbacks of any other.  Partials stay on tiny.en with its own
+    settings (``PARTIALS_ON_TINY``)."""
 
     name = "whisper-phone"
 
-    def __init__(self, options: STTOptions, partials_on_tiny: bool = PARTIALS_ON_TINY) -> None:
-        def tiny_partial(partial: STTOptions) -> WhisperDecoder:
-            # ``partial`` is base's options at one thread: tiny.en keeps its own window
-            # and prompt, the partial lane's thread count.
-            return WhisperDecoder(dataclasses.replace(options, cpu_threads=partial.cpu_threads))
+    def __init__(
+        self,
+        options: STTOptions,
+        partials_on_tiny: bool = PARTIALS_ON_TINY,
+        cascade: bool = False,
+    ) -> None:
+        def tiny(threads: STTOptions) -> WhisperDecoder:
+            # ``threads`` is base's options for a lane: tiny.en keeps its own window and
+            # prompt, the lane's thread count.
+            return WhisperDecoder(dataclasses.replace(options, cpu_threads=threads.cpu_threads))
+
+        def final(opts: STTOptions) -> WhisperDecoder:
+            if not cascade:
+                return _base_decoder(opts)
+            return CascadeDecoder(tiny(opts), _base_decoder(opts), CASCADE_MIN_LOGPROB)  # type: ignore[return-value]
 
         super().__init__(
             base_options(options),
-            decoder=_base_decoder,
-            partial_decoder=tiny_partial if partials_on_tiny else None,
+            decoder=final,
+            partial_decoder=tiny if partials_on_tiny else None,
         )
 
 
@@ -258,9 +284,9 @@ def create_phone_stt(options: STTOptions) -> STTEngine | None:
     """The recognizer for phone calls, or ``None`` when calls use the main one."""
     if options.phone_model == "same" or options.engine != "whisper":
         return None
-    if options.phone_model != "base":
+    if options.phone_model not in PHONE_MODELS:
         raise EngineUnavailable(
             f"unknown stt.phone_model {options.phone_model!r}: choose one of "
             f"{', '.join(PHONE_MODELS)}"
         )
-    return PhoneWhisperEngine(options)
+    return PhoneWhisperEngine(options, cascade=options.phone_model == "cascade")
