@@ -29,8 +29,8 @@ clips go straight to the recognizer (``WhisperDecoder`` with the domain prompt, 
 server's settings) wideband and as a call carries them (``telephone_band``, mu-law
 coded and decoded, back to 16 kHz with the server's ``LowDelayResampler``), with
 variants: soxr HQ instead of the low-delay upsampler, 8 kHz without the 300-3400 Hz
-band, no mu-law, beam 5, no prompt, and Whisper base (the phone calls' recognizer,
-``stt.phone_model``).  Scored on the bench's sentences, on every
+band, no mu-law, beam 5, no prompt, Whisper base and the tiny.en -> base cascade (the
+phone calls' recognizers, ``stt.phone_model``).  Scored on the bench's sentences, on every
 transcribed recording, and on the first 60 coffee orders against their own wideband
 transcript (words a phone line changes); the words lost per clip are listed.
 """
@@ -67,8 +67,14 @@ from halfsec.logic.factory import create_logic
 from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.percentile import percentile, percentile_rows
 from halfsec.measure.wer import word_errors
+from halfsec.stt.cascade import CascadeDecoder
 from halfsec.stt.options import STTOptions
-from halfsec.stt.phone_model import PHONE_MODELS, base_options, phone_model_dir
+from halfsec.stt.phone_model import (
+    CASCADE_MIN_LOGPROB,
+    PHONE_MODELS,
+    base_options,
+    phone_model_dir,
+)
 from halfsec.stt.whisper_decoder import WhisperDecoder
 from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
@@ -243,6 +249,8 @@ def decoder_only(limit: int) -> dict[str, Any]:
             )
         ),
     }
+    # stt.phone_model=cascade: tiny.en, base where tiny.en is unsure (the same two models).
+    decoders["cascade"] = CascadeDecoder(greedy, decoders["base"], CASCADE_MIN_LOGPROB)  # type: ignore[assignment]
     audio = {
         "wideband": lambda p: p,
         "phone": _phone,
@@ -253,6 +261,7 @@ def decoder_only(limit: int) -> dict[str, Any]:
     runs = [("wideband", "greedy"), ("wideband", "beam5"), ("wideband", "no prompt")]
     runs += [(a, "greedy") for a in audio if a != "wideband"]
     runs += [("phone", "beam5"), ("phone", "no prompt"), ("wideband", "base"), ("phone", "base")]
+    runs += [("phone", "cascade")]
     bench = {it.path.name for it, _ in recordings(limit) if _sentence(it)}
     items = load_corpus(MANIFEST).items
     sets = {
@@ -287,6 +296,7 @@ def decoder_only(limit: int) -> dict[str, Any]:
                         "phone": phone,
                         "phone beam5": texts["phone / beam5"],
                         "phone base": texts["phone / base"],
+                        "phone cascade": texts["phone / cascade"],
                     }
                 )
         out[name] = {
