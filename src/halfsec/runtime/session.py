@@ -246,6 +246,7 @@ class VoiceSession:
                 await cand.task.cancel()
             if cand.partial_task is not None:
                 cand.partial_task.cancel()
+            cand.stream.close()
             self.detector.end_turn()
             self._turn = None
         resumed = p.resumed(verdict, text or "")
@@ -394,6 +395,8 @@ class VoiceSession:
             )
         )
         task.commit()
+        if task.task is not None:  # its final is the turn's last use of the stream
+            task.task.add_done_callback(lambda _: turn.stream.close())
         self._reply = task
         self._reply_eot_ms = self.position_ms
         self._reply_audio = turn.audio
@@ -435,5 +438,7 @@ class VoiceSession:
                 await t.cancel()
         if self._turn is not None and self._turn.partial_task is not None:
             await cancel_and_wait(self._turn.partial_task)
+        if self._turn is not None:
+            self._turn.stream.close()  # (a PocketSphinx decoder goes back to its pool)
         self._queue.put_nowait(_CLOSED)
         self._room.set()
