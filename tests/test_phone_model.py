@@ -19,6 +19,7 @@ from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
+from halfsec.stt.cascade import CascadeDecoder
 from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import (
     BASE_MIN_WINDOW_S,
@@ -186,9 +187,13 @@ def test_the_prompt_closer_keeps_base_writing_sentences(speech_dir: Path, engine
 def test_a_build_with_the_phone_model_carries_it(engines: Engines) -> None:
     """``stt.phone_model = "base"``: loaded next to tiny.en with the same deadline for a
     hung decode, base's window and the domain prompt with its closer (tiny.en's options
-    untouched); ``same`` (the default, the shared test engines') loads nothing more."""
-    assert STTOptions().phone_model == "same"
-    assert engines.phone_stt is None
+    untouched); the default is the cascade (the shared test engines carry it), and an
+    entry point that takes no calls loads none."""
+    assert STTOptions().phone_model == "cascade"
+    assert isinstance(engines.phone_stt, PhoneWhisperEngine)
+    assert isinstance(engines.phone_stt.decoder, CascadeDecoder)
+    assert build_engines(load_config(environ={}), warmup=False, phone=False).phone_stt is None
+    assert create_phone_stt(STTOptions(phone_model="same")) is None
     config = load_config(overrides=["stt.phone_model=base"], environ={})
     built = build_engines(config, warmup=False)
     try:

@@ -85,7 +85,7 @@ def run_command(
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with err.status("loading engines..."):
-            engines = build_engines(config)
+            engines = build_engines(config, phone=False)
     except HalfsecError as e:
         err.print(f"[red]error:[/red] {e}")
         return 2

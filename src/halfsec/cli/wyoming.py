@@ -22,7 +22,7 @@ def wyoming_command(config: HalfsecConfig, uri: str, allow_remote: bool) -> int:
         return 2
     try:
         with err.status("loading engines..."):
-            engines = build_engines(config)
+            engines = build_engines(config, phone=False)
     except HalfsecError as e:
         err.print(f"[red]error:[/red] {e}")
         return 2

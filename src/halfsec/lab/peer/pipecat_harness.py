@@ -393,7 +393,7 @@ async def compare(paths: Sequence[Path], config: HalfsecConfig | None = None) ->
     from halfsec.runtime.build import build_engines
 
     cfg = config or load_config()
-    engines = build_engines(cfg)  # loads and warms up
+    engines = build_engines(cfg, phone=False)  # loads and warms up (no calls here)
     out = Comparison([], [])
     for p in paths:
         out.halfsec.append(await run_halfsec(engines, cfg, p))
