@@ -7,13 +7,9 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
+from phone_call import as_a_call
 
-from halfsec.audio.io import load_audio
-from halfsec.audio.resample import LowDelayResampler
-from halfsec.lab.clients.telephone_band import telephone_band
-from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.stt.cascade import CascadeDecoder, confidence
 from halfsec.stt.options import STTOptions
 from halfsec.stt.phone_model import (
@@ -24,19 +20,8 @@ from halfsec.stt.phone_model import (
     phone_model_dir,
 )
 from halfsec.stt.whisper_decoder import Decoded, WhisperDecoder
-from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
 PROMPT = "Coffee order: small, medium, large, latte, cappuccino, americano, iced, hot."
-
-
-def _as_a_call(path: Path) -> np.ndarray:
-    pcm = load_audio(path)
-    b = voiced_bounds(pcm)
-    assert b is not None
-    clip = pcm[max(0, b[0] - 4800) : b[1] + 16000]
-    narrow = mulaw_decode(mulaw_encode(telephone_band(clip)))
-    up = LowDelayResampler(MULAW_RATE, 16_000)
-    return np.concatenate([up.process(narrow), up.flush()]).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +37,7 @@ def test_a_floor_of_minus_infinity_never_asks_the_second_model(
     pair: tuple[WhisperDecoder, WhisperDecoder], speech_dir: Path
 ) -> None:
     tiny, base = pair
-    call = _as_a_call(speech_dir / "audio" / "vctk_p226_001.flac")
+    call = as_a_call(speech_dir / "audio" / "vctk_p226_001.flac")
     alone = tiny.decode(call, final=True)
     cascade = CascadeDecoder(tiny, base, -math.inf)
     got = cascade.decode(call, final=True)
@@ -68,7 +53,7 @@ def test_an_unsure_first_text_is_checked_by_the_second_and_the_surer_one_kept(
     tiny, base = pair
     cascade = CascadeDecoder(tiny, base, math.inf)
     for name in ("vctk_p226_001.flac", "ljspeech_LJ001-0002.flac"):
-        call = _as_a_call(speech_dir / "audio" / name)
+        call = as_a_call(speech_dir / "audio" / name)
         a, b = tiny.decode(call, final=True), base.decode(call, final=True)
         got = cascade.decode(call, final=True)
         want = a if confidence(a) > confidence(b) else b
@@ -76,7 +61,7 @@ def test_an_unsure_first_text_is_checked_by_the_second_and_the_surer_one_kept(
         assert got.compute_ms > max(a.compute_ms, b.compute_ms) * 0.5
     assert cascade.escalated == 2
     # A partial is the first model's alone, whatever the floor.
-    partial = cascade.decode(_as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=False)
+    partial = cascade.decode(as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=False)
     assert cascade.escalated == 2 and partial.text
 
 

@@ -7,15 +7,11 @@ import hashlib
 import importlib
 from pathlib import Path
 
-import numpy as np
 import pytest
+from phone_call import as_a_call
 
-from halfsec.audio.io import load_audio
-from halfsec.audio.resample import LowDelayResampler
 from halfsec.config import ConfigError, load_config
 from halfsec.errors import EngineUnavailable
-from halfsec.lab.clients.telephone_band import telephone_band
-from halfsec.measure.end_of_speech import voiced_bounds
 from halfsec.measure.wer import word_errors
 from halfsec.runtime.build import build_engines
 from halfsec.runtime.engines import Engines
@@ -33,7 +29,6 @@ from halfsec.stt.phone_model import (
     phone_model_dir,
 )
 from halfsec.stt.whisper_decoder import WhisperDecoder, prompt_text
-from halfsec.wire.mulaw import MULAW_RATE, mulaw_decode, mulaw_encode
 
 
 def _sha256(path: Path) -> str:
@@ -85,17 +80,6 @@ def test_which_recognizer_calls_get() -> None:
     with pytest.raises(ConfigError, match="phone_model"):
         load_config(overrides=["stt.phone_model=large"], environ={})
     assert load_config(overrides=["stt.phone_model=base"], environ={}).stt.phone_model == "base"
-
-
-def _as_a_call(path: Path) -> np.ndarray:
-    """A recording, speech-trimmed, as the server's recognizer gets it from a call."""
-    pcm = load_audio(path)
-    b = voiced_bounds(pcm)
-    assert b is not None
-    clip = pcm[max(0, b[0] - 4800) : b[1] + 16000]
-    narrow = mulaw_decode(mulaw_encode(telephone_band(clip)))
-    up = LowDelayResampler(MULAW_RATE, 16_000)  # the server's upsampler for calls
-    return np.concatenate([up.process(narrow), up.flush()]).astype(np.int16)
 
 
 def test_base_options_window_and_prompt() -> None:
@@ -164,7 +148,7 @@ def test_base_understands_a_phone_line_that_tiny_en_mishears(speech_dir: Path) -
     above 3.4 kHz); the multilingual base, told the language, gets it."""
     base = WhisperDecoder(STTOptions(model_path=str(phone_model_dir())))
     assert base.model.is_multilingual
-    got = base.decode(_as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=True)
+    got = base.decode(as_a_call(speech_dir / "audio" / "vctk_p226_001.flac"), final=True)
     assert word_errors("Please call Stella.", got.text)[0] == 0, got.text
     # The decoder's confidence comes with the text (what the prompt bench's ``pick`` reads).
     assert -2.0 < got.avg_logprob < 0.0, got.avg_logprob
@@ -179,7 +163,7 @@ def test_the_prompt_closer_keeps_base_writing_sentences(speech_dir: Path, engine
     assert prompt
     opt = base_options(STTOptions(prompt=prompt, model_path=str(phone_model_dir())))
     got = WhisperDecoder(opt).decode(
-        _as_a_call(speech_dir / "audio" / "ljspeech_LJ001-0002.flac"), final=True
+        as_a_call(speech_dir / "audio" / "ljspeech_LJ001-0002.flac"), final=True
     )
     assert word_errors("in being comparatively modern.", got.text)[0] == 0, got.text
 
