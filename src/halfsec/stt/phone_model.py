@@ -284,6 +284,15 @@ class PhoneWhisperEngine(WhisperEngine):
             partial_decoder=tiny if partials_on_tiny else None,
         )
 
+    def warmup(self) -> None:
+        """As every Whisper engine, and the cascade's base on its short window too: the
+        shared warm-up decodes the final lane's model as a partial, which in a cascade is
+        tiny.en alone, and the first unsure call would pay base's first run."""
+        super().warmup()
+        final = self.decoder
+        if isinstance(final, CascadeDecoder):
+            final.second.decode(self._noise, final=False)
+
 
 def create_phone_stt(options: STTOptions) -> STTEngine | None:
     """The recognizer for phone calls, or ``None`` when calls use the main one."""
